@@ -1,0 +1,172 @@
+"""click commands: parse, call, print. No logic."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ingest import __version__, render
+from ingest.app import session
+from ingest.config import ConfigError, Settings, load
+from ingest.lock import LockBusy
+from ingest.manifest import ManifestError
+from ingest.remote.base import AuthError, RemoteError
+from ingest.sync import Engine, Options
+from ingest.validate import MagicUnavailable
+
+log = logging.getLogger("ingest")
+
+
+class Failure(click.ClickException):
+    """A known failure: one sentence, no traceback (INGEST_DEBUG=1 shows it)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.exit_code = code
+
+
+def _guarded(fn):
+    """Known errors become one clear sentence and the documented exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ManifestError, MagicUnavailable) as exc:
+            _debug()
+            raise Failure(str(exc), 2) from None
+        except AuthError as exc:
+            _debug()
+            raise Failure(str(exc), 2) from None
+        except LockBusy as exc:
+            raise Failure(str(exc), 1) from None
+        except RemoteError as exc:
+            _debug()
+            raise Failure(f"the remote call failed: {exc}", 1) from None
+    return wrapper
+
+
+def _debug() -> None:
+    if os.environ.get("INGEST_DEBUG"):
+        import traceback
+        traceback.print_exc()
+
+
+def _settings(ctx: click.Context, paths: tuple[str, ...] = ()) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    if paths:
+        settings = settings.with_paths([Path(p) for p in paths])
+    if not settings.roots:
+        raise Failure("nothing to sync: name a folder (ingest sync ./docs) or add [[roots]] to the config", 2)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ingest")
+@click.option("-c", "--config", "config_path", envvar="INGEST_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML config file (default ./ingest.toml, then the XDG config dir).")
+@click.option("--backend", type=click.Choice(["auto", "local", "openai"]), default=None,
+              help="Where documents go: OpenAI when OPENAI_API_KEY is set, else the embedded store.")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; results still go to stdout.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbose: int, quiet: bool) -> None:
+    """Keep folders of documents in sync with OpenAI vector stores.
+
+    \b
+    Example:
+        ingest sync ./docs
+        ingest search "how do I rotate keys"
+    """
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        settings = load(config_path)
+    except ConfigError as exc:
+        raise Failure(str(exc), 2) from None
+    if backend:
+        from dataclasses import replace
+        settings = replace(settings, backend=backend)
+    ctx.obj = {"settings": settings, "quiet": quiet}
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan; make no remote call and change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--allow-mass-delete", is_flag=True, help="Delete even when a large share of a store would go.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.pass_context
+@_guarded
+def sync(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool,
+         allow_mass_delete: bool, wait: bool) -> None:
+    """Sync folders (or the configured roots) into their vector stores.
+
+    \b
+    Example:
+        ingest sync ./docs --dry-run
+    """
+    settings = _settings(ctx, paths)
+    options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+    with session(settings, "sync", wait=-1 if wait else 0) as (manifest, remote, _):
+        progress = render.progress_bar() if sys.stderr.isatty() and not as_json else None
+        report = Engine(settings, manifest, remote, progress=progress).sync(options)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(render.summary(report, verbose=ctx.obj["quiet"] is False))
+    ctx.exit(report.exit_code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show files by state per store, storage cost, recent runs and every problem file."""
+    from ingest.status import collect
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "status", lock=False) as (manifest, remote, backend):
+        data = collect(manifest, remote, backend)
+    click.echo(json.dumps(data, indent=2) if as_json else render.status(data))
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--store", "store_name", help="Logical store name (default: every store).")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Attribute filter (=, !=, >, >=, <, <=); repeat to AND them.")
+@click.option("-n", "--max-results", default=5, show_default=True, type=click.IntRange(1, 50))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def search(ctx: click.Context, query: str, store_name: str | None, filters: tuple[str, ...],
+           max_results: int, as_json: bool) -> None:
+    """Search the synced documents; prints path, score and a snippet, best first.
+
+    \b
+    Example:
+        ingest search "json serialization" --filter ext=txt -n 3
+    """
+    from ingest.filters import parse_cli_filters
+    from ingest.status import search_stores
+    try:
+        parsed = parse_cli_filters(list(filters)) if filters else None
+    except ValueError as exc:
+        raise Failure(str(exc), 2) from None
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "search", lock=False) as (manifest, remote, _):
+        hits = search_stores(manifest, remote, query, store_name, parsed, max_results)
+    if as_json:
+        click.echo(json.dumps(hits, indent=2))
+    else:
+        click.echo(render.hits(hits))
+
+
+def main() -> None:  # pragma: no cover
+    cli()

@@ -1,0 +1,282 @@
+"""Upload → attach in batches → wait (bounded) for indexing → retire what was replaced. State after every call."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ingest.config import BATCH_LIMIT, Settings
+from ingest.manifest import (ATTACHING, DELETED, FAILED, INDEXED, PENDING, RETIRE, STARTED, UPLOADED,
+                             UPLOADING, FileRow, Manifest)
+from ingest.remote.base import (CANCELLED, IN_PROGRESS, SERVER_ERROR, AttachItem, AuthError, NotFound,
+                                Remote, RemoteError)
+from ingest.stores import Stores
+
+log = logging.getLogger("ingest")
+SWEEP_WINDOW = 300  # seconds of clock skew allowed between us and the server when matching lost uploads
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Outcome:
+    uploaded: int = 0
+    indexed: int = 0
+    deleted_remote: int = 0
+    duplicates_removed: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    still_indexing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    store_id: str
+    rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
+
+
+def _show(row: FileRow) -> str:
+    return os.path.join(row.root, row.path)
+
+
+class Indexer:
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, stores: Stores,
+                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
+        self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
+        self.progress = progress or (lambda phase, done, total: None)
+        self.sleep, self.clock = sleep, clock
+        self.outcome = Outcome()
+        self.batches: dict[str, _Batch] = {}
+        self._queue: dict[str, list[FileRow]] = defaultdict(list)
+        self._index_retries: dict[str, int] = defaultdict(int)
+
+    # upload ------------------------------------------------------------------------------------
+    def run(self, uploads: list[FileRow], attach: list[FileRow], attaching: list[FileRow]) -> Outcome:
+        """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch."""
+        for row in attach:
+            self._queue[row.vector_store_id].append(row)
+        for row in attaching:
+            self.batches.setdefault(row.batch_id, _Batch(row.vector_store_id, {})).rows[row.file_id] = row
+        if uploads:
+            self._upload_all(uploads)
+        for store_id in list(self._queue):
+            self._flush(store_id)
+        self._wait()
+        return self.outcome
+
+    def _upload_all(self, rows: list[FileRow]) -> None:
+        total, done = len(rows), 0
+        with ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="upload") as pool:
+            pending = {}
+            todo = iter(rows)
+            # Keep only a window of uploads in flight: memory stays flat and the manifest says
+            # "uploading" only for files that really are.
+            while True:
+                while len(pending) < self.settings.upload_concurrency * 2:
+                    row = next(todo, None)
+                    if row is None:
+                        break
+                    pending[self._start(pool, row)] = row
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    row = pending.pop(future)
+                    try:
+                        self._uploaded(future, row)
+                    except AuthError:
+                        pool.shutdown(cancel_futures=True)
+                        raise
+                    done += 1
+                    self.progress("upload", done, total)
+
+    def _start(self, pool: ThreadPoolExecutor, row: FileRow):
+        path = Path(row.root) / row.path
+        upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
+        row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
+        future = pool.submit(self.remote.upload, path, path.name)
+        future.upload_id = upload_id  # type: ignore[attr-defined]
+        future.row = row  # type: ignore[attr-defined]
+        return future
+
+    def _uploaded(self, future, row: FileRow) -> None:
+        row = future.row
+        path = Path(row.root) / row.path
+        try:
+            remote_file = future.result()
+        except FileNotFoundError:
+            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
+            self.outcome.notes.append(f"{_show(row)}: vanished before it could be uploaded")
+            return
+        except OSError as exc:
+            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self._fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
+            return
+        except AuthError:
+            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.update(row, state=PENDING)
+            raise
+        except RemoteError as exc:
+            self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
+            self._fail(row, f"upload failed: {exc}", None, retryable=True)
+            return
+        self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated)
+        changes = {"state": UPLOADED, "file_id": remote_file.id}
+        try:
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+                changes["hashed_at_ns"] = None  # it changed while we sent it: hash and send again next run
+                self.outcome.notes.append(f"{_show(row)}: changed during upload; it is synced again next run")
+        except OSError:
+            pass
+        row = self.manifest.update(row, **changes)
+        self.outcome.uploaded += 1
+        self._queue[row.vector_store_id].append(row)
+        if len(self._queue[row.vector_store_id]) >= BATCH_LIMIT:
+            self._flush(row.vector_store_id)
+
+    def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
+        self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.outcome.failures.append((_show(row), reason))
+
+    # attach ------------------------------------------------------------------------------------
+    def _flush(self, store_id: str) -> None:
+        rows = self._queue.pop(store_id, [])
+        for start in range(0, len(rows), BATCH_LIMIT):
+            self._attach(store_id, rows[start:start + BATCH_LIMIT])
+
+    def _attach(self, store_id: str, rows: list[FileRow]) -> None:
+        chunking = self.stores.chunking(rows[0].store) if rows else None
+        items = [AttachItem(r.file_id, r.attrs(), chunking) for r in rows]
+        try:
+            batch = self.remote.attach_batch(store_id, items)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            for row in rows:
+                self._fail(row, f"attach failed: {exc}", None, retryable=True)
+            return
+        tracked = _Batch(store_id, {})
+        with self.manifest.transaction():
+            for row in rows:
+                tracked.rows[row.file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
+                self.manifest.ledger_set(row.file_id, "live", store_id)
+        self.batches[batch.id] = tracked
+
+    # wait --------------------------------------------------------------------------------------
+    def _wait(self) -> None:
+        deadline = self.clock() + self.settings.index_timeout
+        total = sum(len(b.rows) for b in self.batches.values())
+        while self.batches:
+            hint = None
+            for batch_id in list(self.batches):
+                tracked = self.batches[batch_id]
+                try:
+                    batch = self.remote.get_batch(tracked.store_id, batch_id)
+                except NotFound:
+                    self._reattach(self.batches.pop(batch_id))
+                    continue
+                except AuthError:
+                    raise
+                except RemoteError as exc:
+                    log.warning("cannot check batch %s: %s", batch_id, exc)
+                    continue
+                if batch.status != IN_PROGRESS:
+                    self._settle(batch_id, batch)
+                elif batch.poll_after_ms is not None:
+                    hint = batch.poll_after_ms / 1000 if hint is None else min(hint, batch.poll_after_ms / 1000)
+            for store_id in list(self._queue):
+                self._flush(store_id)  # server_error retries go out in a new batch
+            self.progress("index", total - sum(len(b.rows) for b in self.batches.values()), total)
+            if not self.batches:
+                break
+            if self.clock() >= deadline:
+                for tracked in self.batches.values():
+                    self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
+                self.outcome.notes.append(
+                    f"{len(self.outcome.still_indexing)} files still indexing after "
+                    f"{self.settings.index_timeout:.0f} s; the next run checks them again")
+                return
+            self.sleep(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
+
+    def _reattach(self, tracked: _Batch) -> None:
+        for row in tracked.rows.values():
+            self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
+
+    def _settle(self, batch_id: str, batch) -> None:
+        tracked = self.batches.pop(batch_id)
+        outcomes: dict[str, tuple[str, str | None, str | None]] = {}
+        try:
+            if batch.failed or batch.cancelled or batch.in_progress:
+                for sf in self.remote.batch_files(tracked.store_id, batch_id):
+                    outcomes[sf.file_id] = (sf.status, sf.error_code, sf.error_message)
+        except RemoteError as exc:
+            log.warning("cannot list files of batch %s: %s", batch_id, exc)
+            self.batches[batch_id] = tracked  # look again next round
+            return
+        with self.manifest.transaction():
+            for file_id, row in tracked.rows.items():
+                status, code, message = outcomes.get(file_id, ("completed", None, None))
+                if status == IN_PROGRESS:
+                    self.batches.setdefault(f"{batch_id}", _Batch(tracked.store_id, {})).rows[file_id] = row
+                elif status == "completed":
+                    self._indexed(row)
+                elif status == CANCELLED:
+                    self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
+                elif code == SERVER_ERROR and self._index_retries[file_id] < self.settings.server_error_retries:
+                    self._index_retries[file_id] += 1
+                    self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
+                else:
+                    reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
+                    self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
+
+    def _indexed(self, row: FileRow) -> None:
+        if row.old_file_id:
+            # Make before break: the old version goes only now that the new one is searchable.
+            self.manifest.ledger_set(row.old_file_id, RETIRE)
+        self.manifest.update(row, state=INDEXED, old_file_id=None, reason=None, error_code=None,
+                             retryable=None, batch_id=None, indexed_at=time.time())
+        self.outcome.indexed += 1
+
+    # clean-up ----------------------------------------------------------------------------------
+    def retire(self) -> None:
+        """Detach and delete every file id this tool created and no longer wants."""
+        for upload in self.manifest.ledger(RETIRE):
+            try:
+                if upload.vector_store_id:
+                    self.remote.detach(upload.vector_store_id, upload.file_id)
+                self.remote.delete_file(upload.file_id)
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
+                continue
+            self.manifest.ledger_set(upload.file_id, DELETED)
+            self.outcome.deleted_remote += 1
+
+    def sweep(self) -> None:
+        """Find the files of uploads whose reply never came (a crash, a lost response) and delete them."""
+        suspects = self.manifest.ledger(STARTED) + self.manifest.ledger_suspects()
+        if not suspects:
+            return
+        known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
+        now = time.time()
+        for remote_file in self.remote.list_files():
+            if remote_file.id in known:
+                continue
+            for s in suspects:
+                if (remote_file.filename == s.filename and remote_file.bytes == s.bytes
+                        and s.started_at - SWEEP_WINDOW <= remote_file.created_at
+                        <= (s.finished_at or now) + SWEEP_WINDOW):
+                    self.remote.delete_file(remote_file.id)
+                    self.outcome.duplicates_removed += 1
+                    break
+        with self.manifest.transaction():
+            for s in suspects:
+                self.manifest.ledger_resolved(s)

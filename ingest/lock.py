@@ -1,0 +1,58 @@
+"""One writer at a time: an advisory lock beside the manifest, shared by sync, watch and reindex."""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+
+class LockBusy(Exception):
+    """Another ingest process holds the manifest."""
+
+
+class ManifestLock:
+    def __init__(self, manifest: Path, command: str):
+        self.path = Path(str(manifest) + ".lock")
+        self.command = command
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another ingest process"
+        except OSError:
+            return "another ingest process"
+
+    def acquire(self, wait: float = 0.0) -> "ManifestLock":
+        """Take the lock; wait up to `wait` seconds (0: fail at once, negative: forever)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = None if wait < 0 else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    holder = self.holder()
+                    os.close(fd)
+                    raise LockBusy(f"the manifest is in use by {holder}; wait for it to finish, "
+                                   "or pass --wait to queue behind it") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"'ingest {self.command}' (pid {os.getpid()})\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "ManifestLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,281 @@
+"""The SQLite manifest: the only module that opens it. Local path → content hash → file id → store."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+# File states, in the order a document goes through them.
+REJECTED = "rejected"      # validation refused it; reason says why; never uploaded
+PENDING = "pending"        # valid, to be uploaded
+UPLOADING = "uploading"    # an upload is under way (its ledger row says when it started)
+UPLOADED = "uploaded"      # file_id known, not yet attached
+ATTACHING = "attaching"    # attached in batch_id, indexing under way
+INDEXED = "indexed"        # completed in its vector store
+FAILED = "failed"          # the upload or indexing failed; retryable says whether another try may help
+ERROR = "error"            # the scan could not read it; the last good remote state is kept
+ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
+
+# Ledger statuses of every remote file id this tool created.
+LIVE = "live"
+RETIRE = "retire"          # no longer wanted: to be detached and deleted
+DELETED = "deleted"
+STARTED = "started"        # an upload began and its id is not known yet (crash, or a lost reply)
+
+migrations = Migrations("ingest")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["files"].create({
+        "root": str, "path": str, "store": str, "size": int, "mtime_ns": int, "inode": int,
+        "hashed_at_ns": int, "sha256": str, "mime": str, "state": str, "reason": str,
+        "error_code": str, "retryable": int, "file_id": str, "vector_store_id": str,
+        "batch_id": str, "old_file_id": str, "attributes": str, "attempts": int,
+        "first_seen": float, "updated_at": float, "indexed_at": float,
+    }, pk=("root", "path"), not_null={"root", "path", "state"})
+    db["files"].create_index(["file_id"])
+    db["files"].create_index(["state"])
+    db["stores"].create({
+        "id": str, "name": str, "shard": int, "status": str, "fingerprint": str, "created_at": float,
+    }, pk="id")
+    db["stores"].create_index(["name", "shard"])
+    db["uploads"].create({
+        "id": int, "file_id": str, "root": str, "path": str, "filename": str, "bytes": int,
+        "sha256": str, "vector_store_id": str, "status": str, "started_at": float,
+        "finished_at": float, "suspect": int,
+    }, pk="id")
+    db["uploads"].create_index(["file_id"])
+    db["uploads"].create_index(["status"])
+    db["runs"].create({
+        "id": int, "command": str, "started_at": float, "finished_at": float, "exit_code": int,
+        "counts": str, "held": str,
+    }, pk="id")
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    root: str
+    path: str
+    state: str
+    store: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+    hashed_at_ns: int | None = None
+    sha256: str | None = None
+    mime: str | None = None
+    reason: str | None = None
+    error_code: str | None = None
+    retryable: int | None = None
+    file_id: str | None = None
+    vector_store_id: str | None = None
+    batch_id: str | None = None
+    old_file_id: str | None = None
+    attributes: str | None = None
+    attempts: int = 0
+    first_seen: float | None = None
+    updated_at: float | None = None
+    indexed_at: float | None = None
+
+    @classmethod
+    def from_db(cls, row: dict[str, Any]) -> "FileRow":
+        return cls(**{f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts"
+                      else 0 for f in fields(cls)})
+
+    def attrs(self) -> dict[str, Any]:
+        return json.loads(self.attributes) if self.attributes else {}
+
+
+@dataclass(frozen=True)
+class StoreRow:
+    id: str
+    name: str
+    shard: int
+    status: str
+    fingerprint: str | None = None
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    id: int
+    file_id: str | None
+    root: str
+    path: str
+    filename: str
+    bytes: int
+    sha256: str | None
+    vector_store_id: str | None
+    status: str
+    started_at: float
+    finished_at: float | None
+    suspect: int | None = None
+
+
+def _prepare_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+class Manifest:
+    """Reads and writes the manifest. Open one per process; use it from one thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        _prepare_file(path)
+        try:
+            self.db = sqlite_utils.Database(path)
+            self.db.conn.execute("PRAGMA journal_mode=WAL")
+            self.db.conn.execute("PRAGMA synchronous=NORMAL")
+            self.db.conn.execute("PRAGMA busy_timeout=10000")
+            self._check_version()
+            migrations.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise ManifestError(
+                f"{path}: the manifest is damaged ({exc}). It was left as it is; move it aside "
+                f"(mv '{path}' '{path}.broken') and run 'ingest reindex' to rebuild it from the "
+                "local files (the remote files it knew of are then found by 'ingest gc').") from None
+        for suffix in ("-wal", "-shm"):
+            extra = Path(str(path) + suffix)
+            if extra.exists():
+                os.chmod(extra, 0o600)
+
+    def _check_version(self) -> None:
+        known = {m.name for m in migrations._migrations}
+        unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
+        if unknown:
+            raise ManifestError(
+                f"{self.path}: the manifest was written by a newer version of ingest "
+                f"(migration {unknown[-1]}); upgrade ingest, or point --manifest elsewhere.")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self):
+        """A context manager: everything inside commits together (one fsync, not one per row)."""
+        return self.db.conn
+
+    # files -----------------------------------------------------------------------------------
+    def rows(self, root: str | None = None) -> dict[tuple[str, str], FileRow]:
+        where, args = ("root = ?", [root]) if root is not None else (None, None)
+        return {(r["root"], r["path"]): FileRow.from_db(r)
+                for r in self.db["files"].rows_where(where, args)}
+
+    def row(self, root: str, path: str) -> FileRow | None:
+        found = list(self.db["files"].rows_where("root = ? and path = ?", [root, path]))
+        return FileRow.from_db(found[0]) if found else None
+
+    def put(self, row: FileRow) -> FileRow:
+        now = time.time()
+        row = replace(row, updated_at=now, first_seen=row.first_seen or now)
+        self.db["files"].upsert(asdict(row), pk=("root", "path"))
+        return row
+
+    def update(self, row: FileRow, **changes: Any) -> FileRow:
+        return self.put(replace(row, **changes))
+
+    def remove(self, root: str, path: str) -> None:
+        self.db.conn.execute("delete from files where root = ? and path = ?", [root, path])
+
+    def rows_in_states(self, states: Iterable[str]) -> list[FileRow]:
+        states = list(states)
+        marks = ",".join("?" for _ in states)
+        return [FileRow.from_db(r) for r in self.db["files"].rows_where(f"state in ({marks})", states)]
+
+    def referenced_ids(self) -> set[str]:
+        out: set[str] = set()
+        for r in self.db.query("select file_id, old_file_id from files"):
+            out.update(v for v in (r["file_id"], r["old_file_id"]) if v)
+        return out
+
+    def counts_by_store_state(self) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "select store, vector_store_id, state, count(*) as n from files "
+            "group by store, vector_store_id, state order by store, state"))
+
+    def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
+        return [FileRow.from_db(r) for r in self.db["files"].rows_where("vector_store_id = ?", [vector_store_id])]
+
+    def count_in_store(self, vector_store_id: str) -> int:
+        return self.db.execute("select count(*) from files where vector_store_id = ? and file_id is not null",
+                               [vector_store_id]).fetchone()[0]
+
+    # stores ----------------------------------------------------------------------------------
+    def stores(self, name: str | None = None, status: str = "active") -> list[StoreRow]:
+        where = "status = ?" + (" and name = ?" if name else "")
+        args = [status] + ([name] if name else [])
+        return [StoreRow(**r) for r in self.db["stores"].rows_where(where, args, order_by="name, shard")]
+
+    def add_store(self, store: StoreRow) -> None:
+        self.db["stores"].upsert(asdict(store), pk="id")
+
+    def set_store_status(self, store_id: str, status: str) -> None:
+        self.db["stores"].update(store_id, {"status": status})
+
+    # ledger of created remote files ------------------------------------------------------------
+    def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
+        return self.db["uploads"].insert({
+            "root": root, "path": path, "filename": filename, "bytes": size, "sha256": sha256,
+            "status": STARTED, "started_at": time.time(),
+        }).last_pk
+
+    def ledger_done(self, upload_id: int, file_id: str, suspect: bool = False) -> None:
+        self.db["uploads"].update(upload_id, {"file_id": file_id, "status": LIVE, "finished_at": time.time(),
+                                              "suspect": int(suspect)})
+
+    def ledger_failed(self, upload_id: int, ambiguous: bool) -> None:
+        """An upload that failed: if the request may have reached the server, keep it for the sweep."""
+        if ambiguous:
+            self.db["uploads"].update(upload_id, {"finished_at": time.time(), "suspect": 1})
+        else:
+            self.db["uploads"].update(upload_id, {"status": DELETED, "finished_at": time.time()})
+
+    def ledger_set(self, file_id: str, status: str, vector_store_id: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if vector_store_id:
+            values["vector_store_id"] = vector_store_id
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.db.execute(f"update uploads set {sets} where file_id = ?", [*values.values(), file_id])
+
+    def ledger(self, status: str) -> list[Upload]:
+        return [Upload(**r) for r in self.db["uploads"].rows_where("status = ?", [status], order_by="id")]
+
+    def ledger_ids(self) -> set[str]:
+        return {r["file_id"] for r in self.db.query("select file_id from uploads where file_id is not null")}
+
+    def ledger_suspects(self) -> list[Upload]:
+        """Uploads after which a duplicate may exist remotely (a retry after the request got through)."""
+        return [Upload(**r) for r in self.db["uploads"].rows_where("suspect = 1 and status != ?", [STARTED])]
+
+    def ledger_resolved(self, upload: Upload) -> None:
+        values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
+        self.db["uploads"].update(upload.id, values)
+
+    # runs ------------------------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        return self.db["runs"].insert({"command": command, "started_at": time.time()}).last_pk
+
+    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
+        self.db["runs"].update(run_id, {"finished_at": time.time(), "exit_code": exit_code,
+                                        "counts": json.dumps(counts), "held": json.dumps(held)})
+
+    def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
+        return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
+
+    def iter_problem_rows(self) -> Iterator[FileRow]:
+        for r in self.db["files"].rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR],
+                                             order_by="root, path"):
+            yield FileRow.from_db(r)

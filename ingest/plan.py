@@ -1,0 +1,153 @@
+"""Pure: (what the scan saw, what the manifest holds) → what to do. No I/O."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from ingest.manifest import ACTIVE_STATES, ERROR, FAILED, INDEXED, REJECTED, FileRow
+from ingest.scan import Problem
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A file as this run sees it: stat, hash and verdict."""
+    root: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    hashed_at_ns: int | None
+    sha256: str | None
+    mime: str
+    ok: bool
+    reason: str
+    store: str
+
+
+@dataclass(frozen=True)
+class RootScan:
+    """What the planner needs to know about one root's scan."""
+    root: str
+    full: bool          # the whole root was scanned, not a few dirty paths
+    missing: bool
+    has_errors: bool
+    entries: int
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    max_fraction: float = 0.2
+    floor: int = 5
+    allow_mass_delete: bool = False
+
+
+@dataclass
+class Plan:
+    uploads: list[tuple[Observed, FileRow | None]] = field(default_factory=list)  # new or changed
+    resumes: list[tuple[Observed, FileRow]] = field(default_factory=list)         # half-done, same content
+    moves: list[tuple[Observed, FileRow]] = field(default_factory=list)
+    unchanged: list[tuple[Observed, FileRow]] = field(default_factory=list)
+    rejected: list[tuple[Observed, FileRow | None]] = field(default_factory=list)
+    refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)   # FIFOs, symlinks out…
+    unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
+    deletes: list[FileRow] = field(default_factory=list)
+    held: list[tuple[FileRow, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)
+        return {
+            "scanned": len(self.uploads) + len(self.resumes) + len(self.moves) + len(self.unchanged)
+            + len(self.rejected),
+            "new": len(self.uploads) - changed,
+            "changed": changed,
+            "resumed": len(self.resumes),
+            "moved": len(self.moves),
+            "deleted": len(self.deletes),
+            "unchanged": len(self.unchanged),
+            "rejected": len(self.rejected) + len(self.refused),
+            "unreadable": len(self.unreadable),
+            "held": len(self.held),
+        }
+
+    def retirements(self) -> list[FileRow]:
+        """Rows whose remote file must go: deleted locally, or now rejected or refused."""
+        gone = list(self.deletes)
+        gone += [row for _, row in self.rejected if row is not None and row.file_id]
+        gone += [row for _, row in self.refused if row is not None and row.file_id]
+        return gone
+
+
+def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tuple[str, str], FileRow],
+              scans: list[RootScan], store_sizes: dict[str, int], policy: GuardPolicy) -> Plan:
+    """rows holds only the manifest rows inside the scanned scope; store_sizes counts files per store."""
+    plan = Plan()
+    seen: set[tuple[str, str]] = set()
+    fresh: list[Observed] = []
+    for obs in observed:
+        key = (obs.root, obs.path)
+        seen.add(key)
+        row = rows.get(key)
+        if not obs.ok:
+            plan.rejected.append((obs, row))
+        elif row is None or row.file_id is None and row.state in (REJECTED, ERROR):
+            fresh.append(obs)
+        elif row.sha256 != obs.sha256 or row.store != obs.store:
+            plan.uploads.append((obs, row))
+        elif row.state == INDEXED and row.file_id and not row.old_file_id:
+            plan.unchanged.append((obs, row))
+        elif row.state in ACTIVE_STATES or row.state in (FAILED, ERROR, REJECTED) or row.old_file_id:
+            plan.resumes.append((obs, row))
+        else:
+            plan.unchanged.append((obs, row))
+    for problem in problems:
+        key = (problem.root, problem.path)
+        seen.add(key)
+        (plan.unreadable if problem.is_error else plan.refused).append((problem, rows.get(key)))
+
+    gone = [row for key, row in rows.items() if key not in seen]
+    # A vanished path whose bytes reappear elsewhere in the same store is a move, not a delete + upload.
+    by_content: dict[tuple[str | None, str | None], list[FileRow]] = defaultdict(list)
+    for row in gone:
+        if row.file_id and row.state == INDEXED and not row.old_file_id:
+            by_content[(row.sha256, row.store)].append(row)
+    moved_from: set[tuple[str, str]] = set()
+    for obs in fresh:
+        candidates = by_content.get((obs.sha256, obs.store))
+        if candidates:
+            old = candidates.pop(0)
+            moved_from.add((old.root, old.path))
+            plan.moves.append((obs, old))
+        else:
+            plan.uploads.append((obs, None))
+    deletes = [row for row in gone if (row.root, row.path) not in moved_from]
+    _guard(plan, deletes, scans, store_sizes, policy)
+    return plan
+
+
+def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_sizes: dict[str, int],
+           policy: GuardPolicy) -> None:
+    """Hold deletions back when the scan cannot be trusted, or when too much of a store would go."""
+    by_root = {s.root: s for s in scans}
+    remaining: list[FileRow] = []
+    for row in deletes:
+        scan = by_root.get(row.root)
+        if row.file_id is None and row.old_file_id is None:
+            remaining.append(row)  # nothing remote to delete: only a manifest row to forget
+        elif scan is None or scan.missing:
+            plan.held.append((row, "the root is missing or not mounted"))
+        elif scan.has_errors:
+            plan.held.append((row, "the scan of this root had errors"))
+        elif scan.full and scan.entries == 0:
+            plan.held.append((row, "the root is empty; is the share mounted?"))
+        else:
+            remaining.append(row)
+    if not policy.allow_mass_delete:
+        per_store = Counter(row.store for row in remaining if row.file_id)
+        over = {store for store, n in per_store.items()
+                if n > policy.floor and n > policy.max_fraction * store_sizes.get(store or "", 0)}
+        for row in list(remaining):
+            if row.store in over and row.file_id:
+                remaining.remove(row)
+                plan.held.append((row, f"more than {policy.max_fraction:.0%} of store {row.store!r} "
+                                       "would be deleted; run with --allow-mass-delete if intended"))
+    plan.deletes = remaining

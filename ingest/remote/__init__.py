@@ -1,0 +1,1 @@
+"""Remote vector-store backends: OpenAI and the embedded local store."""

@@ -1,0 +1,118 @@
+"""The small remote interface the sync engine speaks: OpenAI and the embedded store both implement it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Protocol, Sequence, Union
+
+AttrValue = Union[str, int, float, bool]
+
+# Statuses of a file inside a store, as the OpenAI API names them.
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+# last_error.code values; treat as an open string.
+SERVER_ERROR = "server_error"
+UNSUPPORTED_FILE = "unsupported_file"
+INVALID_FILE = "invalid_file"
+
+
+class RemoteError(Exception):
+    """A remote call failed after the retries it was allowed."""
+
+
+class NotFound(RemoteError):
+    """The object does not exist remotely (404)."""
+
+
+class AuthError(RemoteError):
+    """The credentials were refused (401/403): nothing else will work, stop the run."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    id: str
+    filename: str
+    bytes: int
+    created_at: int  # unix seconds, as the API reports it
+    # True when an earlier attempt of this upload failed after the request may have reached the
+    # server: a duplicate file may exist remotely, and the sync sweeps for it.
+    maybe_duplicated: bool = False
+
+
+@dataclass(frozen=True)
+class Store:
+    id: str
+    name: str
+    status: str  # "completed" | "in_progress" | "expired"
+    usage_bytes: int = 0
+    file_counts: Mapping[str, int] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreFile:
+    file_id: str
+    status: str
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    usage_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    status: str  # in_progress | completed | failed | cancelled
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    total: int = 0
+    poll_after_ms: int | None = None  # the server's openai-poll-after-ms hint, if any
+
+
+@dataclass(frozen=True)
+class AttachItem:
+    file_id: str
+    attributes: Mapping[str, AttrValue]
+    chunking: Mapping[str, object] | None = None  # an OpenAI chunking_strategy object, None = auto
+
+
+@dataclass(frozen=True)
+class Hit:
+    file_id: str
+    filename: str
+    score: float
+    attributes: Mapping[str, AttrValue]
+    text: str
+
+
+class Remote(Protocol):
+    """What sync needs from a vector-store service. Every method is one logical remote call."""
+
+    kind: str  # "openai" | "local"
+
+    def upload(self, path: Path, filename: str) -> RemoteFile: ...
+    def delete_file(self, file_id: str) -> None: ...  # NotFound is swallowed: deleting twice is fine
+    def list_files(self) -> Iterator[RemoteFile]: ...  # every file of purpose "assistants", paginated
+
+    def create_store(self, name: str, metadata: Mapping[str, str],
+                     chunking: Mapping[str, object] | None,
+                     expires_after_days: int | None) -> Store: ...
+    def get_store(self, store_id: str) -> Store: ...  # raises NotFound
+    def delete_store(self, store_id: str) -> None: ...
+
+    def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch: ...
+    def get_batch(self, store_id: str, batch_id: str) -> Batch: ...
+    def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]: ...
+
+    def get_store_file(self, store_id: str, file_id: str) -> StoreFile: ...  # raises NotFound
+    def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]: ...
+    def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None: ...
+    def detach(self, store_id: str, file_id: str) -> None: ...  # NotFound is swallowed
+
+    def search(self, store_id: str, query: str, filters: Mapping[str, object] | None = None,
+               max_results: int = 10) -> list[Hit]: ...

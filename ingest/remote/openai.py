@@ -1,0 +1,266 @@
+"""The OpenAI backend: the official SDK with its own retries off, and one tenacity policy for all calls."""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+
+import openai
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from ingest.remote.base import (AttachItem, AuthError, Batch, Hit, NotFound, RemoteError, RemoteFile,
+                                Store, StoreFile)
+
+log = logging.getLogger("ingest.remote")
+T = TypeVar("T")
+MAX_RETRY_AFTER = 120.0  # longer waits than this are the server asking us to stop, not to wait
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 408, 409, 5xx, connection errors and timeouts are worth another try; the rest are not."""
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    status = _status(exc)
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def may_have_reached_server(exc: BaseException) -> bool:
+    """A failure after which a non-idempotent POST may still have taken effect."""
+    status = _status(exc)
+    return isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = response.headers.get(header)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / divisor)
+            except ValueError:
+                continue
+    return None
+
+
+class Backoff:
+    """Wait the server's Retry-After when it gives one, else exponential backoff with full jitter."""
+
+    def __init__(self, base: float = 0.5, cap: float = 8.0, rng: random.Random | None = None):
+        self.base, self.cap, self.rng = base, cap, rng or random.Random()
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = retry_after(exc) if exc else None
+        if hinted is not None:
+            return min(hinted, MAX_RETRY_AFTER) + self.rng.uniform(0, 0.1)
+        return self.rng.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
+
+
+class OpenAIRemote:
+    kind = "openai"
+
+    def __init__(self, client: openai.OpenAI, attempts: int = 6, backoff: Backoff | None = None,
+                 on_throttle: Callable[[float | None], None] | None = None):
+        self.client = client
+        self.attempts = max(1, attempts)
+        self.backoff = backoff or Backoff()
+        self.on_throttle = on_throttle
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, api_key: str, base_url: str | None, attempts: int, timeout: float) -> "OpenAIRemote":
+        import httpx2
+        client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
+                               timeout=httpx2.Timeout(timeout, connect=10.0))
+        return cls(client, attempts=attempts)
+
+    def _call(self, what: str, fn: Callable[[], T], on_retry: Callable[[BaseException], None] | None = None) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception()
+            if _status(exc) == 429 and self.on_throttle:
+                self.on_throttle(retry_after(exc))
+            if on_retry:
+                on_retry(exc)
+            log.info("%s: %s; retrying (attempt %d of %d)", what, _describe(exc),
+                     state.attempt_number + 1, self.attempts)
+
+        try:
+            for attempt in Retrying(retry=retry_if_exception(is_transient), wait=self.backoff,
+                                    stop=stop_after_attempt(self.attempts), before_sleep=before_sleep,
+                                    reraise=True):
+                with attempt:
+                    return fn()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None
+        except openai.NotFoundError as exc:
+            raise NotFound(f"{what}: not found") from exc
+        except openai.OpenAIError as exc:
+            raise RemoteError(f"{what}: {_describe(exc)}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # files -------------------------------------------------------------------------------------
+    def upload(self, path: Path, filename: str) -> RemoteFile:
+        suspect = threading.Event()
+
+        def send():
+            with open(path, "rb") as fh:  # streamed from disk, reopened on every attempt
+                return self.client.files.create(file=(filename, fh), purpose="assistants")
+
+        def note(exc: BaseException) -> None:
+            if may_have_reached_server(exc):
+                suspect.set()
+
+        try:
+            f = self._call(f"upload {filename}", send, on_retry=note)
+        except RemoteError as exc:
+            if exc.__cause__ is not None and may_have_reached_server(exc.__cause__):
+                suspect.set()
+            exc.maybe_duplicated = suspect.is_set()  # type: ignore[attr-defined]
+            raise
+        return RemoteFile(f.id, f.filename, f.bytes, f.created_at, maybe_duplicated=suspect.is_set())
+
+    def delete_file(self, file_id: str) -> None:
+        try:
+            self._call(f"delete file {file_id}", lambda: self.client.files.delete(file_id))
+        except NotFound:
+            pass
+
+    def list_files(self) -> Iterator[RemoteFile]:
+        page = self._call("list files", lambda: self.client.files.list(purpose="assistants"))
+        while True:
+            for f in page.data:
+                yield RemoteFile(f.id, f.filename, f.bytes, f.created_at)
+            if not page.has_next_page():
+                return
+            page = self._call("list files", page.get_next_page)
+
+    # stores ------------------------------------------------------------------------------------
+    def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, Any] | None,
+                     expires_after_days: int | None) -> Store:
+        args: dict[str, Any] = {"name": name, "metadata": dict(metadata)}
+        if chunking:
+            args["chunking_strategy"] = dict(chunking)
+        if expires_after_days:
+            args["expires_after"] = {"anchor": "last_active_at", "days": expires_after_days}
+        return _store(self._call(f"create store {name}", lambda: self.client.vector_stores.create(**args)))
+
+    def get_store(self, store_id: str) -> Store:
+        return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
+
+    def delete_store(self, store_id: str) -> None:
+        try:
+            self._call(f"delete store {store_id}", lambda: self.client.vector_stores.delete(store_id))
+        except NotFound:
+            pass
+
+    # batches -----------------------------------------------------------------------------------
+    def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch:
+        files = []
+        for item in items:
+            entry: dict[str, Any] = {"file_id": item.file_id, "attributes": dict(item.attributes)}
+            if item.chunking:
+                entry["chunking_strategy"] = dict(item.chunking)
+            files.append(entry)
+        b = self._call(f"attach {len(files)} files to {store_id}",
+                       lambda: self.client.vector_stores.file_batches.create(store_id, files=files))
+        return _batch(b, None)
+
+    def get_batch(self, store_id: str, batch_id: str) -> Batch:
+        raw = self._call(f"batch {batch_id}", lambda: self.client.vector_stores.file_batches.with_raw_response
+                         .retrieve(batch_id, vector_store_id=store_id))
+        return _batch(raw.parse(), _poll_after(raw.headers))
+
+    def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]:
+        args: dict[str, Any] = {"vector_store_id": store_id, "limit": 100}
+        if status:
+            args["filter"] = status
+        page = self._call(f"files of batch {batch_id}",
+                          lambda: self.client.vector_stores.file_batches.list_files(batch_id, **args))
+        yield from self._pages(page, f"files of batch {batch_id}")
+
+    # store files -------------------------------------------------------------------------------
+    def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
+        return _store_file(self._call(f"file {file_id} in {store_id}", lambda: self.client.vector_stores
+                                      .files.retrieve(file_id, vector_store_id=store_id)))
+
+    def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
+        args: dict[str, Any] = {"limit": 100}
+        if status:
+            args["filter"] = status
+        page = self._call(f"files of {store_id}", lambda: self.client.vector_stores.files.list(store_id, **args))
+        yield from self._pages(page, f"files of {store_id}")
+
+    def _pages(self, page, what: str) -> Iterator[StoreFile]:
+        while True:
+            for f in page.data:
+                yield _store_file(f)
+            if not page.has_next_page():
+                return
+            page = self._call(what, page.get_next_page)
+
+    def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
+        self._call(f"update attributes of {file_id}", lambda: self.client.vector_stores.files.update(
+            file_id, vector_store_id=store_id, attributes=dict(attributes)))
+
+    def detach(self, store_id: str, file_id: str) -> None:
+        try:
+            self._call(f"detach {file_id}", lambda: self.client.vector_stores.files.delete(
+                file_id, vector_store_id=store_id))
+        except NotFound:
+            pass
+
+    def search(self, store_id: str, query: str, filters: Mapping[str, Any] | None = None,
+               max_results: int = 10) -> list[Hit]:
+        args: dict[str, Any] = {"query": query, "max_num_results": max(1, min(50, max_results))}
+        if filters:
+            args["filters"] = dict(filters)
+        page = self._call(f"search {store_id}", lambda: self.client.vector_stores.search(store_id, **args))
+        return [Hit(r.file_id, r.filename, r.score, dict(r.attributes or {}),
+                    "\n".join(c.text for c in r.content)) for r in page.data]
+
+
+def _describe(exc: BaseException | None) -> str:
+    status = _status(exc)
+    if status is not None:
+        message = getattr(exc, "message", "") or ""
+        return f"HTTP {status}: {message}"[:300]
+    if isinstance(exc, openai.APITimeoutError):
+        return "the request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection error"
+    return str(exc)[:300]
+
+
+def _poll_after(headers) -> int | None:
+    value = headers.get("openai-poll-after-ms")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _store(vs) -> Store:
+    counts = vs.file_counts
+    return Store(vs.id, vs.name or "", vs.status, vs.usage_bytes or 0,
+                 {k: getattr(counts, k) for k in ("in_progress", "completed", "failed", "cancelled", "total")},
+                 dict(vs.metadata or {}))
+
+
+def _batch(b, poll_after_ms: int | None) -> Batch:
+    c = b.file_counts
+    return Batch(b.id, b.status, c.in_progress, c.completed, c.failed, c.cancelled, c.total, poll_after_ms)
+
+
+def _store_file(f) -> StoreFile:
+    err = f.last_error
+    return StoreFile(f.id, f.status, dict(f.attributes or {}), err.code if err else None,
+                     err.message if err else None, f.usage_bytes or 0)

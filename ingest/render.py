@@ -1,0 +1,82 @@
+"""Text for people: run summaries, status tables, search hits, the progress bar."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+import click
+
+from ingest.sync import Report
+
+ORDER = ("new", "changed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
+
+
+def summary(report: Report, verbose: bool = True) -> str:
+    c = report.counts
+    head = "plan" if report.dry_run else "synced"
+    lines = [f"{head}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if k in c or k == "failed")
+             + (f" in {report.seconds:.1f} s" if not report.dry_run else "")]
+    if not report.dry_run:
+        lines.append(f"uploaded {c.get('uploaded', 0)}, indexed {c.get('indexed', 0)}, "
+                     f"remote files deleted {c.get('remote_deleted', 0)}")
+    if report.dry_run:
+        for kind, paths in report.planned.items():
+            if kind == "unchanged" and not verbose:
+                continue
+            for path in paths:
+                lines.append(f"  {kind:<9} {path}")
+    for title, items in (("failed", report.failures), ("rejected", report.rejected),
+                         ("held back (not deleted)", report.held)):
+        if items:
+            lines.append(f"{title}:")
+            lines += [f"  {path}: {reason}" for path, reason in items]
+    if report.still_indexing:
+        lines.append(f"still indexing: {len(report.still_indexing)} files")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+def status(data: dict[str, Any]) -> str:
+    lines = [f"backend: {data['backend']}   manifest: {data['manifest']}"]
+    if data.get("daemon"):
+        lines.append(f"daemon: {data['daemon']}")
+    for store in data["stores"]:
+        ids = ", ".join(store["vector_store_ids"]) or "(not created yet)"
+        files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
+        lines.append(f"store {store['name']}: {ids}")
+        lines.append(f"  files: {files}")
+        lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
+    if data["recent_runs"]:
+        lines.append("recent runs:")
+        for run in data["recent_runs"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
+            counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
+            lines.append(f"  {when} {run['command']} exit {run['exit_code']}: {counts or 'nothing to do'}")
+    if data["problems"]:
+        lines.append("problems:")
+        lines += [f"  {p['state']:<8} {p['path']}: {p['reason']}" for p in data["problems"]]
+    return "\n".join(lines)
+
+
+def hits(results: list[dict[str, Any]]) -> str:
+    if not results:
+        return "no results"
+    out = []
+    for i, hit in enumerate(results, 1):
+        snippet = " ".join(hit["text"].split())[:200]
+        out.append(f"{i}. {hit['path']}  (score {hit['score']:.3f})\n   {snippet}")
+    return "\n".join(out)
+
+
+def progress_bar() -> Callable[[str, int, int], None]:
+    """A one-line progress display on stderr (only used on a TTY)."""
+    def show(phase: str, done: int, total: int) -> None:
+        if total:
+            width = 30
+            filled = int(width * done / total)
+            sys.stderr.write(f"\r{phase:<7}[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return show

@@ -1,0 +1,221 @@
+"""Walk roots, apply include/exclude, take stat fingerprints, hash only what moved."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ingest.config import DEFAULT_IGNORES, Root
+
+# A file modified this close to the moment it was hashed may change again within the same
+# mtime tick ("racy clean"): hash it again next time. SMB rounds mtimes, so it gets more.
+RACY_NS = 2_000_000_000
+RACY_NS_NETWORK = 3_000_000_000
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs",
+              "fuse.rclone", "ncpfs", "davfs", "fuse.davfs2", "glusterfs", "ceph", "fuse.glusterfs"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One regular file found under a root."""
+    root: str
+    path: str  # relative, '/'-separated
+    size: int
+    mtime_ns: int
+    inode: int  # 0 where the inode is not a stable identity (network filesystems)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A path the scan saw but could not treat as a document: it gets a recorded reason."""
+    root: str
+    path: str
+    reason: str
+    is_error: bool  # an error (unreadable) holds deletions back; a refusal (FIFO, symlink out) does not
+
+
+@dataclass
+class ScanResult:
+    root: Root
+    entries: list[Entry] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    missing: bool = False  # the root (or a scoped prefix's parent) does not exist or is not a directory
+
+    @property
+    def has_errors(self) -> bool:
+        return self.missing or any(p.is_error for p in self.problems)
+
+
+@lru_cache(maxsize=512)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """'**' spans folders, '*' and '?' stay within one; a pattern without '/' matches any basename."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?"); i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*"); i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*"); i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]"); i += 1
+        else:
+            out.append(re.escape(pattern[i])); i += 1
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    if "/" not in pattern and pattern != "**":
+        return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
+    return bool(_glob_regex(pattern).match(path))
+
+
+def is_ignored_name(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_IGNORES)
+
+
+def wanted(root: Root, path: str) -> bool:
+    if root.ignore_defaults and any(is_ignored_name(part) for part in path.split("/")):
+        return False
+    if not any(glob_match(path, p) for p in root.include):
+        return False
+    return not any(glob_match(path, p) for p in root.exclude)
+
+
+def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str:
+    """The type of the filesystem holding path, from the mount table ('' if unknown)."""
+    try:
+        lines = Path(mounts_file).read_text().splitlines()
+    except OSError:
+        return ""
+    target, best, fstype = os.path.realpath(path), "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, fstype = mount, parts[2]
+    return fstype
+
+
+def is_network_fs(path: Path) -> bool:
+    return filesystem_type(path) in NETWORK_FS
+
+
+def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None) -> ScanResult:
+    """Every wanted file under root (or under the given relative prefixes of it)."""
+    result = ScanResult(root=root)
+    if not root.path.is_dir():
+        result.missing = True
+        return result
+    if network is None:
+        network = is_network_fs(root.path)
+    real_root = os.path.realpath(root.path)
+    for prefix in _collapse(prefixes):
+        start = root.path / prefix if prefix else root.path
+        try:
+            st = os.lstat(start)
+        except FileNotFoundError:
+            continue  # a scoped path that is gone: the plan sees its rows as deleted
+        except OSError as exc:
+            result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _walk(root, start, prefix, real_root, network, result)
+        else:
+            _consider(root, prefix, start, st, real_root, network, result)
+    return result
+
+
+def _collapse(prefixes: Iterable[str]) -> list[str]:
+    """Drop prefixes that lie inside another one."""
+    ordered = sorted({p.strip("/") for p in prefixes}, key=len)
+    kept: list[str] = []
+    for p in ordered:
+        if not any(k == "" or p == k or p.startswith(k + "/") for k in kept):
+            kept.append(p)
+    return kept
+
+
+def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult) -> None:
+    stack = [(start, prefix)]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                items = list(it)
+        except OSError as exc:
+            result.problems.append(Problem(root.key, rel or ".", f"cannot list folder: {exc.strerror}", True))
+            continue
+        for item in items:
+            path = f"{rel}/{item.name}" if rel else item.name
+            if root.ignore_defaults and is_ignored_name(item.name):
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except OSError as exc:
+                result.problems.append(Problem(root.key, path, f"cannot read: {exc.strerror}", True))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((Path(item.path), path))
+            else:
+                _consider(root, path, Path(item.path), st, real_root, network, result)
+
+
+def _consider(root: Root, path: str, full: Path, st: os.stat_result, real_root: str,
+              network: bool, result: ScanResult) -> None:
+    if "\n" in path or "\r" in path:
+        result.problems.append(Problem(root.key, path, "file names with line breaks are not supported", False))
+        return
+    if not wanted(root, path):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.path.realpath(full, strict=True)
+            st = os.stat(full)
+        except (OSError, RuntimeError):
+            result.problems.append(Problem(root.key, path, "broken symlink or symlink loop", False))
+            return
+        if not (target == real_root or target.startswith(real_root.rstrip("/") + "/")):
+            result.problems.append(Problem(root.key, path, "symlink points outside the root: not followed", False))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            return  # the folder it points to is inside the root and scanned there
+    if not stat.S_ISREG(st.st_mode):
+        result.problems.append(Problem(root.key, path, "not a regular file (FIFO, socket or device)", False))
+        return
+    result.entries.append(Entry(root.key, path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Stream the bytes; memory stays flat whatever the file size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def needs_hash(entry: Entry, size: int | None, mtime_ns: int | None, inode: int | None,
+               hashed_at_ns: int | None, network: bool = False) -> bool:
+    """True when the stat fingerprint moved, or the last hash was taken too close to the mtime."""
+    if size is None or hashed_at_ns is None:
+        return True
+    if (entry.size, entry.mtime_ns) != (size, mtime_ns):
+        return True
+    if entry.inode and inode and entry.inode != inode:
+        return True
+    window = RACY_NS_NETWORK if network else RACY_NS
+    return entry.mtime_ns >= hashed_at_ns - window
+
+
+def iter_files(results: Iterable[ScanResult]) -> Iterator[Entry]:
+    for result in results:
+        yield from result.entries

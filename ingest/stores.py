@@ -1,0 +1,108 @@
+"""Which store a file goes to, the attributes it carries, and the vector stores behind each name."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import time
+from typing import Any, Mapping
+
+from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
+from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
+from ingest.remote.base import NotFound, Remote
+from ingest.scan import glob_match
+
+log = logging.getLogger("ingest")
+MAX_VALUE = 256
+
+
+def route(settings: Settings, root: Root, path: str) -> str:
+    """The first store whose `paths` globs match, else the root's store."""
+    for spec in settings.stores:
+        if spec.paths and any(glob_match(path, p) for p in spec.paths):
+            return spec.name
+    return root.store
+
+
+def _fit(value: str) -> str:
+    # Keep the tail: the file name is what a person recognises in a long path.
+    return value if len(value) <= MAX_VALUE else "…" + value[-(MAX_VALUE - 1):]
+
+
+def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
+    """The per-file attributes file_search filters on: ≤ 16 keys, strings ≤ 256 characters."""
+    attrs: dict[str, Any] = dict(spec.attributes)
+    attrs.update({
+        "path": _fit(path),
+        "folder": _fit(posixpath.dirname(path)),
+        "ext": posixpath.splitext(path)[1].lower().lstrip("."),
+        "mtime": mtime_ns // 1_000_000_000,
+        "sha256": sha256,
+        "root": _fit(root.path.name),
+    })
+    return dict(list(attrs.items())[:MAX_ATTRIBUTES])
+
+
+def fingerprint(spec: StoreSpec) -> str:
+    """What, if it changes, means the store's files must be indexed again."""
+    body = json.dumps({"chunking": spec.chunking, "attributes": sorted(spec.attributes)}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+class Stores:
+    """Finds or creates the vector stores behind each logical name, once per run; shards when full."""
+
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote):
+        self.settings, self.manifest, self.remote = settings, manifest, remote
+        self._assigned: dict[str, int] = {}
+
+    def check_all(self) -> list[str]:
+        """Notice stores deleted or expired remotely; their files go back to pending. Returns notes."""
+        notes = []
+        for store in self.manifest.stores():
+            try:
+                status = self.remote.get_store(store.id).status
+            except NotFound:
+                status = "deleted"
+            if status in ("expired", "deleted"):
+                notes.append(f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "
+                             "and its files uploaded again")
+                self._forget(store)
+        return notes
+
+    def _forget(self, store: StoreRow) -> None:
+        with self.manifest.transaction():
+            self.manifest.set_store_status(store.id, "lost")
+            for row in self.manifest.rows_in_store(store.id):
+                for file_id in (row.file_id, row.old_file_id):
+                    if file_id:
+                        self.manifest.ledger_set(file_id, RETIRE)
+                self.manifest.update(row, state=PENDING, file_id=None, old_file_id=None, batch_id=None,
+                                     vector_store_id=None, reason=None, error_code=None)
+
+    def place(self, name: str) -> str:
+        """The vector store id a new file of logical store `name` goes to."""
+        spec = self.settings.store_spec(name)
+        shards = self.manifest.stores(name)
+        for shard in shards:
+            used = self._assigned.setdefault(shard.id, self.manifest.count_in_store(shard.id))
+            if used < spec.max_files:
+                self._assigned[shard.id] = used + 1
+                return shard.id
+        shard = self._create(spec, len(shards))
+        self._assigned[shard.id] = 1
+        return shard.id
+
+    def _create(self, spec: StoreSpec, shard: int) -> StoreRow:
+        name = spec.name if shard == 0 else f"{spec.name}-{shard + 1}"
+        metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard)}
+        store = self.remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
+        row = StoreRow(id=store.id, name=spec.name, shard=shard, status="active",
+                       fingerprint=fingerprint(spec), created_at=time.time())
+        self.manifest.add_store(row)
+        log.info("created vector store %s for %r", store.id, name)
+        return row
+
+    def chunking(self, name: str) -> Mapping[str, Any] | None:
+        return self.settings.store_spec(name).chunking

@@ -1,0 +1,285 @@
+"""The one composition point: scan → observe → plan → execute → record. The CLI and the watcher call it."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ingest import scan as scanning
+from ingest.config import Root, Settings
+from ingest.indexing import Indexer, Outcome, Progress
+from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, RETIRE,
+                             UPLOADED, UPLOADING, FileRow, Manifest)
+from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
+from ingest.remote.base import Remote
+from ingest.stores import Stores, attributes, route
+from ingest.validate import Validator
+
+log = logging.getLogger("ingest")
+MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
+
+
+@dataclass(frozen=True)
+class Options:
+    dry_run: bool = False
+    allow_mass_delete: bool = False
+    retry_failed: bool = False
+    rehash: bool = False
+    command: str = "sync"
+
+
+@dataclass
+class Report:
+    counts: dict[str, int] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    held: list[tuple[str, str]] = field(default_factory=list)
+    planned: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    still_indexing: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "counts": self.counts, "exit_code": self.exit_code,
+                "seconds": round(self.seconds, 3),
+                "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+                "failed": [{"path": p, "reason": r} for p, r in self.failures],
+                "held_back": [{"path": p, "reason": r} for p, r in self.held],
+                "still_indexing": self.still_indexing, "notes": self.notes,
+                **({"plan": self.planned} if self.dry_run else {})}
+
+
+Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
+
+
+class Engine:
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote,
+                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.settings, self.manifest, self.remote = settings, manifest, remote
+        self.progress, self.sleep = progress, sleep
+        self.validator = Validator(settings.types, settings.max_size)
+        self._network: dict[str, bool] = {}
+
+    def sync(self, options: Options = Options(), scopes: Scopes | None = None) -> Report:
+        started = time.monotonic()
+        report = Report(dry_run=options.dry_run)
+        run_id = None if options.dry_run else self.manifest.start_run(options.command)
+        stores = Stores(self.settings, self.manifest, self.remote)
+        indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, self.sleep)
+        try:
+            if not options.dry_run:
+                report.notes += stores.check_all()
+                indexer.sweep()
+            plan, scans = self._plan(options, scopes)
+            report.counts = plan.counts()
+            report.held = [(_show(row), why) for row, why in plan.held]
+            report.rejected = [(_show(o), o.reason) for o, _ in plan.rejected]
+            report.rejected += [(_show(p), p.reason) for p, _ in plan.refused]
+            report.failures = [(_show(p), p.reason) for p, _ in plan.unreadable]
+            if options.dry_run:
+                report.planned = _describe(plan)
+                return report
+            outcome = self._apply(plan, options, stores, indexer)
+            self._fold(report, outcome)
+        finally:
+            report.seconds = time.monotonic() - started
+            if run_id is not None:
+                self.manifest.finish_run(run_id, report.exit_code, report.counts, [p for p, _ in report.held])
+        return report
+
+    # observe -----------------------------------------------------------------------------------
+    def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
+        observed, problems, scans, rows = [], [], [], {}
+        for root in self.settings.roots:
+            prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
+            if not prefixes:
+                continue
+            network = self._network.setdefault(root.key, scanning.is_network_fs(root.path))
+            result = scanning.scan(root, prefixes, network)
+            known = self.manifest.rows(root.key)
+            in_scope = {k: r for k, r in known.items() if _within(r.path, prefixes)}
+            rows.update(in_scope)
+            for entry in result.entries:
+                observed.append(self._observe(root, entry, known.get((root.key, entry.path)), network, options))
+            problems += result.problems
+            scans.append(RootScan(root.key, prefixes == ("",), result.missing, result.has_errors,
+                                  len(result.entries)))
+        sizes: dict[str, int] = {}
+        for row in self.manifest.rows().values():
+            if row.file_id and row.store:
+                sizes[row.store] = sizes.get(row.store, 0) + 1
+        policy = GuardPolicy(self.settings.max_delete_fraction, self.settings.max_delete_floor,
+                             options.allow_mass_delete)
+        return make_plan(observed, problems, rows, scans, sizes, policy), scans
+
+    def _observe(self, root: Root, entry: scanning.Entry, row: FileRow | None, network: bool,
+                 options: Options) -> Observed:
+        store = route(self.settings, root, entry.path)
+        full = root.path / entry.path
+        sha, hashed_at = (row.sha256, row.hashed_at_ns) if row else (None, None)
+        must_hash = options.rehash or row is None or scanning.needs_hash(
+            entry, row.size, row.mtime_ns, row.inode, row.hashed_at_ns, network)
+        verdict_needed = must_hash or row is None or row.state in (REJECTED, ERROR) or options.rehash
+        if verdict_needed:
+            verdict = self.validator.check(full, entry.size)
+            if not verdict.ok:
+                return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, None, None,
+                                verdict.mime, False, verdict.reason, store)
+            mime = verdict.mime
+        else:
+            mime = row.mime or ""
+        if must_hash:
+            try:
+                hashed_at = time.time_ns()
+                sha = scanning.sha256_file(full)
+            except OSError as exc:
+                return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, None, None,
+                                mime, False, f"cannot read: {exc.strerror or exc}", store)
+        return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, hashed_at, sha,
+                        mime, True, "", store)
+
+    # apply -------------------------------------------------------------------------------------
+    def _apply(self, plan: Plan, options: Options, stores: Stores, indexer: Indexer) -> Outcome:
+        m = self.manifest
+        roots = {r.key: r for r in self.settings.roots}
+        with m.transaction():
+            for obs, row in plan.unchanged:
+                if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
+                        obs.size, obs.mtime_ns, obs.inode, obs.hashed_at_ns or row.hashed_at_ns):
+                    m.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
+                             hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+            for row in plan.retirements():
+                self._retire_ids(row)
+            for obs, row in plan.rejected:
+                m.put(_row_from(obs, row, state=REJECTED, reason=obs.reason))
+            for problem, row in plan.refused:
+                m.put(FileRow(problem.root, problem.path, REJECTED, reason=problem.reason,
+                              first_seen=row.first_seen if row else None))
+            for problem, row in plan.unreadable:
+                if row is None:
+                    m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
+                else:
+                    m.update(row, reason=problem.reason)
+            for row in plan.deletes:
+                m.remove(row.root, row.path)
+        self._move(plan, roots)
+
+        uploads, attach, attaching, kept_failed = [], [], [], []
+        with m.transaction():
+            for obs, row in plan.uploads:
+                uploads.append(self._prepare_upload(obs, row, roots[obs.root], stores))
+            for obs, row in plan.resumes:
+                if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
+                    kept_failed.append((_show(row), row.reason or "failed"))
+        indexer.run(uploads, attach, attaching)
+        indexer.retire()
+        indexer.sweep()
+        indexer.outcome.failures += kept_failed
+        return indexer.outcome
+
+    def _retire_ids(self, row: FileRow) -> None:
+        for file_id in (row.file_id, row.old_file_id):
+            if file_id:
+                self.manifest.ledger_set(file_id, RETIRE)
+
+    def _move(self, plan: Plan, roots: dict[str, Root]) -> None:
+        for obs, old in plan.moves:
+            spec = self.settings.store_spec(obs.store)
+            attrs = attributes(roots[obs.root], obs.path, obs.mtime_ns, obs.sha256 or "", spec)
+            try:
+                self.remote.update_attributes(old.vector_store_id, old.file_id, attrs)
+            except Exception as exc:  # the file is gone remotely or refused: upload it as new instead
+                log.info("%s: attributes update failed (%s); uploading again", _show(old), exc)
+                with self.manifest.transaction():
+                    self._retire_ids(old)
+                    self.manifest.remove(old.root, old.path)
+                    self.manifest.put(_row_from(obs, None, state=PENDING))
+                continue
+            with self.manifest.transaction():
+                self.manifest.remove(old.root, old.path)
+                self.manifest.put(_row_from(obs, old, state=INDEXED, attributes=json.dumps(attrs)))
+
+    def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
+        """Record the intent before the call: a changed file keeps serving its old version until then."""
+        old = None
+        if row is not None:
+            old = row.old_file_id if row.old_file_id else (row.file_id if row.state == INDEXED else None)
+            if row.file_id and row.file_id != old:
+                self.manifest.ledger_set(row.file_id, RETIRE)  # an unfinished newer version: superseded
+            if old and row.store != obs.store:
+                self.manifest.ledger_set(old, RETIRE)  # routed to another store: nothing to keep serving
+                old = None
+        spec = self.settings.store_spec(obs.store)
+        store_id = (row.vector_store_id if row is not None and row.vector_store_id and row.store == obs.store
+                    else stores.place(obs.store))
+        attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
+        return self.manifest.put(_row_from(obs, row, state=PENDING, file_id=None, old_file_id=old,
+                                           vector_store_id=store_id, batch_id=None,
+                                           attributes=json.dumps(attrs), attempts=0))
+
+    def _resume(self, obs: Observed, row: FileRow, root: Root, stores: Stores, options: Options,
+                uploads: list, attach: list, attaching: list) -> bool:
+        """Carry a half-done row on from its state; False when it stays failed (not retried)."""
+        row = self.manifest.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
+                                   hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+        if row.state == FAILED:
+            if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
+                return False
+            row = self.manifest.update(row, state=UPLOADED if row.file_id else PENDING)
+        if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
+            uploads.append(self._prepare_upload(obs, row, root, stores))
+        elif row.state == UPLOADED:
+            attach.append(row)
+        elif row.state == ATTACHING:
+            attaching.append(row)
+        elif row.state == INDEXED and row.old_file_id:
+            self.manifest.ledger_set(row.old_file_id, RETIRE)
+            self.manifest.update(row, old_file_id=None)
+        return True
+
+    def _fold(self, report: Report, outcome: Outcome) -> None:
+        report.failures += outcome.failures
+        report.notes += outcome.notes
+        report.still_indexing = outcome.still_indexing
+        report.counts.update(uploaded=outcome.uploaded, indexed=outcome.indexed,
+                             failed=len(report.failures), remote_deleted=outcome.deleted_remote,
+                             duplicates_removed=outcome.duplicates_removed)
+
+
+def _row_from(obs: Observed, row: FileRow | None, **changes) -> FileRow:
+    base = row or FileRow(obs.root, obs.path, PENDING)
+    values = dict(root=obs.root, path=obs.path, store=obs.store, size=obs.size, mtime_ns=obs.mtime_ns,
+                  inode=obs.inode, hashed_at_ns=obs.hashed_at_ns, sha256=obs.sha256, mime=obs.mime,
+                  reason=None, error_code=None, retryable=None)
+    values.update(changes)
+    return replace(base, **values)
+
+
+def _within(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _show(item) -> str:
+    return os.path.join(item.root, item.path)
+
+
+def _describe(plan: Plan) -> dict[str, list[str]]:
+    return {
+        "new": [_show(o) for o, r in plan.uploads if r is None or not r.file_id],
+        "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
+        "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
+        "deleted": [_show(r) for r in plan.deletes],
+        "unchanged": [_show(o) for o, _ in plan.unchanged],
+        "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
+        "resumed": [_show(o) for o, _ in plan.resumes],
+        "held_back": [_show(r) for r, _ in plan.held],
+    }
