@@ -1,0 +1,71 @@
+"""Shared fixtures: a documents folder, an isolated state dir, and a CLI runner."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ingest.cli import cli
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", help="run the long soak versions of the suites")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak (scripts/soak)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch) -> Path:
+    """XDG dirs inside the test: nothing touches the user's real state or config."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("INGEST_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return state / "ingest"
+
+
+@pytest.fixture
+def docs_root(tmp_path) -> Path:
+    root = tmp_path / "docs"
+    (root / "guides").mkdir(parents=True)
+    (root / "guides" / "install.md").write_text("# Install\n\nRun the zebrafish installer with pip.\n")
+    (root / "guides" / "usage.txt").write_text("Usage notes: the quokka command prints a summary.\n")
+    (root / "faq.html").write_text("<html><body><h1>FAQ</h1><p>Why is the narwhal blue?</p>"
+                                   "<script>var hidden = 'scriptword';</script></body></html>")
+    (root / "notes.py").write_text("def axolotl():\n    return 'axolotl regenerates'\n")
+    return root
+
+
+class Cli:
+    """Runs `ingest …` in-process and returns (exit code, stdout, stderr)."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = env or {}
+
+    def __call__(self, *args: str, check: int | None = 0):
+        result = CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
+        if check is not None and result.exit_code != check:
+            raise AssertionError(f"ingest {' '.join(args)} exited {result.exit_code}, expected {check}\n"
+                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    def json(self, *args: str, check: int | None = 0):
+        return json.loads(self(*args, "--json", check=check).stdout)
+
+
+@pytest.fixture
+def ingest(state_dir) -> Cli:
+    return Cli()

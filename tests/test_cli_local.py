@@ -1,0 +1,220 @@
+"""End-to-end: the whole CLI flow on the embedded local store, with no API key."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ingest.lock import ManifestLock
+from ingest.manifest import INDEXED, REJECTED, Manifest
+from ingest.remote.local import LocalRemote
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def manifest_rows(state_dir: Path) -> dict[str, object]:
+    m = Manifest(state_dir / "local" / "manifest.db")
+    try:
+        return {row.path: row for row in m.rows().values()}
+    finally:
+        m.close()
+
+
+def store_files(state_dir: Path) -> dict[str, dict]:
+    """Every file attached to any local store, by its path attribute."""
+    remote = LocalRemote(state_dir / "local" / "store")
+    m = Manifest(state_dir / "local" / "manifest.db")
+    try:
+        out = {}
+        for store in m.stores():
+            for sf in remote.list_store_files(store.id):
+                out[sf.attributes.get("path")] = {"file_id": sf.file_id, "status": sf.status,
+                                                  "attributes": dict(sf.attributes)}
+        return out
+    finally:
+        m.close()
+
+
+def test_first_sync_indexes_everything_and_second_uploads_nothing(ingest, docs_root, state_dir):
+    first = ingest.json("sync", str(docs_root))
+    assert first["counts"]["new"] == 4 and first["counts"]["indexed"] == 4 and first["exit_code"] == 0
+    rows = manifest_rows(state_dir)
+    assert {p: r.state for p, r in rows.items()} == {
+        "guides/install.md": INDEXED, "guides/usage.txt": INDEXED, "faq.html": INDEXED, "notes.py": INDEXED}
+    assert all(r.file_id and r.vector_store_id and len(r.sha256) == 64 for r in rows.values())
+    remote = store_files(state_dir)
+    assert set(remote) == set(rows) and all(f["status"] == "completed" for f in remote.values())
+    attrs = remote["guides/install.md"]["attributes"]
+    assert attrs["folder"] == "guides" and attrs["ext"] == "md" and attrs["sha256"] == rows["guides/install.md"].sha256
+
+    second = ingest.json("sync", str(docs_root))
+    assert second["counts"]["uploaded"] == 0 and second["counts"]["unchanged"] == 4
+    assert store_files(state_dir) == remote
+
+
+def test_search_finds_documents_and_respects_filters(ingest, docs_root):
+    ingest("sync", str(docs_root))
+    hits = ingest.json("search", "zebrafish installer")
+    assert hits[0]["path"].endswith("guides/install.md")
+    assert not ingest.json("search", "scriptword"), "script text of HTML must not be indexed"
+    filtered = ingest.json("search", "quokka zebrafish", "--filter", "ext=txt")
+    assert filtered and all(h["attributes"]["ext"] == "txt" for h in filtered)
+    out = ingest("search", "narwhal").stdout
+    assert "faq.html" in out and "score" in out
+
+
+def test_edit_replaces_the_old_version_after_the_new_one_is_indexed(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    old_id = manifest_rows(state_dir)["guides/usage.txt"].file_id
+    target = docs_root / "guides" / "usage.txt"
+    target.write_text("Usage notes: the platypus command replaced the old one.\n")
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    report = ingest.json("sync", str(docs_root))
+    assert report["counts"]["changed"] == 1 and report["counts"]["uploaded"] == 1
+    assert report["counts"]["remote_deleted"] == 1
+    row = manifest_rows(state_dir)["guides/usage.txt"]
+    assert row.file_id != old_id and row.state == INDEXED and row.old_file_id is None
+    assert ingest.json("search", "platypus")[0]["path"].endswith("usage.txt")
+    assert not ingest.json("search", "quokka"), "the old version must no longer be searchable"
+    remote = LocalRemote(state_dir / "local" / "store")
+    assert old_id not in {f.id for f in remote.list_files()}
+
+
+def test_rename_is_an_attribute_update_not_an_upload(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    before = manifest_rows(state_dir)["notes.py"].file_id
+    (docs_root / "archive").mkdir()
+    (docs_root / "notes.py").rename(docs_root / "archive" / "old_notes.py")
+    report = ingest.json("sync", str(docs_root))
+    assert report["counts"]["moved"] == 1 and report["counts"]["uploaded"] == 0
+    assert report["counts"]["deleted"] == 0
+    rows = manifest_rows(state_dir)
+    assert "notes.py" not in rows and rows["archive/old_notes.py"].file_id == before
+    remote = store_files(state_dir)
+    assert remote["archive/old_notes.py"]["file_id"] == before
+    assert remote["archive/old_notes.py"]["attributes"]["folder"] == "archive"
+
+
+def test_delete_removes_the_document_from_search(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    gone_id = manifest_rows(state_dir)["faq.html"].file_id
+    (docs_root / "faq.html").unlink()
+    report = ingest.json("sync", str(docs_root))
+    assert report["counts"]["deleted"] == 1 and report["counts"]["remote_deleted"] == 1
+    assert "faq.html" not in manifest_rows(state_dir)
+    assert not ingest.json("search", "narwhal")
+    assert gone_id not in {f.id for f in LocalRemote(state_dir / "local" / "store").list_files()}
+
+
+def test_bad_files_are_rejected_with_reasons_and_picked_up_once_fixed(ingest, tmp_path, state_dir):
+    root = tmp_path / "mixed"
+    shutil.copytree(EXAMPLES / "bad", root)
+    (root / "good.txt").write_text("a perfectly fine document about capybaras\n")
+    report = ingest.json("sync", str(root))
+    assert report["exit_code"] == 0, "rejections are reported, not failures"
+    reasons = {Path(r["path"]).name: r["reason"] for r in report["rejected"]}
+    assert "not a PDF" in reasons["program.pdf"]
+    assert "not a Word document" in reasons["archive.docx"]
+    assert reasons["empty.txt"] == "empty file"
+    assert "UTF-8" in reasons["latin1.txt"]
+    assert "not supported" in reasons["data.csv"] and "not supported" in reasons["photo.png"]
+    rows = manifest_rows(state_dir)
+    assert all(rows[name].state == REJECTED and rows[name].file_id is None for name in reasons)
+    assert set(store_files(state_dir)) == {"good.txt", "README.md"}
+
+    (root / "latin1.txt").write_text("café, now saved as UTF-8\n", encoding="utf-8")
+    again = ingest.json("sync", str(root))
+    assert again["counts"]["new"] == 1 and manifest_rows(state_dir)["latin1.txt"].state == INDEXED
+    assert ingest.json("search", "café")[0]["path"].endswith("latin1.txt")
+
+
+def test_oversize_file_is_rejected_by_the_configured_limit(ingest, tmp_path, docs_root):
+    config = tmp_path / "ingest.toml"
+    config.write_text('[limits]\nmax_size = "1KB"\n')
+    (docs_root / "big.txt").write_text("word " * 1000)
+    report = ingest.json("--config", str(config), "sync", str(docs_root))
+    big = [r for r in report["rejected"] if r["path"].endswith("big.txt")]
+    assert big and "too large" in big[0]["reason"]
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    (docs_root / "notes.py").unlink()
+    (docs_root / "new.md").write_text("# brand new page about okapis\n")
+    out = ingest("sync", str(docs_root), "--dry-run").stdout
+    assert "new       " in out and "new.md" in out and "deleted" in out and "notes.py" in out
+    rows = manifest_rows(state_dir)
+    assert "notes.py" in rows and "new.md" not in rows
+    assert not ingest.json("search", "okapis")
+
+
+def test_mass_deletion_is_held_back_unless_allowed(ingest, tmp_path, state_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(12):
+        (root / f"doc{i}.txt").write_text(f"document number {i} about lemurs\n")
+    ingest("sync", str(root))
+    for i in range(10):
+        (root / f"doc{i}.txt").unlink()
+    report = ingest.json("sync", str(root))
+    assert report["counts"]["deleted"] == 0 and len(report["held_back"]) == 10
+    assert "allow-mass-delete" in report["held_back"][0]["reason"]
+    assert len(store_files(state_dir)) == 12
+    report = ingest.json("sync", str(root), "--allow-mass-delete")
+    assert report["counts"]["deleted"] == 10 and len(store_files(state_dir)) == 2
+
+
+def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, tmp_path):
+    ingest("sync", str(docs_root))
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\n')
+    hidden = tmp_path / "unmounted"
+    docs_root.rename(hidden)
+    report = ingest.json("--config", str(config), "sync")
+    assert report["counts"]["deleted"] == 0 and len(report["held_back"]) == 4
+    assert "missing" in report["held_back"][0]["reason"]
+    docs_root.mkdir()  # a mount point with nothing mounted on it
+    report = ingest.json("--config", str(config), "sync")
+    assert report["counts"]["deleted"] == 0 and "empty" in report["held_back"][0]["reason"]
+    assert len(store_files(state_dir)) == 4
+
+
+def test_second_writer_gets_a_clear_message(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    lock = ManifestLock(state_dir / "local" / "manifest.db", "watch").acquire()
+    try:
+        result = ingest("sync", str(docs_root), check=1)
+        assert "in use by 'ingest watch'" in result.stderr and "--wait" in result.stderr
+    finally:
+        lock.release()
+
+
+def test_config_errors_name_the_file_and_key(ingest, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("upload_concurrency = 'lots'\n")
+    result = ingest("--config", str(config), "sync", ".", check=2)
+    assert "bad.toml" in result.stderr and "upload_concurrency" in result.stderr
+    config.write_text("[[roots]]\npath = '.'\ncolour = 'blue'\n")
+    result = ingest("--config", str(config), "sync", check=2)
+    assert "roots[0].colour" in result.stderr and "unknown key" in result.stderr
+
+
+def test_status_reports_stores_runs_and_problems(ingest, docs_root):
+    (docs_root / "empty.txt").write_text("")
+    ingest("sync", str(docs_root))
+    data = ingest.json("status")
+    store = data["stores"][0]
+    assert store["name"] == "docs" and store["files"] == {"indexed": 4, "rejected": 1}
+    assert store["vector_store_ids"] and store["cost_per_day_usd"] == 0.0
+    assert data["recent_runs"][0]["counts"]["new"] == 4
+    assert data["problems"] == [{"path": str(docs_root / "empty.txt"), "state": "rejected",
+                                 "reason": "empty file", "error_code": None}]
+    text = ingest("status").stdout
+    assert "store docs" in text and "empty file" in text
+
+
+def test_manifest_and_state_dir_are_private(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    assert (state_dir.stat().st_mode & 0o777) == 0o700
+    assert ((state_dir / "local" / "manifest.db").stat().st_mode & 0o777) == 0o600
