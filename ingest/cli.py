@@ -124,6 +124,40 @@ def sync(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: boo
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--polling", is_flag=True, help="Poll instead of OS events (automatic on NFS/SMB/sshfs).")
+@click.option("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between polls when polling.")
+@click.option("--settle", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
+              help="Seconds a file's size and mtime must stay still before it is synced.")
+@click.option("--rescan-interval", default=3600.0, show_default=True, type=click.FloatRange(1, 7 * 86400),
+              help="Seconds between full rescans that catch missed events.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics and /healthz on 127.0.0.1.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+@_guarded
+def watch(ctx: click.Context, paths: tuple[str, ...], polling: bool, poll_interval: float, settle: float,
+          rescan_interval: float, metrics_port: int | None, log_format: str) -> None:
+    """Sync once, then keep the stores in step with the folders until SIGTERM.
+
+    \b
+    Example:
+        ingest watch /srv/share/handbook --metrics-port 9108 --log-format json
+    """
+    from ingest import daemon
+    from ingest.watch import WatchOptions
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(daemon.JsonFormatter())
+    if not ctx.obj["quiet"] and logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its operator's only view
+    settings = _settings(ctx, paths)
+    options = WatchOptions(settle=settle, poll_interval=poll_interval, rescan_interval=rescan_interval,
+                           force_polling=polling)
+    ctx.exit(daemon.run(settings, options, metrics_port))
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.pass_context
 @_guarded
@@ -131,8 +165,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show files by state per store, storage cost, recent runs and every problem file."""
     from ingest.status import collect
     settings: Settings = ctx.obj["settings"]
+    from ingest.daemon import read_heartbeat
     with session(settings, "status", lock=False) as (manifest, remote, backend):
         data = collect(manifest, remote, backend)
+    data["daemon"] = read_heartbeat(settings)
     click.echo(json.dumps(data, indent=2) if as_json else render.status(data))
 
 

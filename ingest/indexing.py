@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -45,11 +46,11 @@ def _show(row: FileRow) -> str:
 
 class Indexer:
     def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, stores: Stores,
-                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 progress: Progress | None = None, clock: Callable[[], float] = time.monotonic, stop: threading.Event | None = None):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
+        self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
-        self.sleep, self.clock = sleep, clock
+        self.clock = clock
         self.outcome = Outcome()
         self.batches: dict[str, _Batch] = {}
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
@@ -77,7 +78,7 @@ class Indexer:
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are.
             while True:
-                while len(pending) < self.settings.upload_concurrency * 2:
+                while len(pending) < self.settings.upload_concurrency * 2 and not self.stop.is_set():
                     row = next(todo, None)
                     if row is None:
                         break
@@ -196,6 +197,9 @@ class Indexer:
             self.progress("index", total - sum(len(b.rows) for b in self.batches.values()), total)
             if not self.batches:
                 break
+            if self.stop.is_set():
+                self.outcome.notes.append("stopped while files were indexing; the next run checks them")
+                return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
                     self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
@@ -203,7 +207,7 @@ class Indexer:
                     f"{len(self.outcome.still_indexing)} files still indexing after "
                     f"{self.settings.index_timeout:.0f} s; the next run checks them again")
                 return
-            self.sleep(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
+            self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
 
     def _reattach(self, tracked: _Batch) -> None:
         for row in tracked.rows.values():

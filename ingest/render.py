@@ -39,8 +39,11 @@ def summary(report: Report, verbose: bool = True) -> str:
 
 def status(data: dict[str, Any]) -> str:
     lines = [f"backend: {data['backend']}   manifest: {data['manifest']}"]
-    if data.get("daemon"):
-        lines.append(f"daemon: {data['daemon']}")
+    daemon = data.get("daemon")
+    if daemon:
+        beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(daemon["heartbeat_at"]))
+        state = f"running (pid {daemon['pid']})" if daemon["running"] else "not running"
+        lines.append(f"daemon: {state}, last heartbeat {beat}, queue {daemon.get('queue', 0)}")
     for store in data["stores"]:
         ids = ", ".join(store["vector_store_ids"]) or "(not created yet)"
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"

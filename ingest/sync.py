@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 from ingest import scan as scanning
 from ingest.config import Root, Settings
@@ -63,9 +64,10 @@ Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look
 
 class Engine:
     def __init__(self, settings: Settings, manifest: Manifest, remote: Remote,
-                 progress: Progress | None = None, sleep: Callable[[float], None] = time.sleep):
+                 progress: Progress | None = None, stop: threading.Event | None = None):
         self.settings, self.manifest, self.remote = settings, manifest, remote
-        self.progress, self.sleep = progress, sleep
+        self.progress = progress
+        self.stop = stop or threading.Event()
         self.validator = Validator(settings.types, settings.max_size)
         self._network: dict[str, bool] = {}
 
@@ -74,7 +76,7 @@ class Engine:
         report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         stores = Stores(self.settings, self.manifest, self.remote)
-        indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, self.sleep)
+        indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop)
         try:
             if not options.dry_run:
                 report.notes += stores.check_all()

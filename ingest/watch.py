@@ -1,0 +1,220 @@
+"""watchdog glue: record events, wait for files to settle, run the sync engine on the dirty paths."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from ingest.config import Root, Settings
+from ingest.remote.base import AuthError, RemoteError
+from ingest.scan import is_network_fs, wanted
+from ingest.sync import Report
+
+log = logging.getLogger("ingest.watch")
+RunSync = Callable[[dict[str, tuple[str, ...]] | None], Report]  # None: a full run of every root
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    settle: float = 2.0
+    poll_interval: float = 5.0
+    rescan_interval: float = 3600.0
+    force_polling: bool = False
+    tick: float = 0.2
+
+
+class Recorder(FileSystemEventHandler):
+    """Runs on the observer's thread: only notes which paths moved, then returns."""
+
+    def __init__(self, root: Root, dirty: "DirtySet"):
+        self.root, self.dirty = root, dirty
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                path = os.fsdecode(raw)
+                rel = os.path.relpath(path, self.root.path).replace(os.sep, "/")
+                if not rel.startswith("..") and rel != ".":
+                    self.dirty.add(self.root.key, rel)
+
+
+@dataclass
+class _Pending:
+    last_event: float
+    fingerprint: tuple | None = None
+
+
+@dataclass
+class DirtySet:
+    """Paths with recent events, keyed by root; a path is ready once it has been quiet for `settle`."""
+    clock: Callable[[], float] = time.monotonic
+    _items: dict[tuple[str, str], _Pending] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, root: str, rel: str) -> None:
+        with self._lock:
+            self._items[(root, rel)] = _Pending(self.clock())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def take_ready(self, settle: float) -> dict[str, set[str]]:
+        """Paths with no event and no change of size or mtime for `settle` seconds."""
+        now, ready = self.clock(), {}
+        with self._lock:
+            for key, item in list(self._items.items()):
+                fingerprint = _stat(Path(key[0]) / key[1])
+                if item.fingerprint is not None and fingerprint != item.fingerprint:
+                    item.last_event = now  # still being written: the quiet period starts again
+                item.fingerprint = fingerprint
+                if now - item.last_event >= settle:
+                    ready.setdefault(key[0], set()).add(key[1])
+                    del self._items[key]
+        return ready
+
+    def put_back(self, scopes: dict[str, set[str]]) -> None:
+        for root, paths in scopes.items():
+            for rel in paths:
+                self.add(root, rel)
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+        return (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return ("gone",)
+
+
+class Watcher:
+    def __init__(self, settings: Settings, run_sync: RunSync, options: WatchOptions,
+                 stop: threading.Event, on_heartbeat: Callable[[dict], None] | None = None):
+        self.settings, self.run_sync, self.options, self.stop = settings, run_sync, options, stop
+        self.dirty = DirtySet()
+        self.on_heartbeat = on_heartbeat or (lambda state: None)
+        self.observers: list = []
+        self.health = {"started_at": time.time(), "last_success_at": None, "last_error": None,
+                       "runs": 0, "failures": 0, "queue": 0, "mode": {}}
+        self._devices: dict[str, int | None] = {}
+        self._backoff = 0.0
+
+    # observers ---------------------------------------------------------------------------------
+    def _start_observers(self) -> None:
+        self._stop_observers()
+        for root in self.settings.roots:
+            if not root.path.is_dir():
+                log.warning("root %s is missing; waiting for it to come back", root.path)
+                continue
+            polling = self.options.force_polling or is_network_fs(root.path)
+            observer = PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
+            observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
+            observer.start()
+            self.observers.append((root.key, observer))
+            self.health["mode"][root.key] = "polling" if polling else "events"
+            self._devices[root.key] = _device(root.path)
+            log.info("watching %s (%s)", root.path, "polling" if polling else "native events")
+
+    def _stop_observers(self) -> None:
+        for _, observer in self.observers:
+            observer.stop()
+        for _, observer in self.observers:
+            observer.join(timeout=5)
+        self.observers = []
+
+    def _roots_healthy(self) -> bool:
+        """False when a root vanished or was unmounted (its device changed): nothing runs then."""
+        ok = True
+        for root in self.settings.roots:
+            device = _device(root.path)
+            if device is None or (self._devices.get(root.key) not in (None, device)):
+                if self.health.get("root_missing") != root.key:
+                    log.warning("root %s vanished or was unmounted; no deletions, waiting for it", root.path)
+                self.health["root_missing"] = root.key
+                ok = False
+        if ok and self.health.get("root_missing"):
+            log.warning("root is back; rescanning everything")
+            self.health["root_missing"] = None
+            self._start_observers()
+            self._full_due = 0.0
+        return ok
+
+    # the loop ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        self._start_observers()
+        self._full_due = 0.0  # a full sync first, with the same engine as `ingest sync`
+        next_run = 0.0
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if any(not obs.is_alive() for _, obs in self.observers):
+                    log.warning("a file watcher stopped (overflow or error); restarting it and rescanning")
+                    self._start_observers()
+                    self._full_due = now
+                self.health["queue"] = len(self.dirty)
+                self.on_heartbeat(self.health)
+                if now >= next_run and self._roots_healthy():
+                    if now >= self._full_due:
+                        if self._run(None):
+                            self._full_due = now + self.options.rescan_interval
+                        next_run = time.monotonic() + self._backoff
+                    else:
+                        ready = self.dirty.take_ready(self.options.settle)
+                        ready = {root: {p for p in paths if _wanted(self.settings, root, p)}
+                                 for root, paths in ready.items()}
+                        ready = {root: paths for root, paths in ready.items() if paths}
+                        if ready and not self._run(ready):
+                            self.dirty.put_back(ready)
+                            next_run = time.monotonic() + self._backoff
+                self.stop.wait(self.options.tick)
+        finally:
+            self._stop_observers()
+            self.health["queue"] = len(self.dirty)
+            self.on_heartbeat(self.health)
+
+    def _run(self, scopes: dict[str, set[str]] | None) -> bool:
+        what = "full sync" if scopes is None else f"{sum(len(p) for p in scopes.values())} changed paths"
+        try:
+            report = self.run_sync({k: tuple(sorted(v)) for k, v in scopes.items()} if scopes else None)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            self._backoff = min(300.0, max(2.0, self._backoff * 2))
+            self.health["last_error"] = str(exc)
+            self.health["failures"] += 1
+            log.warning("%s failed: %s; retrying in %.0f s", what, exc, self._backoff)
+            return False
+        self._backoff = 0.0
+        self.health["runs"] += 1
+        self.health["last_report"] = report.as_dict()["counts"]
+        if report.failures:
+            self.health["failures"] += 1
+            self.health["last_error"] = f"{len(report.failures)} files failed"
+        else:
+            self.health["last_success_at"] = time.time()
+        log.info("%s: %s", what, json.dumps(report.counts))
+        return True
+
+
+def _wanted(settings: Settings, root_key: str, rel: str) -> bool:
+    root = next(r for r in settings.roots if r.key == root_key)
+    # Folders have no extension to judge; files must pass the same filter as a scan would apply.
+    return (root.path / rel).is_dir() or wanted(root, rel) or not (root.path / rel).exists()
+
+
+def _device(path: Path) -> int | None:
+    try:
+        return path.stat().st_dev if path.is_dir() else None
+    except OSError:
+        return None
