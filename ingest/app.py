@@ -41,7 +41,7 @@ def make_remote(settings: Settings, backend: Backend, env: dict[str, str] | None
     if backend.kind == "openai":
         from ingest.remote.openai import OpenAIRemote
         return OpenAIRemote.connect(env["OPENAI_API_KEY"], settings.base_url, settings.request_retries,
-                                    settings.request_timeout)
+                                    settings.request_timeout, settings.upload_concurrency)
     from ingest.remote.local import LocalRemote
     log.warning("no OPENAI_API_KEY: using the embedded local store in %s", backend.store_dir)
     return LocalRemote(backend.store_dir)

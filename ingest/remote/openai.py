@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import openai
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ingest.remote.base import (AttachItem, AuthError, Batch, Hit, NotFound, RemoteError, RemoteFile,
                                 Store, StoreFile)
@@ -65,29 +65,70 @@ class Backoff:
         return self.rng.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
 
 
+class Throttle:
+    """AIMD concurrency shared by every call: a 429 halves it and pauses all callers for Retry-After;
+    each success adds back a fraction, so it climbs to the limit again once the server has room."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.current, self.in_flight = limit, float(limit), 0
+        self.not_before = 0.0
+        self.clock = clock
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> "Throttle":
+        with self._cond:
+            while True:
+                wait = self.not_before - self.clock()
+                if wait <= 0 and self.in_flight < max(1, int(self.current)):
+                    break
+                self._cond.wait(timeout=max(wait, 0.05) if wait > 0 else 0.5)
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            if exc is None:
+                self.current = min(float(self.limit), self.current + 1.0 / max(1.0, self.current))
+            self._cond.notify_all()
+
+    def throttled(self, retry_after_s: float | None) -> None:
+        with self._cond:
+            self.current = max(1.0, self.current / 2)
+            pause = retry_after_s if retry_after_s is not None else 1.0
+            self.not_before = max(self.not_before, self.clock() + min(pause, MAX_RETRY_AFTER))
+            self._cond.notify_all()
+
+
 class OpenAIRemote:
     kind = "openai"
 
     def __init__(self, client: openai.OpenAI, attempts: int = 6, backoff: Backoff | None = None,
-                 on_throttle: Callable[[float | None], None] | None = None):
+                 concurrency: int = 8):
         self.client = client
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
-        self.on_throttle = on_throttle
-        self._lock = threading.Lock()
+        self.throttle = Throttle(concurrency)
+
+    def _stop(self, state: RetryCallState) -> bool:
+        # Being told to slow down is not a failure: a 429 gets a larger budget than an error does.
+        exc = state.outcome.exception() if state.outcome else None
+        budget = self.attempts * 4 if _status(exc) == 429 else self.attempts
+        return state.attempt_number >= budget
 
     @classmethod
-    def connect(cls, api_key: str, base_url: str | None, attempts: int, timeout: float) -> "OpenAIRemote":
+    def connect(cls, api_key: str, base_url: str | None, attempts: int, timeout: float,
+                concurrency: int = 8) -> "OpenAIRemote":
         import httpx2
         client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
                                timeout=httpx2.Timeout(timeout, connect=10.0))
-        return cls(client, attempts=attempts)
+        return cls(client, attempts=attempts, concurrency=concurrency)
 
     def _call(self, what: str, fn: Callable[[], T], on_retry: Callable[[BaseException], None] | None = None) -> T:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception()
-            if _status(exc) == 429 and self.on_throttle:
-                self.on_throttle(retry_after(exc))
+            if _status(exc) == 429:
+                self.throttle.throttled(retry_after(exc))
             if on_retry:
                 on_retry(exc)
             log.info("%s: %s; retrying (attempt %d of %d)", what, _describe(exc),
@@ -95,9 +136,8 @@ class OpenAIRemote:
 
         try:
             for attempt in Retrying(retry=retry_if_exception(is_transient), wait=self.backoff,
-                                    stop=stop_after_attempt(self.attempts), before_sleep=before_sleep,
-                                    reraise=True):
-                with attempt:
+                                    stop=self._stop, before_sleep=before_sleep, reraise=True):
+                with attempt, self.throttle:
                     return fn()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None

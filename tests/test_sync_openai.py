@@ -1,0 +1,163 @@
+"""End-to-end on the OpenAI path: the real SDK against the HTTP emulator on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.manifest import FAILED, INDEXED, Manifest
+from tests.conftest import Cli
+from tests.emulator import Emulator
+
+BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
+
+
+@pytest.fixture
+def fake_openai():
+    with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
+        yield emu
+
+
+@pytest.fixture
+def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
+    config = tmp_path / "ingest.toml"
+    config.write_text("request_timeout = 5\nindex_timeout = 30\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    return Cli()
+
+
+def rows(state_dir: Path) -> dict:
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        return {r.path: r for r in m.rows().values()}
+    finally:
+        m.close()
+
+
+def remote_by_path(emu: Emulator) -> dict[str, dict]:
+    out = {}
+    for store in emu.stores():
+        for sf in emu.store_files(store["id"]):
+            out[sf["attributes"]["path"]] = sf
+    return out
+
+
+def test_first_sync_then_nothing_to_do(openai_cli, fake_openai, docs_root, state_dir):
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["counts"]["indexed"] == 4 and report["exit_code"] == 0
+    stores = fake_openai.stores()
+    assert [s["name"] for s in stores] == ["docs"] and stores[0]["metadata"]["managed_by"] == "ingest"
+    remote = remote_by_path(fake_openai)
+    local = rows(state_dir)
+    assert set(remote) == set(local)
+    for path, sf in remote.items():
+        assert sf["status"] == "completed" and sf["id"] == local[path].file_id
+        assert sf["attributes"]["sha256"] == local[path].sha256
+    assert {f["filename"] for f in fake_openai.files()} == {"install.md", "usage.txt", "faq.html", "notes.py"}
+
+    uploads = fake_openai.counters()["uploads"]
+    again = openai_cli.json("sync", str(docs_root))
+    assert again["counts"]["unchanged"] == 4 and fake_openai.counters()["uploads"] == uploads
+
+
+def test_edit_rename_delete_propagate(openai_cli, fake_openai, docs_root, state_dir):
+    openai_cli("sync", str(docs_root))
+    before = rows(state_dir)
+    target = docs_root / "guides" / "usage.txt"
+    target.write_text("entirely new usage text\n")
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    (docs_root / "notes.py").rename(docs_root / "moved.py")
+    (docs_root / "faq.html").unlink()
+    report = openai_cli.json("sync", str(docs_root))
+    c = report["counts"]
+    assert (c["changed"], c["moved"], c["deleted"], c["uploaded"]) == (1, 1, 1, 1)
+    remote = remote_by_path(fake_openai)
+    assert set(remote) == {"guides/install.md", "guides/usage.txt", "moved.py"}
+    assert remote["moved.py"]["id"] == before["notes.py"].file_id
+    file_ids = {f["id"] for f in fake_openai.files()}
+    assert before["guides/usage.txt"].file_id not in file_ids, "the old version is deleted"
+    assert before["faq.html"].file_id not in file_ids, "the deleted document's file is deleted"
+    assert file_ids == {r.file_id for r in rows(state_dir).values()}
+
+
+def test_batches_hold_at_most_500_files(openai_cli, fake_openai, tmp_path, state_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(520):
+        (root / f"d{i:04}.txt").write_text(f"document {i}\n")
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 520
+    assert fake_openai.counters()["requests"][BATCHES] == 2
+    assert len(fake_openai.store_files(fake_openai.stores()[0]["id"], "completed")) == 520
+
+
+def test_indexing_server_error_is_retried_then_reported(openai_cli, fake_openai, docs_root, state_dir):
+    fake_openai.configure(index_fail_names={"usage.txt"}, index_fail_times=1)
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and rows(state_dir)["guides/usage.txt"].state == INDEXED
+
+    fake_openai.configure(index_fail_names={"install.md"}, index_fail_times=None)
+    (docs_root / "guides" / "install.md").write_text("# Install v2\n")
+    report = openai_cli.json("sync", str(docs_root), check=1)
+    row = rows(state_dir)["guides/install.md"]
+    assert row.state == FAILED and row.error_code == "server_error" and row.retryable == 1
+    assert "server_error" in report["failed"][0]["reason"]
+
+
+def test_rate_limited_uploads_all_get_through(openai_cli, fake_openai, tmp_path, state_dir):
+    fake_openai.configure(upload_rps=20)
+    root = tmp_path / "burst"
+    root.mkdir()
+    for i in range(60):
+        (root / f"n{i}.md").write_text(f"note {i}\n")
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 60 and report["exit_code"] == 0
+    assert fake_openai.counters()["rate_limited"] > 0
+    assert len(fake_openai.files()) == 60
+
+
+def test_lost_upload_reply_leaves_no_duplicate(openai_cli, fake_openai, docs_root, state_dir):
+    fake_openai.lose_next_replies(2)
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["counts"]["indexed"] == 4
+    assert fake_openai.counters()["lost_replies"] == 2
+    assert report["counts"]["duplicates_removed"] == 2
+    assert sorted(f["id"] for f in fake_openai.files()) == sorted(r.file_id for r in rows(state_dir).values())
+
+
+def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, monkeypatch):
+    fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
+    result = openai_cli("sync", str(docs_root), check=2)
+    assert "refused the API key" in result.stderr
+    assert "sk-test-key-0123456789" not in result.stdout + result.stderr
+    assert sum(fake_openai.counters()["requests"].values()) <= 3
+
+
+def test_store_deleted_remotely_is_recreated(openai_cli, fake_openai, docs_root, state_dir):
+    openai_cli("sync", str(docs_root))
+    old_store = fake_openai.stores()[0]["id"]
+    fake_openai.delete_store(old_store)
+    report = openai_cli.json("sync", str(docs_root))
+    assert any("recreated" in n for n in report["notes"])
+    stores = fake_openai.stores()
+    assert len(stores) == 1 and stores[0]["id"] != old_store
+    assert len(fake_openai.store_files(stores[0]["id"], "completed")) == 4
+    assert {r.vector_store_id for r in rows(state_dir).values()} == {stores[0]["id"]}
+    assert len(fake_openai.files()) == 4, "the files of the lost store are deleted, not left behind"
+
+
+def test_stuck_indexing_is_bounded_and_resumed(openai_cli, fake_openai, docs_root, state_dir, tmp_path):
+    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 1\n")
+    fake_openai.configure(stuck_batches=True)
+    started = time.monotonic()
+    report = openai_cli.json("sync", str(docs_root))
+    assert time.monotonic() - started < 10
+    assert len(report["still_indexing"]) == 4 and report["exit_code"] == 0
+    fake_openai.unstick_batches()
+    fake_openai.configure(stuck_batches=False)
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["counts"]["indexed"] == 4 and report["counts"]["uploaded"] == 0
+    assert all(r.state == INDEXED for r in rows(state_dir).values())
