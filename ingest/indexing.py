@@ -159,6 +159,15 @@ class Indexer:
             batch = self.remote.attach_batch(store_id, items)
         except AuthError:
             raise
+        except NotFound:
+            # A file id of ours is gone remotely: the whole batch is refused. Upload these again.
+            with self.manifest.transaction():
+                for row in rows:
+                    self.manifest.ledger_set(row.file_id, RETIRE)
+                    self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
+            self.outcome.notes.append(f"{len(rows)} uploaded files were gone remotely; "
+                                      "they are uploaded again next run")
+            return
         except RemoteError as exc:
             for row in rows:
                 self._fail(row, f"attach failed: {exc}", None, retryable=True)

@@ -1,0 +1,435 @@
+"""The embedded vector store: the Remote protocol on SQLite FTS5, used when there is no API key.
+
+Under its directory: `store.db` (WAL) and `blobs/<file id>`, the store's own copy of each upload, so
+a later edit of the source does not change what gets indexed.
+
+Indexing is lazy and runs in the caller's thread: attach_batch records files as in_progress;
+get_batch, batch_files, get_store_file and list_store_files index pending files (for about
+`work_budget_s` per call, at least one file) and then answer. Any in_progress row is pending work,
+so a file a crash left in_progress is indexed by a later call.
+
+Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bills a larger figure
+of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
+porter stemming), not semantic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from .. import chunking
+from .. import filters as attribute_filters
+from ..extract import ExtractError, extract_text
+from .base import (CANCELLED, COMPLETED, FAILED, IN_PROGRESS, INVALID_FILE, SERVER_ERROR, AttachItem,
+                   AttrValue, Batch, Hit, NotFound, RemoteError, RemoteFile, Store, StoreFile)
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_FILE_TOKENS = 5_000_000
+MAX_BATCH_FILES = 2000
+STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
+# A bm25 of this size maps to a score of 0.5 (typical of a good one-word match); the squash keeps
+# scores in (0, 1) and comparable across queries, unlike dividing by the best hit.
+BM25_HALF = 5.0
+MAX_QUERY_TERMS = 64
+# FTS5's bm25 gives a term found in over half the rows an IDF of ~0, so in a store of a few documents
+# most queries would score ~0. Filler rows (negative rowids, never returned) keep real terms under
+# half; in a large store they change nothing.
+BACKGROUND_ROWS = 200
+BACKGROUND_TEXT = " ".join(["qqbackgroundqq"] * 400)
+# Expiry is measured in days: recording activity once a minute is plenty.
+ACTIVITY_RESOLUTION_S = 60
+STORE_FILE_COLUMNS = "file_id, status, attributes, error_code, error_message, usage_bytes"
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS files(id TEXT PRIMARY KEY, filename TEXT NOT NULL, bytes INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS stores(id TEXT PRIMARY KEY, name TEXT NOT NULL, metadata TEXT NOT NULL,"
+    " chunking TEXT, expires_days INTEGER, created_at INTEGER NOT NULL, last_active_at REAL NOT NULL)",
+    # gen counts attachments of a file: indexing results for an older one are thrown away.
+    "CREATE TABLE IF NOT EXISTS store_files(store_id TEXT NOT NULL, file_id TEXT NOT NULL, status TEXT NOT"
+    " NULL, attributes TEXT NOT NULL, chunking TEXT, error_code TEXT, error_message TEXT, usage_bytes"
+    " INTEGER NOT NULL DEFAULT 0, gen INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+    " PRIMARY KEY(store_id, file_id))",
+    "CREATE INDEX IF NOT EXISTS store_files_status ON store_files(store_id, status)",
+    "CREATE INDEX IF NOT EXISTS store_files_file ON store_files(file_id)",
+    "CREATE TABLE IF NOT EXISTS batches(id TEXT PRIMARY KEY, store_id TEXT NOT NULL, created_at INTEGER)",
+    "CREATE TABLE IF NOT EXISTS batch_files(batch_id TEXT NOT NULL, file_id TEXT NOT NULL,"
+    " PRIMARY KEY(batch_id, file_id))",
+    "CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, store_id TEXT NOT NULL, file_id TEXT NOT"
+    " NULL, seq INTEGER NOT NULL, text TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chunks_file ON chunks(store_id, file_id)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', content_rowid='id',"
+    " tokenize='porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN"
+    " INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN"
+    " INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+)
+
+
+class LocalRemote:
+    """A Remote backed by one SQLite database and a folder of blobs; safe to share across threads."""
+
+    kind = "local"
+
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time,
+                 work_budget_s: float = 2.0):
+        self.directory = Path(directory)
+        self.blobs = self.directory / "blobs"
+        for folder in (self.directory, self.blobs):
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(folder, 0o700)  # mkdir's mode is reduced by the umask
+        self._clock = clock
+        self._budget = work_budget_s
+        # One connection behind one lock: simple, and SQLite serialises writers anyway.
+        self._lock = threading.RLock()
+        self._claimed: set[tuple[str, str]] = set()
+        self._db = sqlite3.connect(self.directory / "store.db", timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._tx() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+            if not db.execute("SELECT 1 FROM chunks_fts_docsize WHERE id < 0").fetchone():
+                db.executemany("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
+                               [(-n, BACKGROUND_TEXT) for n in range(1, BACKGROUND_ROWS + 1)])
+
+    def close(self) -> None:
+        """Close the database; the object is unusable afterwards."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; IMMEDIATE so a second process waits instead of failing later."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args) -> list[tuple]:
+        """All rows of a read query, fetched under the lock."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _require_store(self, db: sqlite3.Connection, store_id: str) -> tuple:
+        """The store's row, or NotFound."""
+        row = db.execute("SELECT * FROM stores WHERE id = ?", (store_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"vector store {store_id} not found")
+        return row
+
+    def _touch(self, db: sqlite3.Connection, store_id: str) -> None:
+        """Record activity on a store, which postpones its expiry."""
+        now = self._clock()
+        db.execute("UPDATE stores SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
+                   (now, store_id, now - ACTIVITY_RESOLUTION_S))
+
+    # Files ------------------------------------------------------------------------------------------
+    def upload(self, path: Path, filename: str) -> RemoteFile:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise RemoteError(f"{filename}: {size} bytes is over the 512 MB upload limit")
+        file_id = "file-local-" + secrets.token_hex(12)
+        tmp = self.blobs / f".{file_id}.tmp"
+        try:  # copy then rename: a crash never leaves a half-written blob under a real id
+            with open(path, "rb") as src, \
+                    open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            size = tmp.stat().st_size
+            os.replace(tmp, self.blobs / file_id)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        created = int(self._clock())
+        with self._tx() as db:
+            db.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (file_id, filename, size, created))
+        return RemoteFile(file_id, filename, size, created)
+
+    def delete_file(self, file_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,))
+            db.execute("DELETE FROM store_files WHERE file_id = ?", (file_id,))
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        (self.blobs / file_id).unlink(missing_ok=True)
+
+    def list_files(self) -> Iterator[RemoteFile]:
+        return iter([RemoteFile(*r) for r in self._rows("SELECT * FROM files ORDER BY created_at, rowid")])
+
+    # Stores -----------------------------------------------------------------------------------------
+    def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, object] | None,
+                     expires_after_days: int | None) -> Store:
+        _check_metadata(metadata)
+        rule = _check_chunking(chunking)
+        if expires_after_days is not None and not 1 <= expires_after_days <= 365:
+            raise RemoteError(f"expires_after days must be 1-365, got {expires_after_days}")
+        store_id = "vs_local_" + secrets.token_hex(12)
+        with self._tx() as db:
+            db.execute("INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (store_id, name, json.dumps(dict(metadata)), json.dumps(rule.as_openai()),
+                        expires_after_days, int(self._clock()), self._clock()))
+        return self.get_store(store_id)
+
+    def get_store(self, store_id: str) -> Store:
+        with self._lock:
+            _, name, metadata, _, days, _, last_active = self._require_store(self._db, store_id)
+            rows = self._db.execute("SELECT status, COUNT(*), SUM(usage_bytes) FROM store_files"
+                                    " WHERE store_id = ? GROUP BY status", (store_id,)).fetchall()
+        counts = {status: n for status, n, _ in rows}
+        file_counts = {s: counts.get(s, 0) for s in STATUSES} | {"total": sum(counts.values())}
+        if days is not None and self._clock() - last_active > days * 86400:
+            status = "expired"
+        else:  # like the API: in_progress while any of its files is being processed
+            status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
+        return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
+
+    def delete_store(self, store_id: str) -> None:
+        with self._tx() as db:
+            for sql in ("DELETE FROM chunks WHERE store_id = ?", "DELETE FROM store_files WHERE store_id = ?",
+                        "DELETE FROM batch_files WHERE batch_id IN (SELECT id FROM batches WHERE store_id = ?)",
+                        "DELETE FROM batches WHERE store_id = ?", "DELETE FROM stores WHERE id = ?"):
+                db.execute(sql, (store_id,))
+
+    # Attaching and indexing -------------------------------------------------------------------------
+    def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch:
+        if not 1 <= len(items) <= MAX_BATCH_FILES:
+            raise RemoteError(f"a file batch takes 1 to {MAX_BATCH_FILES} files, got {len(items)}")
+        prepared = {}  # the same file twice in one batch: the last entry wins
+        for item in items:
+            _check_attributes(item.attributes)
+            # NULL, not "null", so the store's own strategy applies (COALESCE in _work).
+            rule = None if item.chunking is None else json.dumps(_check_chunking(item.chunking).as_openai())
+            prepared[item.file_id] = (json.dumps(dict(item.attributes)), rule)
+        batch_id = "vsfb_local_" + secrets.token_hex(12)
+        now = int(self._clock())
+        with self._tx() as db:
+            self._require_store(db, store_id)
+            for file_id, (attributes, rule) in prepared.items():
+                if db.execute("SELECT 1 FROM files WHERE id = ?", (file_id,)).fetchone() is None:
+                    raise NotFound(f"file {file_id} not found")
+                # Re-attaching replaces the attachment; its old chunks stay searchable until the new
+                # indexing swaps them, so there is no gap.
+                db.execute("INSERT INTO store_files(store_id, file_id, status, attributes, chunking, gen,"
+                           " created_at) VALUES (?, ?, 'in_progress', ?, ?, 1, ?)"
+                           " ON CONFLICT(store_id, file_id) DO UPDATE SET status = 'in_progress',"
+                           " attributes = excluded.attributes, chunking = excluded.chunking,"
+                           " error_code = NULL, error_message = NULL, gen = store_files.gen + 1",
+                           (store_id, file_id, attributes, rule, now))
+                db.execute("INSERT INTO batch_files VALUES (?, ?)", (batch_id, file_id))
+            db.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch_id, store_id, now))
+            self._touch(db, store_id)
+        return self._batch(store_id, batch_id)
+
+    def get_batch(self, store_id: str, batch_id: str) -> Batch:
+        self._check_batch(store_id, batch_id)
+        self._work(store_id, batch_id=batch_id)
+        return self._batch(store_id, batch_id)
+
+    def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]:
+        self._check_batch(store_id, batch_id)
+        self._work(store_id, batch_id=batch_id)
+        rows = self._rows(
+            "SELECT bf.file_id, COALESCE(sf.status, 'cancelled'), COALESCE(sf.attributes, '{}'),"
+            " sf.error_code, sf.error_message, COALESCE(sf.usage_bytes, 0) FROM batch_files bf"
+            " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
+            " WHERE bf.batch_id = ? ORDER BY bf.rowid", store_id, batch_id)
+        return iter([_store_file(r) for r in rows if status is None or r[1] == status])
+
+    def _check_batch(self, store_id: str, batch_id: str) -> None:
+        """Raise NotFound unless the batch exists in this store."""
+        if not self._rows("SELECT 1 FROM batches WHERE id = ? AND store_id = ?", batch_id, store_id):
+            raise NotFound(f"file batch {batch_id} not found in vector store {store_id}")
+
+    def _batch(self, store_id: str, batch_id: str) -> Batch:
+        """The batch, counted from the current state of its files (one detached since: cancelled)."""
+        counts = dict(self._rows(
+            "SELECT COALESCE(sf.status, 'cancelled') AS st, COUNT(*) FROM batch_files bf"
+            " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
+            " WHERE bf.batch_id = ? GROUP BY st", store_id, batch_id))
+        pending = counts.get(IN_PROGRESS, 0)
+        # Indexing happens during polls, so the next poll is worth making soon.
+        return Batch(batch_id, IN_PROGRESS if pending else COMPLETED, pending, counts.get(COMPLETED, 0),
+                     counts.get(FAILED, 0), counts.get(CANCELLED, 0), sum(counts.values()),
+                     100 if pending else None)
+
+    def _work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
+        """Index pending files of a store (or of one batch, or one file) for about the budget."""
+        deadline = time.monotonic() + self._budget
+        sql = ("SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename FROM store_files sf"
+               " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
+               " WHERE sf.store_id = ? AND sf.status = 'in_progress'")
+        args: list = [store_id]
+        if batch_id is not None:
+            sql += " AND sf.file_id IN (SELECT file_id FROM batch_files WHERE batch_id = ?)"
+            args.append(batch_id)
+        if file_id is not None:
+            sql += " AND sf.file_id = ?"
+            args.append(file_id)
+        with self._lock:
+            # Files another thread is indexing right now are left to it.
+            rows = [r for r in self._db.execute(sql + " ORDER BY sf.rowid", args)
+                    if (store_id, r[0]) not in self._claimed]
+            self._claimed.update((store_id, r[0]) for r in rows)
+        try:
+            for n, (fid, gen, rule, filename) in enumerate(rows):
+                if n and time.monotonic() > deadline:
+                    return
+                self._index_one(store_id, fid, gen, json.loads(rule) if rule else None, filename)
+        finally:
+            with self._lock:
+                self._claimed.difference_update((store_id, r[0]) for r in rows)
+
+    def _index_one(self, store_id: str, file_id: str, gen: int, rule, filename: str) -> None:
+        """Extract and chunk one file outside the lock, then swap its chunks in atomically."""
+        texts: list[str] = []
+        usage, error = 0, None
+        try:
+            blob = self.blobs / file_id
+            if not blob.exists():
+                raise ExtractError(SERVER_ERROR, "the local store's copy of the file is missing")
+            text = extract_text(blob, Path(filename).suffix)
+            tokens = chunking.estimate_tokens(text)
+            if tokens > MAX_FILE_TOKENS:
+                raise ExtractError(INVALID_FILE, f"the file is too large: about {tokens:,} tokens, "
+                                                 f"the limit is {MAX_FILE_TOKENS:,}")
+            texts = chunking.chunk_text(text, rule)
+            usage = len(text.encode("utf-8"))
+        except ExtractError as e:
+            error = (e.code, e.message)
+        except Exception as e:  # a library bug must fail one file, not wedge the queue forever
+            error = (SERVER_ERROR, f"the local store could not index the file: {type(e).__name__}: {e}")
+        with self._tx() as db:
+            current = db.execute("SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?",
+                                 (store_id, file_id)).fetchone()
+            if current is None or current[0] != gen:
+                return  # detached or re-attached while we worked: the newer state wins
+            db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
+            db.executemany("INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
+                           [(store_id, file_id, i, t) for i, t in enumerate(texts)])
+            db.execute("UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
+                       " WHERE store_id = ? AND file_id = ?",
+                       (FAILED if error else COMPLETED, *(error or (None, None)), usage, store_id, file_id))
+
+    # Store files ------------------------------------------------------------------------------------
+    def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
+        self._work(store_id, file_id=file_id)
+        rows = self._rows(f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ? AND file_id = ?",
+                          store_id, file_id)
+        if not rows:
+            raise NotFound(f"file {file_id} not found in vector store {store_id}")
+        return _store_file(rows[0])
+
+    def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
+        with self._lock:
+            self._require_store(self._db, store_id)
+        self._work(store_id)
+        rows = self._rows(f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
+                          " AND (? IS NULL OR status = ?) ORDER BY rowid", store_id, status, status)
+        return iter([_store_file(r) for r in rows])
+
+    def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None:
+        _check_attributes(attributes)
+        with self._tx() as db:
+            cur = db.execute("UPDATE store_files SET attributes = ? WHERE store_id = ? AND file_id = ?",
+                             (json.dumps(dict(attributes)), store_id, file_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"file {file_id} not found in vector store {store_id}")
+            self._touch(db, store_id)
+
+    def detach(self, store_id: str, file_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
+            db.execute("DELETE FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id))
+            self._touch(db, store_id)
+
+    # Search -----------------------------------------------------------------------------------------
+    def search(self, store_id: str, query: str, filters: Mapping[str, object] | None = None,
+               max_results: int = 10) -> list[Hit]:
+        if not 1 <= max_results <= 50:
+            raise RemoteError(f"max_num_results must be between 1 and 50, got {max_results}")
+        if filters is not None:
+            try:
+                attribute_filters.validate_filter(filters)
+            except ValueError as e:
+                raise RemoteError(f"invalid filters: {e}") from e
+        with self._tx() as db:
+            self._require_store(db, store_id)
+            self._touch(db, store_id)
+        match = fts_query(query)
+        if not match:
+            return []
+        hits: list[Hit] = []
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT c.file_id, f.filename, bm25(chunks_fts) AS r, sf.attributes, c.text"
+                " FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
+                " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
+                " JOIN files f ON f.id = c.file_id"
+                " WHERE chunks_fts MATCH ? AND c.store_id = ? ORDER BY r, c.id", (match, store_id))
+            # Filters are applied while reading in rank order, so only the rows needed are decoded.
+            for file_id, filename, rank, attributes, text in cursor:
+                attrs = json.loads(attributes)
+                if attribute_filters.matches(filters, attrs):
+                    hits.append(Hit(file_id, filename, _score(rank), attrs, text))
+                    if len(hits) == max_results:
+                        break
+            cursor.close()
+        return hits
+
+
+def fts_query(query: str) -> str:
+    """A user's query as an FTS5 expression that cannot be a syntax error: quoted terms, ORed."""
+    terms = list(dict.fromkeys(t.lower() for t in re.findall(r"\w+", query)))
+    return " OR ".join(f'"{t}"' for t in terms[:MAX_QUERY_TERMS])
+
+
+def _score(rank: float) -> float:
+    """FTS5 bm25 (negative, lower is better) squashed into (0, 1), higher is better."""
+    strength = max(-rank, 0.0)
+    return max(strength / (strength + BM25_HALF), 1e-6)
+
+
+def _store_file(row: tuple) -> StoreFile:
+    """A StoreFile from a row of STORE_FILE_COLUMNS."""
+    file_id, status, attributes, code, message, usage = row
+    return StoreFile(file_id, status, json.loads(attributes), code, message, usage)
+
+
+def _check_chunking(rule: Mapping[str, object] | None) -> chunking.ChunkingStrategy:
+    """Validate a chunking_strategy as the API would (its 400 is a RemoteError here)."""
+    try:
+        return chunking.parse_strategy(rule)
+    except ValueError as e:
+        raise RemoteError(str(e)) from e
+
+
+def _check_attributes(attributes: Mapping[str, AttrValue]) -> None:
+    """Validate attributes as the API would (its 400 is a RemoteError here)."""
+    try:
+        attribute_filters.validate_attributes(attributes)
+    except ValueError as e:
+        raise RemoteError(str(e)) from e
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> None:
+    """The API's metadata limits: ≤ 16 pairs, keys ≤ 64 characters, string values ≤ 512."""
+    if len(metadata) > 16:
+        raise RemoteError(f"metadata takes at most 16 pairs, got {len(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+            raise RemoteError(f"metadata {key!r}: keys must be ≤ 64 characters, values strings ≤ 512")
