@@ -204,5 +204,84 @@ def search(ctx: click.Context, query: str, store_name: str | None, filters: tupl
         click.echo(render.hits(hits))
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.pass_context
+@_guarded
+def verify(ctx: click.Context, as_json: bool, wait: bool) -> None:
+    """Compare local files, the manifest and the remote; report every drift (read-only).
+
+    \b
+    Exit 0 when all is in sync, 1 when anything drifted. Example:
+        ingest verify --json | jq .counts
+    """
+    from ingest.verify import verify as run_verify
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "verify", wait=-1 if wait else 0) as (manifest, remote, _):
+        found = run_verify(Engine(settings, manifest, remote))
+    click.echo(json.dumps(found.as_dict(), indent=2) if as_json else render.findings(found))
+    ctx.exit(1 if found.drifts else 0)
+
+
+@cli.command()
+@click.option("--rehash", is_flag=True, help="Ignore stat fingerprints: hash every file again.")
+@click.option("--retry-failed", is_flag=True, help="Retry every failed file, even permanent failures.")
+@click.option("--dry-run", is_flag=True, help="Print what would be repaired; change nothing.")
+@click.option("--allow-mass-delete", is_flag=True, help="Delete even when a large share of a store would go.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest (the daemon) instead of exiting.")
+@click.pass_context
+@_guarded
+def reindex(ctx: click.Context, rehash: bool, retry_failed: bool, dry_run: bool, allow_mass_delete: bool,
+            as_json: bool, wait: bool) -> None:
+    """Full scan and repair of every drift verify finds; quiet when all is well (for cron).
+
+    \b
+    Example (crontab):
+        17 3 * * *  ingest reindex --wait
+    """
+    from dataclasses import replace as _replace
+
+    from ingest.repair import reindex as run_reindex
+    settings: Settings = ctx.obj["settings"]
+    if allow_mass_delete:
+        settings = _replace(settings, max_delete_fraction=1.0)
+    with session(settings, "reindex", wait=-1 if wait else 0) as (manifest, remote, _):
+        repairs = run_reindex(Engine(settings, manifest, remote), rehash, retry_failed, dry_run)
+    report = repairs.report
+    if as_json:
+        click.echo(json.dumps(repairs.as_dict(), indent=2))
+    else:
+        text = render.repairs(repairs, verbose=logging.getLogger().level <= logging.INFO)
+        if text:
+            click.echo(text)
+    ctx.exit(report.exit_code if report else 0)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.pass_context
+@_guarded
+def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
+    """Delete remote files that ingest created and nothing references; never any other file.
+
+    \b
+    Example:
+        ingest gc --dry-run
+    """
+    from ingest.repair import gc as run_gc
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "gc", wait=-1 if wait else 0) as (manifest, remote, _):
+        deleted = run_gc(Engine(settings, manifest, remote), dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "files": deleted}, indent=2))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {len(deleted)} unreferenced files" + "".join(f"\n  {f}" for f in deleted))
+
+
 def main() -> None:  # pragma: no cover
     cli()

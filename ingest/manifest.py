@@ -60,6 +60,12 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
+@migrations()
+def m002_store_replaces(db: sqlite_utils.Database) -> None:
+    # A store being rebuilt records which store it will replace once it is complete.
+    db["stores"].add_column("replaces", str)
+
+
 class ManifestError(Exception):
     """The manifest cannot be used; the message says why and what to do."""
 
@@ -106,6 +112,7 @@ class StoreRow:
     status: str
     fingerprint: str | None = None
     created_at: float | None = None
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,14 @@ class Manifest:
         return list(self.db.query(
             "select store, vector_store_id, state, count(*) as n from files "
             "group by store, vector_store_id, state order by store, state"))
+
+    def known_roots(self) -> dict[str, str]:
+        """Each root the manifest holds files for, with the store most of its files go to."""
+        out: dict[str, str] = {}
+        for r in self.db.query("select root, store, count(*) n from files where store is not null "
+                               "group by root, store order by n"):
+            out[r["root"]] = r["store"]
+        return out
 
     def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
         return [FileRow.from_db(r) for r in self.db["files"].rows_where("vector_store_id = ?", [vector_store_id])]

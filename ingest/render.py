@@ -83,3 +83,24 @@ def progress_bar() -> Callable[[str, int, int], None]:
                 sys.stderr.write("\n")
             sys.stderr.flush()
     return show
+
+
+def findings(found) -> str:
+    if not found.drifts:
+        return f"in sync: {found.stores_checked} stores, {found.files_checked} store files checked"
+    lines = [f"drift: {len(found.drifts)} problems in {found.stores_checked} stores"]
+    lines += [f"  {d.kind:<18} {d.path}: {d.detail}" for d in found.drifts]
+    return "\n".join(lines)
+
+
+def repairs(result, verbose: bool = False) -> str:
+    """Nothing at all when nothing needed doing: cron mails only what matters."""
+    report = result.report
+    busy = result.actions or result.left_alone or (report and (report.failures or report.held or any(
+        report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "rejected", "uploaded"))))
+    if not busy and not verbose:
+        return ""
+    lines = [f"repaired: {a}" for a in result.actions] + [f"left alone: {a}" for a in result.left_alone]
+    if report:
+        lines.append(summary(report, verbose=False))
+    return "\n".join(lines)

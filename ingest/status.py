@@ -61,4 +61,7 @@ def search_stores(manifest: Manifest, remote: Remote, query: str, store_name: st
                          "score": round(hit.score, 4), "store": store.name, "file_id": hit.file_id,
                          "attributes": dict(hit.attributes), "text": hit.text})
     hits.sort(key=lambda h: -h["score"])
-    return hits[:max_results]
+    best: dict[str, dict[str, Any]] = {}
+    for hit in hits:  # one line per document: its best chunk
+        best.setdefault(hit["path"], hit)
+    return list(best.values())[:max_results]

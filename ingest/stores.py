@@ -99,7 +99,7 @@ class Stores:
         metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard)}
         store = self.remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
         row = StoreRow(id=store.id, name=spec.name, shard=shard, status="active",
-                       fingerprint=fingerprint(spec), created_at=time.time())
+                       fingerprint=fingerprint(spec), created_at=time.time(), replaces=None)
         self.manifest.add_store(row)
         log.info("created vector store %s for %r", store.id, name)
         return row

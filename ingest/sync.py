@@ -15,6 +15,7 @@ from ingest.config import Root, Settings
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, RETIRE,
                              UPLOADED, UPLOADING, FileRow, Manifest)
+from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.remote.base import Remote
 from ingest.stores import Stores, attributes, route
@@ -65,6 +66,9 @@ Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look
 class Engine:
     def __init__(self, settings: Settings, manifest: Manifest, remote: Remote,
                  progress: Progress | None = None, stop: threading.Event | None = None):
+        if not settings.roots:  # zero-config verify/reindex: the folders synced before
+            settings = replace(settings, roots=tuple(Root(Path(root), store)
+                                                     for root, store in manifest.known_roots().items()))
         self.settings, self.manifest, self.remote = settings, manifest, remote
         self.progress = progress
         self.stop = stop or threading.Event()
@@ -81,6 +85,11 @@ class Engine:
             if not options.dry_run:
                 report.notes += stores.check_all()
                 indexer.sweep()
+                if scopes is None:
+                    report.notes += rebuild(self.settings, self.manifest, self.remote, self.stop)
+            elif pending_rebuilds(self.settings, self.manifest):
+                report.notes += [f"store {s.name!r}: configuration changed; the next run rebuilds it"
+                                 for s in pending_rebuilds(self.settings, self.manifest)]
             plan, scans = self._plan(options, scopes)
             report.counts = plan.counts()
             report.held = [(_show(row), why) for row, why in plan.held]

@@ -1,0 +1,79 @@
+"""Planned rebuilds: a store whose chunking or attribute schema changed is refilled beside the old one,
+and the manifest switches only once the new store is complete, so search never sees it half-built."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+from ingest.config import BATCH_LIMIT, Root, Settings
+from ingest.manifest import ATTACHING, INDEXED, UPLOADED, Manifest, StoreRow
+from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
+from ingest.stores import attributes, fingerprint
+
+log = logging.getLogger("ingest")
+BUILDING = "building"
+
+
+def pending_rebuilds(settings: Settings, manifest: Manifest) -> list[StoreRow]:
+    return [s for s in manifest.stores() if s.fingerprint != fingerprint(settings.store_spec(s.name))]
+
+
+def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: threading.Event,
+            timeout: float | None = None) -> list[str]:
+    """Run every rebuild due; returns notes for the run summary. Resumable: state lives in the stores table."""
+    notes = []
+    for old in pending_rebuilds(settings, manifest):
+        spec = settings.store_spec(old.name)
+        new = next((s for s in manifest.stores(old.name, status=BUILDING) if s.replaces == old.id), None)
+        if new is None:
+            name = spec.name if old.shard == 0 else f"{spec.name}-{old.shard + 1}"
+            created = remote.create_store(name, {"managed_by": "ingest", "logical_store": spec.name[:512],
+                                                 "shard": str(old.shard)}, spec.chunking, spec.expires_after_days)
+            new = StoreRow(created.id, old.name, old.shard, BUILDING, fingerprint(spec), time.time(), old.id)
+            manifest.add_store(new)
+            notes.append(f"store {old.name!r}: configuration changed; rebuilding into {created.id}")
+        rows = [r for r in manifest.rows_in_store(old.id) if r.state == INDEXED and r.file_id]
+        roots = {r.key: r for r in settings.roots}
+        wanted = {}
+        for row in rows:
+            root = roots.get(row.root) or Root(Path(row.root), old.name)
+            wanted[row.file_id] = attributes(root, row.path, row.mtime_ns or 0, row.sha256 or "", spec)
+        if not _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout):
+            notes.append(f"store {old.name!r}: rebuild not finished yet; searches keep using {old.id}")
+            continue
+        with manifest.transaction():
+            for row in rows:
+                manifest.update(row, vector_store_id=new.id, attributes=json.dumps(wanted[row.file_id]))
+                manifest.ledger_set(row.file_id, "live", new.id)
+            for row in manifest.rows_in_store(old.id):  # half-done files follow to the new store
+                manifest.update(row, vector_store_id=new.id,
+                                state=UPLOADED if row.state == ATTACHING else row.state, batch_id=None)
+            manifest.set_store_status(new.id, "active")
+            manifest.set_store_status(old.id, "retired")
+        remote.delete_store(old.id)  # the files stay: they are attached to the new store now
+        notes.append(f"store {old.name!r}: rebuilt; the vector store id is now {new.id}")
+    return notes
+
+
+def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event, timeout: float) -> bool:
+    """Attach what the new store lacks, then wait until every file is completed there."""
+    present = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
+    missing = [fid for fid in wanted if present.get(fid) not in (COMPLETED, IN_PROGRESS)]
+    for start in range(0, len(missing), BATCH_LIMIT):
+        chunk = missing[start:start + BATCH_LIMIT]
+        remote.attach_batch(store_id, [AttachItem(fid, wanted[fid], chunking) for fid in chunk])
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        try:
+            statuses = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
+        except NotFound:
+            return False
+        if all(statuses.get(fid) == COMPLETED for fid in wanted):
+            return True
+        if time.monotonic() > deadline or any(statuses.get(fid) not in (COMPLETED, IN_PROGRESS) for fid in wanted):
+            return False
+        stop.wait(0.5)
+    return False

@@ -1,0 +1,104 @@
+"""Make drift go away: `ingest reindex` repairs what verify finds, `ingest gc` deletes what we left behind."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ingest.manifest import DELETED, INDEXED, PENDING, RETIRE, UPLOADED, Manifest
+from ingest.remote.base import AuthError, Remote, RemoteError
+from ingest.sync import Engine, Options, Report
+from ingest.verify import ATTRIBUTES, EXTRA, MISSING, ORPHANED, REMOTE_FAILURE, Findings, ours_unreferenced, verify
+
+log = logging.getLogger("ingest")
+
+
+@dataclass
+class Repairs:
+    actions: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
+    report: Report | None = None
+
+    def as_dict(self) -> dict:
+        return {"repaired": self.actions, "left_alone": self.left_alone,
+                "sync": self.report.as_dict() if self.report else None}
+
+
+def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dry_run: bool = False) -> Repairs:
+    """verify, put every drift right (or plan to, with dry_run), then a full sync that finishes the job."""
+    out = Repairs()
+    found = verify(engine, local=False)
+    m, remote = engine.manifest, engine.remote
+    rows = {r.file_id: r for r in m.rows().values() if r.file_id}
+    for drift in found.drifts:
+        row = rows.get(drift.file_id) if drift.file_id else None
+        if drift.kind == MISSING and row:
+            exists = drift.file_id in found.remote_files
+            out.actions.append(f"re-attach {drift.path}" if exists else f"re-upload {drift.path}")
+            if not dry_run:
+                if exists:
+                    m.update(row, state=UPLOADED, batch_id=None)
+                else:
+                    m.ledger_set(row.file_id, RETIRE)
+                    m.update(row, state=PENDING, file_id=None, batch_id=None)
+        elif drift.kind == REMOTE_FAILURE and row and row.state == INDEXED:
+            out.actions.append(f"re-attach {drift.path} (failed in the store)")
+            if not dry_run:
+                remote.detach(drift.store_id, drift.file_id)
+                m.update(row, state=UPLOADED, batch_id=None)
+        elif drift.kind == ATTRIBUTES and row:
+            out.actions.append(f"restore the attributes of {drift.path}")
+            if not dry_run:
+                remote.update_attributes(drift.store_id, drift.file_id, row.attrs())
+        elif drift.kind == EXTRA:
+            if drift.file_id in m.ledger_ids():
+                out.actions.append(f"detach and delete {drift.path} ({drift.file_id}), which ingest created")
+                if not dry_run:
+                    remote.detach(drift.store_id, drift.file_id)
+                    remote.delete_file(drift.file_id)
+                    m.ledger_set(drift.file_id, DELETED)
+            else:
+                # The store is ours, the file is not: take it out of the store, never delete it.
+                out.actions.append(f"detach {drift.path} ({drift.file_id}) from {drift.store_id}; the file "
+                                   "was not created by ingest and is kept")
+                if not dry_run:
+                    remote.detach(drift.store_id, drift.file_id)
+    if not dry_run:
+        out.actions += [f"deleted orphan {fid}" for fid in _delete_unreferenced(m, remote, found)]
+    else:
+        out.actions += [f"delete orphan {d.file_id} ({d.path})" for d in found.of(ORPHANED)]
+    out.report = engine.sync(Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed,
+                                     command="reindex"))
+    return out
+
+
+def gc(engine: Engine, dry_run: bool = False) -> list[str]:
+    """Delete remote files this tool created that nothing references; never anything else."""
+    found = Findings(remote_files={f.id: f for f in engine.remote.list_files()})
+    if dry_run:
+        return ours_unreferenced(engine.manifest, found.remote_files)
+    deleted = _delete_unreferenced(engine.manifest, engine.remote, found)
+    from ingest.indexing import Indexer
+    from ingest.stores import Stores
+    sweeper = Indexer(engine.settings, engine.manifest, engine.remote,
+                      Stores(engine.settings, engine.manifest, engine.remote))
+    sweeper.sweep()
+    return deleted + [f"a lost upload's copy ({n})" for n in range(sweeper.outcome.duplicates_removed)]
+
+
+def _delete_unreferenced(m: Manifest, remote: Remote, found: Findings) -> list[str]:
+    deleted = []
+    ledger = {u.file_id: u for status in ("live", RETIRE) for u in m.ledger(status) if u.file_id}
+    for file_id in ours_unreferenced(m, found.remote_files):
+        upload = ledger.get(file_id)
+        try:
+            if upload and upload.vector_store_id:
+                remote.detach(upload.vector_store_id, file_id)
+            remote.delete_file(file_id)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.warning("could not delete %s: %s", file_id, exc)
+            continue
+        m.ledger_set(file_id, DELETED)
+        deleted.append(file_id)
+    return deleted
