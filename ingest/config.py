@@ -85,7 +85,7 @@ class Settings:
         """Restrict the run to PATHs: configured roots they fall in, or new roots named after the folder."""
         roots = []
         for raw in paths:
-            path = raw.expanduser().absolute()
+            path = Path(os.path.abspath(raw.expanduser()))  # '..' folded: the same folder, the same root key
             owner = next((r for r in self.roots if path == r.path or r.path in path.parents), None)
             roots.append(owner or Root(path=path, store=_store_name(path)))
         unique = {r.key: r for r in roots}
@@ -123,6 +123,8 @@ def load(explicit: str | None = None) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     return parse(data, str(path) if path else "defaults", base=path.parent if path else Path.cwd())
 
 
@@ -191,10 +193,10 @@ class _Reader:
             if key not in allowed:
                 raise self.fail(prefix + key, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
 
-    def table(self, data, key):
+    def table(self, data, key, prefix=""):
         value = data.get(key, {})
         if not isinstance(value, dict):
-            raise self.fail(key, "must be a table")
+            raise self.fail(prefix + key, "must be a table")
         return value
 
     def list_of_tables(self, data, key):
@@ -254,7 +256,7 @@ class _Reader:
         raw = self.string(data, "path", prefix, None)
         if not raw:
             raise self.fail(prefix + "path", "is required")
-        path = (base / Path(raw).expanduser()).absolute()
+        path = Path(os.path.abspath(base / Path(raw).expanduser()))
         ignore = data.get("ignore_defaults", True)
         if not isinstance(ignore, bool):
             raise self.fail(prefix + "ignore_defaults", "must be true or false")
@@ -275,7 +277,7 @@ class _Reader:
         days = data.get("expires_after_days")
         if days is not None:
             days = self.integer(data, "expires_after_days", prefix, None, 1, 365)
-        attributes = self.table(data, "attributes") if "attributes" in data else {}
+        attributes = self.table(data, "attributes", prefix) if "attributes" in data else {}
         for key, value in attributes.items():
             if len(key) > 64 or not isinstance(value, (str, int, float, bool)) or (
                     isinstance(value, str) and len(value) > 256):

@@ -127,7 +127,6 @@ class Indexer:
             self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
             self._fail(row, f"upload failed: {exc}", None, retryable=True)
             return
-        self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated)
         changes = {"state": UPLOADED, "file_id": remote_file.id}
         try:
             st = os.stat(path)
@@ -136,7 +135,9 @@ class Indexer:
                 self.outcome.notes.append(f"{_show(row)}: changed during upload; it is synced again next run")
         except OSError:
             pass
-        row = self.manifest.update(row, **changes)
+        with self.manifest.transaction():  # together: a crash between them would orphan the file id
+            self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated)
+            row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
         self._queue[row.vector_store_id].append(row)
         if len(self._queue[row.vector_store_id]) >= BATCH_LIMIT:

@@ -172,8 +172,9 @@ class Manifest:
         self.db.close()
 
     def transaction(self):
-        """A context manager: everything inside commits together (one fsync, not one per row)."""
-        return self.db.conn
+        """A context manager: everything inside commits together, or not at all (nested: a savepoint)."""
+        # Not `with self.db.conn`: sqlite-utils 4 commits each write on its own outside atomic().
+        return self.db.atomic()
 
     # files -----------------------------------------------------------------------------------
     def rows(self, root: str | None = None) -> dict[tuple[str, str], FileRow]:
@@ -195,7 +196,7 @@ class Manifest:
         return self.put(replace(row, **changes))
 
     def remove(self, root: str, path: str) -> None:
-        self.db.conn.execute("delete from files where root = ? and path = ?", [root, path])
+        self.db.execute("delete from files where root = ? and path = ?", [root, path])
 
     def rows_in_states(self, states: Iterable[str]) -> list[FileRow]:
         states = list(states)

@@ -191,6 +191,10 @@ def _consider(root: Root, path: str, full: Path, st: os.stat_result, real_root: 
     if not stat.S_ISREG(st.st_mode):
         result.problems.append(Problem(root.key, path, "not a regular file (FIFO, socket or device)", False))
         return
+    if not os.access(full, os.R_OK):
+        # An error, not a refusal: the remote copy stays until the file can be read again.
+        result.problems.append(Problem(root.key, path, "cannot read: permission denied", True))
+        return
     result.entries.append(Entry(root.key, path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,38 @@ class Cli:
 @pytest.fixture
 def ingest(state_dir) -> Cli:
     return Cli()
+
+
+def as_unprivileged(fn):
+    """Run fn as an ordinary user: root reads files whatever their mode, so forked and dropped."""
+    if os.geteuid() != 0:
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError as exc:
+                payload = pickle.dumps((None, f"cannot drop privileges here: {exc}"))
+            else:
+                try:
+                    payload = pickle.dumps((True, fn()))
+                except BaseException as exc:  # noqa: BLE001 - carried back to the parent
+                    payload = pickle.dumps((False, exc))
+            with os.fdopen(write, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as inp:
+        ok, value = pickle.loads(inp.read())
+    os.waitpid(pid, 0)
+    if ok is None:
+        pytest.skip(value)
+    if not ok:
+        raise value
+    return value

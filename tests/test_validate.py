@@ -1,0 +1,194 @@
+"""Validation refuses what file_search would refuse, before any upload, with a reason a person understands."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.docs import make_docx, make_pdf, make_pptx
+from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES
+from ingest.validate import Validator, Verdict
+
+WORD = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+POWERPOINT = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+
+
+@pytest.fixture
+def validator() -> Validator:
+    return Validator(SUPPORTED_TYPES, MAX_FILE_SIZE)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return tmp_path
+
+
+def check(validator: Validator, path: Path) -> Verdict:
+    return validator.check(path, path.stat().st_size)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# accepted ----------------------------------------------------------------------------------------
+
+def test_a_pdf_is_accepted(validator, folder):
+    verdict = check(validator, make_pdf(folder / "report.pdf", "Quarterly figures"))
+    assert verdict == Verdict(True, "application/pdf")
+
+
+def test_a_bare_pdf_header_is_enough_for_libmagic(validator, folder):
+    path = write(folder / "scan.pdf", b"%PDF-1.4\n1 0 obj\n<< >>\nendobj\ntrailer\n<< >>\n%%EOF\n")
+    assert check(validator, path).ok
+
+
+def test_an_upper_case_extension_is_the_same_type(validator, folder):
+    assert check(validator, make_pdf(folder / "SCAN.PDF", "x")).ok
+
+
+def test_a_word_document_is_accepted(validator, folder):
+    verdict = check(validator, make_docx(folder / "letter.docx", ["Dear reader"]))
+    assert verdict.ok and verdict.mime == WORD
+
+
+def test_a_powerpoint_is_accepted(validator, folder):
+    verdict = check(validator, make_pptx(folder / "deck.pptx", ["Roadmap"]))
+    assert verdict.ok and verdict.mime == POWERPOINT
+
+
+def test_a_word_document_libmagic_calls_a_zip_is_accepted_by_its_parts(validator, folder):
+    source = make_docx(folder / "source.docx", ["Dear reader"])
+    path = folder / "rezipped.docx"
+    # Another writer's order: a first member that hides the Office signature from libmagic.
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as out:
+        out.writestr("aaa/readme.txt", "written by some other tool")
+        for item in original.infolist():
+            out.writestr(item, original.read(item))
+    verdict = check(validator, path)
+    assert verdict.ok and verdict.mime == WORD
+
+
+@pytest.mark.parametrize("name, text", [
+    ("notes.txt", "Grüße aus Köln — naïve café\n"),
+    ("plain.md", "# Title\n\nJust ASCII.\n"),
+    ("main.py", "def main():\n    return 'ok'\n"),
+    ("page.html", "<html><body><p>Hello</p></body></html>\n"),
+    ("data.json", '{"name": "Zoë", "n": 1}\n'),
+    ("run.sh", "#!/bin/sh\necho hello\n"),
+])
+def test_utf8_text_is_accepted(validator, folder, name, text):
+    assert check(validator, write(folder / name, text.encode("utf-8"))).ok
+
+
+@pytest.mark.parametrize("encoding, bom", [("utf-16", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff")])
+def test_utf16_with_a_bom_is_accepted(validator, folder, encoding, bom):
+    path = write(folder / "wide.txt", bom + "Grüße aus Köln\nzweite Zeile\n".encode(encoding))
+    verdict = check(validator, path)
+    assert verdict.ok, verdict.reason
+
+
+# refused -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["table.csv", "sheet.xlsx", "photo.jpg", "Makefile"])
+def test_a_type_file_search_does_not_take_is_refused(validator, folder, name):
+    verdict = check(validator, write(folder / name, b"a,b\n1,2\n"))
+    assert not verdict.ok
+    assert "not supported by file_search" in verdict.reason
+    assert (Path(name).suffix or "(no extension)") in verdict.reason
+    assert ".pdf" in verdict.reason and ".docx" in verdict.reason, "the reason lists what would be taken"
+
+
+def test_types_narrowed_in_the_config_are_refused(folder):
+    narrow = Validator((".md",), MAX_FILE_SIZE)
+    verdict = check(narrow, write(folder / "notes.txt", b"hello\n"))
+    assert not verdict.ok and "(supported: .md)" in verdict.reason
+
+
+def test_an_empty_file_is_refused(validator, folder):
+    verdict = check(validator, write(folder / "blank.md", b""))
+    assert not verdict.ok and "empty" in verdict.reason
+
+
+def test_a_file_over_the_limit_is_refused_without_being_read(validator, folder):
+    path = folder / "huge.pdf"
+    with open(path, "wb") as fh:  # sparse: nothing to read, and nothing is read
+        fh.truncate(MAX_FILE_SIZE + 1)
+    verdict = check(validator, path)
+    assert not verdict.ok
+    assert verdict.reason == "too large: 536,870,913 bytes, the limit is 536,870,912 bytes"
+
+
+def test_a_configured_smaller_limit_applies(folder):
+    verdict = check(Validator(SUPPORTED_TYPES, 1000), write(folder / "a.txt", b"x" * 1001))
+    assert not verdict.ok and "too large" in verdict.reason and "1,000 bytes" in verdict.reason
+
+
+def test_a_program_named_pdf_is_refused(validator, folder):
+    path = folder / "invoice.pdf"
+    shutil.copyfile(os.path.realpath(sys.executable), path)
+    verdict = check(validator, path)
+    assert not verdict.ok
+    assert "executable" in verdict.reason and "not a PDF document" in verdict.reason
+
+
+def test_a_program_named_txt_is_refused(validator, folder):
+    path = folder / "readme.txt"
+    shutil.copyfile(os.path.realpath(sys.executable), path)
+    verdict = check(validator, path)
+    assert not verdict.ok and "not text as .txt should be" in verdict.reason
+
+
+def test_a_plain_zip_named_docx_is_refused(validator, folder):
+    path = folder / "letter.docx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    verdict = check(validator, path)
+    assert not verdict.ok and verdict.reason == "a zip archive that is not a Word document"
+
+
+def test_a_presentation_named_docx_is_refused(validator, folder):
+    path = make_pptx(folder / "deck.pptx", ["Roadmap"]).rename(folder / "letter.docx")
+    verdict = check(validator, path)
+    assert not verdict.ok and "not a Word document as .docx says" in verdict.reason
+
+
+def test_a_text_file_named_pdf_is_refused(validator, folder):
+    verdict = check(validator, write(folder / "report.pdf", b"just some words\n"))
+    assert not verdict.ok and "text/plain" in verdict.reason and "PDF" in verdict.reason
+
+
+def test_latin1_text_is_refused_with_how_to_fix_it(validator, folder):
+    path = write(folder / "notes.txt", "Grüße aus Köln, café crème\n".encode("latin-1"))
+    verdict = check(validator, path)
+    assert not verdict.ok
+    assert "not valid UTF-8" in verdict.reason and "save it as UTF-8" in verdict.reason
+    assert "iso-8859-1" in verdict.reason, "the reason says what it looks like"
+
+
+def test_a_bad_byte_past_what_libmagic_samples_is_still_found(validator, folder):
+    # libmagic looks at the start only; the decode must cover the whole file.
+    path = write(folder / "log.txt", b"all ascii here\n" * 700_000 + "café\n".encode("latin-1"))
+    verdict = check(validator, path)
+    assert not verdict.ok and "save it as UTF-8" in verdict.reason
+
+
+def test_a_file_removed_before_the_check_says_it_cannot_be_read(validator, folder):
+    verdict = validator.check(folder / "vanished.md", 10)
+    assert not verdict.ok and verdict.reason.startswith("cannot")
+
+
+def test_a_validator_is_safe_to_share_between_threads(validator, folder):
+    good = [make_pdf(folder / f"r{i}.pdf", "x") for i in range(4)]
+    good += [write(folder / f"n{i}.md", b"# ok\n") for i in range(4)]
+    bad = [write(folder / f"l{i}.txt", "é".encode("latin-1") * 50) for i in range(4)]
+    paths = (good + bad) * 10
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        verdicts = list(pool.map(lambda p: check(validator, p), paths))
+    assert [v.ok for v in verdicts] == [p in good for p in paths]
