@@ -110,8 +110,11 @@ def find_config(explicit: str | None) -> Path | None:
                 raise ConfigError(f"{path}: config file not found")
             return path
     for path in (Path("ingest.toml"), xdg_dir("XDG_CONFIG_HOME", ".config") / "ingest.toml"):
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     return None
 
 

@@ -107,8 +107,9 @@ def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tupl
     gone = [row for key, row in rows.items() if key not in seen]
     # A vanished path whose bytes reappear elsewhere in the same store is a move, not a delete + upload.
     by_content: dict[tuple[str | None, str | None], list[FileRow]] = defaultdict(list)
+    trusted = {s.root for s in scans if not s.missing and not s.has_errors}
     for row in gone:
-        if row.file_id and row.state == INDEXED and not row.old_file_id:
+        if row.file_id and row.state == INDEXED and not row.old_file_id and row.root in trusted:
             by_content[(row.sha256, row.store)].append(row)
     moved_from: set[tuple[str, str]] = set()
     for obs in fresh:
@@ -142,7 +143,11 @@ def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_size
         else:
             remaining.append(row)
     if not policy.allow_mass_delete:
+        # A file that turned invalid loses its remote copy too: count it, or a validator gone wrong
+        # (a libmagic upgrade) could empty a store unguarded.
+        invalid = [(obs, row) for obs, row in plan.rejected if row is not None and row.file_id]
         per_store = Counter(row.store for row in remaining if row.file_id)
+        per_store.update(row.store for _, row in invalid)
         over = {store for store, n in per_store.items()
                 if n > policy.floor and n > policy.max_fraction * store_sizes.get(store or "", 0)}
         for row in list(remaining):
@@ -150,4 +155,9 @@ def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_size
                 remaining.remove(row)
                 plan.held.append((row, f"more than {policy.max_fraction:.0%} of store {row.store!r} "
                                        "would be deleted; run with --allow-mass-delete if intended"))
+        for obs, row in invalid:
+            if row.store in over:
+                plan.rejected.remove((obs, row))
+                plan.held.append((row, f"now rejected ({obs.reason}), but more than "
+                                       f"{policy.max_fraction:.0%} of store {row.store!r} would go; kept"))
     plan.deletes = remaining

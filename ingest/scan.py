@@ -109,6 +109,11 @@ def is_network_fs(path: Path) -> bool:
     return filesystem_type(path) in NETWORK_FS
 
 
+def _excluded_folder(root: Root, path: str) -> bool:
+    """A folder an exclude pattern like 'lost+found/**' covers whole is not walked at all."""
+    return any(p.endswith("/**") and glob_match(path, p[:-3]) for p in root.exclude)
+
+
 def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None) -> ScanResult:
     """Every wanted file under root (or under the given relative prefixes of it)."""
     result = ScanResult(root=root)
@@ -164,7 +169,8 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 result.problems.append(Problem(root.key, path, f"cannot read: {exc.strerror}", True))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                stack.append((Path(item.path), path))
+                if not _excluded_folder(root, path):
+                    stack.append((Path(item.path), path))
             else:
                 _consider(root, path, Path(item.path), st, real_root, network, result)
 

@@ -120,7 +120,13 @@ class Engine:
             in_scope = {k: r for k, r in known.items() if _within(r.path, prefixes)}
             rows.update(in_scope)
             for entry in result.entries:
-                observed.append(self._observe(root, entry, known.get((root.key, entry.path)), network, options))
+                obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
+                if not obs.ok and obs.reason.startswith("cannot read"):
+                    # Unreadable now (permissions, a share hiccup) is an error, not a verdict on the file:
+                    # its indexed version stays and deletions are held.
+                    result.problems.append(scanning.Problem(root.key, entry.path, obs.reason, True))
+                else:
+                    observed.append(obs)
             problems += result.problems
             scans.append(RootScan(root.key, prefixes == ("",), result.missing, result.has_errors,
                                   len(result.entries)))

@@ -300,3 +300,27 @@ def test_counts_add_up():
     plan = plan_for(observed, rows, store_sizes={"docs": 100})
     assert plan.counts() == {"scanned": 5, "new": 1, "changed": 1, "resumed": 0, "moved": 1, "deleted": 1,
                              "unchanged": 1, "rejected": 1, "unreadable": 0, "held": 0}
+
+
+def test_files_turning_invalid_en_masse_are_held_not_retired():
+    from ingest.plan import GuardPolicy, Observed, RootScan, make_plan
+    from ingest.manifest import FileRow, INDEXED
+    rows = {("/r", f"d{i}.txt"): FileRow("/r", f"d{i}.txt", INDEXED, store="s", sha256=f"h{i}", file_id=f"f{i}")
+            for i in range(10)}
+    observed = [Observed("/r", f"d{i}.txt", 1, 1, 1, None, None, "", False, "content is x", "s")
+                for i in range(10)]
+    plan = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], {"s": 10}, GuardPolicy())
+    assert plan.rejected == [] and len(plan.held) == 10 and plan.retirements() == []
+    allowed = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], {"s": 10},
+                        GuardPolicy(allow_mass_delete=True))
+    assert len(allowed.rejected) == 10 and len(allowed.retirements()) == 10
+
+
+def test_no_move_is_taken_from_a_root_whose_scan_failed():
+    from ingest.plan import GuardPolicy, Observed, RootScan, make_plan
+    from ingest.manifest import FileRow, INDEXED
+    rows = {("/a", "x.txt"): FileRow("/a", "x.txt", INDEXED, store="s", sha256="h", file_id="f1")}
+    observed = [Observed("/b", "x.txt", 1, 1, 1, 1, "h", "text/plain", True, "", "s")]
+    scans = [RootScan("/a", True, True, False, 0), RootScan("/b", True, False, False, 1)]
+    plan = make_plan(observed, [], rows, scans, {"s": 1}, GuardPolicy())
+    assert plan.moves == [] and len(plan.uploads) == 1 and plan.held

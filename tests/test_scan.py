@@ -385,3 +385,16 @@ def test_sha256_of_a_gigabyte_keeps_memory_flat(tmp_path):
         tracemalloc.stop()
     assert digest == expected.hexdigest()
     assert peak < 8 * (1 << 20), f"hashing 1 GB peaked at {peak:,} bytes"
+
+
+def test_a_folder_excluded_whole_is_not_walked(tmp_path, monkeypatch):
+    root_dir = tmp_path / "share"
+    (root_dir / "lost+found" / "deep").mkdir(parents=True)
+    (root_dir / "lost+found" / "deep" / "x.txt").write_text("x")
+    (root_dir / "a.txt").write_text("a")
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(scanning.os, "scandir", lambda p: listed.append(str(p)) or real(p))
+    result = scan(Root(root_dir, "s", exclude=("lost+found/**",)))
+    assert [e.path for e in result.entries] == ["a.txt"]
+    assert not any("lost+found" in p for p in listed), "an unreadable excluded folder must not cause errors"
