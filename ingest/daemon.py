@@ -114,6 +114,7 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
     metrics = Metrics.create()
     beat = heartbeat_path(settings)
     last_beat = [0.0]
+    seen_states: set[str] = set()
 
     def heartbeat(health: dict) -> None:
         metrics.queue.set(health.get("queue", 0))
@@ -135,8 +136,11 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
             try:
                 report = Engine(settings, manifest, remote, stop=stop).sync(
                     Options(command="watch" if scopes else "watch-full"), scopes)
-                for group in manifest.db.query("select state, count(*) n from files group by state"):
-                    metrics.files.labels(group["state"]).set(group["n"])
+                counts = {g["state"]: g["n"] for g in manifest.db.query(
+                    "select state, count(*) n from files group by state")}
+                for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
+                    metrics.files.labels(state).set(counts.get(state, 0))
+                seen_states.update(counts)
             finally:
                 manifest.close()
         finally:

@@ -74,12 +74,20 @@ class DirtySet:
         """Paths with no event and no change of size or mtime for `settle` seconds."""
         now, ready = self.clock(), {}
         with self._lock:
-            for key, item in list(self._items.items()):
+            quiet = []
+            for key, item in self._items.items():
                 fingerprint = _stat(Path(key[0]) / key[1])
                 if item.fingerprint is not None and fingerprint != item.fingerprint:
                     item.last_event = now  # still being written: the quiet period starts again
                 item.fingerprint = fingerprint
                 if now - item.last_event >= settle:
+                    quiet.append(key)
+            # A folder is scanned whole: it waits while a file below it is still being written,
+            # or that file would be uploaded half-done through its folder's event.
+            busy = {(root, rel.rsplit("/", n)[0]) for root, rel in set(self._items) - set(quiet)
+                    for n in range(1, rel.count("/") + 1)}
+            for key in quiet:
+                if key not in busy:
                     ready.setdefault(key[0], set()).add(key[1])
                     del self._items[key]
         return ready
@@ -88,6 +96,18 @@ class DirtySet:
         for root, paths in scopes.items():
             for rel in paths:
                 self.add(root, rel)
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog rebuilds its watches after an inotify overflow but tells no handler: its warning is the sign."""
+
+    def __init__(self, flag: threading.Event):
+        super().__init__(logging.WARNING)
+        self.flag = flag
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.flag.set()
 
 
 def _stat(path: Path) -> tuple:
@@ -107,7 +127,9 @@ class Watcher:
         self.observers: list = []
         self.health = {"started_at": time.time(), "last_success_at": None, "last_error": None,
                        "runs": 0, "failures": 0, "queue": 0, "mode": {}}
-        self._devices: dict[str, int | None] = {}
+        self._devices: dict[str, tuple[int | None, bool]] = {}  # root → (st_dev, was a mount point)
+        self._missing: set[str] = set()
+        self._overflowed = threading.Event()
         self._backoff = 0.0
 
     # observers ---------------------------------------------------------------------------------
@@ -123,7 +145,7 @@ class Watcher:
             observer.start()
             self.observers.append((root.key, observer))
             self.health["mode"][root.key] = "polling" if polling else "events"
-            self._devices[root.key] = _device(root.path)
+            self._devices[root.key] = (_device(root.path), os.path.ismount(root.path))
             log.info("watching %s (%s)", root.path, "polling" if polling else "native events")
 
     def _stop_observers(self) -> None:
@@ -134,24 +156,36 @@ class Watcher:
         self.observers = []
 
     def _roots_healthy(self) -> bool:
-        """False when a root vanished or was unmounted (its device changed): nothing runs then."""
-        ok = True
+        """False when a root vanished or was unmounted: nothing runs then."""
+        missing, remounted = [], []
         for root in self.settings.roots:
             device = _device(root.path)
-            if device is None or (self._devices.get(root.key) not in (None, device)):
-                if self.health.get("root_missing") != root.key:
-                    log.warning("root %s vanished or was unmounted; no deletions, waiting for it", root.path)
-                self.health["root_missing"] = root.key
-                ok = False
-        if ok and self.health.get("root_missing"):
-            log.warning("root is back; rescanning everything")
-            self.health["root_missing"] = None
+            known, was_mount = self._devices.get(root.key, (None, False))
+            if device is None or (device != known and was_mount and not os.path.ismount(root.path)):
+                missing.append(root)
+            elif known is not None and device != known:
+                # Mounted after we started watching, or back with a new device number: watch that.
+                remounted.append(root)
+        for root in missing:
+            if root.key not in self._missing:
+                log.warning("root %s vanished or was unmounted; no deletions, waiting for it", root.path)
+        returned = sorted(self._missing | {root.key for root in remounted}) if not missing else []
+        self._missing = {root.key for root in missing}
+        self.health["root_missing"] = missing[0].key if missing else None
+        if missing:
+            return False
+        if returned:
+            log.warning("root %s is back; rescanning everything", ", ".join(returned))
             self._start_observers()
             self._full_due = 0.0
-        return ok
+        return True
 
     # the loop ----------------------------------------------------------------------------------
     def run(self) -> None:
+        alarm, watchdog_log = _OverflowAlarm(self._overflowed), logging.getLogger("watchdog.observers")
+        watchdog_log.addHandler(alarm)
+        if watchdog_log.getEffectiveLevel() > logging.WARNING:
+            watchdog_log.setLevel(logging.WARNING)
         self._start_observers()
         self._full_due = 0.0  # a full sync first, with the same engine as `ingest sync`
         next_run = 0.0
@@ -161,6 +195,10 @@ class Watcher:
                 if any(not obs.is_alive() for _, obs in self.observers):
                     log.warning("a file watcher stopped (overflow or error); restarting it and rescanning")
                     self._start_observers()
+                    self._full_due = now
+                if self._overflowed.is_set():
+                    self._overflowed.clear()
+                    log.warning("the kernel dropped file events (inotify overflow); rescanning everything")
                     self._full_due = now
                 self.health["queue"] = len(self.dirty)
                 self.on_heartbeat(self.health)
@@ -179,6 +217,7 @@ class Watcher:
                             next_run = time.monotonic() + self._backoff
                 self.stop.wait(self.options.tick)
         finally:
+            watchdog_log.removeHandler(alarm)
             self._stop_observers()
             self.health["queue"] = len(self.dirty)
             self.on_heartbeat(self.health)
@@ -187,6 +226,8 @@ class Watcher:
         what = "full sync" if scopes is None else f"{sum(len(p) for p in scopes.values())} changed paths"
         try:
             report = self.run_sync({k: tuple(sorted(v)) for k, v in scopes.items()} if scopes else None)
+            if self.stop.is_set() and report.counts == {}:
+                return False  # stopped while queued for the lock: nothing ran, nothing succeeded
         except AuthError:
             raise
         except RemoteError as exc:
