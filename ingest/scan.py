@@ -125,6 +125,12 @@ def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = Non
     real_root = os.path.realpath(root.path)
     for prefix in _collapse(prefixes):
         start = root.path / prefix if prefix else root.path
+        parent = os.path.realpath(start.parent) if prefix else real_root
+        if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
+            # A folder on the way is a symlink out of the root (polling observers follow them).
+            result.problems.append(Problem(root.key, prefix, "symlink points outside the root: not followed",
+                                           False))
+            continue
         try:
             st = os.lstat(start)
         except FileNotFoundError:

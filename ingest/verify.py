@@ -80,9 +80,10 @@ def verify(engine: Engine, local: bool = True) -> Findings:
     found.drifts += _orphans(manifest, found.remote_files)
     if local:
         report = engine.sync(Options(dry_run=True, command="verify"))
-        for kind in ("new", "changed", "moved", "deleted", "resumed"):
+        for kind in ("new", "changed", "moved", "deleted", "resumed", "held_back"):
             for path in report.planned.get(kind, []):
-                found.drifts.append(Drift(LOCAL, path, f"{kind}: not synced yet"))
+                found.drifts.append(Drift(LOCAL, path, "deleted locally, but the deletion is held back "
+                                          "(see 'ingest sync')" if kind == "held_back" else f"{kind}: not synced yet"))
     return found
 
 

@@ -218,3 +218,17 @@ def test_manifest_and_state_dir_are_private(ingest, docs_root, state_dir):
     ingest("sync", str(docs_root))
     assert (state_dir.stat().st_mode & 0o777) == 0o700
     assert ((state_dir / "local" / "manifest.db").stat().st_mode & 0o777) == 0o600
+
+
+def test_verify_reports_deletions_that_were_held_back(ingest, tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(12):
+        (root / f"doc{i}.txt").write_text(f"document number {i} about tapirs\n")
+    ingest("sync", str(root))
+    for i in range(10):
+        (root / f"doc{i}.txt").unlink()
+    ingest("sync", str(root))
+    report = ingest.json("verify", check=1)
+    held = [d for d in report["drift"] if "held back" in d["detail"]]
+    assert len(held) == 10

@@ -398,3 +398,15 @@ def test_a_folder_excluded_whole_is_not_walked(tmp_path, monkeypatch):
     result = scan(Root(root_dir, "s", exclude=("lost+found/**",)))
     assert [e.path for e in result.entries] == ["a.txt"]
     assert not any("lost+found" in p for p in listed), "an unreadable excluded folder must not cause errors"
+
+
+def test_a_scoped_path_through_a_symlinked_folder_out_of_the_root_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "salary.txt").write_text("secret")
+    root_dir = tmp_path / "docs"
+    root_dir.mkdir()
+    (root_dir / "link").symlink_to(outside)
+    result = scan(Root(root_dir, "s"), prefixes=("link/salary.txt",))
+    assert result.entries == []
+    assert result.problems and "outside the root" in result.problems[0].reason
