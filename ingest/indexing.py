@@ -98,8 +98,9 @@ class Indexer:
 
     def _start(self, pool: ThreadPoolExecutor, row: FileRow):
         path = Path(row.root) / row.path
-        upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
-        row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
+        with self.manifest.transaction():  # one commit, not two: it is paid once per file
+            upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
+            row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
         future = pool.submit(self.remote.upload, path, path.name)
         future.upload_id = upload_id  # type: ignore[attr-defined]
         future.row = row  # type: ignore[attr-defined]
@@ -166,8 +167,9 @@ class Indexer:
                 for row in rows:
                     self.manifest.ledger_set(row.file_id, RETIRE)
                     self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
-            self.outcome.notes.append(f"{len(rows)} uploaded files were gone remotely; "
-                                      "they are uploaded again next run")
+            # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
+            self.outcome.failures += [(_show(r), "not attached: the vector store or the uploaded file was "
+                                                 "gone remotely; it is uploaded again next run") for r in rows]
             return
         except RemoteError as exc:
             for row in rows:

@@ -137,6 +137,12 @@ def _prepare_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
+_FILE_COLUMNS = tuple(f.name for f in fields(FileRow))
+_PUT_FILE = (f"insert into files ({', '.join(_FILE_COLUMNS)}) values ({', '.join('?' for _ in _FILE_COLUMNS)}) "
+             "on conflict (root, path) do update set "
+             + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS if c not in ("root", "path")))
+
+
 class Manifest:
     """Reads and writes the manifest. Open one per process; use it from one thread."""
 
@@ -189,7 +195,8 @@ class Manifest:
     def put(self, row: FileRow) -> FileRow:
         now = time.time()
         row = replace(row, updated_at=now, first_seen=row.first_seen or now)
-        self.db["files"].upsert(asdict(row), pk=("root", "path"))
+        # Plain SQL: sqlite-utils' upsert introspects the table on every call, 20x slower per row.
+        self.db.execute(_PUT_FILE, [getattr(row, name) for name in _FILE_COLUMNS])
         return row
 
     def update(self, row: FileRow, **changes: Any) -> FileRow:
@@ -243,14 +250,13 @@ class Manifest:
 
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        return self.db["uploads"].insert({
-            "root": root, "path": path, "filename": filename, "bytes": size, "sha256": sha256,
-            "status": STARTED, "started_at": time.time(),
-        }).last_pk
+        return self.db.execute(
+            "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
+            "values (?, ?, ?, ?, ?, ?, ?)", [root, path, filename, size, sha256, STARTED, time.time()]).lastrowid
 
     def ledger_done(self, upload_id: int, file_id: str, suspect: bool = False) -> None:
-        self.db["uploads"].update(upload_id, {"file_id": file_id, "status": LIVE, "finished_at": time.time(),
-                                              "suspect": int(suspect)})
+        self.db.execute("update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ? where id = ?",
+                        [file_id, LIVE, time.time(), int(suspect), upload_id])
 
     def ledger_failed(self, upload_id: int, ambiguous: bool) -> None:
         """An upload that failed: if the request may have reached the server, keep it for the sweep."""

@@ -81,12 +81,21 @@ class Stores:
                 self.manifest.update(row, state=PENDING, file_id=None, old_file_id=None, batch_id=None,
                                      vector_store_id=None, reason=None, error_code=None)
 
+    def ready(self, names) -> None:
+        """Create each name's first vector store now, outside any transaction: its row must be committed
+        the moment it exists remotely, or a crash before the caller's commit would orphan it."""
+        for name in sorted(names):
+            if not self.manifest.stores(name):
+                self._create(self.settings.store_spec(name), 0)
+
     def place(self, name: str) -> str:
         """The vector store id a new file of logical store `name` goes to."""
         spec = self.settings.store_spec(name)
         shards = self.manifest.stores(name)
         for shard in shards:
-            used = self._assigned.setdefault(shard.id, self.manifest.count_in_store(shard.id))
+            if shard.id not in self._assigned:  # counted once per run, not once per file
+                self._assigned[shard.id] = self.manifest.count_in_store(shard.id)
+            used = self._assigned[shard.id]
             if used < spec.max_files:
                 self._assigned[shard.id] = used + 1
                 return shard.id

@@ -191,6 +191,7 @@ class Engine:
         self._move(plan, roots)
 
         uploads, attach, attaching, kept_failed = [], [], [], []
+        stores.ready({obs.store for obs, _ in plan.uploads + plan.resumes})
         with m.transaction():
             for obs, row in plan.uploads:
                 uploads.append(self._prepare_upload(obs, row, roots[obs.root], stores))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ class Validator:
             return Verdict(False, "", f"too large: {size:,} bytes, the limit is {self.max_size:,} bytes")
         mime_magic, enc_magic = self._magic()
         try:
-            mime = mime_magic.from_file(str(path)).lower()
+            # libmagic reports a symlink as inode/symlink: look at what it points to (scan kept it in the root).
+            mime = mime_magic.from_file(os.path.realpath(path)).lower()
         except OSError as exc:
             return Verdict(False, "", f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # libmagic errors are plain exceptions
@@ -84,7 +86,7 @@ class Validator:
         if not (mime.startswith("text/") or mime in TEXT_LIKE_MIMES):
             return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
         try:
-            encoding = enc_magic.from_file(str(path)).lower()
+            encoding = enc_magic.from_file(os.path.realpath(path)).lower()
         except Exception:
             encoding = ""
         candidates = ["utf-16"] if encoding.startswith("utf-16") else ["utf-8"]

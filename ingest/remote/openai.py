@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from ingest.remote.base import (AttachItem, AuthError, Batch, Hit, NotFound, Rem
 log = logging.getLogger("ingest.remote")
 T = TypeVar("T")
 MAX_RETRY_AFTER = 120.0  # longer waits than this are the server asking us to stop, not to wait
+CREATE_TOKEN = "ingest_create_token"  # store metadata key: finds a store whose creation reply was lost
 
 
 def _status(exc: BaseException) -> int | None:
@@ -186,12 +188,31 @@ class OpenAIRemote:
     # stores ------------------------------------------------------------------------------------
     def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, Any] | None,
                      expires_after_days: int | None) -> Store:
-        args: dict[str, Any] = {"name": name, "metadata": dict(metadata)}
+        # POST /vector_stores is not idempotent: after a try that may have reached the server, look for the
+        # store it may have made (by a one-off token) before making another one, which would be an orphan.
+        token = secrets.token_hex(8)
+        args: dict[str, Any] = {"name": name, "metadata": {**metadata, CREATE_TOKEN: token}}
         if chunking:
             args["chunking_strategy"] = dict(chunking)
         if expires_after_days:
             args["expires_after"] = {"anchor": "last_active_at", "days": expires_after_days}
-        return _store(self._call(f"create store {name}", lambda: self.client.vector_stores.create(**args)))
+        ambiguous = threading.Event()
+        since = time.time() - 600  # newest first; older stores cannot be ours (10 min of clock skew allowed)
+
+        def create():
+            if ambiguous.is_set():
+                for vs in self.client.vector_stores.list(limit=100, order="desc"):
+                    if (vs.metadata or {}).get(CREATE_TOKEN) == token:
+                        return vs
+                    if vs.created_at < since:
+                        break
+            return self.client.vector_stores.create(**args)
+
+        def note(exc: BaseException) -> None:
+            if may_have_reached_server(exc):
+                ambiguous.set()
+
+        return _store(self._call(f"create store {name}", create, on_retry=note))
 
     def get_store(self, store_id: str) -> Store:
         return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))

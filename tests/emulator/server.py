@@ -86,18 +86,28 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- wire helpers -------------------------------------------------------------------------------------
     def _read_body(self) -> bytes:
+        # A client that dies mid-body (killed, reset) sent no request: never process a truncated one.
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             out = bytearray()
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:
+                    raise ValueError("connection closed inside a chunked body")
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass
                     return bytes(out)
-                out += self.rfile.read(size)
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise ValueError("connection closed inside a chunk")
+                out += chunk
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            raise ValueError("connection closed before Content-Length bytes arrived")
+        return body
 
     def _send(self, status: int, payload, headers: dict | None = None, started: float | None = None) -> None:
         if isinstance(payload, bytes):
