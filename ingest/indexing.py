@@ -18,6 +18,12 @@ from ingest.remote.base import (CANCELLED, IN_PROGRESS, SERVER_ERROR, AttachItem
                                 Remote, RemoteError)
 from ingest.stores import Stores
 
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, connection errors, 408/409/429 and 5xx: worth another run's try."""
+    status = getattr(exc, "status_code", None)
+    return status is None or status in (408, 409, 429) or status >= 500
+
 log = logging.getLogger("ingest")
 SWEEP_WINDOW = 300  # seconds of clock skew allowed between us and the server when matching lost uploads
 Progress = Callable[[str, int, int], None]
@@ -32,6 +38,7 @@ class Outcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
     still_indexing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    kept_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,7 +133,9 @@ class Indexer:
             raise
         except RemoteError as exc:
             self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
-            self._fail(row, f"upload failed: {exc}", None, retryable=True)
+            # Only what another try can fix is retried by later runs: not a 400 or a refused file.
+            cause = exc.__cause__
+            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and is_retryable(cause))
             return
         changes = {"state": UPLOADED, "file_id": remote_file.id}
         try:

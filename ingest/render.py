@@ -26,7 +26,8 @@ def summary(report: Report, verbose: bool = True) -> str:
                 continue
             for path in paths:
                 lines.append(f"  {kind:<9} {path}")
-    for title, items in (("failed", report.failures), ("rejected", report.rejected),
+    for title, items in (("failed", report.failures), ("failed earlier, not retried", report.kept_failed),
+                         ("rejected", report.rejected),
                          ("held back (not deleted)", report.held)):
         if items:
             lines.append(f"{title}:")

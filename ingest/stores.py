@@ -81,21 +81,28 @@ class Stores:
                 self.manifest.update(row, state=PENDING, file_id=None, old_file_id=None, batch_id=None,
                                      vector_store_id=None, reason=None, error_code=None)
 
-    def ready(self, names) -> None:
-        """Create each name's first vector store now, outside any transaction: its row must be committed
-        the moment it exists remotely, or a crash before the caller's commit would orphan it."""
-        for name in sorted(names):
-            if not self.manifest.stores(name):
-                self._create(self.settings.store_spec(name), 0)
+    def reserve(self, wanted: Mapping[str, int]) -> None:
+        """Create now, outside any transaction, every shard that `wanted` new files per store need: a
+        store row must be committed the moment the store exists remotely, or a crash orphans it."""
+        for name, count in sorted(wanted.items()):
+            spec = self.settings.store_spec(name)
+            shards = self.manifest.stores(name)
+            free = sum(max(0, spec.max_files - self._used(s.id)) for s in shards)
+            while not shards or free < count:
+                shards.append(self._create(spec, len(shards)))
+                free += spec.max_files
+
+    def _used(self, store_id: str) -> int:
+        if store_id not in self._assigned:  # counted once per run, not once per file
+            self._assigned[store_id] = self.manifest.count_in_store(store_id)
+        return self._assigned[store_id]
 
     def place(self, name: str) -> str:
         """The vector store id a new file of logical store `name` goes to."""
         spec = self.settings.store_spec(name)
         shards = self.manifest.stores(name)
         for shard in shards:
-            if shard.id not in self._assigned:  # counted once per run, not once per file
-                self._assigned[shard.id] = self.manifest.count_in_store(shard.id)
-            used = self._assigned[shard.id]
+            used = self._used(shard.id)
             if used < spec.max_files:
                 self._assigned[shard.id] = used + 1
                 return shard.id

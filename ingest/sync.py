@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
@@ -17,7 +18,7 @@ from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, P
                              UPLOADED, UPLOADING, FileRow, Manifest)
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
-from ingest.remote.base import Remote
+from ingest.remote.base import AuthError, Remote, RemoteError
 from ingest.stores import Stores, attributes, route
 from ingest.validate import Validator
 
@@ -43,6 +44,9 @@ class Report:
     planned: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     still_indexing: list[str] = field(default_factory=list)
+    # Failures of earlier runs that are not retried (the remote refused the file): like rejections,
+    # reported every time, but they do not fail this run.
+    kept_failed: list[tuple[str, str]] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
 
@@ -56,6 +60,7 @@ class Report:
                 "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
                 "failed": [{"path": p, "reason": r} for p, r in self.failures],
                 "held_back": [{"path": p, "reason": r} for p, r in self.held],
+                "failed_earlier": [{"path": p, "reason": r} for p, r in self.kept_failed],
                 "still_indexing": self.still_indexing, "notes": self.notes,
                 **({"plan": self.planned} if self.dry_run else {})}
 
@@ -168,16 +173,21 @@ class Engine:
     def _apply(self, plan: Plan, options: Options, stores: Stores, indexer: Indexer) -> Outcome:
         m = self.manifest
         roots = {r.key: r for r in self.settings.roots}
+        stale = []
         with m.transaction():
             for obs, row in plan.unchanged:
                 if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
                         obs.size, obs.mtime_ns, obs.inode, obs.hashed_at_ns or row.hashed_at_ns):
-                    m.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
-                             hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+                    row = m.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
+                                   hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+                    stale.append((obs, row))
+                elif row.attributes and self._static_changed(row):
+                    stale.append((obs, row))
             for row in plan.retirements():
                 self._retire_ids(row)
             for obs, row in plan.rejected:
-                m.put(_row_from(obs, row, state=REJECTED, reason=obs.reason))
+                m.put(_row_from(obs, row, state=REJECTED, reason=obs.reason, file_id=None, old_file_id=None,
+                                vector_store_id=None, batch_id=None))
             for problem, row in plan.refused:
                 m.put(FileRow(problem.root, problem.path, REJECTED, reason=problem.reason,
                               first_seen=row.first_seen if row else None))
@@ -188,12 +198,14 @@ class Engine:
                     m.update(row, reason=problem.reason)
             for row in plan.deletes:
                 m.remove(row.root, row.path)
-        self._move(plan, roots)
+        failed_moves = self._move(plan.moves, roots)
+        self._refresh(stale, roots)
 
         uploads, attach, attaching, kept_failed = [], [], [], []
-        stores.ready({obs.store for obs, _ in plan.uploads + plan.resumes})
+        stores.reserve(Counter(obs.store for obs, row in plan.uploads + plan.resumes + failed_moves
+                               if row is None or not row.vector_store_id or row.store != obs.store))
         with m.transaction():
-            for obs, row in plan.uploads:
+            for obs, row in plan.uploads + failed_moves:
                 uploads.append(self._prepare_upload(obs, row, roots[obs.root], stores))
             for obs, row in plan.resumes:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
@@ -201,7 +213,7 @@ class Engine:
         indexer.run(uploads, attach, attaching)
         indexer.retire()
         indexer.sweep()
-        indexer.outcome.failures += kept_failed
+        indexer.outcome.kept_failed += kept_failed
         return indexer.outcome
 
     def _retire_ids(self, row: FileRow) -> None:
@@ -209,22 +221,47 @@ class Engine:
             if file_id:
                 self.manifest.ledger_set(file_id, RETIRE)
 
-    def _move(self, plan: Plan, roots: dict[str, Root]) -> None:
-        for obs, old in plan.moves:
-            spec = self.settings.store_spec(obs.store)
-            attrs = attributes(roots[obs.root], obs.path, obs.mtime_ns, obs.sha256 or "", spec)
+    def _move(self, moves: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> list:
+        """Renames are attribute updates; those the remote refuses come back to be uploaded afresh."""
+        again = []
+        for obs, old in moves:
+            attrs = self._attributes(obs, roots[obs.root])
             try:
                 self.remote.update_attributes(old.vector_store_id, old.file_id, attrs)
-            except Exception as exc:  # the file is gone remotely or refused: upload it as new instead
+            except AuthError:
+                raise
+            except RemoteError as exc:
                 log.info("%s: attributes update failed (%s); uploading again", _show(old), exc)
                 with self.manifest.transaction():
-                    self._retire_ids(old)
                     self.manifest.remove(old.root, old.path)
-                    self.manifest.put(_row_from(obs, None, state=PENDING))
+                    again.append((obs, self.manifest.put(replace(old, root=obs.root, path=obs.path))))
                 continue
             with self.manifest.transaction():
                 self.manifest.remove(old.root, old.path)
                 self.manifest.put(_row_from(obs, old, state=INDEXED, attributes=json.dumps(attrs)))
+        return again
+
+    def _refresh(self, stale: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> None:
+        """Same content, other attributes (a touched mtime, a new static value): update them in place."""
+        for obs, row in stale:
+            attrs = self._attributes(obs, roots[obs.root])
+            if attrs == row.attrs():
+                continue
+            try:
+                self.remote.update_attributes(row.vector_store_id, row.file_id, attrs)
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                log.warning("%s: could not update attributes: %s", _show(row), exc)
+                continue
+            self.manifest.update(row, attributes=json.dumps(attrs))
+
+    def _attributes(self, obs: Observed, root: Root) -> dict:
+        return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
+
+    def _static_changed(self, row: FileRow) -> bool:
+        current = row.attrs()
+        return any(current.get(k) != v for k, v in self.settings.store_spec(row.store or "").attributes.items())
 
     def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
         """Record the intent before the call: a changed file keeps serving its old version until then."""
@@ -240,9 +277,10 @@ class Engine:
         store_id = (row.vector_store_id if row is not None and row.vector_store_id and row.store == obs.store
                     else stores.place(obs.store))
         attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
+        same = row is not None and row.sha256 == obs.sha256 and row.state != INDEXED
         return self.manifest.put(_row_from(obs, row, state=PENDING, file_id=None, old_file_id=old,
-                                           vector_store_id=store_id, batch_id=None,
-                                           attributes=json.dumps(attrs), attempts=0))
+                                           vector_store_id=store_id, batch_id=None, attributes=json.dumps(attrs),
+                                           attempts=row.attempts if same else 0))
 
     def _resume(self, obs: Observed, row: FileRow, root: Root, stores: Stores, options: Options,
                 uploads: list, attach: list, attaching: list) -> bool:
@@ -252,7 +290,8 @@ class Engine:
         if row.state == FAILED:
             if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
                 return False
-            row = self.manifest.update(row, state=UPLOADED if row.file_id else PENDING)
+            row = self.manifest.update(row, state=UPLOADED if row.file_id else PENDING,
+                                       attempts=row.attempts + (1 if row.file_id else 0))
         if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
             uploads.append(self._prepare_upload(obs, row, root, stores))
         elif row.state == UPLOADED:
@@ -266,6 +305,7 @@ class Engine:
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
         report.failures += outcome.failures
+        report.kept_failed = outcome.kept_failed
         report.notes += outcome.notes
         report.still_indexing = outcome.still_indexing
         report.counts.update(uploaded=outcome.uploaded, indexed=outcome.indexed,
@@ -298,6 +338,7 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "deleted": [_show(r) for r in plan.deletes],
         "unchanged": [_show(o) for o, _ in plan.unchanged],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
-        "resumed": [_show(o) for o, _ in plan.resumes],
+        "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
+        "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],
         "held_back": [_show(r) for r, _ in plan.held],
     }

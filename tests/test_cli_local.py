@@ -232,3 +232,37 @@ def test_verify_reports_deletions_that_were_held_back(ingest, tmp_path):
     report = ingest.json("verify", check=1)
     held = [d for d in report["drift"] if "held back" in d["detail"]]
     assert len(held) == 10
+
+
+def test_a_file_turned_invalid_loses_its_remote_copy_once(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    (docs_root / "notes.py").write_bytes(b"\x7fELF" + bytes(range(256)) * 8)
+    first = ingest.json("sync", str(docs_root))
+    assert first["counts"]["remote_deleted"] == 1 and first["counts"]["rejected"] == 1
+    row = manifest_rows(state_dir)["notes.py"]
+    assert row.state == REJECTED and row.file_id is None and row.vector_store_id is None
+    again = ingest.json("sync", str(docs_root))
+    assert again["counts"]["remote_deleted"] == 0 and again["counts"]["held"] == 0
+
+
+def test_a_new_static_attribute_value_reaches_the_store(ingest, docs_root, tmp_path, state_dir):
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n'
+                      '[[stores]]\nname = "kb"\nattributes = {{ team = "red" }}\n'.replace("{{", "{").replace("}}", "}"))
+    ingest("sync")
+    assert {f["attributes"]["team"] for f in store_files(state_dir).values()} == {"red"}
+    config.write_text(config.read_text().replace('"red"', '"blue"'))
+    report = ingest.json("sync")
+    assert report["counts"]["uploaded"] == 0
+    assert {f["attributes"]["team"] for f in store_files(state_dir).values()} == {"blue"}
+    assert ingest.json("search", "zebrafish", "--filter", "team=blue")
+
+
+def test_a_touched_file_gets_its_new_mtime_attribute_without_an_upload(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    target = docs_root / "faq.html"
+    later = time.time_ns() + 86_400 * 10**9
+    os.utime(target, ns=(later, later))
+    report = ingest.json("sync", str(docs_root))
+    assert report["counts"]["uploaded"] == 0
+    assert store_files(state_dir)["faq.html"]["attributes"]["mtime"] == later // 10**9

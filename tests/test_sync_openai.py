@@ -161,3 +161,43 @@ def test_stuck_indexing_is_bounded_and_resumed(openai_cli, fake_openai, docs_roo
     report = openai_cli.json("sync", str(docs_root))
     assert report["counts"]["indexed"] == 4 and report["counts"]["uploaded"] == 0
     assert all(r.state == INDEXED for r in rows(state_dir).values())
+
+
+def test_a_permanent_failure_is_reported_but_does_not_fail_later_runs(openai_cli, fake_openai, docs_root,
+                                                                      state_dir):
+    fake_openai.configure(index_fail_names={"usage.txt"})
+    openai_cli("sync", str(docs_root), check=1)
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        row = m.row(str(docs_root), "guides/usage.txt")
+        m.update(row, error_code="unsupported_file", retryable=0, reason="indexing failed: unsupported_file")
+    finally:
+        m.close()
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["failed"] == []
+    assert report["failed_earlier"][0]["path"].endswith("usage.txt")
+    assert openai_cli.json("verify", check=1)["counts"] == {"failed": 1}
+
+
+def test_retryable_failures_stop_after_a_bounded_number_of_runs(openai_cli, fake_openai, docs_root, state_dir):
+    fake_openai.configure(index_fail_names={"usage.txt"})
+    attaches = []
+    for _ in range(8):
+        openai_cli("sync", str(docs_root), check=None)
+        attaches.append(fake_openai.counters()["index_failures_injected"])
+    assert attaches[-1] == attaches[-2], "a file that always fails is not retried forever"
+    row = rows(state_dir)["guides/usage.txt"]
+    assert row.state == FAILED and row.attempts >= 5
+
+
+def test_a_refused_rename_is_uploaded_again_with_no_gap(openai_cli, fake_openai, docs_root, state_dir):
+    openai_cli("sync", str(docs_root))
+    old = rows(state_dir)["notes.py"].file_id
+    fake_openai.inject("500", count=30, endpoint="POST /vector_stores/{vector_store_id}/files/{file_id}")
+    (docs_root / "notes.py").rename(docs_root / "renamed.py")
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["counts"]["uploaded"] == 1 and report["exit_code"] == 0
+    new = rows(state_dir)["renamed.py"]
+    assert new.state == INDEXED and new.file_id != old and "notes.py" not in rows(state_dir)
+    assert old not in {f["id"] for f in fake_openai.files()}
+    assert set(remote_by_path(fake_openai)) == {"guides/install.md", "guides/usage.txt", "faq.html", "renamed.py"}
