@@ -25,7 +25,7 @@ def is_retryable(exc: BaseException) -> bool:
     return status is None or status in (408, 409, 429) or status >= 500
 
 log = logging.getLogger("ingest")
-SWEEP_WINDOW = 300  # seconds of clock skew allowed between us and the server when matching lost uploads
+SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 Progress = Callable[[str, int, int], None]
 
 
@@ -146,7 +146,8 @@ class Indexer:
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
-            self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated)
+            self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated,
+                                      remote_file.created_at)
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
         self._queue[row.vector_store_id].append(row)
@@ -286,22 +287,37 @@ class Indexer:
             self.outcome.deleted_remote += 1
 
     def sweep(self) -> None:
-        """Find the files of uploads whose reply never came (a crash, a lost response) and delete them."""
+        """Find the files of uploads whose reply never came (a crash, a lost response) and delete them.
+
+        The Files API offers only a name, a size and a creation time to match on, so the window is kept
+        to seconds on the server's own clock: the span between the first try and the reply that came.
+        """
         suspects = self.manifest.ledger(STARTED) + self.manifest.ledger_suspects()
         if not suspects:
             return
         known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
-        now = time.time()
+        offset = self.manifest.clock_offset()
+        windows = [(s, _window(s, offset, time.time())) for s in suspects]
         for remote_file in self.remote.list_files():
             if remote_file.id in known:
                 continue
-            for s in suspects:
-                if (remote_file.filename == s.filename and remote_file.bytes == s.bytes
-                        and s.started_at - SWEEP_WINDOW <= remote_file.created_at
-                        <= (s.finished_at or now) + SWEEP_WINDOW):
+            for s, (lo, hi) in windows:
+                if remote_file.filename == s.filename and remote_file.bytes == s.bytes \
+                        and lo <= remote_file.created_at <= hi:
                     self.remote.delete_file(remote_file.id)
                     self.outcome.duplicates_removed += 1
                     break
         with self.manifest.transaction():
             for s in suspects:
                 self.manifest.ledger_resolved(s)
+
+
+def _window(upload, offset: float | None, now: float) -> tuple[float, float]:
+    """When, on the server's clock, a lost copy of this upload can have been created."""
+    if upload.remote_created_at is not None and upload.finished_at is not None:
+        # Copies come from earlier tries of the same upload: before its reply, after its first try.
+        span = upload.finished_at - upload.started_at
+        return upload.remote_created_at - span - 2, upload.remote_created_at + 1
+    if offset is None:
+        return upload.started_at - SWEEP_WINDOW, (upload.finished_at or now) + SWEEP_WINDOW
+    return upload.started_at + offset - 3, (upload.finished_at or now) + offset + 3

@@ -66,6 +66,12 @@ def m002_store_replaces(db: sqlite_utils.Database) -> None:
     db["stores"].add_column("replaces", str)
 
 
+@migrations()
+def m003_upload_server_time(db: sqlite_utils.Database) -> None:
+    # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
+    db["uploads"].add_column("remote_created_at", int)
+
+
 class ManifestError(Exception):
     """The manifest cannot be used; the message says why and what to do."""
 
@@ -129,6 +135,7 @@ class Upload:
     started_at: float
     finished_at: float | None
     suspect: int | None = None
+    remote_created_at: int | None = None
 
 
 def _prepare_file(path: Path) -> None:
@@ -254,9 +261,18 @@ class Manifest:
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
             "values (?, ?, ?, ?, ?, ?, ?)", [root, path, filename, size, sha256, STARTED, time.time()]).lastrowid
 
-    def ledger_done(self, upload_id: int, file_id: str, suspect: bool = False) -> None:
-        self.db.execute("update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ? where id = ?",
-                        [file_id, LIVE, time.time(), int(suspect), upload_id])
+    def ledger_done(self, upload_id: int, file_id: str, suspect: bool = False,
+                    remote_created_at: int | None = None) -> None:
+        self.db.execute("update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ?, "
+                        "remote_created_at = ? where id = ?",
+                        [file_id, LIVE, time.time(), int(suspect), remote_created_at, upload_id])
+
+    def clock_offset(self) -> float | None:
+        """Median of (server created_at − our finish time) over recent uploads: the server's clock skew."""
+        offsets = sorted(r[0] for r in self.db.execute(
+            "select remote_created_at - finished_at from uploads where remote_created_at is not null "
+            "order by id desc limit 50").fetchall())
+        return offsets[len(offsets) // 2] if offsets else None
 
     def ledger_failed(self, upload_id: int, ambiguous: bool) -> None:
         """An upload that failed: if the request may have reached the server, keep it for the sweep."""
