@@ -26,9 +26,9 @@ class Backend:
 def choose_backend(settings: Settings, env: dict[str, str] | None = None) -> Backend:
     env = dict(os.environ) if env is None else env
     kind = settings.backend
-    if kind == "auto":
-        kind = "openai" if env.get("OPENAI_API_KEY") else "local"
-    if kind == "openai" and not env.get("OPENAI_API_KEY"):
+    if kind == "auto":  # a configured server means OpenAI's API, even one that wants no key
+        kind = "openai" if env.get("OPENAI_API_KEY") or settings.base_url else "local"
+    if kind == "openai" and not env.get("OPENAI_API_KEY") and not settings.base_url:
         raise ConfigError("the openai backend needs an API key: set OPENAI_API_KEY "
                           "(or use --backend local for the embedded store)")
     base = settings.state_dir if kind == "openai" else settings.state_dir / "local"
@@ -40,7 +40,7 @@ def make_remote(settings: Settings, backend: Backend, env: dict[str, str] | None
     env = dict(os.environ) if env is None else env
     if backend.kind == "openai":
         from ingest.remote.openai import OpenAIRemote
-        return OpenAIRemote.connect(env["OPENAI_API_KEY"], settings.base_url, settings.request_retries,
+        return OpenAIRemote.connect(env.get("OPENAI_API_KEY") or "no-key", settings.base_url, settings.request_retries,
                                     settings.request_timeout, settings.upload_concurrency)
     from ingest.remote.local import LocalRemote
     log.warning("no OPENAI_API_KEY: using the embedded local store in %s", backend.store_dir)

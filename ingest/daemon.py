@@ -108,7 +108,7 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
     backend = choose_backend(settings)
     ensure_state_dir(settings.state_dir)
     remote = make_remote(settings, backend)
-    stop = threading.Event()
+    stop = getattr(remote, "stop", None) or threading.Event()  # one event: SIGTERM also ends retry waits
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     metrics = Metrics.create()

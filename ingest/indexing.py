@@ -276,7 +276,12 @@ class Indexer:
         for upload in self.manifest.ledger(RETIRE):
             try:
                 if upload.vector_store_id:
-                    self.remote.detach(upload.vector_store_id, upload.file_id)
+                    try:
+                        self.remote.detach(upload.vector_store_id, upload.file_id)
+                    except AuthError:
+                        raise
+                    except RemoteError as exc:  # an expired store refuses; deleting the file detaches it anyway
+                        log.info("detach of %s failed (%s); deleting the file", upload.file_id, exc)
                 self.remote.delete_file(upload.file_id)
             except AuthError:
                 raise

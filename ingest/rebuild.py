@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ingest.config import BATCH_LIMIT, Root, Settings
-from ingest.manifest import ATTACHING, INDEXED, UPLOADED, Manifest, StoreRow
+from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
 from ingest.stores import attributes, fingerprint
 
@@ -41,12 +41,16 @@ def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: thread
         for row in rows:
             root = roots.get(row.root) or Root(Path(row.root), old.name)
             wanted[row.file_id] = attributes(root, row.path, row.mtime_ns or 0, row.sha256 or "", spec)
-        if not _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout):
+        failed = _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout)
+        if failed is None:
             notes.append(f"store {old.name!r}: rebuild not finished yet; searches keep using {old.id}")
             continue
         with manifest.transaction():
             for row in rows:
-                manifest.update(row, vector_store_id=new.id, attributes=json.dumps(wanted[row.file_id]))
+                changes = {"vector_store_id": new.id, "attributes": json.dumps(wanted[row.file_id])}
+                if row.file_id in failed:  # one bad file must not block the switch: it is reported instead
+                    changes.update(state=FAILED, retryable=1, reason="indexing failed in the rebuilt store")
+                manifest.update(row, **changes)
                 manifest.ledger_set(row.file_id, "live", new.id)
             for row in manifest.rows_in_store(old.id):  # half-done files follow to the new store
                 manifest.update(row, vector_store_id=new.id,
@@ -58,8 +62,12 @@ def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: thread
     return notes
 
 
-def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event, timeout: float) -> bool:
-    """Attach what the new store lacks, then wait until every file is completed there."""
+def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event,
+          timeout: float) -> set[str] | None:
+    """Attach what the new store lacks and wait until every file has settled there.
+
+    Returns the ids that failed there (they are retried once here), or None when not done in time.
+    """
     present = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
     missing = [fid for fid in wanted if present.get(fid) not in (COMPLETED, IN_PROGRESS)]
     for start in range(0, len(missing), BATCH_LIMIT):
@@ -70,10 +78,10 @@ def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading
         try:
             statuses = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
         except NotFound:
-            return False
-        if all(statuses.get(fid) == COMPLETED for fid in wanted):
-            return True
-        if time.monotonic() > deadline or any(statuses.get(fid) not in (COMPLETED, IN_PROGRESS) for fid in wanted):
-            return False
+            return None
+        if all(statuses.get(fid) not in (IN_PROGRESS, None) for fid in wanted):
+            return {fid for fid in wanted if statuses.get(fid) != COMPLETED}
+        if time.monotonic() > deadline:
+            return None
         stop.wait(0.5)
-    return False
+    return None

@@ -143,3 +143,19 @@ def test_chunking_change_rebuilds_without_a_half_built_store(cli, fake_openai, t
     assert answers and all(complete == 12 for _, complete in answers), answers
     assert [s["id"] for s in fake_openai.stores()] == list(new)
     assert len(fake_openai.store_files(new.pop(), "completed")) == 12
+
+
+def test_a_file_failing_in_the_rebuilt_store_does_not_block_the_switch(cli, fake_openai, tmp_path, state_dir):
+    root = corpus(tmp_path / "docs", 5)
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'request_timeout = 5\nindex_timeout = 30\n[[roots]]\npath = "{root}"\nstore = "kb"\n')
+    cli("sync")
+    old = fake_openai.stores()[0]["id"]
+    fake_openai.configure(index_fail_names={"doc3.md"})
+    config.write_text(config.read_text() + '[[stores]]\nname = "kb"\nchunking = { type = "static", '
+                      'max_chunk_size_tokens = 300, chunk_overlap_tokens = 100 }\n')
+    report = cli.json("sync", check=None)
+    assert any("rebuilt" in n for n in report["notes"])
+    rows = manifest_rows(state_dir)
+    assert {r.vector_store_id for r in rows.values()} != {old}
+    assert rows["doc3.md"].state == "failed" and rows["doc0.md"].state == "indexed"

@@ -201,3 +201,18 @@ def test_a_refused_rename_is_uploaded_again_with_no_gap(openai_cli, fake_openai,
     assert new.state == INDEXED and new.file_id != old and "notes.py" not in rows(state_dir)
     assert old not in {f["id"] for f in fake_openai.files()}
     assert set(remote_by_path(fake_openai)) == {"guides/install.md", "guides/usage.txt", "faq.html", "renamed.py"}
+
+
+def test_stop_ends_a_long_retry_after_wait_at_once(fake_openai):
+    import threading
+
+    from ingest.remote.base import RemoteError
+    from ingest.remote.openai import OpenAIRemote
+    remote = OpenAIRemote.connect("sk-test", fake_openai.base_url, attempts=6, timeout=5)
+    fake_openai.configure(retry_after_s=60)
+    fake_openai.inject("429", count=5, endpoint="GET /files")
+    threading.Timer(0.5, remote.stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(RemoteError):
+        list(remote.list_files())
+    assert time.monotonic() - started < 5, "a SIGTERM must not wait out a 60 s Retry-After"

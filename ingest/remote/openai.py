@@ -75,13 +75,14 @@ class Throttle:
         self.limit, self.current, self.in_flight = limit, float(limit), 0
         self.not_before = 0.0
         self.clock = clock
+        self.stop = threading.Event()
         self._cond = threading.Condition()
 
     def __enter__(self) -> "Throttle":
         with self._cond:
             while True:
                 wait = self.not_before - self.clock()
-                if wait <= 0 and self.in_flight < max(1, int(self.current)):
+                if self.stop.is_set() or (wait <= 0 and self.in_flight < max(1, int(self.current))):
                     break
                 self._cond.wait(timeout=max(wait, 0.05) if wait > 0 else 0.5)
             self.in_flight += 1
@@ -111,6 +112,9 @@ class OpenAIRemote:
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
         self.throttle = Throttle(concurrency)
+        # Set by the daemon on SIGTERM: retry waits end at once and no new attempt starts.
+        self.stop = threading.Event()
+        self.throttle.stop = self.stop
 
     def _stop(self, state: RetryCallState) -> bool:
         # Being told to slow down is not a failure: a 429 gets a larger budget than an error does.
@@ -138,7 +142,10 @@ class OpenAIRemote:
 
         try:
             for attempt in Retrying(retry=retry_if_exception(is_transient), wait=self.backoff,
-                                    stop=self._stop, before_sleep=before_sleep, reraise=True):
+                                    stop=self._stop, before_sleep=before_sleep, reraise=True,
+                                    sleep=self.stop.wait):
+                if self.stop.is_set():
+                    raise RemoteError(f"{what}: stopped before it was sent")
                 with attempt, self.throttle:
                     return fn()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
