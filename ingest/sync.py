@@ -226,12 +226,7 @@ class Engine:
         again = []
         for obs, old in moves:
             attrs = self._attributes(obs, roots[obs.root])
-            try:
-                self.remote.update_attributes(old.vector_store_id, old.file_id, attrs)
-            except AuthError:
-                raise
-            except RemoteError as exc:
-                log.info("%s: attributes update failed (%s); uploading again", _show(old), exc)
+            if not self._set_attributes(old, attrs):
                 with self.manifest.transaction():
                     self.manifest.remove(old.root, old.path)
                     again.append((obs, self.manifest.put(replace(old, root=obs.root, path=obs.path))))
@@ -245,16 +240,18 @@ class Engine:
         """Same content, other attributes (a touched mtime, a new static value): update them in place."""
         for obs, row in stale:
             attrs = self._attributes(obs, roots[obs.root])
-            if attrs == row.attrs():
-                continue
-            try:
-                self.remote.update_attributes(row.vector_store_id, row.file_id, attrs)
-            except AuthError:
-                raise
-            except RemoteError as exc:
-                log.warning("%s: could not update attributes: %s", _show(row), exc)
-                continue
-            self.manifest.update(row, attributes=json.dumps(attrs))
+            if attrs != row.attrs() and self._set_attributes(row, attrs):
+                self.manifest.update(row, attributes=json.dumps(attrs))
+
+    def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
+        try:
+            self.remote.update_attributes(row.vector_store_id, row.file_id, attrs)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.warning("%s: could not update attributes: %s", _show(row), exc)
+            return False
+        return True
 
     def _attributes(self, obs: Observed, root: Root) -> dict:
         return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))

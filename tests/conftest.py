@@ -72,6 +72,23 @@ def ingest(state_dir) -> Cli:
     return Cli()
 
 
+@pytest.fixture
+def fake_openai():
+    """The OpenAI emulator on 127.0.0.1, quick to index."""
+    from tests.emulator import Emulator
+    with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
+        yield emu
+
+
+@pytest.fixture
+def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
+    """`ingest …` with a key and the emulator's URL: the OpenAI path, for real."""
+    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    return Cli()
+
+
 def as_unprivileged(fn):
     """Run fn as an ordinary user: root reads files whatever their mode, so forked and dropped."""
     if os.geteuid() != 0:

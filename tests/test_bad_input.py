@@ -414,20 +414,6 @@ def test_openai_backend_without_a_key(ingest, root):
 
 
 # ---- the OpenAI path ---------------------------------------------------------------------------------------
-@pytest.fixture
-def fake_openai():
-    with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
-        yield emu
-
-
-@pytest.fixture
-def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
-    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-bad-input-0123456789")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    return Cli()
-
-
 def watch_emulator(emu: Emulator, endpoint: str, count: int, action) -> threading.Thread:
     """Run action() as soon as the emulator has answered `count` requests to endpoint."""
     def loop():
@@ -449,13 +435,13 @@ def test_key_refused_mid_run_is_one_message_without_a_retry_storm(openai_cli, fa
 
     def revoke():
         seen["requests"] = sum(fake_openai.counters()["requests"].values())
-        fake_openai.configure(rejected_keys={"sk-bad-input-0123456789"})
+        fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
 
     watcher = watch_emulator(fake_openai, UPLOADS, 5, revoke)
     result = openai_cli("sync", str(root), check=2)
     watcher.join(5)
     assert result.stderr.count("refused the API key") == 1, result.stderr
-    assert "sk-bad-input-0123456789" not in result.stdout + result.stderr
+    assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     after = sum(fake_openai.counters()["requests"].values()) - seen["requests"]
     assert after <= 2 * 8 + 2, f"{after} requests after the key was refused (uploads in flight at most)"
     assert fake_openai.counters()["status"][401] <= 2 * 8 + 1

@@ -8,21 +8,11 @@ import pytest
 
 from ingest.manifest import Manifest
 from tests.conftest import Cli
-from tests.emulator import Emulator
 
 
 @pytest.fixture
-def fake_openai():
-    with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
-        yield emu
-
-
-@pytest.fixture
-def cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
-    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    return Cli()
+def cli(openai_cli) -> Cli:
+    return openai_cli
 
 
 def manifest_rows(state_dir: Path) -> dict:

@@ -14,21 +14,6 @@ from tests.emulator import Emulator
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
 
 
-@pytest.fixture
-def fake_openai():
-    with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
-        yield emu
-
-
-@pytest.fixture
-def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
-    config = tmp_path / "ingest.toml"
-    config.write_text("request_timeout = 5\nindex_timeout = 30\n")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    return Cli()
-
-
 def rows(state_dir: Path) -> dict:
     m = Manifest(state_dir / "manifest.db")
     try:
