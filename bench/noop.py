@@ -1,0 +1,159 @@
+"""Issue 7 P1: a no-op resync of a large tree of tiny files, against a bare os.scandir stat walk of it."""
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import stat
+import statistics
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.common import INGEST, PYTHON, Child, Context, Outcome, isolated_env, patched_environ, run_child
+from bench.corpus import tiny_tree
+
+RATIO = 1.5
+REPEATS = 3
+
+
+@dataclass
+class SyncedTree:
+    tree: Path
+    files: int
+    home: Path
+    env: dict[str, str]
+    initial: Child
+    initial_report: dict
+
+
+def tree_size(ctx: Context) -> int:
+    return 10_000 if ctx.quick else 100_000
+
+
+def synced_tree(ctx: Context) -> SyncedTree:
+    """The tiny-file tree after a full initial sync on the local backend; built once per run."""
+    count = tree_size(ctx)
+    key = f"synced-{count}"
+    if key not in ctx.shared:
+        tree = tiny_tree(ctx, count)
+        home = ctx.scratch("noop")
+        env = isolated_env(home)
+        ctx.log(f"noop: initial sync of {count:,} tiny files on the local backend (takes a while)")
+        child = run_child(INGEST + ["--backend", "local", "sync", str(tree), "--json"], env, home)
+        report = _json(child.stdout)
+        if report.get("counts", {}).get("indexed") != count:
+            raise RuntimeError(f"the initial sync indexed {report.get('counts', {}).get('indexed')} of {count} "
+                               f"files (exit {child.returncode}): {child.stderr[-400:]}")
+        ctx.shared[key] = SyncedTree(tree, count, home, env, child, report)
+    return ctx.shared[key]
+
+
+def noop_child(synced: SyncedTree) -> tuple[Child, dict]:
+    child = run_child(INGEST + ["--backend", "local", "sync", str(synced.tree), "--json"], synced.env, synced.home)
+    return child, _json(child.stdout)
+
+
+def run(ctx: Context) -> Outcome:
+    out = Outcome()
+    synced = synced_tree(ctx)
+    n = synced.files
+    first = synced.initial
+    out.add("noop", f"initial sync of {n:,} tiny files (local backend)", n / first.seconds, "files/s", None,
+            f"{first.seconds:.0f} s, peak RSS {first.maxrss_mb:.0f} MB")
+    out.details["initial_sync"] = {"wall_s": first.seconds, "maxrss_mb": first.maxrss_mb,
+                                   "counts": synced.initial_report.get("counts")}
+
+    ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses, {REPEATS} bare walks, {REPEATS} in-process syncs")
+    warm, warm_report = noop_child(synced)  # warms the page cache for everything below
+    _check_noop(warm_report, n, out)
+    cli_runs = []
+    for _ in range(REPEATS):
+        child, report = noop_child(synced)
+        _check_noop(report, n, out)
+        cli_runs.append(child)
+    cli_s = statistics.median(c.seconds for c in cli_runs)
+    walk_s = statistics.median(_walk(synced.tree)[0] for _ in range(REPEATS))
+    walked = _walk(synced.tree)[1]
+    inproc, profile_text = _in_process(synced, ctx)
+    inproc_s = statistics.median(inproc)
+    start_s = statistics.median(run_child([PYTHON, "-c", "import ingest.cli, ingest.sync, ingest.remote.local"],
+                                          synced.env, synced.home).seconds for _ in range(REPEATS))
+    out.details.update(cli_noop_s=[c.seconds for c in cli_runs], cli_noop_maxrss_mb=[c.maxrss_mb for c in cli_runs],
+                       walk_s=walk_s, walked_files=walked, in_process_s=inproc, python_import_s=start_s,
+                       first_noop_s=warm.seconds)
+    ctx.shared["noop_rss_mb"] = max(c.maxrss_mb for c in cli_runs)
+
+    out.add("noop", f"bare os.scandir + stat walk, {walked:,} files", walk_s, "s", None, "in-process, warm cache")
+    out.add("noop", "`ingest sync` no-op (subprocess), median", cli_s, "s", None,
+            f"of {REPEATS}; process start + imports alone {start_s:.2f} s")
+    out.add("noop", "no-op / walk ratio, CLI", cli_s / walk_s, "x", ("<=", RATIO))
+    out.add("noop", "Engine.sync no-op (in-process), median", inproc_s, "s", None, f"of {REPEATS}")
+    out.add("noop", "no-op / walk ratio, in-process Engine.sync", inproc_s / walk_s, "x", ("<=", RATIO))
+    out.add("noop", "no-op cost per file, in-process", inproc_s / n * 1e6, "µs", None,
+            f"the walk: {walk_s / n * 1e6:.1f} µs")
+    if profile_text:
+        path = ctx.out / "noop-profile.txt"
+        path.write_text(profile_text)
+        out.notes.append(f"noop: cProfile of the in-process no-op in {path}")
+    return out
+
+
+def _json(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def _check_noop(report: dict, n: int, out: Outcome) -> None:
+    counts = report.get("counts", {})
+    if counts.get("unchanged") != n or counts.get("uploaded") or counts.get("new"):
+        out.notes.append(f"noop: a resync was not a pure no-op: {counts}")
+
+
+def _walk(root: Path) -> tuple[float, int]:
+    """The floor any resync has to pay: list every folder and lstat every entry."""
+    started = time.perf_counter()
+    files, stack = 0, [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode):
+                    stack.append(entry.path)
+                else:
+                    files += 1
+    return time.perf_counter() - started, files
+
+
+def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
+    """Engine.sync timed without process start-up, then once under cProfile."""
+    from ingest.app import session
+    from ingest.config import load
+    from ingest.sync import Engine, Options
+    times = []
+    logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
+    with patched_environ(synced.env, synced.home):
+        settings = replace(load(None).with_paths([synced.tree]), backend="local")
+        with session(settings, "sync") as (manifest, remote, _):
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                Engine(settings, manifest, remote).sync(Options())
+                times.append(time.perf_counter() - started)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            Engine(settings, manifest, remote).sync(Options())
+            profiler.disable()
+            close = getattr(remote, "close", None)
+            if close:
+                close()
+    text = io.StringIO()
+    text.write(f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "
+               f"{statistics.median(times):.2f} s)\n\n")
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)
+    return times, text.getvalue()
