@@ -339,22 +339,33 @@ class LocalRemote:
         match = fts_query(query)
         if not match:
             return []
-        hits: list[Hit] = []
+        # Rank in the full-text index alone, then join only the best k chunks: joining every matching
+        # chunk first costs more than the search. k grows when filters leave fewer than asked for.
+        k = max(50, max_results * 5)
         with self._lock:
-            cursor = self._db.execute(
-                "SELECT c.file_id, f.filename, bm25(chunks_fts) AS r, sf.attributes, c.text"
-                " FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid"
-                " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
-                " JOIN files f ON f.id = c.file_id"
-                " WHERE chunks_fts MATCH ? AND c.store_id = ? ORDER BY r, c.id", (match, store_id))
-            # Filters are applied while reading in rank order, so only the rows needed are decoded.
-            for file_id, filename, rank, attributes, text in cursor:
-                attrs = json.loads(attributes)
-                if attribute_filters.matches(filters, attrs):
-                    hits.append(Hit(file_id, filename, score(rank), attrs, text))
-                    if len(hits) == max_results:
-                        break
-            cursor.close()
+            while True:
+                top = self._db.execute("SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? "
+                                       "ORDER BY rank LIMIT ?", (match, k)).fetchall()
+                hits = self._hits(store_id, top, filters, max_results)
+                if len(hits) >= max_results or len(top) < k:
+                    return hits
+                k *= 4
+
+    def _hits(self, store_id: str, top: list[tuple], filters, max_results: int) -> list[Hit]:
+        rank_of = dict(top)
+        marks = ",".join("?" * len(rank_of))
+        rows = self._db.execute(
+            "SELECT c.id, c.file_id, f.filename, sf.attributes, c.text FROM chunks c"
+            " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
+            f" JOIN files f ON f.id = c.file_id WHERE c.store_id = ? AND c.id IN ({marks})",
+            (store_id, *rank_of)).fetchall() if rank_of else []
+        hits = []
+        for chunk_id, file_id, filename, attributes, text in sorted(rows, key=lambda r: (rank_of[r[0]], r[0])):
+            attrs = json.loads(attributes)
+            if attribute_filters.matches(filters, attrs):
+                hits.append(Hit(file_id, filename, score(rank_of[chunk_id]), attrs, text))
+                if len(hits) == max_results:
+                    break
         return hits
 
 
