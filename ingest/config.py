@@ -5,6 +5,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,7 +42,7 @@ class Root:
     exclude: tuple[str, ...] = ()
     ignore_defaults: bool = True
 
-    @property
+    @cached_property
     def key(self) -> str:
         return str(self.path)
 

@@ -195,6 +195,30 @@ class Manifest:
         return {(r["root"], r["path"]): FileRow.from_db(r)
                 for r in self.db["files"].rows_where(where, args)}
 
+    def settled(self, root: str) -> dict[str, tuple]:
+        """Indexed rows of a root as plain tuples (size, mtime_ns, inode, hashed_at_ns, store, attributes):
+        what a no-op pass compares against, without building a FileRow per file."""
+        return {r[0]: r[1:] for r in self.db.execute(
+            "select path, size, mtime_ns, inode, hashed_at_ns, store, attributes from files where root = ? "
+            "and state = ? and file_id is not null and old_file_id is null", [root, INDEXED]).fetchall()}
+
+    def paths(self, root: str) -> list[str]:
+        return [r[0] for r in self.db.execute("select path from files where root = ?", [root]).fetchall()]
+
+    def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
+        wanted, out = list(paths), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db["files"].rows_where(f"root = ? and path in ({marks})", [root, *chunk]):
+                out[(r["root"], r["path"])] = FileRow.from_db(r)
+        return out
+
+    def store_sizes(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.db.execute(
+            "select store, count(*) from files where file_id is not null and store is not null "
+            "group by store").fetchall()}
+
     def row(self, root: str, path: str) -> FileRow | None:
         found = list(self.db["files"].rows_where("root = ? and path = ?", [root, path]))
         return FileRow.from_db(found[0]) if found else None

@@ -52,18 +52,19 @@ class Plan:
     unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
     deletes: list[FileRow] = field(default_factory=list)
     held: list[tuple[FileRow, str]] = field(default_factory=list)
+    quiet: list[tuple[str, str]] = field(default_factory=list)  # unchanged by stat fingerprint: no row loaded
 
     def counts(self) -> dict[str, int]:
         changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)
         return {
             "scanned": len(self.uploads) + len(self.resumes) + len(self.moves) + len(self.unchanged)
-            + len(self.rejected),
+            + len(self.rejected) + len(self.quiet),
             "new": len(self.uploads) - changed,
             "changed": changed,
             "resumed": len(self.resumes),
             "moved": len(self.moves),
             "deleted": len(self.deletes),
-            "unchanged": len(self.unchanged),
+            "unchanged": len(self.unchanged) + len(self.quiet),
             "rejected": len(self.rejected) + len(self.refused),
             "unreadable": len(self.unreadable),
             "held": len(self.held),

@@ -76,14 +76,18 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
+_IGNORED = re.compile("|".join(fnmatch.translate(p) for p in DEFAULT_IGNORES))
+
+
 def is_ignored_name(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in DEFAULT_IGNORES)
+    return _IGNORED.match(name) is not None
 
 
-def wanted(root: Root, path: str) -> bool:
-    if root.ignore_defaults and any(is_ignored_name(part) for part in path.split("/")):
+def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
+    """parts_checked: the walk already dropped ignored names on the way down; only globs are left."""
+    if root.ignore_defaults and not parts_checked and any(is_ignored_name(p) for p in path.split("/")):
         return False
-    if not any(glob_match(path, p) for p in root.include):
+    if root.include != ("**",) and not any(glob_match(path, p) for p in root.include):
         return False
     return not any(glob_match(path, p) for p in root.exclude)
 
@@ -176,17 +180,17 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not _excluded_folder(root, path):
-                    stack.append((Path(item.path), path))
+                    stack.append((item.path, path))
             else:
-                _consider(root, path, Path(item.path), st, real_root, network, result)
+                _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
 
-def _consider(root: Root, path: str, full: Path, st: os.stat_result, real_root: str,
-              network: bool, result: ScanResult) -> None:
+def _consider(root: Root, path: str, full: str | Path, st: os.stat_result, real_root: str,
+              network: bool, result: ScanResult, parts_checked: bool = False) -> None:
     if "\n" in path or "\r" in path:
         result.problems.append(Problem(root.key, path, "file names with line breaks are not supported", False))
         return
-    if not wanted(root, path):
+    if not wanted(root, path, parts_checked):
         return
     if stat.S_ISLNK(st.st_mode):
         try:
@@ -203,7 +207,8 @@ def _consider(root: Root, path: str, full: Path, st: os.stat_result, real_root: 
     if not stat.S_ISREG(st.st_mode):
         result.problems.append(Problem(root.key, path, "not a regular file (FIFO, socket or device)", False))
         return
-    if not os.access(full, os.R_OK):
+    # World-readable needs no check; otherwise ask (ownership, groups, ACLs decide).
+    if not st.st_mode & stat.S_IROTH and not os.access(full, os.R_OK):
         # An error, not a refusal: the remote copy stays until the file can be read again.
         result.problems.append(Problem(root.key, path, "cannot read: permission denied", True))
         return

@@ -114,17 +114,22 @@ class Engine:
 
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
-        observed, problems, scans, rows = [], [], [], {}
+        observed, problems, scans, rows, quiet = [], [], [], {}, []
         for root in self.settings.roots:
             prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
             if not prefixes:
                 continue
             network = self._network.setdefault(root.key, scanning.is_network_fs(root.path))
             result = scanning.scan(root, prefixes, network)
-            known = self.manifest.rows(root.key)
-            in_scope = {k: r for k, r in known.items() if _within(r.path, prefixes)}
-            rows.update(in_scope)
-            for entry in result.entries:
+            # The common case is "nothing changed": compare plain tuples, and load full rows only for
+            # the files that moved and for the rows whose file is gone.
+            fresh, calm = self._quiet(root, result.entries, network, options)
+            quiet += [(root.key, p) for p in calm]
+            calm_paths = set(calm)
+            known = self.manifest.rows_at(root.key, (p for p in self.manifest.paths(root.key)
+                                                     if p not in calm_paths and _within(p, prefixes)))
+            rows.update(known)
+            for entry in fresh:
                 obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
                 if not obs.ok and obs.reason.startswith("cannot read"):
                     # Unreadable now (permissions, a share hiccup) is an error, not a verdict on the file:
@@ -135,13 +140,40 @@ class Engine:
             problems += result.problems
             scans.append(RootScan(root.key, prefixes == ("",), result.missing, result.has_errors,
                                   len(result.entries)))
-        sizes: dict[str, int] = {}
-        for row in self.manifest.rows().values():
-            if row.file_id and row.store:
-                sizes[row.store] = sizes.get(row.store, 0) + 1
         policy = GuardPolicy(self.settings.max_delete_fraction, self.settings.max_delete_floor,
                              options.allow_mass_delete)
-        return make_plan(observed, problems, rows, scans, sizes, policy), scans
+        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes(), policy)
+        plan.quiet = quiet
+        return plan, scans
+
+    def _quiet(self, root: Root, entries: list[scanning.Entry], network: bool,
+               options: Options) -> tuple[list[scanning.Entry], list[str]]:
+        """Split entries into those to look at and the paths whose indexed row their stat still matches."""
+        if options.rehash:
+            return entries, []
+        settled = self.manifest.settled(root.key)
+        routed = any(spec.paths for spec in self.settings.stores)
+        static = {name: bool(self.settings.store_spec(name).attributes) for name in
+                  {root.store, *(spec.name for spec in self.settings.stores)}}
+        fresh, calm = [], []
+        for entry in entries:
+            known = settled.get(entry.path)
+            if known is None or scanning.needs_hash(entry, *known[:4], network):
+                fresh.append(entry)
+                continue
+            store = route(self.settings, root, entry.path) if routed else root.store
+            if known[4] != store or (static.get(store, True) and self._static_moved(*known[4:])):
+                fresh.append(entry)
+            else:
+                calm.append(entry.path)
+        return fresh, calm
+
+    def _static_moved(self, store: str | None, attributes: str | None) -> bool:
+        static = self.settings.store_spec(store or "").attributes
+        if not static:
+            return False
+        current = json.loads(attributes) if attributes else {}
+        return any(current.get(k) != v for k, v in static.items())
 
     def _observe(self, root: Root, entry: scanning.Entry, row: FileRow | None, network: bool,
                  options: Options) -> Observed:
@@ -181,7 +213,7 @@ class Engine:
                     row = m.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
                                    hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
                     stale.append((obs, row))
-                elif row.attributes and self._static_changed(row):
+                elif self._static_moved(row.store, row.attributes):
                     stale.append((obs, row))
             for row in plan.retirements():
                 self._retire_ids(row)
@@ -256,10 +288,6 @@ class Engine:
     def _attributes(self, obs: Observed, root: Root) -> dict:
         return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
 
-    def _static_changed(self, row: FileRow) -> bool:
-        current = row.attrs()
-        return any(current.get(k) != v for k, v in self.settings.store_spec(row.store or "").attributes.items())
-
     def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
         """Record the intent before the call: a changed file keeps serving its old version until then."""
         old = None
@@ -333,7 +361,7 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
         "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
         "deleted": [_show(r) for r in plan.deletes],
-        "unchanged": [_show(o) for o, _ in plan.unchanged],
+        "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
         "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],
