@@ -40,7 +40,12 @@ class Verdict:
 def _load_magic():
     try:
         import magic
-        return magic.Magic(mime=True), magic.Magic(mime_encoding=True)
+        # For text types one quick call answers "text or not, and which charset": the rule database
+        # (soft magic) is skipped, which makes it ~50x faster; binaries still come back as binary.
+        quick = magic.Magic(mime=True, mime_encoding=True)
+        magic.magic_setflags(quick.cookie, magic.MAGIC_MIME_TYPE | magic.MAGIC_MIME_ENCODING
+                             | magic.MAGIC_NO_CHECK_SOFT)
+        return magic.Magic(mime=True), quick
     except (ImportError, OSError) as exc:  # python-magic raises ImportError when libmagic is absent
         raise MagicUnavailable(
             f"libmagic is not installed ({exc}); install it with 'apt-get install libmagic1' "
@@ -70,25 +75,25 @@ class Validator:
             return Verdict(False, "", "empty file")
         if size > self.max_size:
             return Verdict(False, "", f"too large: {size:,} bytes, the limit is {self.max_size:,} bytes")
-        mime_magic, enc_magic = self._magic()
+        full_magic, quick_magic = self._magic()
+        # libmagic reports a symlink as inode/symlink: look at what it points to (scan kept it in the root).
+        target = os.path.realpath(path) if path.is_symlink() else str(path)
         try:
-            # libmagic reports a symlink as inode/symlink: look at what it points to (scan kept it in the root).
-            mime = mime_magic.from_file(os.path.realpath(path)).lower()
+            if ext in TEXT_TYPES:
+                mime, _, charset = quick_magic.from_file(target).lower().partition("; charset=")
+                if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
+                    return self._check_text(path, mime, charset)
+                mime = full_magic.from_file(target).lower()  # only to name what it is instead
+                if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
+                    return self._check_text(path, mime, "")
+                return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
+            return _check_binary(path, ext, full_magic.from_file(target).lower())
         except OSError as exc:
             return Verdict(False, "", f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # libmagic errors are plain exceptions
             return Verdict(False, "", f"cannot identify the content: {exc}")
-        if ext in TEXT_TYPES:
-            return self._check_text(path, ext, mime, enc_magic)
-        return _check_binary(path, ext, mime)
 
-    def _check_text(self, path: Path, ext: str, mime: str, enc_magic) -> Verdict:
-        if not (mime.startswith("text/") or mime in TEXT_LIKE_MIMES):
-            return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
-        try:
-            encoding = enc_magic.from_file(os.path.realpath(path)).lower()
-        except Exception:
-            encoding = ""
+    def _check_text(self, path: Path, mime: str, encoding: str) -> Verdict:
         candidates = ["utf-16"] if encoding.startswith("utf-16") else ["utf-8"]
         try:
             for name in candidates:
