@@ -195,15 +195,23 @@ class Manifest:
         return {(r["root"], r["path"]): FileRow.from_db(r)
                 for r in self.db["files"].rows_where(where, args)}
 
-    def settled(self, root: str) -> dict[str, tuple]:
-        """Indexed rows of a root as plain tuples (size, mtime_ns, inode, hashed_at_ns, store, attributes):
-        what a no-op pass compares against, without building a FileRow per file."""
-        return {r[0]: r[1:] for r in self.db.execute(
-            "select path, size, mtime_ns, inode, hashed_at_ns, store, attributes from files where root = ? "
-            "and state = ? and file_id is not null and old_file_id is null", [root, INDEXED]).fetchall()}
+    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
+    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
+    _SETTLED = ("state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
+                "and mtime_ns < hashed_at_ns - ?")
 
-    def paths(self, root: str) -> list[str]:
-        return [r[0] for r in self.db.execute("select path from files where root = ?", [root]).fetchall()]
+    def settled(self, root: str, racy_ns: int, attributes: bool) -> tuple[dict[str, tuple], list[str]]:
+        """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
+        path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root, and the
+        paths of its other rows."""
+        columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+        conn = self.db.conn
+        settled = {r[0]: r[1:] for r in conn.execute(
+            f"select {columns} from files where root = ? and {self._SETTLED}", [root, INDEXED, racy_ns])}
+        others = [r[0] for r in conn.execute(
+            f"select path from files where root = ? and not coalesce(({self._SETTLED}), 0)",
+            [root, INDEXED, racy_ns])]
+        return settled, others
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}

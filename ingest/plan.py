@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from ingest.manifest import ACTIVE_STATES, ERROR, FAILED, INDEXED, REJECTED, FileRow
 from ingest.scan import Problem
@@ -79,8 +80,9 @@ class Plan:
 
 
 def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tuple[str, str], FileRow],
-              scans: list[RootScan], store_sizes: dict[str, int], policy: GuardPolicy) -> Plan:
-    """rows holds only the manifest rows inside the scanned scope; store_sizes counts files per store."""
+              scans: list[RootScan], store_sizes: Callable[[], Mapping[str, int]], policy: GuardPolicy) -> Plan:
+    """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
+    store (asked only when there is something to delete)."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -126,7 +128,7 @@ def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tupl
     return plan
 
 
-def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_sizes: dict[str, int],
+def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_sizes: Callable[[], Mapping[str, int]],
            policy: GuardPolicy) -> None:
     """Hold deletions back when the scan cannot be trusted, or when too much of a store would go."""
     by_root = {s.root: s for s in scans}
@@ -149,8 +151,9 @@ def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_size
         invalid = [(obs, row) for obs, row in plan.rejected if row is not None and row.file_id]
         per_store = Counter(row.store for row in remaining if row.file_id)
         per_store.update(row.store for _, row in invalid)
+        sizes = store_sizes() if any(n > policy.floor for n in per_store.values()) else {}
         over = {store for store, n in per_store.items()
-                if n > policy.floor and n > policy.max_fraction * store_sizes.get(store or "", 0)}
+                if n > policy.floor and n > policy.max_fraction * sizes.get(store or "", 0)}
         for row in list(remaining):
             if row.store in over and row.file_id:
                 remaining.remove(row)

@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
 
@@ -21,9 +21,8 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p
               "fuse.rclone", "ncpfs", "davfs", "fuse.davfs2", "glusterfs", "ceph", "fuse.glusterfs"}
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One regular file found under a root."""
+class Entry(NamedTuple):
+    """One regular file found under a root (a tuple: a large tree makes a great many of them)."""
     root: str
     path: str  # relative, '/'-separated
     size: int
@@ -160,6 +159,12 @@ def _collapse(prefixes: Iterable[str]) -> list[str]:
 
 
 def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult) -> None:
+    # The per-file path is the hot loop of every no-op pass: the common case (a world-readable
+    # regular file, no globs to apply) is decided inline; everything else goes through _consider.
+    ignored = _IGNORED.match if root.ignore_defaults else None
+    plain = root.include == ("**",) and not root.exclude
+    key, entries = root.key, result.entries
+    S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
     stack = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
@@ -167,20 +172,25 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
             with os.scandir(folder) as it:
                 items = list(it)
         except OSError as exc:
-            result.problems.append(Problem(root.key, rel or ".", f"cannot list folder: {exc.strerror}", True))
+            result.problems.append(Problem(key, rel or ".", f"cannot list folder: {exc.strerror}", True))
             continue
+        head = f"{rel}/" if rel else ""
         for item in items:
-            path = f"{rel}/{item.name}" if rel else item.name
-            if root.ignore_defaults and is_ignored_name(item.name):
+            name = item.name
+            if ignored is not None and ignored(name) is not None:
                 continue
+            path = head + name
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as exc:
-                result.problems.append(Problem(root.key, path, f"cannot read: {exc.strerror}", True))
+                result.problems.append(Problem(key, path, f"cannot read: {exc.strerror}", True))
                 continue
-            if stat.S_ISDIR(st.st_mode):
+            mode = st.st_mode
+            if S_ISDIR(mode):
                 if not _excluded_folder(root, path):
                     stack.append((item.path, path))
+            elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
+                entries.append(Entry(key, path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
             else:
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 

@@ -1,6 +1,7 @@
 """The one composition point: scan → observe → plan → execute → record. The CLI and the watcher call it."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from ingest import scan as scanning
 from ingest.config import Root, Settings
@@ -123,11 +124,9 @@ class Engine:
             result = scanning.scan(root, prefixes, network)
             # The common case is "nothing changed": compare plain tuples, and load full rows only for
             # the files that moved and for the rows whose file is gone.
-            fresh, calm = self._quiet(root, result.entries, network, options)
+            fresh, calm, unsure = self._quiet(root, result.entries, network, options)
             quiet += [(root.key, p) for p in calm]
-            calm_paths = set(calm)
-            known = self.manifest.rows_at(root.key, (p for p in self.manifest.paths(root.key)
-                                                     if p not in calm_paths and _within(p, prefixes)))
+            known = self.manifest.rows_at(root.key, (p for p in unsure if _within(p, prefixes)))
             rows.update(known)
             for entry in fresh:
                 obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
@@ -142,31 +141,37 @@ class Engine:
                                   len(result.entries)))
         policy = GuardPolicy(self.settings.max_delete_fraction, self.settings.max_delete_floor,
                              options.allow_mass_delete)
-        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes(), policy)
+        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
         plan.quiet = quiet
         return plan, scans
 
     def _quiet(self, root: Root, entries: list[scanning.Entry], network: bool,
-               options: Options) -> tuple[list[scanning.Entry], list[str]]:
-        """Split entries into those to look at and the paths whose indexed row their stat still matches."""
-        if options.rehash:
-            return entries, []
-        settled = self.manifest.settled(root.key)
-        routed = any(spec.paths for spec in self.settings.stores)
+               options: Options) -> tuple[list[scanning.Entry], list[str], Iterable[str]]:
+        """Split entries into those to look at and the paths whose settled row their stat still
+        matches; the third part is every manifest path of the root that is not calm (its full row is needed)."""
+        m = self.manifest
         static = {name: bool(self.settings.store_spec(name).attributes) for name in
                   {root.store, *(spec.name for spec in self.settings.stores)}}
+        settled, others = m.settled(root.key, scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
+                                    attributes=any(static.values()))
+        if options.rehash:
+            return entries, [], itertools.chain(others, settled)
+        routed = any(spec.paths for spec in self.settings.stores)
         fresh, calm = [], []
         for entry in entries:
-            known = settled.get(entry.path)
-            if known is None or scanning.needs_hash(entry, *known[:4], network):
+            _, path, size, mtime_ns, inode = entry
+            known = settled.get(path)
+            # Same test as scanning.needs_hash, inline: this loop runs once per file of the share.
+            if known is None or known[0] != size or known[1] != mtime_ns or (inode and known[2] and known[2] != inode):
                 fresh.append(entry)
                 continue
-            store = route(self.settings, root, entry.path) if routed else root.store
-            if known[4] != store or (static.get(store, True) and self._static_moved(*known[4:])):
+            store = route(self.settings, root, path) if routed else root.store
+            if known[3] != store or (static.get(store) and self._static_moved(store, known[4])):
                 fresh.append(entry)
             else:
-                calm.append(entry.path)
-        return fresh, calm
+                calm.append(path)
+        unsure = settled.keys() - set(calm) if settled else ()
+        return fresh, calm, itertools.chain(others, unsure)
 
     def _static_moved(self, store: str | None, attributes: str | None) -> bool:
         static = self.settings.store_spec(store or "").attributes

@@ -1,6 +1,7 @@
 """End-to-end: the whole CLI flow on the embedded local store, with no API key."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -266,3 +267,47 @@ def test_a_touched_file_gets_its_new_mtime_attribute_without_an_upload(ingest, d
     report = ingest.json("sync", str(docs_root))
     assert report["counts"]["uploaded"] == 0
     assert store_files(state_dir)["faq.html"]["attributes"]["mtime"] == later // 10**9
+
+
+def test_a_same_size_edit_within_the_racy_window_is_caught_and_settled_files_are_trusted_by_stat(
+        ingest, tmp_path, state_dir):
+    root = tmp_path / "racy"
+    root.mkdir()
+    racy, settled = root / "racy.txt", root / "settled.txt"
+    racy.write_text("version 1 of the racy note\n")
+    settled.write_text("version 1 of the old note\n")
+    past = time.time_ns() - 60 * 10**9
+    os.utime(settled, ns=(past, past))
+    ingest("sync", str(root))
+
+    def hashes() -> dict[str, str]:
+        m = Manifest(state_dir / "local" / "manifest.db")
+        try:
+            return {row.path: row.sha256 for row in m.rows().values()}
+        finally:
+            m.close()
+
+    # Rewritten within the same mtime (same size, mtime put back): it was hashed too close to its
+    # mtime for the stat fingerprint to be trusted, so it is hashed again and the edit is found.
+    racy_mtime = racy.stat().st_mtime_ns
+    racy.write_text("version 2 of the racy note\n")
+    os.utime(racy, ns=(racy_mtime, racy_mtime))
+    # The same trick on a file hashed long after its mtime: stat is trusted (as git and rsync do).
+    settled.write_text("version 2 of the old note\n")
+    os.utime(settled, ns=(past, past))
+    counts = ingest.json("sync", str(root))["counts"]
+    assert (counts["changed"], counts["unchanged"]) == (1, 1), counts
+    assert hashes() == {"racy.txt": sha256(racy), "settled.txt": sha256_text("version 1 of the old note\n")}
+
+    counts = ingest.json("reindex", "--rehash")["sync"]["counts"]
+    assert (counts["changed"], counts["unchanged"], counts["uploaded"]) == (1, 1, 1), \
+        "--rehash ignores the stat fingerprint and finds the edit stat could not see"
+    assert hashes()["settled.txt"] == sha256(settled)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

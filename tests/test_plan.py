@@ -44,7 +44,7 @@ def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, po
         for row in rows:
             if row.file_id:
                 store_sizes[row.store] = store_sizes.get(row.store, 0) + 1
-    return make_plan(observed, list(problems), {(r.root, r.path): r for r in rows}, scans, store_sizes, policy)
+    return make_plan(observed, list(problems), {(r.root, r.path): r for r in rows}, scans, lambda: store_sizes, policy)
 
 
 def paths(pairs) -> list[str]:
@@ -309,9 +309,9 @@ def test_files_turning_invalid_en_masse_are_held_not_retired():
             for i in range(10)}
     observed = [Observed("/r", f"d{i}.txt", 1, 1, 1, None, None, "", False, "content is x", "s")
                 for i in range(10)]
-    plan = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], {"s": 10}, GuardPolicy())
+    plan = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], lambda: {"s": 10}, GuardPolicy())
     assert plan.rejected == [] and len(plan.held) == 10 and plan.retirements() == []
-    allowed = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], {"s": 10},
+    allowed = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], lambda: {"s": 10},
                         GuardPolicy(allow_mass_delete=True))
     assert len(allowed.rejected) == 10 and len(allowed.retirements()) == 10
 
@@ -322,5 +322,5 @@ def test_no_move_is_taken_from_a_root_whose_scan_failed():
     rows = {("/a", "x.txt"): FileRow("/a", "x.txt", INDEXED, store="s", sha256="h", file_id="f1")}
     observed = [Observed("/b", "x.txt", 1, 1, 1, 1, "h", "text/plain", True, "", "s")]
     scans = [RootScan("/a", True, True, False, 0), RootScan("/b", True, False, False, 1)]
-    plan = make_plan(observed, [], rows, scans, {"s": 1}, GuardPolicy())
+    plan = make_plan(observed, [], rows, scans, lambda: {"s": 1}, GuardPolicy())
     assert plan.moves == [] and len(plan.uploads) == 1 and plan.held

@@ -401,3 +401,40 @@ def test_an_inotify_overflow_triggers_a_full_rescan(state_dir, docs_root):
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_watch_sync_and_reindex_started_together_take_turns_and_the_manifest_agrees(
+        watch, docs_root, state_dir, ingest):
+    daemon = watch(docs_root)
+    writer_done = threading.Event()
+
+    def write_stream() -> None:  # keeps the daemon's passes coming while the others start
+        for i in range(24):
+            (docs_root / "stream" / f"s{i:02}.txt").write_text(f"Streamed note {i} about the quokka.\n")
+            time.sleep(0.05)
+        (docs_root / "guides" / "install.md").unlink()
+        writer_done.set()
+
+    (docs_root / "stream").mkdir()
+    writer = threading.Thread(target=write_stream)
+    writer.start()
+    command = [sys.executable, "-m", "ingest"]
+    procs = {name: subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in {"sync --wait": ["sync", str(docs_root), "--wait"],
+                                "reindex --wait": ["reindex", "--wait"],
+                                "sync": ["sync", str(docs_root)]}.items()}
+    writer.join()
+    results = {name: (p.wait(timeout=60), *p.communicate()) for name, p in procs.items()}
+    for name in ("sync --wait", "reindex --wait"):
+        assert results[name][0] == 0, f"{name}: {results[name]}"
+    code, _, err = results["sync"]
+    assert code == 0 or (code == 1 and "in use by 'ingest" in err and "--wait" in err), results["sync"]
+
+    on_disk = {p.relative_to(docs_root).as_posix() for p in docs_root.rglob("*") if p.is_file()}
+    daemon.until(lambda: set(daemon.rows()) == on_disk and all(map(indexed, daemon.rows().values())),
+                 "the daemon and the others together to have synced every file", timeout=30)
+    assert daemon.terminate() == 0
+    rows = manifest_rows(state_dir)
+    assert sorted(r.file_id for r in rows.values()) == sorted(remote_files(state_dir)), \
+        "every remote file is one manifest row's, once: nothing duplicated, nothing orphaned"
+    assert ingest("verify").exit_code == 0
