@@ -155,8 +155,9 @@ class Watcher:
             observer.join(timeout=5)
         self.observers = []
 
-    def _roots_healthy(self) -> bool:
-        """False when a root vanished or was unmounted: nothing runs then."""
+    def _check_roots(self) -> set[str]:
+        """The roots that vanished or were unmounted: nothing runs on them (so nothing is deleted)
+        until they are back; the others go on."""
         missing, remounted = [], []
         for root in self.settings.roots:
             device = _device(root.path)
@@ -169,16 +170,16 @@ class Watcher:
         for root in missing:
             if root.key not in self._missing:
                 log.warning("root %s vanished or was unmounted; no deletions, waiting for it", root.path)
-        returned = sorted(self._missing | {root.key for root in remounted}) if not missing else []
-        self._missing = {root.key for root in missing}
+        gone = {root.key for root in missing}
+        returned = sorted((self._missing - gone) | {root.key for root in remounted})
+        self._missing = gone
         self.health["root_missing"] = missing[0].key if missing else None
-        if missing:
-            return False
+        self.health["roots_missing"] = sorted(gone)
         if returned:
             log.warning("root %s is back; rescanning everything", ", ".join(returned))
             self._start_observers()
             self._full_due = 0.0
-        return True
+        return gone
 
     # the loop ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -202,15 +203,19 @@ class Watcher:
                     self._full_due = now
                 self.health["queue"] = len(self.dirty)
                 self.on_heartbeat(self.health)
-                if now >= next_run and self._roots_healthy():
+                missing = self._check_roots() if now >= next_run else set()
+                if now >= next_run and len(missing) < len(self.settings.roots):
                     if now >= self._full_due:
-                        if self._run(None):
+                        present = None if not missing else {
+                            root.key: {""} for root in self.settings.roots if root.key not in missing}
+                        if self._run(present, "full sync"):
                             self._full_due = now + self.options.rescan_interval
                         next_run = time.monotonic() + self._backoff
                     else:
                         ready = self.dirty.take_ready(self.options.settle)
+                        self.dirty.put_back({root: paths for root, paths in ready.items() if root in missing})
                         ready = {root: {p for p in paths if _wanted(self.settings, root, p)}
-                                 for root, paths in ready.items()}
+                                 for root, paths in ready.items() if root not in missing}
                         ready = {root: paths for root, paths in ready.items() if paths}
                         if ready and not self._run(ready):
                             self.dirty.put_back(ready)
@@ -222,8 +227,8 @@ class Watcher:
             self.health["queue"] = len(self.dirty)
             self.on_heartbeat(self.health)
 
-    def _run(self, scopes: dict[str, set[str]] | None) -> bool:
-        what = "full sync" if scopes is None else f"{sum(len(p) for p in scopes.values())} changed paths"
+    def _run(self, scopes: dict[str, set[str]] | None, what: str = "") -> bool:
+        what = what or ("full sync" if scopes is None else f"{sum(len(p) for p in scopes.values())} changed paths")
         try:
             report = self.run_sync({k: tuple(sorted(v)) for k, v in scopes.items()} if scopes else None)
             if self.stop.is_set() and report.counts == {}:

@@ -286,6 +286,28 @@ def test_a_vanished_root_deletes_nothing_and_changes_meanwhile_sync_when_it_retu
     daemon.until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "/healthz to recover")
 
 
+
+def test_one_vanished_root_pauses_only_itself(watch, docs_root, state_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "kept.txt").write_text("A note in the second root.\n")
+    daemon = watch(docs_root, other)
+    before = {p: r for p, r in daemon.rows().items() if r.root == str(docs_root)}
+    away = tmp_path / "unmounted"
+    docs_root.rename(away)
+    daemon.until(lambda: daemon.heartbeat().get("root_missing") == str(docs_root), "the missing root noticed")
+    (away / "late.txt").write_text("Added while the share was away.\n")
+    (other / "fresh.txt").write_text("Added to the root that stayed.\n")
+    daemon.row_where("fresh.txt", indexed, "the root that stayed to go on syncing")
+    assert {p: r for p, r in daemon.rows().items() if r.root == str(docs_root)} == before, \
+        "nothing of the missing root is deleted or changed"
+
+    away.rename(docs_root)
+    daemon.row_where("late.txt", indexed, "the returned root's changes to be synced")
+    assert set(daemon.rows()) >= set(before) | {"kept.txt", "fresh.txt"}
+    assert daemon.terminate() == 0
+
+
 def test_sync_runs_beside_an_idle_daemon_and_the_daemon_queues_behind_a_held_lock(
         watch, docs_root, state_dir, ingest):
     daemon = watch(docs_root)
