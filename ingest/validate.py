@@ -8,8 +8,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-TEXT_TYPES = {".c", ".cpp", ".cs", ".css", ".go", ".html", ".java", ".js", ".json", ".md", ".php",
-              ".py", ".rb", ".sh", ".tex", ".ts", ".txt"}
+# The text types file_search takes, with the MIME type it documents for each: what the manifest
+# records once the content is known to be text (libmagic's quick answer is only "text/plain").
+TEXT_MIMES = {".c": "text/x-c", ".cpp": "text/x-c++", ".cs": "text/x-csharp", ".css": "text/css",
+              ".go": "text/x-golang", ".html": "text/html", ".java": "text/x-java", ".js": "text/javascript",
+              ".json": "application/json", ".md": "text/markdown", ".php": "text/x-php", ".py": "text/x-python",
+              ".rb": "text/x-ruby", ".sh": "application/x-sh", ".tex": "text/x-tex",
+              ".ts": "application/typescript", ".txt": "text/plain"}
+TEXT_TYPES = set(TEXT_MIMES)
 # What libmagic may call a valid file of each binary type.
 BINARY_MIMES = {
     ".pdf": {"application/pdf"},
@@ -82,10 +88,10 @@ class Validator:
             if ext in TEXT_TYPES:
                 mime, _, charset = quick_magic.from_file(target).lower().partition("; charset=")
                 if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
-                    return self._check_text(path, mime, charset)
+                    return self._check_text(path, TEXT_MIMES[ext], charset)
                 mime = full_magic.from_file(target).lower()  # only to name what it is instead
                 if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
-                    return self._check_text(path, mime, "")
+                    return self._check_text(path, TEXT_MIMES[ext], "")
                 return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
             return _check_binary(path, ext, full_magic.from_file(target).lower())
         except OSError as exc:

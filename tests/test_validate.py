@@ -75,16 +75,17 @@ def test_a_word_document_libmagic_calls_a_zip_is_accepted_by_its_parts(validator
     assert verdict.ok and verdict.mime == WORD
 
 
-@pytest.mark.parametrize("name, text", [
-    ("notes.txt", "Grüße aus Köln — naïve café\n"),
-    ("plain.md", "# Title\n\nJust ASCII.\n"),
-    ("main.py", "def main():\n    return 'ok'\n"),
-    ("page.html", "<html><body><p>Hello</p></body></html>\n"),
-    ("data.json", '{"name": "Zoë", "n": 1}\n'),
-    ("run.sh", "#!/bin/sh\necho hello\n"),
+@pytest.mark.parametrize("name, text, mime", [
+    ("notes.txt", "Grüße aus Köln — naïve café\n", "text/plain"),
+    ("plain.md", "# Title\n\nJust ASCII.\n", "text/markdown"),
+    ("main.py", "def main():\n    return 'ok'\n", "text/x-python"),
+    ("page.html", "<html><body><p>Hello</p></body></html>\n", "text/html"),
+    ("data.json", '{"name": "Zoë", "n": 1}\n', "application/json"),
+    ("run.sh", "#!/bin/sh\necho hello\n", "application/x-sh"),
 ])
-def test_utf8_text_is_accepted(validator, folder, name, text):
-    assert check(validator, write(folder / name, text.encode("utf-8"))).ok
+def test_utf8_text_is_accepted_and_recorded_as_the_type_file_search_documents(validator, folder, name, text, mime):
+    verdict = check(validator, write(folder / name, text.encode("utf-8")))
+    assert verdict.ok and verdict.mime == mime
 
 
 @pytest.mark.parametrize("encoding, bom", [("utf-16", b""), ("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff")])
