@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -272,24 +272,42 @@ class Indexer:
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:
-        """Detach and delete every file id this tool created and no longer wants."""
-        for upload in self.manifest.ledger(RETIRE):
+        """Detach and delete every file id this tool created and no longer wants, several at a time
+        (the remote calls run in a pool; the manifest is written here, after each one)."""
+        doomed = self.manifest.ledger(RETIRE)
+        if not doomed:
+            return
+        with ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="retire") as pool:
+            futures = {pool.submit(self._retire_one, upload): upload for upload in doomed}
             try:
-                if upload.vector_store_id:
+                for future in as_completed(futures):
+                    upload = futures[future]
                     try:
-                        self.remote.detach(upload.vector_store_id, upload.file_id)
+                        if not future.result():
+                            continue  # stopping: left in the ledger for the next run
                     except AuthError:
                         raise
-                    except RemoteError as exc:  # an expired store refuses; deleting the file detaches it anyway
-                        log.info("detach of %s failed (%s); deleting the file", upload.file_id, exc)
-                self.remote.delete_file(upload.file_id)
+                    except RemoteError as exc:
+                        self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
+                        continue
+                    self.manifest.ledger_set(upload.file_id, DELETED)
+                    self.outcome.deleted_remote += 1
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _retire_one(self, upload) -> bool:
+        if self.stop.is_set():
+            return False
+        if upload.vector_store_id:
+            try:
+                self.remote.detach(upload.vector_store_id, upload.file_id)
             except AuthError:
                 raise
-            except RemoteError as exc:
-                self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
-                continue
-            self.manifest.ledger_set(upload.file_id, DELETED)
-            self.outcome.deleted_remote += 1
+            except RemoteError as exc:  # an expired store refuses; deleting the file detaches it anyway
+                log.info("detach of %s failed (%s); deleting the file", upload.file_id, exc)
+        self.remote.delete_file(upload.file_id)
+        return True
 
     def sweep(self) -> None:
         """Find the files of uploads whose reply never came (a crash, a lost response) and delete them.

@@ -201,3 +201,24 @@ def test_stop_ends_a_long_retry_after_wait_at_once(fake_openai):
     with pytest.raises(RemoteError):
         list(remote.list_files())
     assert time.monotonic() - started < 5, "a SIGTERM must not wait out a 60 s Retry-After"
+
+
+def test_deletions_run_several_at_a_time_and_remove_every_remote_copy(openai_cli, fake_openai, tmp_path, state_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(40):
+        (root / f"n{i:02}.txt").write_text(f"note {i} about the pangolin\n")
+    openai_cli("sync", str(root))
+    created = {f["id"] for f in fake_openai.files()}
+    for path in root.iterdir():
+        path.unlink()
+    (root / "kept.txt").write_text("the one document left\n")
+    fake_openai.configure(latency_ms=40)
+    fake_openai.reset_counters()
+    report = openai_cli.json("sync", str(root), "--allow-mass-delete")
+
+    assert report["counts"]["deleted"] == 40 and report["counts"]["remote_deleted"] == 40, report["counts"]
+    assert not created & {f["id"] for f in fake_openai.files()}, "every old file is deleted remotely"
+    assert set(remote_by_path(fake_openai)) == {"kept.txt"}
+    peak = fake_openai.counters()["peak_in_flight"]
+    assert 1 < peak["DELETE /files/{file_id}"] <= 8, peak  # the pool, within upload_concurrency

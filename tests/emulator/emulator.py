@@ -173,11 +173,11 @@ class Emulator:
         return self.state.get_batch(store_id, batch_id)
 
     def counters(self) -> dict:
-        """{"requests": {endpoint: n}, "status": {code: n}, "faults": {kind: n}, "uploads", "rate_limited",
-        "lost_replies", "files_created", "index_failures_injected", "429s"}."""
+        """{"requests": {endpoint: n}, "status": {code: n}, "faults": {kind: n}, "peak_in_flight": {endpoint: n},
+        "uploads", "rate_limited", "lost_replies", "files_created", "index_failures_injected", "429s"}."""
         with self.state.lock:
             c = self.state.counters
-            out: dict[str, Any] = {k: dict(c[k]) for k in ("requests", "status", "faults")}
+            out: dict[str, Any] = {k: dict(c[k]) for k in ("requests", "status", "faults", "peak_in_flight")}
             for key in ("uploads", "rate_limited", "lost_replies", "files_created", "index_failures_injected"):
                 out[key] = c["totals"][key]
             out["429s"] = c["status"][429]

@@ -165,6 +165,19 @@ class Handler(BaseHTTPRequestHandler):
             self._count("requests", f"{self.command} (unknown)")
             return self._send_error(err, started)
         self._count("requests", endpoint)
+        state = emu.state
+        with state.lock:
+            state.in_flight[endpoint] += 1
+            state.counters["peak_in_flight"][endpoint] = max(state.counters["peak_in_flight"][endpoint],
+                                                             state.in_flight[endpoint])
+        try:
+            return self._serve(endpoint, handler, params, query, raw, started)
+        finally:
+            with state.lock:
+                state.in_flight[endpoint] -= 1
+
+    def _serve(self, endpoint: str, handler, params, query, raw: bytes, started: float) -> None:
+        emu, opts = self.emu, self.emu.options
         delay = emu.plan.delay()
         if emu.stopping.is_set() or (delay and emu.stopping.wait(delay)):
             return self._drop()

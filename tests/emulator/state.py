@@ -34,7 +34,9 @@ class State:
         self.pending: list = []          # heap of (ready_at, seq, store_id, file_id)
         self.fail_counts: Counter = Counter()
         self.ghosts: list = []           # (until, store_id, StoreFile, FileRec) still visible to search
-        self.counters: dict[str, Counter] = {k: Counter() for k in ("requests", "status", "faults", "totals")}
+        self.counters: dict[str, Counter] = {k: Counter() for k in ("requests", "status", "faults", "totals",
+                                                                     "peak_in_flight")}
+        self.in_flight: Counter = Counter()  # requests being served now, by endpoint
         self.totals: Counter = self.counters["totals"]
 
     # ---- clock, ids, indexing --------------------------------------------------------------------------
