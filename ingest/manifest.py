@@ -284,6 +284,9 @@ class Manifest:
     def add_store(self, store: StoreRow) -> None:
         self.db["stores"].upsert(asdict(store), pk="id")
 
+    def remove_store(self, store_id: str) -> None:
+        self.db["stores"].delete_where("id = ?", [store_id])
+
     def set_store_status(self, store_id: str, status: str) -> None:
         self.db["stores"].update(store_id, {"status": status})
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from ingest.config import BATCH_LIMIT, Root, Settings
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
-from ingest.stores import attributes, fingerprint
+from ingest.stores import BUILDING, attributes, create_store, fingerprint
 
 log = logging.getLogger("ingest")
-BUILDING = "building"
 
 
 def pending_rebuilds(settings: Settings, manifest: Manifest) -> list[StoreRow]:
@@ -29,12 +28,8 @@ def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: thread
         spec = settings.store_spec(old.name)
         new = next((s for s in manifest.stores(old.name, status=BUILDING) if s.replaces == old.id), None)
         if new is None:
-            name = spec.name if old.shard == 0 else f"{spec.name}-{old.shard + 1}"
-            created = remote.create_store(name, {"managed_by": "ingest", "logical_store": spec.name[:512],
-                                                 "shard": str(old.shard)}, spec.chunking, spec.expires_after_days)
-            new = StoreRow(created.id, old.name, old.shard, BUILDING, fingerprint(spec), time.time(), old.id)
-            manifest.add_store(new)
-            notes.append(f"store {old.name!r}: configuration changed; rebuilding into {created.id}")
+            new = create_store(manifest, remote, spec, old.shard, BUILDING, replaces=old.id)
+            notes.append(f"store {old.name!r}: configuration changed; rebuilding into {new.id}")
         rows = [r for r in manifest.rows_in_store(old.id) if r.state == INDEXED and r.file_id]
         roots = {r.key: r for r in settings.roots}
         wanted = {}

@@ -5,14 +5,16 @@ import hashlib
 import json
 import logging
 import posixpath
+import secrets
 import time
 from typing import Any, Mapping
 
 from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
-from ingest.remote.base import NotFound, Remote
+from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
 from ingest.scan import glob_match
 
+ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
 log = logging.getLogger("ingest")
 MAX_VALUE = 256
 
@@ -58,8 +60,9 @@ class Stores:
         self._assigned: dict[str, int] = {}
 
     def check_all(self) -> list[str]:
-        """Notice stores deleted or expired remotely; their files go back to pending. Returns notes."""
-        notes = []
+        """Settle store creations a crash interrupted; notice stores deleted or expired remotely (their
+        files go back to pending). Returns notes."""
+        notes = settle_creations(self.manifest, self.remote)
         for store in self.manifest.stores():
             try:
                 status = self.remote.get_store(store.id).status
@@ -111,14 +114,45 @@ class Stores:
         return shard.id
 
     def _create(self, spec: StoreSpec, shard: int) -> StoreRow:
-        name = spec.name if shard == 0 else f"{spec.name}-{shard + 1}"
-        metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard)}
-        store = self.remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
-        row = StoreRow(id=store.id, name=spec.name, shard=shard, status="active",
-                       fingerprint=fingerprint(spec), created_at=time.time(), replaces=None)
-        self.manifest.add_store(row)
-        log.info("created vector store %s for %r", store.id, name)
+        row = create_store(self.manifest, self.remote, spec, shard, ACTIVE)
+        log.info("created vector store %s for %r", row.id, spec.name)
         return row
 
     def chunking(self, name: str) -> Mapping[str, Any] | None:
         return self.settings.store_spec(name).chunking
+
+
+def create_store(manifest: Manifest, remote: Remote, spec: StoreSpec, shard: int, status: str,
+                 replaces: str | None = None) -> StoreRow:
+    """Create a vector store for shard `shard` of `spec` and record it. The intent (a one-off token,
+    also put in the store's metadata) is committed first, so that a store whose creation a crash
+    cut off is found and adopted by the next run instead of being left behind as an orphan."""
+    token = secrets.token_hex(8)
+    intent = StoreRow(f"{CREATING}:{token}", spec.name, shard, CREATING, fingerprint(spec), time.time(), replaces)
+    manifest.add_store(intent)
+    name = spec.name if shard == 0 else f"{spec.name}-{shard + 1}"
+    metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard), CREATE_TOKEN: token}
+    store = remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
+    return _record(manifest, intent, store.id, status)
+
+
+def settle_creations(manifest: Manifest, remote: Remote) -> list[str]:
+    """Store creations a crash interrupted: adopt the store if the call reached the server, else forget it."""
+    notes = []
+    for intent in manifest.stores(status=CREATING):
+        token = intent.id.split(":", 1)[1]
+        found = remote.find_store(token, intent.created_at or 0.0)
+        if found is None:
+            manifest.remove_store(intent.id)
+            continue
+        _record(manifest, intent, found.id, BUILDING if intent.replaces else ACTIVE)
+        notes.append(f"store {intent.name!r}: adopted {found.id}, whose creation an interrupted run left unrecorded")
+    return notes
+
+
+def _record(manifest: Manifest, intent: StoreRow, store_id: str, status: str) -> StoreRow:
+    row = StoreRow(store_id, intent.name, intent.shard, status, intent.fingerprint, time.time(), intent.replaces)
+    with manifest.transaction():
+        manifest.remove_store(intent.id)
+        manifest.add_store(row)
+    return row

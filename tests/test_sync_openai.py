@@ -222,3 +222,35 @@ def test_deletions_run_several_at_a_time_and_remove_every_remote_copy(openai_cli
     assert set(remote_by_path(fake_openai)) == {"kept.txt"}
     peak = fake_openai.counters()["peak_in_flight"]
     assert 1 < peak["DELETE /files/{file_id}"] <= 8, peak  # the pool, within upload_concurrency
+
+
+CREATE_STORE = "POST /vector_stores"
+
+
+def test_a_store_whose_creation_reply_was_lost_by_a_failed_run_is_adopted_not_made_again(
+        openai_cli, fake_openai, docs_root, tmp_path, state_dir):
+    no_retries = tmp_path / "no-retries.toml"
+    no_retries.write_text("request_retries = 0\n")
+    fake_openai.lose_next_replies(1, endpoint=CREATE_STORE)
+    first = openai_cli("--config", str(no_retries), "sync", str(docs_root), check=None)
+    assert first.exit_code == 1, first.output
+    assert len(fake_openai.stores()) == 1, "the call reached the server; its reply did not reach us"
+
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4
+    stores = fake_openai.stores()
+    assert len(stores) == 1, "the store the lost call made is adopted, not made a second time"
+    assert any("adopted" in note for note in report["notes"]), report["notes"]
+    assert {r.vector_store_id for r in rows(state_dir).values()} == {stores[0]["id"]}
+
+
+def test_a_store_creation_that_never_reached_the_server_is_forgotten(openai_cli, fake_openai, docs_root, tmp_path):
+    no_retries = tmp_path / "no-retries.toml"
+    no_retries.write_text("request_retries = 0\n")
+    fake_openai.inject("500", 1, endpoint=CREATE_STORE)
+    assert openai_cli("--config", str(no_retries), "sync", str(docs_root), check=None).exit_code == 1
+    assert fake_openai.stores() == []
+
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4 and not report["notes"]
+    assert len(fake_openai.stores()) == 1

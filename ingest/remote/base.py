@@ -1,6 +1,10 @@
 """The small remote interface the sync engine speaks: OpenAI and the embedded store both implement it."""
 from __future__ import annotations
 
+# Store metadata key holding a one-off token recorded before the create call: a store whose
+# creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
+CREATE_TOKEN = "ingest_create_token"
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol, Sequence, Union
@@ -103,6 +107,7 @@ class Remote(Protocol):
                      chunking: Mapping[str, object] | None,
                      expires_after_days: int | None) -> Store: ...
     def get_store(self, store_id: str) -> Store: ...  # raises NotFound
+    def find_store(self, token: str, since: float) -> Store | None: ...  # created since, carrying CREATE_TOKEN
     def delete_store(self, store_id: str) -> None: ...
 
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch: ...

@@ -29,8 +29,8 @@ from .. import chunking
 from .. import filters as attribute_filters
 from ..extract import ExtractError, extract_text
 from .fts import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
-from .base import (CANCELLED, COMPLETED, FAILED, IN_PROGRESS, INVALID_FILE, SERVER_ERROR, AttachItem,
-                   AttrValue, Batch, Hit, NotFound, RemoteError, RemoteFile, Store, StoreFile)
+from .base import (CANCELLED, COMPLETED, CREATE_TOKEN, FAILED, IN_PROGRESS, INVALID_FILE, SERVER_ERROR,
+                   AttachItem, AttrValue, Batch, Hit, NotFound, RemoteError, RemoteFile, Store, StoreFile)
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_FILE_TOKENS = 5_000_000
@@ -163,6 +163,15 @@ class LocalRemote:
         else:  # like the API: in_progress while any of its files is being processed
             status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
         return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
+
+    def find_store(self, token: str, since: float) -> Store | None:
+        with self._lock:
+            rows = self._db.execute("SELECT id, metadata FROM stores WHERE created_at >= ?",
+                                    (int(since) - 600,)).fetchall()
+        for store_id, metadata in rows:
+            if json.loads(metadata).get(CREATE_TOKEN) == token:
+                return self.get_store(store_id)
+        return None
 
     def delete_store(self, store_id: str) -> None:
         with self._tx() as db:

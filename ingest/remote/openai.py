@@ -12,13 +12,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from ingest.remote.base import (AttachItem, AuthError, Batch, Hit, NotFound, RemoteError, RemoteFile,
-                                Store, StoreFile)
+from ingest.remote.base import (CREATE_TOKEN, AttachItem, AuthError, Batch, Hit, NotFound, RemoteError,
+                                RemoteFile, Store, StoreFile)
 
 log = logging.getLogger("ingest.remote")
 T = TypeVar("T")
 MAX_RETRY_AFTER = 120.0  # longer waits than this are the server asking us to stop, not to wait
-CREATE_TOKEN = "ingest_create_token"  # store metadata key: finds a store whose creation reply was lost
 
 
 def _status(exc: BaseException) -> int | None:
@@ -196,23 +195,19 @@ class OpenAIRemote:
     def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, Any] | None,
                      expires_after_days: int | None) -> Store:
         # POST /vector_stores is not idempotent: after a try that may have reached the server, look for the
-        # store it may have made (by a one-off token) before making another one, which would be an orphan.
-        token = secrets.token_hex(8)
+        # store it may have made (by its one-off token) before making another one, which would be an orphan.
+        token = metadata.get(CREATE_TOKEN) or secrets.token_hex(8)
         args: dict[str, Any] = {"name": name, "metadata": {**metadata, CREATE_TOKEN: token}}
         if chunking:
             args["chunking_strategy"] = dict(chunking)
         if expires_after_days:
             args["expires_after"] = {"anchor": "last_active_at", "days": expires_after_days}
         ambiguous = threading.Event()
-        since = time.time() - 600  # newest first; older stores cannot be ours (10 min of clock skew allowed)
+        since = time.time()
 
         def create():
-            if ambiguous.is_set():
-                for vs in self.client.vector_stores.list(limit=100, order="desc"):
-                    if (vs.metadata or {}).get(CREATE_TOKEN) == token:
-                        return vs
-                    if vs.created_at < since:
-                        break
+            if ambiguous.is_set() and (found := self._find_store(token, since)) is not None:
+                return found
             return self.client.vector_stores.create(**args)
 
         def note(exc: BaseException) -> None:
@@ -220,6 +215,19 @@ class OpenAIRemote:
                 ambiguous.set()
 
         return _store(self._call(f"create store {name}", create, on_retry=note))
+
+    def find_store(self, token: str, since: float) -> Store | None:
+        found = self._call("list stores", lambda: self._find_store(token, since))
+        return _store(found) if found is not None else None
+
+    def _find_store(self, token: str, since: float):
+        # Newest first, so the walk stops at the first store older than `since` (10 min of clock skew allowed).
+        for vs in self.client.vector_stores.list(limit=100, order="desc"):
+            if (vs.metadata or {}).get(CREATE_TOKEN) == token:
+                return vs
+            if vs.created_at < since - 600:
+                return None
+        return None
 
     def get_store(self, store_id: str) -> Store:
         return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
