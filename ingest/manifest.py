@@ -200,17 +200,19 @@ class Manifest:
     _SETTLED = ("state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
                 "and mtime_ns < hashed_at_ns - ?")
 
-    def settled(self, root: str, racy_ns: int, attributes: bool) -> tuple[dict[str, tuple], list[str]]:
+    def settled(self, root: str, racy_ns: int, store: str | None, attributes: bool
+                ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
-        path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root, and the
-        paths of its other rows."""
+        path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
+        if given), and the paths of its other rows."""
         columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+        where, args = (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store]) if store is not None \
+            else (self._SETTLED, [INDEXED, racy_ns])
         conn = self.db.conn
         settled = {r[0]: r[1:] for r in conn.execute(
-            f"select {columns} from files where root = ? and {self._SETTLED}", [root, INDEXED, racy_ns])}
+            f"select {columns} from files where root = ? and {where}", [root, *args])}
         others = [r[0] for r in conn.execute(
-            f"select path from files where root = ? and not coalesce(({self._SETTLED}), 0)",
-            [root, INDEXED, racy_ns])]
+            f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])]
         return settled, others
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:

@@ -9,7 +9,7 @@ import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
 
@@ -45,6 +45,17 @@ class ScanResult:
     entries: list[Entry] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     missing: bool = False  # the root (or a scoped prefix's parent) does not exist or is not a directory
+    calm: list[str] = field(default_factory=list)  # files whose stat matched the `settled` fingerprint given
+    settled: Mapping[str, tuple] = field(default_factory=dict)  # path -> (size, mtime_ns, inode, ...)
+
+    def add(self, path: str, st: os.stat_result, network: bool) -> None:
+        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
+        known = self.settled.get(path)
+        if known is not None and known[0] == size and known[1] == mtime_ns and (
+                not inode or not known[2] or known[2] == inode):
+            self.calm.append(path)
+        else:
+            self.entries.append(Entry(self.root.key, path, size, mtime_ns, inode))
 
     @property
     def has_errors(self) -> bool:
@@ -117,9 +128,13 @@ def _excluded_folder(root: Root, path: str) -> bool:
     return any(p.endswith("/**") and glob_match(path, p[:-3]) for p in root.exclude)
 
 
-def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None) -> ScanResult:
-    """Every wanted file under root (or under the given relative prefixes of it)."""
-    result = ScanResult(root=root)
+def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None,
+         settled: Mapping[str, tuple] | None = None) -> ScanResult:
+    """Every wanted file under root (or under the given relative prefixes of it). With `settled`
+    (path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed), a file whose
+    stat still matches goes to result.calm as a bare path instead of result.entries: the no-op pass
+    over a large share is this loop, so it builds nothing it does not need."""
+    result = ScanResult(root=root, settled=settled or {})
     if not root.path.is_dir():
         result.missing = True
         return result
@@ -163,7 +178,7 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
     # regular file, no globs to apply) is decided inline; everything else goes through _consider.
     ignored = _IGNORED.match if root.ignore_defaults else None
     plain = root.include == ("**",) and not root.exclude
-    key, entries = root.key, result.entries
+    key, entries, calm, settled = root.key, result.entries, result.calm, result.settled.get
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
     stack = [(start, prefix)]
     while stack:
@@ -190,7 +205,14 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 if not _excluded_folder(root, path):
                     stack.append((item.path, path))
             elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
-                entries.append(Entry(key, path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
+                # ScanResult.add, inline
+                size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
+                known = settled(path)
+                if known is not None and known[0] == size and known[1] == mtime_ns and (
+                        not inode or not known[2] or known[2] == inode):
+                    calm.append(path)
+                else:
+                    entries.append(Entry(key, path, size, mtime_ns, inode))
             else:
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
@@ -222,7 +244,7 @@ def _consider(root: Root, path: str, full: str | Path, st: os.stat_result, real_
         # An error, not a refusal: the remote copy stays until the file can be read again.
         result.problems.append(Problem(root.key, path, "cannot read: permission denied", True))
         return
-    result.entries.append(Entry(root.key, path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
+    result.add(path, st, network)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -121,12 +121,15 @@ class Engine:
             if not prefixes:
                 continue
             network = self._network.setdefault(root.key, scanning.is_network_fs(root.path))
-            result = scanning.scan(root, prefixes, network)
-            # The common case is "nothing changed": compare plain tuples, and load full rows only for
-            # the files that moved and for the rows whose file is gone.
-            fresh, calm, unsure = self._quiet(root, result.entries, network, options)
+            # The common case is "nothing changed": the scan compares each file's stat with the settled
+            # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
+            settled, others = self._settled(root, network)
+            result = scanning.scan(root, prefixes, network, None if options.rehash else settled)
+            fresh, calm = self._quiet(root, result, settled)
             quiet += [(root.key, p) for p in calm]
-            known = self.manifest.rows_at(root.key, (p for p in unsure if _within(p, prefixes)))
+            unsure = settled.keys() - set(calm) if calm else settled.keys()
+            known = self.manifest.rows_at(root.key, (p for p in itertools.chain(others, unsure)
+                                                     if _within(p, prefixes)))
             rows.update(known)
             for entry in fresh:
                 obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
@@ -138,40 +141,39 @@ class Engine:
                     observed.append(obs)
             problems += result.problems
             scans.append(RootScan(root.key, prefixes == ("",), result.missing, result.has_errors,
-                                  len(result.entries)))
+                                  len(result.entries) + len(result.calm)))
         policy = GuardPolicy(self.settings.max_delete_fraction, self.settings.max_delete_floor,
                              options.allow_mass_delete)
         plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
         plan.quiet = quiet
         return plan, scans
 
-    def _quiet(self, root: Root, entries: list[scanning.Entry], network: bool,
-               options: Options) -> tuple[list[scanning.Entry], list[str], Iterable[str]]:
-        """Split entries into those to look at and the paths whose settled row their stat still
-        matches; the third part is every manifest path of the root that is not calm (its full row is needed)."""
-        m = self.manifest
+    def _settled(self, root: Root, network: bool) -> tuple[dict[str, tuple], list[str]]:
+        """The root's rows a stat match may vouch for, and the paths of its other rows."""
+        routed = any(spec.paths for spec in self.settings.stores)
+        static = any(self.settings.store_spec(name).attributes
+                     for name in {root.store, *(spec.name for spec in self.settings.stores)})
+        return self.manifest.settled(root.key, scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
+                                     store=None if routed else root.store, attributes=static)
+
+    def _quiet(self, root: Root, result: scanning.ScanResult,
+               settled: Mapping[str, tuple]) -> tuple[list[scanning.Entry], list[str]]:
+        """The scan's entries to look at, and the paths left calm: their stat matched a settled row, and
+        their store and static attributes are still what the configuration says."""
+        routed = any(spec.paths for spec in self.settings.stores)
         static = {name: bool(self.settings.store_spec(name).attributes) for name in
                   {root.store, *(spec.name for spec in self.settings.stores)}}
-        settled, others = m.settled(root.key, scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
-                                    attributes=any(static.values()))
-        if options.rehash:
-            return entries, [], itertools.chain(others, settled)
-        routed = any(spec.paths for spec in self.settings.stores)
-        fresh, calm = [], []
-        for entry in entries:
-            _, path, size, mtime_ns, inode = entry
-            known = settled.get(path)
-            # Same test as scanning.needs_hash, inline: this loop runs once per file of the share.
-            if known is None or known[0] != size or known[1] != mtime_ns or (inode and known[2] and known[2] != inode):
-                fresh.append(entry)
-                continue
+        if not routed and not any(static.values()):
+            return result.entries, result.calm  # the store was matched in SQL: nothing else can differ
+        fresh, calm = list(result.entries), []
+        for path in result.calm:
+            known = settled[path]
             store = route(self.settings, root, path) if routed else root.store
             if known[3] != store or (static.get(store) and self._static_moved(store, known[4])):
-                fresh.append(entry)
+                fresh.append(scanning.Entry(root.key, path, *known[:3]))  # the stat matched these
             else:
                 calm.append(path)
-        unsure = settled.keys() - set(calm) if settled else ()
-        return fresh, calm, itertools.chain(others, unsure)
+        return fresh, calm
 
     def _static_moved(self, store: str | None, attributes: str | None) -> bool:
         static = self.settings.store_spec(store or "").attributes

@@ -311,3 +311,29 @@ def sha256(path: Path) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_new_store_route_moves_the_files_it_covers_and_leaves_the_rest_alone(ingest, docs_root, tmp_path, state_dir):
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n')
+    ingest("sync")
+    before = rows_by_path(state_dir)
+    config.write_text(config.read_text() + '[[stores]]\nname = "kb"\n[[stores]]\nname = "guides"\npaths = ["guides/**"]\n')
+    report = ingest.json("sync")
+    assert report["counts"]["unchanged"] == 2, report["counts"]
+    after = rows_by_path(state_dir)
+    assert {p: r.store for p, r in after.items()} == {
+        "guides/install.md": "guides", "guides/usage.txt": "guides", "faq.html": "kb", "notes.py": "kb"}
+    assert all(r.state == INDEXED for r in after.values())
+    assert after["faq.html"].file_id == before["faq.html"].file_id, "a file whose route stayed is not touched"
+    hits = ingest.json("search", "zebrafish", "--store", "guides")
+    assert hits and hits[0]["path"].endswith("guides/install.md")
+    assert not ingest.json("search", "zebrafish", "--store", "kb")
+
+
+def rows_by_path(state_dir: Path) -> dict:
+    m = Manifest(state_dir / "local" / "manifest.db")
+    try:
+        return {r.path: r for r in m.rows().values()}
+    finally:
+        m.close()
