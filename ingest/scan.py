@@ -195,6 +195,9 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
             if ignored is not None and ignored(name) is not None:
                 continue
             path = head + name
+            if not name.isascii() and _unencodable(name):
+                result.problems.append(Problem(key, printable(path), BAD_NAME, False))
+                continue
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as exc:
@@ -217,8 +220,31 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
 
+BAD_NAME = "the name is not valid UTF-8 (an old or foreign encoding): rename it to have it indexed"
+
+
+def _unencodable(name: str) -> bool:
+    """True for a name whose bytes are not UTF-8: Python keeps them as lone surrogates, which
+    nothing downstream (the manifest, the API, a JSON report) can carry."""
+    if name.isascii():
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(path: str) -> str:
+    """The name with its undecodable bytes shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _consider(root: Root, path: str, full: str | Path, st: os.stat_result, real_root: str,
               network: bool, result: ScanResult, parts_checked: bool = False) -> None:
+    if _unencodable(path):
+        result.problems.append(Problem(root.key, printable(path), BAD_NAME, False))
+        return
     if "\n" in path or "\r" in path:
         result.problems.append(Problem(root.key, path, "file names with line breaks are not supported", False))
         return

@@ -169,6 +169,23 @@ def test_newline_in_a_name_is_refused_with_a_reason(ingest, root, state_dir):
     assert_kept(state_dir)
 
 
+
+def test_a_name_that_is_not_utf8_is_refused_and_the_run_goes_on(ingest, root, state_dir):
+    folder = os.fsencode(root)
+    for name in (b"latin1-caf\xe9.txt", b"dir-\xff/inside.txt"):
+        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(b"a document whose name is not UTF-8\n")
+    report = sync(ingest, root)
+    assert report["exit_code"] == 0
+    found = reasons(report, root)
+    assert set(found) == {"latin1-caf\\xe9.txt", "dir-\\xff"}, found
+    assert all("not valid UTF-8" in why and "rename" in why for why in found.values())
+    assert_kept(state_dir)
+    assert "latin1-caf\\xe9.txt" in ingest("status").stdout
+    assert sync(ingest, root)["counts"]["new"] == 0
+
+
 def test_very_long_path_near_path_max(ingest, root, state_dir):
     folder = root
     while len(str(folder)) < 3700:
