@@ -7,7 +7,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -70,6 +70,15 @@ def m002_store_replaces(db: sqlite_utils.Database) -> None:
 def m003_upload_server_time(db: sqlite_utils.Database) -> None:
     # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
     db["uploads"].add_column("remote_created_at", int)
+
+
+@migrations()
+def m004_roots(db: sqlite_utils.Database) -> None:
+    # Each root's and each store's settings as last synced: a run without the config file (a cron job
+    # started in another folder) then does what the configured runs did, excludes, routes and all.
+    db["roots"].create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int},
+                       pk="key")
+    db["store_specs"].create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
 class ManifestError(Exception):
@@ -269,6 +278,25 @@ class Manifest:
                                "group by root, store order by n"):
             out[r["root"]] = r["store"]
         return out
+
+    def remember_roots(self, roots: Iterable[Mapping[str, Any]]) -> None:
+        """roots: dicts of key, store, include, exclude (lists) and ignore_defaults."""
+        self.db["roots"].upsert_all([{**r, "include": json.dumps(list(r["include"])),
+                                      "exclude": json.dumps(list(r["exclude"])),
+                                      "ignore_defaults": int(r["ignore_defaults"])} for r in roots], pk="key")
+
+    def remembered_roots(self) -> dict[str, dict[str, Any]]:
+        return {r["key"]: {"store": r["store"], "include": tuple(json.loads(r["include"])),
+                           "exclude": tuple(json.loads(r["exclude"])),
+                           "ignore_defaults": bool(r["ignore_defaults"])}
+                for r in self.db["roots"].rows}
+
+    def remember_store_specs(self, specs: Iterable[Mapping[str, Any]]) -> None:
+        self.db["store_specs"].upsert_all([{"name": spec["name"], "spec": json.dumps(spec)} for spec in specs],
+                                          pk="name")
+
+    def remembered_store_specs(self) -> list[dict[str, Any]]:
+        return [json.loads(r["spec"]) for r in self.db["store_specs"].rows]
 
     def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
         return [FileRow.from_db(r) for r in self.db["files"].rows_where("vector_store_id = ?", [vector_store_id])]

@@ -17,7 +17,12 @@ log = logging.getLogger("ingest")
 
 
 def pending_rebuilds(settings: Settings, manifest: Manifest) -> list[StoreRow]:
-    return [s for s in manifest.stores() if s.fingerprint != fingerprint(settings.store_spec(s.name))]
+    """Stores whose [[stores]] entry now asks for other chunking or attributes. A store the
+    configuration does not name is left as it is: a run without the config file (started from
+    another folder, or a zero-config `ingest sync ./x`) must not rebuild what it knows nothing of."""
+    configured = {spec.name for spec in settings.stores}
+    return [s for s in manifest.stores()
+            if s.name in configured and s.fingerprint != fingerprint(settings.store_spec(s.name))]
 
 
 def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: threading.Event,

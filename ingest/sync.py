@@ -8,12 +8,12 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from ingest import scan as scanning
-from ingest.config import Root, Settings
+from ingest.config import Root, Settings, StoreSpec
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, RETIRE,
                              UPLOADED, UPLOADING, FileRow, Manifest)
@@ -69,12 +69,32 @@ class Report:
 Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
 
 
+def remember(settings: Settings, manifest: Manifest) -> None:
+    """Keep the roots and [[stores]] entries of this run in the manifest, for runs without the config."""
+    manifest.remember_roots({"key": r.key, "store": r.store, "include": r.include, "exclude": r.exclude,
+                             "ignore_defaults": r.ignore_defaults} for r in settings.roots)
+    manifest.remember_store_specs(asdict(spec) for spec in settings.stores)
+
+
+def remembered(settings: Settings, manifest: Manifest) -> Settings:
+    """Fill in what this run's configuration leaves out from what the last runs used: with no roots
+    (a zero-config verify or reindex), the folders synced before, walked as they were; a store with
+    no [[stores]] entry keeps its last one, so a run without the config file rebuilds nothing and
+    strips no attribute. An entry in the configuration always wins."""
+    if not settings.roots:
+        known = {key: {"store": store} for key, store in manifest.known_roots().items()}
+        known.update(manifest.remembered_roots())
+        settings = replace(settings, roots=tuple(Root(Path(key), **how) for key, how in known.items()))
+    configured = {spec.name for spec in settings.stores}
+    kept = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs()
+                 if spec["name"] not in configured)
+    return replace(settings, stores=settings.stores + kept) if kept else settings
+
+
 class Engine:
     def __init__(self, settings: Settings, manifest: Manifest, remote: Remote,
                  progress: Progress | None = None, stop: threading.Event | None = None):
-        if not settings.roots:  # zero-config verify/reindex: the folders synced before
-            settings = replace(settings, roots=tuple(Root(Path(root), store)
-                                                     for root, store in manifest.known_roots().items()))
+        settings = remembered(settings, manifest)
         self.settings, self.manifest, self.remote = settings, manifest, remote
         self.progress = progress
         self.stop = stop or threading.Event()
@@ -89,6 +109,7 @@ class Engine:
         indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop)
         try:
             if not options.dry_run:
+                remember(self.settings, self.manifest)
                 report.notes += stores.check_all()
                 indexer.sweep()
                 if scopes is None:

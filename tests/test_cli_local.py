@@ -337,3 +337,26 @@ def rows_by_path(state_dir: Path) -> dict:
         return {r.path: r for r in m.rows().values()}
     finally:
         m.close()
+
+
+def test_a_run_without_the_config_rebuilds_nothing_and_reindex_keeps_the_excludes(ingest, docs_root, tmp_path, state_dir):
+    (docs_root / "drafts").mkdir()
+    (docs_root / "drafts" / "wip.md").write_text("An unfinished draft about the tapir.\n")
+    config = tmp_path / "kb.toml"  # not ./ingest.toml, which a run would find by itself
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\nexclude = ["drafts/**"]\n'
+                      '[[stores]]\nname = "kb"\nattributes = { team = "red" }\n'
+                      'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n')
+    ingest("--config", str(config), "sync")
+    store_ids = ingest.json("status")["stores"][0]["vector_store_ids"]
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "note.txt").write_text("A note synced with no config at all.\n")
+    report = ingest.json("sync", str(other))  # no --config: the kb store is none of its business
+    assert not report["notes"], report["notes"]
+    repairs = ingest.json("reindex")  # no --config: the roots as they were last synced
+    assert repairs["sync"]["counts"]["new"] == 0 and not repairs["sync"]["notes"], repairs
+    status = {s["name"]: s for s in ingest.json("status")["stores"]}
+    assert status["kb"]["vector_store_ids"] == store_ids, "the configured store was not rebuilt"
+    assert "drafts/wip.md" not in rows_by_path(state_dir), "the exclude still holds"
+    assert ingest.json("search", "zebrafish", "--filter", "team=red")
