@@ -48,8 +48,13 @@ def make_remote(settings: Settings, backend: Backend, env: dict[str, str] | None
 
 
 def ensure_state_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_uid == os.geteuid():
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the state folder {path} ({exc.strerror}): create it for this user, "
+                          "or set XDG_STATE_HOME or state_dir in the config to a folder it can write") from None
 
 
 @contextmanager

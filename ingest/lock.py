@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from ingest.manifest import ManifestError
+
 
 class LockBusy(Exception):
     """Another ingest process holds the manifest."""
@@ -25,8 +27,13 @@ class ManifestLock:
 
     def acquire(self, wait: float = 0.0) -> "ManifestLock":
         """Take the lock; wait up to `wait` seconds (0: fail at once, negative: forever)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ManifestError(f"{self.path}: cannot create the lock beside the manifest ({exc.strerror}); "
+                                "make that folder writable by this user, or run ingest as the user that "
+                                "owns it") from None
         deadline = None if wait < 0 else time.monotonic() + wait
         while True:
             try:

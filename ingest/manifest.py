@@ -164,7 +164,15 @@ class Manifest:
 
     def __init__(self, path: Path):
         self.path = path
-        _prepare_file(path)
+        try:
+            _prepare_file(path)
+        except OSError as exc:
+            raise ManifestError(f"{path}: cannot create the manifest ({exc.strerror}); make its folder "
+                                "writable by this user, or choose another with state_dir or manifest "
+                                "in the config") from None
+        if not (os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise ManifestError(f"{path}: this user cannot write the manifest or its folder (the manifest "
+                                "itself is fine); fix the permissions or run ingest as the user that owns it")
         try:
             self.db = sqlite_utils.Database(path)
             self.db.conn.execute("PRAGMA journal_mode=WAL")
@@ -172,6 +180,8 @@ class Manifest:
             self.db.conn.execute("PRAGMA busy_timeout=10000")
             self._check_version()
             migrations.apply(self.db)
+        except sqlite3.OperationalError as exc:  # locked, read-only, out of space: the file is not at fault
+            raise ManifestError(f"{path}: cannot use the manifest ({exc}); the file was left as it is") from None
         except sqlite3.DatabaseError as exc:
             raise ManifestError(
                 f"{path}: the manifest is damaged ({exc}). It was left as it is; move it aside "

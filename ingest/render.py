@@ -95,10 +95,12 @@ def findings(found) -> str:
 
 
 def repairs(result, verbose: bool = False) -> str:
-    """Nothing at all when nothing needed doing: cron mails only what matters."""
+    """Nothing at all when nothing needed doing: cron mails only what matters. Files rejected as
+    before are no news; held-back deletions are, every night, until someone looks."""
     report = result.report
-    busy = result.actions or result.left_alone or (report and (report.failures or report.held or any(
-        report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "rejected", "uploaded"))))
+    busy = result.actions or result.left_alone or (report and (
+        report.failures or report.held or report.newly_rejected
+        or any(report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "uploaded"))))
     if not busy and not verbose:
         return ""
     lines = [f"repaired: {a}" for a in result.actions] + [f"left alone: {a}" for a in result.left_alone]

@@ -50,6 +50,7 @@ class Report:
     kept_failed: list[tuple[str, str]] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
+    newly_rejected: int = 0  # rejections that are news: a new file, or a new reason
 
     @property
     def exit_code(self) -> int:
@@ -119,19 +120,30 @@ class Engine:
                                  for s in pending_rebuilds(self.settings, self.manifest)]
             plan, scans = self._plan(options, scopes)
             report.counts = plan.counts()
+            report.failures = [(scan.root, "the folder is missing, not a folder, or not mounted: nothing was "
+                                "synced or deleted there") for scan in scans if scan.missing and scan.full]
             report.held = [(_show(row), why) for row, why in plan.held]
             report.rejected = [(_show(o), o.reason) for o, _ in plan.rejected]
             report.rejected += [(_show(p), p.reason) for p, _ in plan.refused]
-            report.failures = [(_show(p), p.reason) for p, _ in plan.unreadable]
+            report.newly_rejected = sum(1 for seen, row in plan.rejected + plan.refused
+                                        if row is None or row.state != REJECTED or row.reason != seen.reason)
+            report.failures += [(_show(p), p.reason) for p, _ in plan.unreadable]
             if options.dry_run:
                 report.planned = _describe(plan)
                 return report
             outcome = self._apply(plan, options, stores, indexer)
             self._fold(report, outcome)
+        except BaseException as exc:
+            # The run ends here with an error message; its row must not read as a success.
+            died = 2 if isinstance(exc, AuthError) else 1
+            raise
+        else:
+            died = None
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
-                self.manifest.finish_run(run_id, report.exit_code, report.counts, [p for p, _ in report.held])
+                self.manifest.finish_run(run_id, report.exit_code if died is None else died, report.counts,
+                                         [p for p, _ in report.held])
         return report
 
     # observe -----------------------------------------------------------------------------------

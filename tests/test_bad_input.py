@@ -9,7 +9,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 
 from ingest.manifest import INDEXED, REJECTED, Manifest
 from ingest.remote.local import LocalRemote
-from tests.conftest import Cli
+from tests.conftest import Cli, as_unprivileged
 from tests.emulator import Emulator
 from tests.test_crash import audit
 
@@ -387,6 +389,50 @@ def test_ill_typed_config_names_file_and_key(ingest, root, tmp_path, text, key, 
     assert "Traceback" not in result.stderr
 
 
+
+@pytest.fixture
+def open_dir():
+    """A folder an unprivileged user may enter (pytest's own tmp folders are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="ingest-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", ["state folder not creatable", "state folder read-only", "manifest read-only"])
+def test_a_state_folder_or_manifest_this_user_cannot_write_is_one_sentence_not_damage(open_dir, monkeypatch, case):
+    docs = open_dir / "docs"
+    docs.mkdir(mode=0o755)
+    (docs / "a.txt").write_text("a document about the dugong\n")
+    state = open_dir / "state"
+    if case != "state folder not creatable":
+        state.mkdir(mode=0o755)
+        (state / "ingest" / "local").mkdir(parents=True, mode=0o755)
+        monkeypatch.setenv("XDG_STATE_HOME", str(state))
+        Cli()("sync", str(docs))  # as root: a good manifest this user may not write
+        monkeypatch.setenv("XDG_STATE_HOME", str(state))
+        for folder in (state, state / "ingest", state / "ingest" / "local"):
+            folder.chmod(0o755 if case == "state folder read-only" else 0o777)
+        manifest = state / "ingest" / "local" / "manifest.db"
+        manifest.chmod(0o644)
+        before = manifest.read_bytes()
+    else:
+        state.mkdir(mode=0o755)  # root's: nobody may create ingest/ in it
+        monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(open_dir / "config"))
+
+    def attempt():
+        result = Cli()("sync", str(docs), check=None)
+        return result.exit_code, result.stderr
+
+    code, err = as_unprivileged(attempt)
+    assert code == 2, err
+    assert "Traceback" not in err and "damaged" not in err and len(err.strip().splitlines()) <= 2, err
+    assert "cannot" in err and str(state) in err, err
+    if case != "state folder not creatable":
+        assert manifest.read_bytes() == before, "the manifest is left as it was"
+
+
 def test_corrupt_manifest_stops_with_exit_2_and_keeps_the_bytes(ingest, root, state_dir):
     sync(ingest, root)
     manifest = state_dir / "local" / "manifest.db"
@@ -495,3 +541,8 @@ def test_vector_store_deleted_remotely_mid_run(openai_cli, fake_openai, root, st
     assert len(stores) == 1 and stores[0]["id"] != deleted[0]
     result = audit(fake_openai.snapshot(), state_dir / "manifest.db", {str(root): paths})
     assert result.clean, result.summary()
+
+
+def test_a_folder_named_on_the_command_line_that_does_not_exist_is_a_usage_error(ingest, tmp_path):
+    result = ingest("sync", str(tmp_path / "nope"), check=2)
+    assert "does not exist" in result.stderr and "nope" in result.stderr

@@ -172,9 +172,11 @@ def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, t
     config.write_text(f'[[roots]]\npath = "{docs_root}"\n')
     hidden = tmp_path / "unmounted"
     docs_root.rename(hidden)
-    report = ingest.json("--config", str(config), "sync")
+    report = ingest.json("--config", str(config), "sync", check=1)  # a missing root is a failure cron sees
     assert report["counts"]["deleted"] == 0 and len(report["held_back"]) == 4
     assert "missing" in report["held_back"][0]["reason"]
+    assert report["failed"] == [{"path": str(docs_root), "reason": "the folder is missing, not a folder, or "
+                                 "not mounted: nothing was synced or deleted there"}]
     docs_root.mkdir()  # a mount point with nothing mounted on it
     report = ingest.json("--config", str(config), "sync")
     assert report["counts"]["deleted"] == 0 and "empty" in report["held_back"][0]["reason"]

@@ -88,11 +88,15 @@ def test_gc_deletes_only_unreferenced_files_it_created(cli, fake_openai, tmp_pat
     assert cli.json("verify")["in_sync"] is True
 
 
-def test_reindex_is_quiet_when_all_is_well(cli, tmp_path):
+def test_reindex_is_quiet_when_all_is_well_and_speaks_of_news_only(cli, tmp_path):
     root = corpus(tmp_path / "docs", 2)
+    (root / "broken.pdf").write_bytes(b"not a pdf at all")
     cli("sync", str(root))
-    result = cli("reindex")
-    assert result.stdout == ""
+    assert cli("reindex").stdout == "", "a file rejected as before is no news for cron"
+    (root / "empty.md").write_bytes(b"")
+    news = cli("reindex").stdout
+    assert "empty.md: empty file" in news, news
+    assert cli("reindex").stdout == ""
 
 
 def test_chunking_change_rebuilds_without_a_half_built_store(cli, fake_openai, tmp_path, state_dir):

@@ -113,12 +113,21 @@ def test_lost_upload_reply_leaves_no_duplicate(openai_cli, fake_openai, docs_roo
     assert sorted(f["id"] for f in fake_openai.files()) == sorted(r.file_id for r in rows(state_dir).values())
 
 
-def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, monkeypatch):
+def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, monkeypatch, state_dir):
     fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
     result = openai_cli("sync", str(docs_root), check=2)
     assert "refused the API key" in result.stderr
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     assert sum(fake_openai.counters()["requests"].values()) <= 3
+    assert last_run(state_dir)["exit_code"] == 2, "the run that died is not recorded as a success"
+
+
+def last_run(state_dir: Path) -> dict:
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        return m.recent_runs()[0]
+    finally:
+        m.close()
 
 
 def test_store_deleted_remotely_is_recreated(openai_cli, fake_openai, docs_root, state_dir):
@@ -244,12 +253,14 @@ def test_a_store_whose_creation_reply_was_lost_by_a_failed_run_is_adopted_not_ma
     assert {r.vector_store_id for r in rows(state_dir).values()} == {stores[0]["id"]}
 
 
-def test_a_store_creation_that_never_reached_the_server_is_forgotten(openai_cli, fake_openai, docs_root, tmp_path):
+def test_a_store_creation_that_never_reached_the_server_is_forgotten(openai_cli, fake_openai, docs_root, tmp_path,
+                                                                    state_dir):
     no_retries = tmp_path / "no-retries.toml"
     no_retries.write_text("request_retries = 0\n")
     fake_openai.inject("500", 1, endpoint=CREATE_STORE)
     assert openai_cli("--config", str(no_retries), "sync", str(docs_root), check=None).exit_code == 1
     assert fake_openai.stores() == []
+    assert last_run(state_dir)["exit_code"] == 1
 
     report = openai_cli.json("sync", str(docs_root))
     assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4 and not report["notes"]
