@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,12 @@ def as_unprivileged(fn):
     if not ok:
         raise value
     return value
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder an unprivileged user may enter (pytest's own tmp folders are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="ingest-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

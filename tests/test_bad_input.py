@@ -9,9 +9,7 @@ import hashlib
 import json
 import os
 import sqlite3
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -390,21 +388,12 @@ def test_ill_typed_config_names_file_and_key(ingest, root, tmp_path, text, key, 
 
 
 
-@pytest.fixture
-def open_dir():
-    """A folder an unprivileged user may enter (pytest's own tmp folders are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="ingest-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.parametrize("case", ["state folder not creatable", "state folder read-only", "manifest read-only"])
-def test_a_state_folder_or_manifest_this_user_cannot_write_is_one_sentence_not_damage(open_dir, monkeypatch, case):
-    docs = open_dir / "docs"
+def test_a_state_folder_or_manifest_this_user_cannot_write_is_one_sentence_not_damage(shared_dir, monkeypatch, case):
+    docs = shared_dir / "docs"
     docs.mkdir(mode=0o755)
     (docs / "a.txt").write_text("a document about the dugong\n")
-    state = open_dir / "state"
+    state = shared_dir / "state"
     if case != "state folder not creatable":
         state.mkdir(mode=0o755)
         (state / "ingest" / "local").mkdir(parents=True, mode=0o755)
@@ -419,7 +408,7 @@ def test_a_state_folder_or_manifest_this_user_cannot_write_is_one_sentence_not_d
     else:
         state.mkdir(mode=0o755)  # root's: nobody may create ingest/ in it
         monkeypatch.setenv("XDG_STATE_HOME", str(state))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(open_dir / "config"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(shared_dir / "config"))
 
     def attempt():
         result = Cli()("sync", str(docs), check=None)

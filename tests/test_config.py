@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,15 +38,6 @@ def config_error(tmp_path: Path, text: str) -> str:
     message = str(info.value)
     assert str(path) in message, "every config error names the file"
     return message
-
-
-@pytest.fixture
-def shared_dir():
-    """A folder an unprivileged user may enter (pytest's own tmp folders are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="ingest-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_full_config_becomes_settings(workdir, tmp_path):
