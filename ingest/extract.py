@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,6 +24,9 @@ MIME_TO_EXT = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
 }
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+_BREAKS = {_W + "tab": "\t", _W + "br": "\n", _W + "cr": "\n"}
 
 
 class ExtractError(Exception):
@@ -59,7 +63,8 @@ def extract_text(path: Path, mime_or_ext: str | None = None) -> str:
         else:
             text = _pptx_text(Path(path))
     except OSError as e:
-        raise ExtractError("invalid_file", f"the file could not be read: {e.strerror or e}") from e
+        raise ExtractError("invalid_file",
+                           f"the file could not be read: {e.strerror or _detail(e, path)}") from e
     if not text.strip():
         raise ExtractError("invalid_file", "no text could be extracted")
     return text
@@ -169,33 +174,59 @@ def _pdf_text(path: Path) -> str:
             except ExtractError:
                 raise
             except Exception as e:
-                raise ExtractError("invalid_file",
-                                   f"the PDF is encrypted and could not be opened ({e})") from e
+                raise ExtractError("invalid_file", "the PDF is encrypted and could not be opened "
+                                                   f"({_detail(e, path)})") from e
         pages = [page.extract_text() or "" for page in reader.pages]
     except ExtractError:
         raise
     except Exception as e:  # pypdf raises anything from PdfReadError to KeyError on damaged files
-        raise ExtractError("invalid_file", f"the PDF is damaged or not a PDF ({e})") from e
+        raise ExtractError("invalid_file", f"the PDF is damaged or not a PDF ({_detail(e, path)})") from e
     return "\n\n".join(p.strip() for p in pages if p.strip())
 
 
 def _docx_text(path: Path) -> str:
-    """Paragraphs and tables of a Word document, in document order."""
+    """The body's text in document order, then the headers' and footers'."""
     import docx
-    from docx.table import Table
+    from docx.opc.constants import RELATIONSHIP_TYPE as RT
 
     try:
         document = docx.Document(str(path))
-        blocks: list[str] = []
-        for block in document.iter_inner_content():
-            if isinstance(block, Table):
-                blocks.extend(_table_rows(block.rows))
-            elif block.text.strip():
-                blocks.append(block.text)
+        roots = [document.element.body] + [rel.target_part.element for rel in document.part.rels.values()
+                                           if rel.reltype in (RT.HEADER, RT.FOOTER)]
+        return "\n".join(line for root in roots for line in _wordml_lines(root))
     except Exception as e:  # python-docx raises anything from KeyError to lxml errors
         raise ExtractError("invalid_file",
-                           f"the Word document is damaged or not a .docx file ({e})") from e
-    return "\n".join(blocks)
+                           f"the Word document is damaged or not a .docx file ({_detail(e, path)})") from e
+
+
+def _wordml_lines(root) -> list[str]:
+    """One line per paragraph and per table row (cells joined by ' | ').
+
+    Every run's w:t counts, wherever it sits: content controls, text boxes, tracked insertions,
+    fields, smart tags. Deleted text is w:delText and field codes are w:instrText: left out.
+    """
+    lines: dict = {}  # line (paragraph or table row) → cell (None outside tables) → paragraph → texts
+    for node in root.iter(_W + "t", _W + "tab", _W + "br", _W + "cr"):
+        ancestors = list(node.iterancestors())
+        if any(_unseen(a) for a in ancestors):
+            continue
+        paragraph = next((a for a in ancestors if a.tag == _W + "p"), root)
+        cell = next((a for a in ancestors if a.tag == _W + "tc"), None)
+        line = paragraph if cell is None else next(cell.iterancestors(_W + "tr"), cell)
+        text = _BREAKS.get(node.tag, node.text or "")
+        lines.setdefault(line, {}).setdefault(cell, {}).setdefault(paragraph, []).append(text)
+    out = []
+    for cells in lines.values():
+        texts = (" ".join("".join(t) for t in paragraphs.values()).strip() for paragraphs in cells.values())
+        out.append(" | ".join(text for text in texts if text))
+    return [line for line in out if line]
+
+
+def _unseen(element) -> bool:
+    """Text moved elsewhere, or the copy for old readers of a text box a Choice beside it holds too."""
+    if element.tag == _MC + "Fallback":
+        return element.getparent().find(_MC + "Choice") is not None
+    return element.tag == _W + "moveFrom"
 
 
 def _table_rows(rows) -> list[str]:
@@ -210,6 +241,11 @@ def _table_rows(rows) -> list[str]:
         if cells:
             lines.append(" | ".join(cells))
     return lines
+
+
+def _detail(e: Exception, path: Path) -> str:
+    """A library's message without the path it was given: for the local store an internal blob."""
+    return re.sub(f"( at)? '{re.escape(str(path))}'", "", str(e)).replace(str(path), "the file")
 
 
 def _pptx_text(path: Path) -> str:
@@ -228,7 +264,7 @@ def _pptx_text(path: Path) -> str:
                 slides.append(text)
     except Exception as e:  # python-pptx raises anything from KeyError to lxml errors
         raise ExtractError("invalid_file",
-                           f"the presentation is damaged or not a .pptx file ({e})") from e
+                           f"the presentation is damaged or not a .pptx file ({_detail(e, path)})") from e
     return "\n\n".join(slides)
 
 

@@ -26,9 +26,13 @@ BINARY_MIMES = {
 }
 # Office files written by some tools are seen as plain zips: the part inside decides.
 OOXML_PART = {".docx": "word/document.xml", ".pptx": "ppt/presentation.xml"}
-TEXT_LIKE_MIMES = {"application/json", "application/javascript", "application/x-sh",
+TEXT_LIKE_MIMES = {"application/json", "application/x-ndjson", "application/javascript", "application/x-sh",
                    "application/x-shellscript", "application/typescript", "application/x-php",
                    "application/x-empty", "inode/x-empty"}
+# ASCII documents that are not text (PDF, RTF, PostScript): the quick call skips the rules naming them.
+DISGUISES = (b"%PDF-", b"{\\rtf", b"%!PS")
+# Charsets libmagic names that tell nothing about which legacy encoding to convert from.
+NOT_LEGACY = {"", "us-ascii", "utf-8", "binary", "unknown-8bit"}
 _NAMES = {".pdf": "PDF", ".doc": "Word 97-2003", ".docx": "Word", ".pptx": "PowerPoint"}
 
 
@@ -81,48 +85,104 @@ class Validator:
             return Verdict(False, "", "empty file")
         if size > self.max_size:
             return Verdict(False, "", f"too large: {size:,} bytes, the limit is {self.max_size:,} bytes")
-        full_magic, quick_magic = self._magic()
+        full_magic = self._magic()[0]
         # libmagic reports a symlink as inode/symlink: look at what it points to (scan kept it in the root).
         target = os.path.realpath(path) if path.is_symlink() else str(path)
         try:
             if ext in TEXT_TYPES:
-                mime, _, charset = quick_magic.from_file(target).lower().partition("; charset=")
-                if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
-                    return self._check_text(path, TEXT_MIMES[ext], charset)
-                mime = full_magic.from_file(target).lower()  # only to name what it is instead
-                if mime.startswith("text/") or mime in TEXT_LIKE_MIMES:
-                    return self._check_text(path, TEXT_MIMES[ext], "")
-                return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
+                return self._check_text_type(path, target, ext)
             return _check_binary(path, ext, full_magic.from_file(target).lower())
         except OSError as exc:
             return Verdict(False, "", f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # libmagic errors are plain exceptions
             return Verdict(False, "", f"cannot identify the content: {exc}")
 
-    def _check_text(self, path: Path, mime: str, encoding: str) -> Verdict:
-        candidates = ["utf-16"] if encoding.startswith("utf-16") else ["utf-8"]
-        try:
-            for name in candidates:
-                if _decodes(path, name):
-                    return Verdict(True, mime)
-        except OSError as exc:
-            return Verdict(False, mime, f"cannot read: {exc.strerror or exc}")
-        seen = f" (looks like {encoding})" if encoding and encoding not in ("binary", "unknown-8bit") else ""
-        return Verdict(False, mime, f"text is not valid UTF-8, UTF-16 or ASCII{seen}: "
-                                    "save it as UTF-8 to have it indexed")
+    def _check_text_type(self, path: Path, target: str, ext: str) -> Verdict:
+        full_magic, quick_magic = self._magic()
+        with open(target, "rb") as fh:
+            head = fh.read(5)
+        if head.startswith(DISGUISES) and (mime := full_magic.from_file(target).lower()) != "text/plain":
+            return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
+        mime, _, charset = quick_magic.from_file(target).lower().partition("; charset=")
+        verdict = None
+        if mime == "application/octet-stream":
+            # The quick call also gives up on 1-byte files and on text with a stray ^Z, DEL or SOH:
+            # decoding decides, and the rules only name what a refused file is.
+            utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+            verdict = _check_text(path, ext, "utf-16" if utf16 else "binary")
+            if verdict.ok:
+                return verdict
+        elif _is_text(mime):
+            return _check_text(path, ext, charset)
+        mime = full_magic.from_file(target).lower()  # only to name what it is instead
+        if verdict and (_is_text(mime) or mime == "application/octet-stream"):
+            return verdict  # the rules know no more than decoding found
+        if _is_text(mime):
+            return _check_text(path, ext, "")
+        return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
 
 
-def _decodes(path: Path, encoding: str) -> bool:
-    """Decode the whole file in pieces; memory stays flat."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
+def _is_text(mime: str) -> bool:
+    return mime.startswith("text/") or mime in TEXT_LIKE_MIMES
+
+
+def _check_text(path: Path, ext: str, charset: str) -> Verdict:
+    """The whole file must decode (UTF-16 when libmagic saw its BOM, else UTF-8) and hold no NUL."""
+    mime = TEXT_MIMES[ext]
+    encoding = "utf-16" if charset.startswith("utf-16") else "utf-8"
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                decoder.decode(block)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
+        bad, nul = _scan(path, encoding)
+        if bad is None and not nul:
+            return Verdict(True, mime)
+        if charset == "binary" and _utf16_without_bom(path):
+            return Verdict(False, mime, "text is UTF-16 without a byte order mark (BOM): "
+                                        "save it as UTF-8 to have it indexed")
+    except OSError as exc:
+        return Verdict(False, mime, f"cannot read: {exc.strerror or exc}")
+    legacy = charset not in NOT_LEGACY and not charset.startswith("utf-16")
+    if (nul or charset == "binary") and (not legacy or bad is None):  # no advice to re-save: not text at all
+        return Verdict(False, mime, f"content is binary, not text as {ext} should be")
+    seen = f" (it looks like {charset})" if legacy else ""
+    return Verdict(False, mime, f"text is not valid UTF-8, UTF-16 or ASCII{seen}: the first bad byte is at "
+                                f"offset {bad:,}; save it as UTF-8 to have it indexed")
+
+
+def _scan(path: Path, encoding: str) -> tuple[int | None, bool]:
+    """Offset of the first byte that does not decode (None: all do), and whether a NUL is in there."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    bad, nul, offset = None, False, 0
+    with open(path, "rb") as fh:  # in pieces: memory stays flat
+        while not nul:
+            block = fh.read(1 << 20)
+            if bad is None:
+                start = offset - len(decoder.buffer)  # the decoder holds back a split character
+                try:
+                    nul = "\0" in decoder.decode(block, final=not block)
+                except UnicodeDecodeError as exc:
+                    bad = start + exc.start
+                    if encoding != "utf-8":
+                        break  # NUL bytes are normal in UTF-16
+            if bad is not None:
+                nul = b"\0" in block  # tells binary content from text in a legacy encoding
+            if not block:
+                break
+            offset += len(block)
+    return bad, nul
+
+
+def _utf16_without_bom(path: Path) -> bool:
+    """UTF-16 without a BOM looks binary to libmagic: Latin script has a NUL in every other byte."""
+    with open(path, "rb") as fh:
+        sample = fh.read(4096)
+    if sample.count(0) * 4 < len(sample):  # else any ASCII pairs up into printable CJK
         return False
-    return True
+    for encoding in ("utf-16-le", "utf-16-be"):
+        try:
+            if "".join(sample[:len(sample) // 2 * 2].decode(encoding).split()).isprintable():
+                return True
+        except UnicodeDecodeError:
+            pass
+    return False
 
 
 def _check_binary(path: Path, ext: str, mime: str) -> Verdict:

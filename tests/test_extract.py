@@ -1,12 +1,50 @@
 """Extraction gives the text a search would find, and refuses what file_search refuses."""
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pytest
 
 from tests.docs import make_docx, make_pdf, make_pptx
 from ingest.extract import ExtractError, extract_text
+
+WORDML = ('xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+          'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+          'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+          'xmlns:v="urn:schemas-microsoft-com:vml"')
+
+
+def run(text: str) -> str:
+    return f'<w:r><w:t xml:space="preserve">{text}</w:t></w:r>'
+
+
+def make_docx_xml(path, *body_xml: str, header: str = "", footer: str = ""):
+    """A Word document whose body is these raw WordprocessingML blocks, with an optional header and footer."""
+    import docx
+    from lxml import etree
+
+    document = docx.Document()
+    body = document.element.body
+    for xml in body_xml:
+        for block in etree.fromstring(f"<w:body {WORDML}>{xml}</w:body>"):
+            body.insert(len(body) - 1, block)  # before the section properties, which come last
+    document.sections[0].header.paragraphs[0].text = header
+    document.sections[0].footer.paragraphs[0].text = footer
+    document.save(str(path))
+    return path
+
+
+def encrypted_pdf(tmp_path, text: str, **encryption):
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    writer.append(PdfReader(make_pdf(tmp_path / "plain.pdf", text)))
+    writer.encrypt(**encryption)
+    path = tmp_path / "encrypted.pdf"
+    with open(path, "wb") as f:
+        writer.write(f)
+    return path
 
 
 def test_utf8_text_keeps_accents(tmp_path):
@@ -105,6 +143,69 @@ def test_docx_paragraphs_and_tables_in_order(tmp_path):
     assert "Ada | Engineer" in text
 
 
+# Each block is a place Word keeps text that is not a plain run of a plain paragraph.
+DOCX_PLACES = {
+    "content control": f"<w:sdt><w:sdtPr/><w:sdtContent><w:p>{run('capybara in a content control')}</w:p>"
+                       "</w:sdtContent></w:sdt>",
+    "inline content control": f"<w:p><w:sdt><w:sdtContent>{run('pangolin inline control')}</w:sdtContent>"
+                              "</w:sdt></w:p>",
+    "tracked insertion": f'<w:p><w:ins w:id="1" w:author="A">{run("axolotl inserted")}</w:ins></w:p>',
+    "simple field": f'<w:p><w:fldSimple w:instr=" TITLE ">{run("okapi field result")}</w:fldSimple></w:p>',
+    "smart tag": f'<w:p><w:smartTag w:uri="urn:x" w:element="place">{run("narwhal smart tag")}</w:smartTag>'
+                 '</w:p>',
+    # Word writes a text box twice: as a shape (Choice) and in VML for old readers (Fallback).
+    "text box": ('<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wps:wsp><wps:txbx>'
+                 f'<w:txbxContent><w:p>{run("tapir in a text box")}</w:p></w:txbxContent></wps:txbx>'
+                 '</wps:wsp></w:drawing></mc:Choice><mc:Fallback><w:pict><v:shape><v:textbox><w:txbxContent>'
+                 f'<w:p>{run("tapir in a text box")}</w:p></w:txbxContent></v:textbox></v:shape></w:pict>'
+                 '</mc:Fallback></mc:AlternateContent></w:r></w:p>'),
+    "old text box": ('<w:p><w:r><mc:AlternateContent><mc:Fallback><w:pict><v:shape><v:textbox>'
+                     f'<w:txbxContent><w:p>{run("ibis in a VML text box")}</w:p></w:txbxContent>'
+                     '</v:textbox></v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>'),
+}
+
+
+@pytest.mark.parametrize("place", DOCX_PLACES)
+def test_docx_whose_only_text_is_outside_plain_paragraphs_has_text(tmp_path, place):
+    text = extract_text(make_docx_xml(tmp_path / "form.docx", DOCX_PLACES[place]), ".docx")
+    assert text == re.search(r'preserve">([^<]+)<', DOCX_PLACES[place])[1]
+
+
+def test_docx_text_in_every_place_comes_in_document_order_once(tmp_path):
+    tabbed = ('<w:p><w:pPr><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr>'
+              '<w:r><w:t>Total</w:t><w:tab/><w:t>42</w:t></w:r></w:p>')
+    deleted = ('<w:p><w:del w:id="2" w:author="A"><w:r><w:delText>dodo deleted</w:delText></w:r></w:del>'
+               f'<w:moveFrom w:id="3" w:author="A">{run("moved elsewhere")}</w:moveFrom>'
+               f'{run("kept words")}</w:p>')
+    path = make_docx_xml(tmp_path / "form.docx", f"<w:p>{run('Opening words')}</w:p>", *DOCX_PLACES.values(),
+                         tabbed, deleted, header="Running head wombat", footer="Page footer quokka")
+    lines = extract_text(path, ".docx").splitlines()
+    assert lines == ["Opening words", "capybara in a content control", "pangolin inline control",
+                     "axolotl inserted", "okapi field result", "narwhal smart tag", "tapir in a text box",
+                     "ibis in a VML text box", "Total\t42", "kept words", "Running head wombat",
+                     "Page footer quokka"]
+
+
+def test_docx_with_text_only_in_the_header_has_text(tmp_path):
+    path = make_docx_xml(tmp_path / "letterhead.docx", header="Letterhead platypus")
+    assert extract_text(path, ".docx") == "Letterhead platypus"
+
+
+@pytest.mark.parametrize("make, kind", [
+    pytest.param(lambda path: make_pptx(path, ["Roadmap"]), ".docx", id="another Office type"),
+    pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".docx", id="not a docx"),
+    pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".pptx", id="not a pptx"),
+])
+def test_an_extraction_error_does_not_show_the_path_it_read(tmp_path, make, kind):
+    # The local store extracts from its own blob (.../store/blobs/file-local-...): an internal path.
+    blob = tmp_path / "store" / "blobs" / "file-local-0123456789abcdef01234567"
+    blob.parent.mkdir(parents=True)
+    make(blob)
+    with pytest.raises(ExtractError) as err:
+        extract_text(blob, kind)
+    assert "blobs" not in err.value.message and "file-local" not in err.value.message, err.value.message
+
+
 def test_pptx_text_of_every_slide(tmp_path):
     path = make_pptx(tmp_path / "deck.pptx", ["Roadmap 2027", ["Risks", "Budget overrun"]])
     text = extract_text(path, ".pptx")
@@ -169,3 +270,20 @@ def test_password_protected_pdf_is_invalid_with_a_reason(tmp_path):
         extract_text(locked, ".pdf")
     assert err.value.code == "invalid_file"
     assert "password" in err.value.message
+
+
+@pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
+def test_aes_pdf_with_only_an_owner_password_opens(tmp_path, algorithm):
+    # "Protected" against printing or copying only: readers open it without a password.
+    path = encrypted_pdf(tmp_path, "AES restricted manatee", user_password="", owner_password="o",
+                         algorithm=algorithm)
+    assert extract_text(path, ".pdf") == "AES restricted manatee"
+
+
+@pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
+def test_aes_pdf_with_a_password_is_password_protected_not_damaged(tmp_path, algorithm):
+    path = encrypted_pdf(tmp_path, "locked manatee", user_password="hunter2", owner_password="o",
+                         algorithm=algorithm)
+    with pytest.raises(ExtractError) as err:
+        extract_text(path, ".pdf")
+    assert (err.value.code, err.value.message) == ("invalid_file", "the PDF is password-protected")

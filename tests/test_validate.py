@@ -12,6 +12,7 @@ import pytest
 
 from tests.docs import make_docx, make_pdf, make_pptx
 from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES
+from ingest import validate
 from ingest.validate import Validator, Verdict
 
 WORD = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -178,6 +179,98 @@ def test_a_bad_byte_past_what_libmagic_samples_is_still_found(validator, folder)
     path = write(folder / "log.txt", b"all ascii here\n" * 700_000 + "café\n".encode("latin-1"))
     verdict = check(validator, path)
     assert not verdict.ok and "save it as UTF-8" in verdict.reason
+    assert "the first bad byte is at offset 10,500,003" in verdict.reason
+    assert "looks like" not in verdict.reason, "all libmagic saw was ASCII: that is no encoding to name"
+
+
+def test_the_offset_of_a_bad_byte_counts_a_character_split_between_reads(validator, folder):
+    # "é" straddles the 1 MiB reads of the decoder; the bad byte comes right after it.
+    path = write(folder / "notes.md", b"a" * ((1 << 20) - 1) + "é".encode() + b"\xff tail\n")
+    verdict = check(validator, path)
+    assert not verdict.ok and f"offset {(1 << 20) + 1:,};" in verdict.reason
+
+
+def test_the_offset_is_given_for_a_bad_byte_after_64_kib(validator, folder):
+    path = write(folder / "notes.txt", b"x" * 70_012 + b"\xe9t\xe9\n")
+    verdict = check(validator, path)
+    assert verdict.reason == ("text is not valid UTF-8, UTF-16 or ASCII: the first bad byte is at offset "
+                              "70,012; save it as UTF-8 to have it indexed")
+
+
+@pytest.mark.parametrize("tail", [b"\x00\x01\x02binary tail", bytes(range(256)) * 16])
+def test_binary_past_a_text_start_is_called_binary_without_advice_to_re_save(validator, folder, tail):
+    path = write(folder / "dump.txt", b"log line\n" * 10_000 + tail)
+    verdict = check(validator, path)
+    assert not verdict.ok and verdict.reason == "content is binary, not text as .txt should be"
+
+
+def test_a_nul_byte_in_text_is_binary_content(validator, folder):
+    verdict = check(validator, write(folder / "notes.txt", b"some text\n\x00more text\n"))
+    assert not verdict.ok and verdict.reason == "content is binary, not text as .txt should be"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_refused_with_a_reason_that_says_so(validator, folder, encoding):
+    path = write(folder / "wide.txt", "Grüße aus Köln\nzweite Zeile\n".encode(encoding))
+    verdict = check(validator, path)
+    assert not verdict.ok
+    assert verdict.reason == ("text is UTF-16 without a byte order mark (BOM): "
+                              "save it as UTF-8 to have it indexed")
+
+
+# what libmagic's quick call gets wrong -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["events.json", "log.txt", "notes.md"])
+def test_json_lines_are_text(validator, folder, name):
+    # libmagic calls two or more lines of JSON objects application/x-ndjson.
+    verdict = check(validator, write(folder / name, b'{"a": 1}\n{"b": "two"}\n'))
+    assert verdict.ok, verdict.reason
+
+
+@pytest.mark.parametrize("name, data", [
+    ("dependency_links.txt", b"\n"),
+    ("x.md", b"x"),
+    ("dos.txt", b"Written on DOS.\r\n\x1a"),
+    ("del.txt", b"a rubbed out\x7f letter\n"),
+    ("soh.py", b"MARK = '\x01'\n"),
+    ("wide.txt", "\ufeffa \x01 in UTF-16\n".encode("utf-16-le")),
+])
+def test_text_libmagic_calls_binary_is_accepted_when_it_decodes(validator, folder, name, data):
+    # The quick call says application/octet-stream for 1-byte files and for text with a stray
+    # control character.
+    verdict = check(validator, write(folder / name, data))
+    assert verdict.ok, verdict.reason
+
+
+@pytest.mark.parametrize("name, data, mime", [
+    ("report.txt", b"%PDF-1.4\n1 0 obj\n<< >>\nendobj\ntrailer\n<< >>\n%%EOF\n", "application/pdf"),
+    ("letter.md", b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} Hello}\n", "text/rtf"),
+    ("poster.txt", b"%!PS-Adobe-3.0\n%%Title: poster\n/Times findfont 12 scalefont setfont\nshowpage\n",
+     "application/postscript"),
+])
+def test_an_ascii_document_format_named_as_text_is_refused(validator, folder, name, data, mime):
+    verdict = check(validator, write(folder / name, data))
+    assert not verdict.ok
+    assert verdict.reason == f"content is {mime}, not text as {Path(name).suffix} should be"
+
+
+def test_plain_text_needs_only_the_quick_libmagic_call(folder, monkeypatch):
+    full_calls = []
+
+    class CountingMagic:
+        def __init__(self, magic):
+            self.magic = magic
+
+        def from_file(self, path):
+            full_calls.append(path)
+            return self.magic.from_file(path)
+
+    load = validate._load_magic
+    monkeypatch.setattr(validate, "_load_magic", lambda: (CountingMagic(load()[0]), load()[1]))
+    validator = Validator(SUPPORTED_TYPES, MAX_FILE_SIZE)
+    for name, data in [("notes.txt", "Grüße\n".encode()), ("a.md", b"# PDF-1.4 notes\n"), ("x.txt", b"x")]:
+        assert check(validator, write(folder / name, data)).ok
+    assert full_calls == []
 
 
 def test_a_file_removed_before_the_check_says_it_cannot_be_read(validator, folder):
