@@ -14,8 +14,8 @@ from typing import Callable
 from ingest.config import BATCH_LIMIT, Settings
 from ingest.manifest import (ATTACHING, DELETED, FAILED, INDEXED, PENDING, RETIRE, STARTED, UPLOADED,
                              UPLOADING, FileRow, Manifest)
-from ingest.remote.base import (CANCELLED, IN_PROGRESS, SERVER_ERROR, AttachItem, AuthError, NotFound,
-                                Remote, RemoteError)
+from ingest.remote.base import (CANCELLED, IN_PROGRESS, MAX_RETRY_AFTER, SERVER_ERROR, AttachItem, AuthError,
+                                NotFound, Remote, RemoteError)
 from ingest.stores import Stores
 
 
@@ -320,7 +320,9 @@ class Indexer:
             return
         known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
         offset = self.manifest.clock_offset()
-        windows = [(s, _window(s, offset, time.time())) for s in suspects]
+        # One upload call (every try, every Retry-After wait) ends within this; a crashed one too.
+        longest = max(1, self.settings.request_retries) * (self.settings.request_timeout + MAX_RETRY_AFTER)
+        windows = [(s, _window(s, offset, min(time.time(), s.started_at + longest))) for s in suspects]
         for remote_file in self.remote.list_files():
             if remote_file.id in known:
                 continue
@@ -336,7 +338,8 @@ class Indexer:
 
 
 def _window(upload, offset: float | None, now: float) -> tuple[float, float]:
-    """When, on the server's clock, a lost copy of this upload can have been created."""
+    """When, on the server's clock, a lost copy of this upload can have been created; `now` is the
+    latest moment the upload call can still have been running."""
     if upload.remote_created_at is not None and upload.finished_at is not None:
         # Copies come from earlier tries of the same upload: before its reply, after its first try.
         span = upload.finished_at - upload.started_at

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ingest.manifest import FAILED, INDEXED, LIVE, RETIRE, STARTED, Manifest
+from ingest.remote.base import CANCELLED
 from ingest.remote.base import FAILED as REMOTE_FAILED
 from ingest.remote.base import NotFound, Remote, RemoteFile, StoreFile
 from ingest.sync import Engine, Options
@@ -97,8 +98,8 @@ def _compare_store(store_id: str, rows, remote_files: dict[str, StoreFile], ours
         if sf is None:
             drifts.append(Drift(MISSING, where, f"file {row.file_id} is not in store {store_id}",
                                 store_id, row.file_id))
-        elif sf.status == REMOTE_FAILED:
-            drifts.append(Drift(REMOTE_FAILURE, where, f"the store reports {sf.error_code or 'failed'}",
+        elif sf.status in (REMOTE_FAILED, CANCELLED):  # either way the file is not searchable
+            drifts.append(Drift(REMOTE_FAILURE, where, f"the store reports {sf.error_code or sf.status}",
                                 store_id, row.file_id))
         elif _normal(sf.attributes) != _normal(row.attrs()):
             drifts.append(Drift(ATTRIBUTES, where, "attributes differ from what ingest set",

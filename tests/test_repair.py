@@ -38,12 +38,13 @@ def test_verify_reports_each_drift_and_reindex_repairs_it(cli, fake_openai, tmp_
     store = fake_openai.stores()[0]["id"]
     fake_openai.delete_store_file(store, rows["doc0.md"].file_id)                      # missing remotely
     fake_openai.fail_store_file(store, rows["doc1.md"].file_id)                        # failed
+    fake_openai.state.tamper_status(store, rows["doc4.md"].file_id, "cancelled", None)  # not searchable either
     fake_openai.set_store_file_attributes(store, rows["doc2.md"].file_id, {"path": "x"})  # attribute drift
     foreign = fake_openai.add_stray_file(store, "stray.txt")                           # extra, not ours
     (root / "doc3.md").write_text("# Doc 3 edited\n")                                  # local change
     report = cli.json("verify", check=1)
     kinds = report["counts"]
-    assert kinds == {"missing_remotely": 1, "failed": 1, "attribute_drift": 1, "extra": 1, "local_changes": 1}
+    assert kinds == {"missing_remotely": 1, "failed": 2, "attribute_drift": 1, "extra": 1, "local_changes": 1}
     by_kind = {d["kind"]: d for d in report["drift"]}
     assert by_kind["missing_remotely"]["path"].endswith("doc0.md")
     assert by_kind["attribute_drift"]["path"].endswith("doc2.md")

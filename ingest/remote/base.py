@@ -4,6 +4,7 @@ from __future__ import annotations
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
 CREATE_TOKEN = "ingest_create_token"
+MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is the server asking us to stop, not to wait (as in the SDK)
 
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,6 +1,7 @@
 """The OpenAI backend: the official SDK with its own retries off, and one tenacity policy for all calls."""
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
 import secrets
@@ -12,12 +13,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from ingest.remote.base import (CREATE_TOKEN, AttachItem, AuthError, Batch, Hit, NotFound, RemoteError,
-                                RemoteFile, Store, StoreFile)
+from ingest.remote.base import (CREATE_TOKEN, MAX_RETRY_AFTER, AttachItem, AuthError, Batch, Hit, NotFound,
+                                RemoteError, RemoteFile, Store, StoreFile)
 
 log = logging.getLogger("ingest.remote")
 T = TypeVar("T")
-MAX_RETRY_AFTER = 120.0  # longer waits than this are the server asking us to stop, not to wait
 
 
 def _status(exc: BaseException) -> int | None:
@@ -25,9 +25,20 @@ def _status(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """429, 408, 409, 5xx, connection errors and timeouts are worth another try; the rest are not."""
+    """429, 408, 409, 5xx, connection errors and timeouts are worth another try; the rest are not.
+    As the SDK does: the server's x-should-retry decides when given, and a Retry-After beyond
+    MAX_RETRY_AFTER means stop. An exhausted quota is a 429 that no wait cures."""
     if isinstance(exc, openai.APIConnectionError):
         return True
+    response = getattr(exc, "response", None)
+    should = response.headers.get("x-should-retry") if response is not None else None
+    if should in ("true", "false"):
+        return should == "true"
+    if getattr(exc, "code", None) == "insufficient_quota":
+        return False
+    hinted = retry_after(exc)
+    if hinted is not None and hinted > MAX_RETRY_AFTER:
+        return False
     status = _status(exc)
     return status is not None and (status in (408, 409, 429) or status >= 500)
 
@@ -48,6 +59,10 @@ def retry_after(exc: BaseException) -> float | None:
             try:
                 return max(0.0, float(value) / divisor)
             except ValueError:
+                pass
+            try:  # Retry-After may also be an HTTP date
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError):
                 continue
     return None
 
