@@ -62,7 +62,9 @@ def _settings(ctx: click.Context, paths: tuple[str, ...] = ()) -> Settings:
     if paths:
         settings = settings.with_paths([Path(p) for p in paths])
     if not settings.roots:
-        raise Failure("nothing to sync: name a folder (ingest sync ./docs) or add [[roots]] to the config", 2)
+        command = ctx.info_name or "sync"
+        raise Failure(f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] "
+                      "to the config", 2)
     return settings
 
 
@@ -85,6 +87,9 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
     """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # One line per HTTP request only when asked for (-v): not in a daemon's log, which polls all day.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
+        logging.getLogger(name).setLevel((logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
     try:
         settings = load(config_path)
     except ConfigError as exc:
@@ -190,14 +195,17 @@ def search(ctx: click.Context, query: str, store_name: str | None, filters: tupl
         ingest search "json serialization" --filter ext=txt -n 3
     """
     from ingest.filters import parse_cli_filters
-    from ingest.status import search_stores
+    from ingest.status import UnknownStore, search_stores
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
     except ValueError as exc:
         raise Failure(str(exc), 2) from None
     settings: Settings = ctx.obj["settings"]
     with session(settings, "search", lock=False) as (manifest, remote, _):
-        hits = search_stores(manifest, remote, query, store_name, parsed, max_results)
+        try:
+            hits = search_stores(manifest, remote, query, store_name, parsed, max_results)
+        except UnknownStore as exc:
+            raise Failure(str(exc), 2) from None
     if as_json:
         click.echo(json.dumps(hits, indent=2))
     else:

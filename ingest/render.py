@@ -9,13 +9,15 @@ import click
 
 from ingest.sync import Report
 
-ORDER = ("new", "changed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
+ORDER = ("new", "changed", "resumed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
+SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
 
 
 def summary(report: Report, verbose: bool = True) -> str:
     c = report.counts
     head = "plan" if report.dry_run else "synced"
-    lines = [f"{head}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if k in c or k == "failed")
+    lines = [f"{head}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER
+                                     if (k in c and (k != "resumed" or c[k])) or k == "failed")
              + (f" in {report.seconds:.1f} s" if not report.dry_run else "")]
     if not report.dry_run:
         lines.append(f"uploaded {c.get('uploaded', 0)}, indexed {c.get('indexed', 0)}, "
@@ -31,11 +33,26 @@ def summary(report: Report, verbose: bool = True) -> str:
                          ("held back (not deleted)", report.held)):
         if items:
             lines.append(f"{title}:")
-            lines += [f"  {path}: {reason}" for path, reason in items]
+            lines += _grouped(items)
     if report.still_indexing:
         lines.append(f"still indexing: {len(report.still_indexing)} files")
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
+
+
+def _grouped(items: list[tuple[str, str]]) -> list[str]:
+    """One line per file; but a reason shared by many files (a mass deletion held back) is said once."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in items:
+        by_reason.setdefault(reason, []).append(path)
+    lines = []
+    for reason, paths in by_reason.items():
+        if len(paths) > SHOWN_ALIKE:
+            lines.append(f"  {len(paths)} files: {reason}")
+            lines += [f"    {path}" for path in paths[:3]] + [f"    … and {len(paths) - 3} more (--json lists all)"]
+        else:
+            lines += [f"  {path}: {reason}" for path in paths]
+    return lines
 
 
 def status(data: dict[str, Any]) -> str:
@@ -50,7 +67,11 @@ def status(data: dict[str, Any]) -> str:
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
         lines.append(f"store {store['name']}: {ids}")
         lines.append(f"  files: {files}")
-        lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
+        if store["vector_store_ids"]:
+            lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
+        unknown = [s for s in store["remote_status"] if s.startswith("unknown")]
+        if unknown:
+            lines.append(f"  remote: {unknown[0]}; the usage shown is incomplete")
     if data["recent_runs"]:
         lines.append("recent runs:")
         for run in data["recent_runs"]:

@@ -10,7 +10,12 @@ from ingest.manifest import Manifest
 from ingest.remote.base import Remote, RemoteError
 
 GIB = 1024 ** 3
+NO_STORE = "(not in a store: rejected or unreadable)"
 PRICE_PER_GIB_DAY = 0.10  # after the first free GiB
+
+
+class UnknownStore(ValueError):
+    """`--store NAME` names no store the manifest knows."""
 
 
 def storage_cost_per_day(usage_bytes: int) -> float:
@@ -30,7 +35,7 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
         except RemoteError as exc:
             entry["remote_status"].append(f"unknown ({exc})")
     for group in manifest.counts_by_store_state():
-        name = group["store"] or "(none)"
+        name = group["store"] or NO_STORE
         entry = stores.setdefault(name, {"name": name, "vector_store_ids": [], "files": {},
                                          "usage_bytes": 0, "remote_status": []})
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
@@ -49,6 +54,9 @@ def search_stores(manifest: Manifest, remote: Remote, query: str, store_name: st
                   filters: Mapping[str, Any] | None, max_results: int) -> list[dict[str, Any]]:
     """Search every vector store of the named logical store (or all), merged by score."""
     stores = manifest.stores(store_name) if store_name else manifest.stores()
+    if store_name and not stores:
+        known = sorted({s.name for s in manifest.stores()})
+        raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
     by_file = {}
     for row in manifest.rows().values():
         for file_id in (row.file_id, row.old_file_id):

@@ -8,6 +8,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.config import SUPPORTED_TYPES
+
 # The text types file_search takes, with the MIME type it documents for each: what the manifest
 # records once the content is known to be text (libmagic's quick answer is only "text/plain").
 TEXT_MIMES = {".c": "text/x-c", ".cpp": "text/x-c++", ".cs": "text/x-csharp", ".css": "text/css",
@@ -79,6 +81,9 @@ class Validator:
         ext = path.suffix.lower()
         if ext not in self.types:
             allowed = " ".join(sorted(self.types))
+            if ext in SUPPORTED_TYPES:
+                return Verdict(False, "", f"type {ext} is left out by limits.types in the config "
+                                          f"(allowed: {allowed})")
             return Verdict(False, "", f"type {ext or '(no extension)'} is not supported by file_search "
                                       f"(supported: {allowed})")
         if size == 0:

@@ -535,3 +535,13 @@ def test_vector_store_deleted_remotely_mid_run(openai_cli, fake_openai, root, st
 def test_a_folder_named_on_the_command_line_that_does_not_exist_is_a_usage_error(ingest, tmp_path):
     result = ingest("sync", str(tmp_path / "nope"), check=2)
     assert "does not exist" in result.stderr and "nope" in result.stderr
+
+
+def test_a_server_that_cannot_be_reached_is_named_in_the_message(ingest, root, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # the discard port: nothing listens
+    config = tmp_path / "once.toml"
+    config.write_text("request_retries = 0\n")
+    result = ingest("--config", str(config), "sync", str(root), check=1)
+    assert "connection error" in result.stderr and "http://127.0.0.1:9/v1" in result.stderr, result.stderr
+    assert "sk-test-key-0123456789" not in result.stderr + result.stdout

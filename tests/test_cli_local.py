@@ -162,6 +162,8 @@ def test_mass_deletion_is_held_back_unless_allowed(ingest, tmp_path, state_dir):
     assert report["counts"]["deleted"] == 0 and len(report["held_back"]) == 10
     assert "allow-mass-delete" in report["held_back"][0]["reason"]
     assert len(store_files(state_dir)) == 12
+    text = ingest("sync", str(root)).stdout  # ten files, one reason: said once, not ten times
+    assert text.count("would be deleted") == 1 and "10 files: more than 20%" in text, text
     report = ingest.json("sync", str(root), "--allow-mass-delete")
     assert report["counts"]["deleted"] == 10 and len(store_files(state_dir)) == 2
 
@@ -362,3 +364,9 @@ def test_a_run_without_the_config_rebuilds_nothing_and_reindex_keeps_the_exclude
     assert status["kb"]["vector_store_ids"] == store_ids, "the configured store was not rebuilt"
     assert "drafts/wip.md" not in rows_by_path(state_dir), "the exclude still holds"
     assert ingest.json("search", "zebrafish", "--filter", "team=red")
+
+
+def test_search_in_a_store_that_does_not_exist_names_the_stores_there_are(ingest, docs_root):
+    ingest("sync", str(docs_root))
+    result = ingest("search", "zebrafish", "--store", "nosuch", check=2)
+    assert "no store named 'nosuch'; the stores are: docs" in result.stderr

@@ -110,7 +110,9 @@ def test_a_type_file_search_does_not_take_is_refused(validator, folder, name):
 def test_types_narrowed_in_the_config_are_refused(folder):
     narrow = Validator((".md",), MAX_FILE_SIZE)
     verdict = check(narrow, write(folder / "notes.txt", b"hello\n"))
-    assert not verdict.ok and "(supported: .md)" in verdict.reason
+    assert not verdict.ok and verdict.reason == "type .txt is left out by limits.types in the config (allowed: .md)"
+    verdict = check(narrow, write(folder / "table.csv", b"a,b\n"))
+    assert not verdict.ok and verdict.reason.startswith("type .csv is not supported by file_search")
 
 
 def test_an_empty_file_is_refused(validator, folder):

@@ -460,3 +460,19 @@ def test_watch_sync_and_reindex_started_together_take_turns_and_the_manifest_agr
     assert sorted(r.file_id for r in rows.values()) == sorted(remote_files(state_dir)), \
         "every remote file is one manifest row's, once: nothing duplicated, nothing orphaned"
     assert ingest("verify").exit_code == 0
+
+
+def test_the_daemon_log_has_no_line_per_http_request(fake_openai, docs_root, tmp_path, monkeypatch, state_dir):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    log_path = tmp_path / "watch.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "ingest", "watch", str(docs_root), "--settle", SETTLE],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        until(lambda: "full sync:" in log_path.read_text(), "the first full sync", log=log_path.read_text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    text = log_path.read_text()
+    assert sum(fake_openai.counters()["requests"].values()) > 5 and "HTTP Request" not in text, text

@@ -166,6 +166,8 @@ class OpenAIRemote:
             raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None
         except openai.NotFoundError as exc:
             raise NotFound(f"{what}: not found") from exc
+        except openai.APIConnectionError as exc:  # name the server: a wrong OPENAI_BASE_URL shows at once
+            raise RemoteError(f"{what}: {_describe(exc)} ({self.client.base_url})") from exc
         except openai.OpenAIError as exc:
             raise RemoteError(f"{what}: {_describe(exc)}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
