@@ -257,10 +257,21 @@ class Indexer:
                     self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
                 elif code == SERVER_ERROR and self._index_retries[file_id] < self.settings.server_error_retries:
                     self._index_retries[file_id] += 1
+                    self._detach_failed(tracked.store_id, file_id)
                     self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
                 else:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
+
+    def _detach_failed(self, store_id: str, file_id: str) -> None:
+        """The failed store file goes before the file is attached again: what the API does with a
+        second attach of a file already in the store is not documented."""
+        try:
+            self.remote.detach(store_id, file_id)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.info("detach of failed %s before its retry failed (%s); attaching again anyway", file_id, exc)
 
     def _indexed(self, row: FileRow) -> None:
         if row.old_file_id:

@@ -73,15 +73,19 @@ def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading
     for start in range(0, len(missing), BATCH_LIMIT):
         chunk = missing[start:start + BATCH_LIMIT]
         remote.attach_batch(store_id, [AttachItem(fid, wanted[fid], chunking) for fid in chunk])
-    deadline = time.monotonic() + timeout
+    # Wait on the store's counts (one small request), not on a listing of every file in it; list
+    # once they say nothing is in progress. From 1 s, slower as it goes, like the SDK's poll helpers.
+    deadline, delay = time.monotonic() + timeout, 1.0
     while not stop.is_set():
         try:
-            statuses = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
+            if not remote.get_store(store_id).file_counts.get(IN_PROGRESS):
+                statuses = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
+                if all(statuses.get(fid) not in (IN_PROGRESS, None) for fid in wanted):
+                    return {fid for fid in wanted if statuses.get(fid) != COMPLETED}
         except NotFound:
             return None
-        if all(statuses.get(fid) not in (IN_PROGRESS, None) for fid in wanted):
-            return {fid for fid in wanted if statuses.get(fid) != COMPLETED}
         if time.monotonic() > deadline:
             return None
-        stop.wait(0.5)
+        stop.wait(delay)
+        delay = min(delay * 1.5, 10.0)
     return None

@@ -127,11 +127,14 @@ def test_chunking_change_rebuilds_without_a_half_built_store(cli, fake_openai, t
 
     watcher = threading.Thread(target=query)
     watcher.start()
+    fake_openai.reset_counters()
     try:
         report = cli.json("sync")
     finally:
         stop.set()
         watcher.join()
+    listings = fake_openai.counters()["requests"].get("GET /vector_stores/{vector_store_id}/files", 0)
+    assert listings <= 2, f"{listings} listings of the new store: waiting must poll its counts, not list it"
     new = {r.vector_store_id for r in manifest_rows(state_dir).values()}
     assert len(new) == 1 and old not in new
     assert any("rebuilt" in n for n in report["notes"])

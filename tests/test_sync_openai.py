@@ -83,6 +83,8 @@ def test_indexing_server_error_is_retried_then_reported(openai_cli, fake_openai,
     fake_openai.configure(index_fail_names={"usage.txt"}, index_fail_times=1)
     report = openai_cli.json("sync", str(docs_root))
     assert report["exit_code"] == 0 and rows(state_dir)["guides/usage.txt"].state == INDEXED
+    assert fake_openai.counters()["requests"]["DELETE /vector_stores/{vector_store_id}/files/{file_id}"] == 1, \
+        "the failed store file is detached before the file is attached again"
 
     fake_openai.configure(index_fail_names={"install.md"}, index_fail_times=None)
     (docs_root / "guides" / "install.md").write_text("# Install v2\n")
