@@ -18,6 +18,7 @@ EXTRA = "extra"                    # attached to our store, unknown to the manif
 ORPHANED = "orphaned"              # a file we uploaded that nothing references
 ATTRIBUTES = "attribute_drift"     # the store file's attributes differ from what we set
 LOCAL = "local_changes"            # local files changed since the last sync
+UNREADABLE = "unreadable"          # a root or a file the scan cannot read: its state is unknown
 STORE_LOST = "store_lost"          # a store expired or was deleted remotely
 UNCONFIRMED = "unconfirmed_upload"  # an upload whose reply never came: 'ingest gc' settles it
 
@@ -85,6 +86,7 @@ def verify(engine: Engine, local: bool = True) -> Findings:
             for path in report.planned.get(kind, []):
                 found.drifts.append(Drift(LOCAL, path, "deleted locally, but the deletion is held back "
                                           "(see 'ingest sync')" if kind == "held_back" else f"{kind}: not synced yet"))
+        found.drifts += [Drift(UNREADABLE, path, reason) for path, reason in report.failures]
     return found
 
 

@@ -370,3 +370,13 @@ def test_search_in_a_store_that_does_not_exist_names_the_stores_there_are(ingest
     ingest("sync", str(docs_root))
     result = ingest("search", "zebrafish", "--store", "nosuch", check=2)
     assert "no store named 'nosuch'; the stores are: docs" in result.stderr
+
+
+def test_verify_is_not_in_sync_while_a_root_cannot_be_read(ingest, docs_root, tmp_path):
+    config = tmp_path / "roots.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\n')
+    ingest("--config", str(config), "sync")
+    docs_root.rename(tmp_path / "unmounted")
+    report = ingest.json("--config", str(config), "verify", check=1)
+    assert report["in_sync"] is False and report["counts"].get("unreadable") == 1, report["counts"]
+    assert [d["path"] for d in report["drift"] if d["kind"] == "unreadable"] == [str(docs_root)]
