@@ -110,12 +110,17 @@ def find_config(explicit: str | None) -> Path | None:
             if not path.is_file():
                 raise ConfigError(f"{path}: config file not found")
             return path
-    for path in (Path("ingest.toml"), xdg_dir("XDG_CONFIG_HOME", ".config") / "ingest.toml"):
-        try:
-            if path.is_file():
-                return path
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        if Path("ingest.toml").is_file():
+            return Path("ingest.toml")
+    except OSError:
+        pass  # a working folder this user may not look into (sudo -u from /root): it holds no config of theirs
+    path = xdg_dir("XDG_CONFIG_HOME", ".config") / "ingest.toml"
+    try:
+        if path.is_file():
+            return path
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     return None
 
 

@@ -327,3 +327,12 @@ def test_with_paths_relative_to_the_current_folder(configured, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     settings = configured.with_paths([Path("scans/")])
     assert settings.roots == (Root(path=tmp_path / "scans", store="scans"),)
+
+
+def test_a_working_folder_this_user_cannot_look_into_is_not_a_config_error(tmp_path, shared_dir, monkeypatch):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # like /root for `sudo -u ingest ingest sync /srv/share`
+    monkeypatch.chdir(private)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(shared_dir / "config"))
+    monkeypatch.delenv("INGEST_CONFIG", raising=False)
+    assert as_unprivileged(lambda: load(None).roots) == ()
