@@ -20,6 +20,7 @@ SUPPORTED_TYPES = (
     ".md", ".pdf", ".php", ".pptx", ".py", ".rb", ".sh", ".tex", ".ts", ".txt",
 )
 MAX_FILE_SIZE = 512 * 1024 * 1024
+NO_CONFIG = "defaults"  # Settings.source when no config file was found
 BATCH_LIMIT = 500  # the guide's figure; the spec's 2,000 is not honoured everywhere
 MAX_ATTRIBUTES = 16
 
@@ -74,7 +75,7 @@ class Settings:
     server_error_retries: int = 2
     request_retries: int = 6
     request_timeout: float = 120.0
-    source: str = "defaults"
+    source: str = "defaults"  # the config file's path, or NO_CONFIG
 
     def store_spec(self, name: str) -> StoreSpec:
         for spec in self.stores:
@@ -134,7 +135,7 @@ def load(explicit: str | None = None) -> Settings:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
-    return parse(data, str(path) if path else "defaults", base=path.parent if path else Path.cwd())
+    return parse(data, str(path) if path else NO_CONFIG, base=path.parent if path else Path.cwd())
 
 
 _TOP_KEYS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from ingest.config import BATCH_LIMIT, Settings
-from ingest.manifest import (ATTACHING, DELETED, FAILED, INDEXED, PENDING, RETIRE, STARTED, UPLOADED,
-                             UPLOADING, FileRow, Manifest)
+from ingest.manifest import (ATTACHING, DELETED, FAILED, HEARTBEAT, INDEXED, PENDING, RETIRE, STARTED,
+                             UPLOADED, UPLOADING, FileRow, Manifest)
 from ingest.remote.base import (CANCELLED, IN_PROGRESS, MAX_RETRY_AFTER, SERVER_ERROR, AttachItem, AuthError,
                                 NotFound, Remote, RemoteError)
 from ingest.stores import Stores
@@ -92,7 +92,8 @@ class Indexer:
                     pending[self._start(pool, row)] = row
                 if not pending:
                     break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
+                self.manifest.alive()  # bounds how late a killed run can have created a file: see sweep()
                 for future in finished:
                     row = pending.pop(future)
                     try:
@@ -331,9 +332,7 @@ class Indexer:
             return
         known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
         offset = self.manifest.clock_offset()
-        # One upload call (every try, every Retry-After wait) ends within this; a crashed one too.
-        longest = max(1, self.settings.request_retries) * (self.settings.request_timeout + MAX_RETRY_AFTER)
-        windows = [(s, _window(s, offset, min(time.time(), s.started_at + longest))) for s in suspects]
+        windows = [(s, _window(s, offset, self._latest(s))) for s in suspects]
         for remote_file in self.remote.list_files():
             if remote_file.id in known:
                 continue
@@ -346,6 +345,18 @@ class Indexer:
         with self.manifest.transaction():
             for s in suspects:
                 self.manifest.ledger_resolved(s)
+
+
+    def _latest(self, upload) -> float:
+        """The latest moment (our clock) the upload call can still have been running: the last sign of
+        life of the run that made it; with no run on record, the longest one call can last."""
+        if upload.finished_at is not None:
+            return upload.finished_at
+        seen = self.manifest.last_alive(upload.started_at)
+        if seen is not None:
+            return min(time.time(), max(seen, upload.started_at) + 3 * HEARTBEAT)
+        longest = max(1, self.settings.request_retries) * (self.settings.request_timeout + MAX_RETRY_AFTER)
+        return min(time.time(), upload.started_at + longest)
 
 
 def _window(upload, offset: float | None, now: float) -> tuple[float, float]:

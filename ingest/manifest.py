@@ -27,6 +27,7 @@ ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
 LIVE = "live"
 RETIRE = "retire"          # no longer wanted: to be detached and deleted
 DELETED = "deleted"
+HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
 STARTED = "started"        # an upload began and its id is not known yet (crash, or a lost reply)
 
 migrations = Migrations("ingest")
@@ -79,6 +80,12 @@ def m004_roots(db: sqlite_utils.Database) -> None:
     db["roots"].create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int},
                        pk="key")
     db["store_specs"].create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
+
+
+@migrations()
+def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
+    # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
+    db["runs"].add_column("alive_at", float)
 
 
 class ManifestError(Exception):
@@ -301,9 +308,12 @@ class Manifest:
                            "ignore_defaults": bool(r["ignore_defaults"])}
                 for r in self.db["roots"].rows}
 
-    def remember_store_specs(self, specs: Iterable[Mapping[str, Any]]) -> None:
-        self.db["store_specs"].upsert_all([{"name": spec["name"], "spec": json.dumps(spec)} for spec in specs],
-                                          pk="name")
+    def remember_store_specs(self, specs: list[Mapping[str, Any]]) -> None:
+        """The [[stores]] entries of the last config file: they replace the ones kept before."""
+        with self.transaction():
+            self.db["store_specs"].delete_where()
+            self.db["store_specs"].insert_all([{"name": spec["name"], "spec": json.dumps(spec)} for spec in specs],
+                                              pk="name")
 
     def remembered_store_specs(self) -> list[dict[str, Any]]:
         return [json.loads(r["spec"]) for r in self.db["store_specs"].rows]
@@ -379,7 +389,22 @@ class Manifest:
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        return self.db["runs"].insert({"command": command, "started_at": time.time()}).last_pk
+        self._run = self.db["runs"].insert({"command": command, "started_at": time.time()}).last_pk
+        self._alive = 0.0
+        return self._run
+
+    def alive(self, every: float = HEARTBEAT) -> None:
+        """Note that the current run is still going (at most once per `every` seconds)."""
+        now = time.time()
+        if getattr(self, "_run", None) is not None and now - self._alive >= every:
+            self.db.execute("update runs set alive_at = ? where id = ?", [now, self._run])
+            self._alive = now
+
+    def last_alive(self, at: float) -> float | None:
+        """The last moment the run going at time `at` was known to be alive (None: no run then)."""
+        found = self.db.execute("select coalesce(finished_at, alive_at, started_at) from runs "
+                                "where started_at <= ? order by started_at desc limit 1", [at]).fetchone()
+        return found[0] if found else None
 
     def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
         self.db["runs"].update(run_id, {"finished_at": time.time(), "exit_code": exit_code,

@@ -196,7 +196,8 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 continue
             path = head + name
             if not name.isascii() and _unencodable(name):
-                result.problems.append(Problem(key, printable(path), BAD_NAME, False))
+                # A folder's files cannot be seen: an error, so that they do not look deleted.
+                result.problems.append(Problem(key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
                 continue
             try:
                 st = item.stat(follow_symlinks=False)

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ingest import scan as scanning
-from ingest.config import Root, Settings, StoreSpec
+from ingest.config import NO_CONFIG, Root, Settings, StoreSpec
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, RETIRE,
-                             UPLOADED, UPLOADING, FileRow, Manifest)
+                             UPLOADED, UPLOADING, FileRow, Manifest, ManifestError)
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.remote.base import AuthError, Remote, RemoteError
 from ingest.stores import Stores, attributes, route
-from ingest.validate import Validator
+from ingest.validate import MagicUnavailable, Validator
 
 log = logging.getLogger("ingest")
 MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
@@ -71,25 +71,32 @@ Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look
 
 
 def remember(settings: Settings, manifest: Manifest) -> None:
-    """Keep the roots and [[stores]] entries of this run in the manifest, for runs without the config."""
+    """Keep this run's roots and, when it has a config file, its [[stores]] entries (those of the last
+    config only) in the manifest, for the runs that come without one."""
     manifest.remember_roots({"key": r.key, "store": r.store, "include": r.include, "exclude": r.exclude,
                              "ignore_defaults": r.ignore_defaults} for r in settings.roots)
-    manifest.remember_store_specs(asdict(spec) for spec in settings.stores)
+    if settings.source != NO_CONFIG:
+        manifest.remember_store_specs([asdict(spec) for spec in settings.stores])
 
 
 def remembered(settings: Settings, manifest: Manifest) -> Settings:
-    """Fill in what this run's configuration leaves out from what the last runs used: with no roots
-    (a zero-config verify or reindex), the folders synced before, walked as they were; a store with
-    no [[stores]] entry keeps its last one, so a run without the config file rebuilds nothing and
-    strips no attribute. An entry in the configuration always wins."""
+    """A run that names no folder (a verify or reindex) works on every folder synced before, walked
+    as it was (store, excludes). A run without a config file over folders synced before does what
+    the configured runs did: the stores keep their last [[stores]] entries, so it rebuilds nothing,
+    strips no attribute and moves no file. A folder new to the manifest gets the defaults and brings
+    no other store's entries into play; a config file's own entries are used alone."""
+    if settings.roots and settings.source != NO_CONFIG:
+        return settings
+    known = {key: {"store": store} for key, store in manifest.known_roots().items()}
+    known.update(manifest.remembered_roots())
     if not settings.roots:
-        known = {key: {"store": store} for key, store in manifest.known_roots().items()}
-        known.update(manifest.remembered_roots())
-        settings = replace(settings, roots=tuple(Root(Path(key), **how) for key, how in known.items()))
-    configured = {spec.name for spec in settings.stores}
-    kept = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs()
-                 if spec["name"] not in configured)
-    return replace(settings, stores=settings.stores + kept) if kept else settings
+        roots = tuple(Root(Path(key), **how) for key, how in known.items())
+    else:
+        roots = tuple(Root(r.path, **known[r.key]) if r.key in known else r for r in settings.roots)
+    if settings.source != NO_CONFIG or any(r.key not in known for r in roots):
+        return replace(settings, roots=roots)
+    specs = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs())
+    return replace(settings, roots=roots, stores=specs)
 
 
 class Engine:
@@ -135,7 +142,7 @@ class Engine:
             self._fold(report, outcome)
         except BaseException as exc:
             # The run ends here with an error message; its row must not read as a success.
-            died = 2 if isinstance(exc, AuthError) else 1
+            died = 2 if isinstance(exc, (AuthError, ManifestError, MagicUnavailable)) else 1  # as the CLI exits
             raise
         else:
             died = None

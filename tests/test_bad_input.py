@@ -172,18 +172,27 @@ def test_newline_in_a_name_is_refused_with_a_reason(ingest, root, state_dir):
 
 def test_a_name_that_is_not_utf8_is_refused_and_the_run_goes_on(ingest, root, state_dir):
     folder = os.fsencode(root)
-    for name in (b"latin1-caf\xe9.txt", b"dir-\xff/inside.txt"):
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), "wb") as fh:
-            fh.write(b"a document whose name is not UTF-8\n")
+    with open(os.path.join(folder, b"latin1-caf\xe9.txt"), "wb") as fh:
+        fh.write(b"a document whose name is not UTF-8\n")
     report = sync(ingest, root)
     assert report["exit_code"] == 0
     found = reasons(report, root)
-    assert set(found) == {"latin1-caf\\xe9.txt", "dir-\\xff"}, found
-    assert all("not valid UTF-8" in why and "rename" in why for why in found.values())
+    assert list(found) == ["latin1-caf\\xe9.txt"] and "not valid UTF-8" in found["latin1-caf\\xe9.txt"]
+    assert "rename" in found["latin1-caf\\xe9.txt"]
     assert_kept(state_dir)
     assert "latin1-caf\\xe9.txt" in ingest("status").stdout
     assert sync(ingest, root)["counts"]["new"] == 0
+
+
+def test_a_folder_renamed_to_a_name_that_is_not_utf8_deletes_nothing(ingest, root, state_dir):
+    sync(ingest, root)
+    folder = os.fsencode(root)
+    os.rename(os.path.join(folder, b"sub"), os.path.join(folder, b"sub-\xff"))  # a share remounted with another charset
+    report = sync(ingest, root, code=1)  # its files cannot be seen: an error, loud until fixed
+    assert report["counts"]["deleted"] == 0 and "not valid UTF-8" in reasons(report, root, "failed")["sub-\\xff"]
+    os.rename(os.path.join(folder, b"sub-\xff"), os.path.join(folder, b"sub"))
+    assert sync(ingest, root)["counts"]["unchanged"] >= 2
+    assert_kept(state_dir)
 
 
 def test_very_long_path_near_path_max(ingest, root, state_dir):

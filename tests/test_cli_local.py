@@ -380,3 +380,47 @@ def test_verify_is_not_in_sync_while_a_root_cannot_be_read(ingest, docs_root, tm
     report = ingest.json("--config", str(config), "verify", check=1)
     assert report["in_sync"] is False and report["counts"].get("unreadable") == 1, report["counts"]
     assert [d["path"] for d in report["drift"] if d["kind"] == "unreadable"] == [str(docs_root)]
+
+
+
+def test_removing_a_routed_store_entry_sends_files_back_to_the_root_store(ingest, docs_root, tmp_path, state_dir):
+    config = tmp_path / "ingest.toml"  # found in the working folder by every run below
+    base = f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n'
+    config.write_text(base + '[[stores]]\nname = "guides"\npaths = ["guides/**"]\n')
+    ingest("sync")
+    assert rows_by_path(state_dir)["guides/install.md"].store == "guides"
+    config.write_text(base)  # the user drops the route
+    ingest("sync")
+    after = rows_by_path(state_dir)
+    assert after["guides/install.md"].store == "kb", "removed [[stores]] entry still routes files"
+
+
+def test_two_configs_sharing_the_default_manifest_do_not_route_each_others_files(ingest, docs_root, tmp_path, state_dir):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.md").write_text("# A\n\nalpha text here\n")
+    a = tmp_path / "a.toml"
+    a.write_text(f'[[roots]]\npath = "{other}"\nstore = "private"\n[[stores]]\nname = "private"\npaths = ["**/*.md"]\n')
+    ingest("-c", str(a), "sync")
+    b = tmp_path / "b.toml"
+    b.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "public"\n')
+    ingest("-c", str(b), "sync")
+    after = rows_by_path(state_dir)
+    assert after["guides/install.md"].store == "public", after["guides/install.md"].store
+
+
+def test_a_run_without_the_config_naming_the_root_keeps_its_store_and_excludes(ingest, docs_root, tmp_path, state_dir, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "ingest.toml").write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\nexclude = ["notes.py"]\n')
+    monkeypatch.chdir(conf)
+    ingest("sync")
+    before = rows_by_path(state_dir)
+    assert "notes.py" not in before and before["faq.html"].store == "kb"
+    elsewhere = tmp_path / "cron"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # cron: no ./ingest.toml here
+    ingest("sync", str(docs_root))
+    after = rows_by_path(state_dir)
+    assert after["faq.html"].store == "kb", after["faq.html"].store
+    assert "notes.py" not in after, "an excluded file was uploaded"

@@ -105,3 +105,30 @@ def test_the_sweep_of_a_crashed_upload_looks_only_as_far_as_that_upload_can_have
         Indexer(settings, manifest, remote, Stores(settings, manifest, remote)).sweep()
         assert foreign in {f["id"] for f in emu.files()}, "the sweep deleted a file this tool never created"
         manifest.close()
+
+
+def test_a_long_upload_killed_late_is_swept_by_its_runs_last_sign_of_life_and_no_further(tmp_path):
+    with Emulator(index_delay=0.01) as emu:
+        manifest = Manifest(tmp_path / "manifest.db")
+        remote = OpenAIRemote(openai.OpenAI(base_url=emu.base_url, api_key="sk-test", max_retries=0))
+        now = time.time()
+        run = manifest.start_run("sync")
+        manifest.db["runs"].update(run, {"started_at": now - 1800})
+        # A 400 MB upload over a slow link, queued 26 minutes ago; the run kept noting it was alive
+        # until the server created the file, and then it was killed.
+        upload_id = manifest.ledger_start(str(tmp_path), "big.pdf", "big.pdf", 12, None)
+        manifest.db["uploads"].update(upload_id, {"started_at": now - 1560})
+        manifest.alive(every=0)
+        ours = remote.client.files.create(file=("big.pdf", b"hello world\n"), purpose="assistants").id
+        emu.advance_time(3600)  # an hour later, another application uploads its own big.pdf
+        other = openai.OpenAI(base_url=emu.base_url, api_key="sk-other")
+        foreign = other.files.create(file=("big.pdf", b"hello world\n"), purpose="assistants").id
+        manifest.close()
+
+        manifest = Manifest(tmp_path / "manifest.db")  # the next run
+        settings = Settings()
+        Indexer(settings, manifest, remote, Stores(settings, manifest, remote)).sweep()
+        left = {f["id"] for f in emu.files()}
+        assert ours not in left, "the lost copy of our own long upload was left as an orphan"
+        assert foreign in left, "a file uploaded after the run was gone is not ours"
+        manifest.close()
