@@ -87,8 +87,11 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
     no other store's entries into play; a config file's own entries are used alone."""
     if settings.roots and settings.source != NO_CONFIG:
         return settings
-    known = {key: {"store": store} for key, store in manifest.known_roots().items()}
-    known.update(manifest.remembered_roots())
+    known = manifest.remembered_roots()
+    if not settings.roots or any(r.key not in known for r in settings.roots):
+        # Folders synced before the manifest kept root settings: their store, from their files (a full
+        # scan of the files table, so only when needed).
+        known = {**{key: {"store": store} for key, store in manifest.known_roots().items()}, **known}
     if not settings.roots:
         roots = tuple(Root(Path(key), **how) for key, how in known.items())
     else:
