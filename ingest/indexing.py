@@ -258,21 +258,22 @@ class Indexer:
                     self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
                 elif code == SERVER_ERROR and self._index_retries[file_id] < self.settings.server_error_retries:
                     self._index_retries[file_id] += 1
-                    self._detach_failed(tracked.store_id, file_id)
+                    # What the API does with a second attach of a file already in the store is not
+                    # documented: the failed store file goes first.
+                    self._detach(tracked.store_id, file_id, "attaching it again anyway")
                     self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
                 else:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
 
-    def _detach_failed(self, store_id: str, file_id: str) -> None:
-        """The failed store file goes before the file is attached again: what the API does with a
-        second attach of a file already in the store is not documented."""
+    def _detach(self, store_id: str, file_id: str, then: str) -> None:
+        """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
         try:
             self.remote.detach(store_id, file_id)
         except AuthError:
             raise
         except RemoteError as exc:
-            log.info("detach of failed %s before its retry failed (%s); attaching again anyway", file_id, exc)
+            log.info("detach of %s failed (%s); %s", file_id, exc, then)
 
     def _indexed(self, row: FileRow) -> None:
         if row.old_file_id:
@@ -311,13 +312,8 @@ class Indexer:
     def _retire_one(self, upload) -> bool:
         if self.stop.is_set():
             return False
-        if upload.vector_store_id:
-            try:
-                self.remote.detach(upload.vector_store_id, upload.file_id)
-            except AuthError:
-                raise
-            except RemoteError as exc:  # an expired store refuses; deleting the file detaches it anyway
-                log.info("detach of %s failed (%s); deleting the file", upload.file_id, exc)
+        if upload.vector_store_id:  # an expired store refuses; deleting the file detaches it anyway
+            self._detach(upload.vector_store_id, upload.file_id, "deleting the file")
         self.remote.delete_file(upload.file_id)
         return True
 

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Root, Settings, StoreSpec
@@ -119,8 +119,9 @@ class Engine:
         stores = Stores(self.settings, self.manifest, self.remote)
         indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop)
         try:
-            if not options.dry_run:
+            if not options.dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
+            if not options.dry_run:
                 report.notes += stores.check_all()
                 indexer.sweep()
                 if scopes is None:
@@ -191,21 +192,24 @@ class Engine:
         plan.quiet = quiet
         return plan, scans
 
+    def _store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
+        """Whether any store takes files by path, and which stores (of this root) set static attributes."""
+        routed = any(spec.paths for spec in self.settings.stores)
+        static = {name: bool(self.settings.store_spec(name).attributes) for name in
+                  {root.store, *(spec.name for spec in self.settings.stores)}}
+        return routed, static
+
     def _settled(self, root: Root, network: bool) -> tuple[dict[str, tuple], list[str]]:
         """The root's rows a stat match may vouch for, and the paths of its other rows."""
-        routed = any(spec.paths for spec in self.settings.stores)
-        static = any(self.settings.store_spec(name).attributes
-                     for name in {root.store, *(spec.name for spec in self.settings.stores)})
+        routed, static = self._store_rules(root)
         return self.manifest.settled(root.key, scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
-                                     store=None if routed else root.store, attributes=static)
+                                     store=None if routed else root.store, attributes=any(static.values()))
 
     def _quiet(self, root: Root, result: scanning.ScanResult,
                settled: Mapping[str, tuple]) -> tuple[list[scanning.Entry], list[str]]:
         """The scan's entries to look at, and the paths left calm: their stat matched a settled row, and
         their store and static attributes are still what the configuration says."""
-        routed = any(spec.paths for spec in self.settings.stores)
-        static = {name: bool(self.settings.store_spec(name).attributes) for name in
-                  {root.store, *(spec.name for spec in self.settings.stores)}}
+        routed, static = self._store_rules(root)
         if not routed and not any(static.values()):
             return result.entries, result.calm  # the store was matched in SQL: nothing else can differ
         fresh, calm = list(result.entries), []
