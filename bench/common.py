@@ -1,4 +1,5 @@
 """What every benchmark shares: results with targets, child processes with their peak RSS, isolated state."""
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -22,6 +24,7 @@ INGEST = [PYTHON, "-m", "ingest"]
 @dataclass
 class Result:
     """One measured figure; `target` is (op, bound) with op '<=' or '>=', or None for information only."""
+
     bench: str
     metric: str
     value: float | None
@@ -48,6 +51,7 @@ class Result:
 @dataclass
 class Outcome:
     """What one benchmark hands back: its figures, notes for the reader, and details for the JSON."""
+
     results: list[Result] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -61,9 +65,9 @@ class Outcome:
 @dataclass
 class Context:
     quick: bool
-    cache: Path                    # generated trees and downloads, kept between runs
-    out: Path                      # bench-results/
-    work: Path                     # scratch for this run, removed at the end
+    cache: Path  # generated trees and downloads, kept between runs
+    out: Path  # bench-results/
+    work: Path  # scratch for this run, removed at the end
     shared: dict[str, Any] = field(default_factory=dict)  # fixtures one bench builds and another reuses
 
     def log(self, message: str) -> None:
@@ -78,10 +82,13 @@ def isolated_env(home: Path, **extra: str) -> dict[str, str]:
     """An environment whose state, config and cwd-independent settings point inside `home`.
 
     OPENAI_* variables are dropped so a developer's real key is never used by a benchmark."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "INGEST_", "XDG_"))}
-    env.update(XDG_STATE_HOME=str(home / "state"), XDG_CONFIG_HOME=str(home / "config"),
-               XDG_CACHE_HOME=str(home / "cache"), PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "INGEST_", "XDG_"))}
+    env.update(
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        PYTHONUNBUFFERED="1",
+    )
     env.update(extra)
     return env
 
@@ -108,22 +115,29 @@ class Child:
     stdout: str
     stderr: str
     seconds: float
-    maxrss_mb: float   # the child's own peak RSS (VmHWM at exit), see bench/peakhook
+    maxrss_mb: float  # the child's own peak RSS (VmHWM at exit), see bench/peakhook
 
 
 PEAK_HOOK = Path(__file__).resolve().parent / "peakhook"
 
 
-def run_child(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 3600.0,
-              stdin: int | None = subprocess.DEVNULL) -> Child:
+def run_child(
+    cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 3600.0, stdin: int | None = subprocess.DEVNULL
+) -> Child:
     """Run a process to its end: wall time from launch to exit, and its own peak RSS.
 
     Python children load bench/peakhook/sitecustomize.py, which writes VmHWM at exit; for others
     wait4()'s ru_maxrss is used, which exec() inflates to at least this process's own peak."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
-        env = dict(env, BENCH_PEAK_FILE=peak.name,
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(PEAK_HOOK), env.get("PYTHONPATH")])))
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r", suffix=".peak") as peak,
+    ):
+        env = dict(
+            env,
+            BENCH_PEAK_FILE=peak.name,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(PEAK_HOOK), env.get("PYTHONPATH")])),
+        )
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=stdin)
         killer = threading.Timer(timeout, proc.kill)

@@ -1,4 +1,5 @@
 """Test material, built once in the cache dir and reused: real Python docs, a tree of tiny files, small uploads."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,26 @@ from bench.common import ROOT, Context, tree_stats
 
 DOC_PACKAGE = "python3.11-doc"
 MIN_DOCS = 500
-WORDS = ("ledger", "invoice", "harbour", "lantern", "orchard", "quarry", "meadow", "beacon", "cipher",
-         "falcon", "glacier", "juniper", "kestrel", "marble", "nectar", "pebble", "saffron", "tundra")
+WORDS = (
+    "ledger",
+    "invoice",
+    "harbour",
+    "lantern",
+    "orchard",
+    "quarry",
+    "meadow",
+    "beacon",
+    "cipher",
+    "falcon",
+    "glacier",
+    "juniper",
+    "kestrel",
+    "marble",
+    "nectar",
+    "pebble",
+    "saffron",
+    "tundra",
+)
 OLD = 86_400  # generated files get an mtime a day back: never "racy clean", so a no-op really is one
 
 
@@ -23,8 +42,8 @@ class Corpus:
     path: Path
     files: int
     bytes: int
-    label: str        # what it is, for the table
-    real: bool        # False: the replicated fallback
+    label: str  # what it is, for the table
+    real: bool  # False: the replicated fallback
 
 
 def python_docs(ctx: Context) -> Corpus:

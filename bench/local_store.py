@@ -1,4 +1,5 @@
 """Issue 3: the embedded store on real documents — `ingest sync` throughput and search latency."""
+
 from __future__ import annotations
 
 import json
@@ -19,26 +20,47 @@ _UNDERLINE = re.compile(r"^([=\-~*#^\"'`+])\1{2,}\s*$")
 def run(ctx: Context) -> Outcome:
     out = Outcome()
     corpus = python_docs(ctx)
-    out.details["corpus"] = {"path": str(corpus.path), "files": corpus.files, "bytes": corpus.bytes,
-                             "label": corpus.label}
+    out.details["corpus"] = {
+        "path": str(corpus.path),
+        "files": corpus.files,
+        "bytes": corpus.bytes,
+        "label": corpus.label,
+    }
     if not corpus.real:
         out.notes.append(f"corpus: {corpus.label}")
     home = ctx.scratch("local")
     env = isolated_env(home)
 
     ctx.log(f"local: ingest sync of {corpus.files} documents ({corpus.bytes / 1e6:.1f} MB)")
-    child = run_child(INGEST + ["--backend", "local", "sync", str(corpus.path), "--json"], env, home)
+    child = run_child([*INGEST, "--backend", "local", "sync", str(corpus.path), "--json"], env, home)
     report = _json(child.stdout)
     counts = report.get("counts", {})
     indexed = counts.get("indexed", 0)
-    out.details["sync"] = {"wall_s": child.seconds, "engine_s": report.get("seconds"), "counts": counts,
-                           "exit_code": child.returncode, "maxrss_mb": child.maxrss_mb,
-                           "stderr_tail": child.stderr[-500:]}
+    out.details["sync"] = {
+        "wall_s": child.seconds,
+        "engine_s": report.get("seconds"),
+        "counts": counts,
+        "exit_code": child.returncode,
+        "maxrss_mb": child.maxrss_mb,
+        "stderr_tail": child.stderr[-500:],
+    }
     label = "python3.11-doc" if corpus.real else "replicated examples (fallback)"
-    out.add("local", f"indexing: {label}, {corpus.files} docs", indexed / child.seconds, "docs/s",
-            (">=", 20.0), f"{indexed} indexed, {counts.get('failed', '?')} failed, exit {child.returncode}")
-    out.add("local", "indexing throughput", corpus.bytes / 1e6 / child.seconds, "MB/s", None,
-            f"wall {child.seconds:.1f} s incl. start-up; engine {report.get('seconds', float('nan')):.1f} s")
+    out.add(
+        "local",
+        f"indexing: {label}, {corpus.files} docs",
+        indexed / child.seconds,
+        "docs/s",
+        (">=", 20.0),
+        f"{indexed} indexed, {counts.get('failed', '?')} failed, exit {child.returncode}",
+    )
+    out.add(
+        "local",
+        "indexing throughput",
+        corpus.bytes / 1e6 / child.seconds,
+        "MB/s",
+        None,
+        f"wall {child.seconds:.1f} s incl. start-up; engine {report.get('seconds', float('nan')):.1f} s",
+    )
     if indexed < MIN_DOCS:
         out.notes.append(f"only {indexed} documents were indexed (wanted ≥ {MIN_DOCS})")
 
@@ -46,19 +68,38 @@ def run(ctx: Context) -> Outcome:
     out.details["queries"] = len(queries)
     with patched_environ(env, home):
         times, first_ms, found, lib_times = _search(home, queries)
-    out.add("local", f"search p50 ({len(times)} queries, LocalRemote.search)", percentile(times, 50), "ms",
-            ("<=", 50.0), f"first query {first_ms:.1f} ms")
+    out.add(
+        "local",
+        f"search p50 ({len(times)} queries, LocalRemote.search)",
+        percentile(times, 50),
+        "ms",
+        ("<=", 50.0),
+        f"first query {first_ms:.1f} ms",
+    )
     out.add("local", "search p95", percentile(times, 95), "ms", None, f"max {max(times):.1f} ms")
-    out.add("local", "search p50 via status.search_stores (CLI's library path)", percentile(lib_times, 50),
-            "ms", None, "adds the manifest's path lookup")
-    out.add("local", "top-10 hit is the page the title came from", 100.0 * found / len(queries), "%", None,
-            "a sanity check of ranking, not a target")
+    out.add(
+        "local",
+        "search p50 via status.search_stores (CLI's library path)",
+        percentile(lib_times, 50),
+        "ms",
+        None,
+        "adds the manifest's path lookup",
+    )
+    out.add(
+        "local",
+        "top-10 hit is the page the title came from",
+        100.0 * found / len(queries),
+        "%",
+        None,
+        "a sanity check of ranking, not a target",
+    )
     cli_times = []
     for q, _ in queries[:5]:
-        c = run_child(INGEST + ["--backend", "local", "search", q, "-n", "10"], env, home)
+        c = run_child([*INGEST, "--backend", "local", "search", q, "-n", "10"], env, home)
         cli_times.append(c.seconds * 1000)
-    out.add("local", "`ingest search` CLI incl. process start-up, median of 5", statistics.median(cli_times),
-            "ms", None)
+    out.add(
+        "local", "`ingest search` CLI incl. process start-up, median of 5", statistics.median(cli_times), "ms", None
+    )
     return out
 
 
@@ -79,8 +120,14 @@ def _queries(corpus: Path) -> list[tuple[str, str | None]]:
     rng = random.Random(3)
     rng.shuffle(titles)
     if not titles:  # the fallback corpus has no rst titles: use words of the documents
-        words = sorted({w for p in sorted(corpus.rglob("*"))[:50] if p.is_file()
-                        for w in re.findall(r"[a-z]{5,}", p.read_text(errors="ignore").lower())})
+        words = sorted(
+            {
+                w
+                for p in sorted(corpus.rglob("*"))[:50]
+                if p.is_file()
+                for w in re.findall(r"[a-z]{5,}", p.read_text(errors="ignore").lower())
+            }
+        )
         return [(" ".join(rng.sample(words, 3)), None) for _ in range(QUERIES)]
     return (titles * (QUERIES // len(titles) + 1))[:QUERIES]
 
@@ -99,6 +146,7 @@ def _search(home: Path, queries: list[tuple[str, str | None]]) -> tuple[list[flo
     from ingest.manifest import Manifest
     from ingest.remote.local import LocalRemote
     from ingest.status import search_stores
+
     local = home / "state" / "ingest" / "local"
     manifest = Manifest(local / "manifest.db")
     remote = LocalRemote(local / "store")

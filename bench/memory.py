@@ -1,4 +1,5 @@
 """Issue 7 P3: peak RSS of the large no-op resync, and the RSS hashing a 2 GB file adds."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 from bench.common import PYTHON, Context, Outcome, run_child
 from bench.noop import noop_child, synced_tree
 
-SPARSE_BYTES = 2 * 1024 ** 3
+SPARSE_BYTES = 2 * 1024**3
 NOOP_LIMIT_MB = 150.0
 HASH_LIMIT_MB = 20.0
 
@@ -45,8 +46,14 @@ def run(ctx: Context) -> Outcome:
     ctx.log(f"memory: peak RSS of a no-op `ingest sync` over {synced.files:,} files")
     child, report = noop_child(synced)
     out.details["noop"] = {"maxrss_mb": child.maxrss_mb, "seconds": child.seconds, "counts": report.get("counts")}
-    out.add("memory", f"peak RSS, `ingest sync` no-op of {synced.files:,} files", child.maxrss_mb, "MB",
-            ("<=", NOOP_LIMIT_MB), "the child process's own VmHWM at exit")
+    out.add(
+        "memory",
+        f"peak RSS, `ingest sync` no-op of {synced.files:,} files",
+        child.maxrss_mb,
+        "MB",
+        ("<=", NOOP_LIMIT_MB),
+        "the child process's own VmHWM at exit",
+    )
 
     sparse = ctx.cache / "sparse-2GiB.bin"
     if not sparse.is_file() or sparse.stat().st_size != SPARSE_BYTES:
@@ -57,11 +64,23 @@ def run(ctx: Context) -> Outcome:
     try:
         data = json.loads(hashed.stdout)
     except ValueError:
-        raise RuntimeError(f"the hashing child failed (exit {hashed.returncode}): {hashed.stderr[-400:]}")
+        raise RuntimeError(f"the hashing child failed (exit {hashed.returncode}): {hashed.stderr[-400:]}") from None
     out.details["hash"] = {**data, "child_maxrss_mb": hashed.maxrss_mb, "bytes": SPARSE_BYTES}
     how = "VmHWM after − VmRSS before, peak reset" if data["hwm_reset"] else "VmHWM after − VmHWM before"
-    out.add("memory", "RSS added by sha256_file on a 2 GiB file", data["added_mb"], "MB", ("<=", HASH_LIMIT_MB),
-            f"{how}; child peak {hashed.maxrss_mb:.0f} MB")
-    out.add("memory", "sha256_file throughput", SPARSE_BYTES / 1e6 / data["seconds"], "MB/s", None,
-            "sparse file: page cache only, no disk reads")
+    out.add(
+        "memory",
+        "RSS added by sha256_file on a 2 GiB file",
+        data["added_mb"],
+        "MB",
+        ("<=", HASH_LIMIT_MB),
+        f"{how}; child peak {hashed.maxrss_mb:.0f} MB",
+    )
+    out.add(
+        "memory",
+        "sha256_file throughput",
+        SPARSE_BYTES / 1e6 / data["seconds"],
+        "MB/s",
+        None,
+        "sparse file: page cache only, no disk reads",
+    )
     return out

@@ -1,4 +1,5 @@
 """Issue 7 P1: a no-op resync of a large tree of tiny files, against a bare os.scandir stat walk of it."""
+
 from __future__ import annotations
 
 import cProfile
@@ -43,17 +44,19 @@ def synced_tree(ctx: Context) -> SyncedTree:
         home = ctx.scratch("noop")
         env = isolated_env(home)
         ctx.log(f"noop: initial sync of {count:,} tiny files on the local backend (takes a while)")
-        child = run_child(INGEST + ["--backend", "local", "sync", str(tree), "--json"], env, home)
+        child = run_child([*INGEST, "--backend", "local", "sync", str(tree), "--json"], env, home)
         report = _json(child.stdout)
         if report.get("counts", {}).get("indexed") != count:
-            raise RuntimeError(f"the initial sync indexed {report.get('counts', {}).get('indexed')} of {count} "
-                               f"files (exit {child.returncode}): {child.stderr[-400:]}")
+            raise RuntimeError(
+                f"the initial sync indexed {report.get('counts', {}).get('indexed')} of {count} "
+                f"files (exit {child.returncode}): {child.stderr[-400:]}"
+            )
         ctx.shared[key] = SyncedTree(tree, count, home, env, child, report)
     return ctx.shared[key]
 
 
 def noop_child(synced: SyncedTree) -> tuple[Child, dict]:
-    child = run_child(INGEST + ["--backend", "local", "sync", str(synced.tree), "--json"], synced.env, synced.home)
+    child = run_child([*INGEST, "--backend", "local", "sync", str(synced.tree), "--json"], synced.env, synced.home)
     return child, _json(child.stdout)
 
 
@@ -62,10 +65,19 @@ def run(ctx: Context) -> Outcome:
     synced = synced_tree(ctx)
     n = synced.files
     first = synced.initial
-    out.add("noop", f"initial sync of {n:,} tiny files (local backend)", n / first.seconds, "files/s", None,
-            f"{first.seconds:.0f} s, peak RSS {first.maxrss_mb:.0f} MB")
-    out.details["initial_sync"] = {"wall_s": first.seconds, "maxrss_mb": first.maxrss_mb,
-                                   "counts": synced.initial_report.get("counts")}
+    out.add(
+        "noop",
+        f"initial sync of {n:,} tiny files (local backend)",
+        n / first.seconds,
+        "files/s",
+        None,
+        f"{first.seconds:.0f} s, peak RSS {first.maxrss_mb:.0f} MB",
+    )
+    out.details["initial_sync"] = {
+        "wall_s": first.seconds,
+        "maxrss_mb": first.maxrss_mb,
+        "counts": synced.initial_report.get("counts"),
+    }
 
     ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses, {REPEATS} bare walks, {REPEATS} in-process syncs")
     warm, warm_report = noop_child(synced)  # warms the page cache for everything below
@@ -80,21 +92,43 @@ def run(ctx: Context) -> Outcome:
     walked = _walk(synced.tree)[1]
     inproc, profile_text = _in_process(synced, ctx)
     inproc_s = statistics.median(inproc)
-    start_s = statistics.median(run_child([PYTHON, "-c", "import ingest.cli, ingest.sync, ingest.remote.local"],
-                                          synced.env, synced.home).seconds for _ in range(REPEATS))
-    out.details.update(cli_noop_s=[c.seconds for c in cli_runs], cli_noop_maxrss_mb=[c.maxrss_mb for c in cli_runs],
-                       walk_s=walk_s, walked_files=walked, in_process_s=inproc, python_import_s=start_s,
-                       first_noop_s=warm.seconds)
+    start_s = statistics.median(
+        run_child(
+            [PYTHON, "-c", "import ingest.cli, ingest.sync, ingest.remote.local"], synced.env, synced.home
+        ).seconds
+        for _ in range(REPEATS)
+    )
+    out.details.update(
+        cli_noop_s=[c.seconds for c in cli_runs],
+        cli_noop_maxrss_mb=[c.maxrss_mb for c in cli_runs],
+        walk_s=walk_s,
+        walked_files=walked,
+        in_process_s=inproc,
+        python_import_s=start_s,
+        first_noop_s=warm.seconds,
+    )
     ctx.shared["noop_rss_mb"] = max(c.maxrss_mb for c in cli_runs)
 
     out.add("noop", f"bare os.scandir + stat walk, {walked:,} files", walk_s, "s", None, "in-process, warm cache")
-    out.add("noop", "`ingest sync` no-op (subprocess), median", cli_s, "s", None,
-            f"of {REPEATS}; process start + imports alone {start_s:.2f} s")
+    out.add(
+        "noop",
+        "`ingest sync` no-op (subprocess), median",
+        cli_s,
+        "s",
+        None,
+        f"of {REPEATS}; process start + imports alone {start_s:.2f} s",
+    )
     out.add("noop", "no-op / walk ratio, CLI", cli_s / walk_s, "x", ("<=", RATIO))
     out.add("noop", "Engine.sync no-op (in-process), median", inproc_s, "s", None, f"of {REPEATS}")
     out.add("noop", "no-op / walk ratio, in-process Engine.sync", inproc_s / walk_s, "x", ("<=", RATIO))
-    out.add("noop", "no-op cost per file, in-process", inproc_s / n * 1e6, "µs", None,
-            f"the walk: {walk_s / n * 1e6:.1f} µs")
+    out.add(
+        "noop",
+        "no-op cost per file, in-process",
+        inproc_s / n * 1e6,
+        "µs",
+        None,
+        f"the walk: {walk_s / n * 1e6:.1f} µs",
+    )
     if profile_text:
         path = ctx.out / "noop-profile.txt"
         path.write_text(profile_text)
@@ -134,6 +168,7 @@ def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
     from ingest.app import session
     from ingest.config import load
     from ingest.sync import Engine, Options
+
     times = []
     logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
     with patched_environ(synced.env, synced.home):
@@ -151,8 +186,10 @@ def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
             if close:
                 close()
     text = io.StringIO()
-    text.write(f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "
-               f"{statistics.median(times):.2f} s)\n\n")
+    text.write(
+        f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "
+        f"{statistics.median(times):.2f} s)\n\n"
+    )
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(25)

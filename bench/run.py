@@ -4,6 +4,7 @@ Every figure comes from this run. Targets are printed beside the values with PAS
 status is 0 whatever they say (a measurement, not a test); a benchmark that breaks is reported in
 the notes and the JSON, and the others still run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,18 +34,35 @@ ALIASES = {"p1": "noop", "p2": "upload", "p3": "memory", "search": "local"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="smaller sizes (10,000-file tree, 500 uploads, fewer samples): a few minutes")
-    p.add_argument("--only", nargs="+", metavar="NAME",
-                   help=f"run only these: {', '.join(BENCHES)} (aliases: "
-                        + ", ".join(f"{a}={b}" for a, b in ALIASES.items()) + ")")
-    p.add_argument("--json", dest="json_path", type=Path, default=ROOT / "bench-results" / "bench.json",
-                   help="where to write the results (default bench-results/bench.json)")
-    p.add_argument("--cache", type=Path,
-                   default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ingest-bench",
-                   help="generated trees and downloads, reused between runs (default ~/.cache/ingest-bench)")
+    p = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller sizes (10,000-file tree, 500 uploads, fewer samples): a few minutes",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help=f"run only these: {', '.join(BENCHES)} (aliases: "
+        + ", ".join(f"{a}={b}" for a, b in ALIASES.items())
+        + ")",
+    )
+    p.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        default=ROOT / "bench-results" / "bench.json",
+        help="where to write the results (default bench-results/bench.json)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ingest-bench",
+        help="generated trees and downloads, reused between runs (default ~/.cache/ingest-bench)",
+    )
     args = p.parse_args(argv)
     names = []
     for raw in args.only or list(BENCHES):
@@ -101,8 +119,9 @@ def table(results: list[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) if i != 2 else cell.rjust(widths[i])
-                               for i, cell in enumerate(row)).rstrip())
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) if i != 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -124,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(quick=args.quick, cache=args.cache, out=out_dir, work=work)
     info = machine()
     command = "scripts/bench" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    ctx.log(f"{command}: {', '.join(args.names)} on {info['cores']} cores, Python {info['python']}; "
-            f"cache {args.cache}, scratch {work}")
+    ctx.log(
+        f"{command}: {', '.join(args.names)} on {info['cores']} cores, Python {info['python']}; "
+        f"cache {args.cache}, scratch {work}"
+    )
     document: dict = {"command": command, "quick": args.quick, "machine": info, "benches": {}}
     results: list[Result] = []
     notes: list[str] = []
@@ -146,9 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             ctx.log(f"== {name} took {seconds:.0f} s")
             results += outcome.results
             notes += outcome.notes
-            document["benches"][name] = {"what": what, "seconds": round(seconds, 1),
-                                         "results": [r.as_dict() for r in outcome.results],
-                                         "notes": outcome.notes, "details": outcome.details}
+            document["benches"][name] = {
+                "what": what,
+                "seconds": round(seconds, 1),
+                "results": [r.as_dict() for r in outcome.results],
+                "notes": outcome.notes,
+                "details": outcome.details,
+            }
             args.json_path.write_text(json.dumps(document, indent=2, default=str))  # partial results survive
     finally:
         remove_tree(work)
@@ -158,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         f"`{command}` on {info['cores']} cores, {info['memory_gb']} GB, Python {info['python']}, "
         f"SQLite {info['sqlite']}, {info['date'][:10]}, commit {info['git_commit']}"
         f"{' (dirty)' if info['git_dirty'] else ''}; took {document['seconds'] / 60:.1f} min.\n\n"
-        + markdown(results) + "\n")
+        + markdown(results)
+        + "\n"
+    )
 
     print(f"ingest benchmarks — {command}")
-    print(f"{info['cores']} cores, {info['memory_gb']} GB, Python {info['python']}, SQLite {info['sqlite']}, "
-          f"{info['platform']}, {info['date']}, commit {info['git_commit']}{' (dirty)' if info['git_dirty'] else ''}")
+    print(
+        f"{info['cores']} cores, {info['memory_gb']} GB, Python {info['python']}, SQLite {info['sqlite']}, "
+        f"{info['platform']}, {info['date']}, commit {info['git_commit']}{' (dirty)' if info['git_dirty'] else ''}"
+    )
     print()
     print(table(results))
     if notes:
@@ -171,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {note}")
     print()
     timing = ", ".join(f"{n} {document['benches'][n]['seconds']:.0f} s" for n in document["benches"])
-    print(f"took {document['seconds']:.0f} s ({timing}); JSON: {args.json_path}, "
-          f"Markdown table: {args.json_path.with_suffix('.md')}")
+    print(
+        f"took {document['seconds']:.0f} s ({timing}); JSON: {args.json_path}, "
+        f"Markdown table: {args.json_path.with_suffix('.md')}"
+    )
     if broken:
         print("one or more benchmarks broke: see the notes above and the traceback on stderr")
     return 0

@@ -1,4 +1,5 @@
 """Issue 4: how long after a file is written `ingest watch` has it indexed (native events, and polling)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,24 +22,35 @@ SAMPLE_TIMEOUT = 30.0
 def run(ctx: Context) -> Outcome:
     out = Outcome()
     samples = 5 if ctx.quick else 10
-    modes = [("events", [], SETTLE + 1.0, 0.3),
-             ("polling", ["--polling", "--poll-interval", str(POLL_INTERVAL)], POLL_INTERVAL + SETTLE + 1.0,
-              POLL_INTERVAL)]
+    modes = [
+        ("events", [], SETTLE + 1.0, 0.3),
+        ("polling", ["--polling", "--poll-interval", str(POLL_INTERVAL)], POLL_INTERVAL + SETTLE + 1.0, POLL_INTERVAL),
+    ]
     for mode, flags, bound, jitter in modes:
         ctx.log(f"watch: {samples} samples with {mode} (--settle {SETTLE:g}{''.join(' ' + f for f in flags)})")
         latencies, info = _measure(ctx, mode, flags, samples, jitter)
         out.details[mode] = {"latencies_s": latencies, **info}
         done = [x for x in latencies if x is not None]
         lost = len(latencies) - len(done)
-        label = (f"--settle {SETTLE:g}" if mode == "events"
-                 else f"--polling --poll-interval {POLL_INTERVAL:g} --settle {SETTLE:g}")
-        note = f"{len(done)}/{len(latencies)} samples" + (f", {lost} not indexed within {SAMPLE_TIMEOUT:g} s"
-                                                          if lost else "")
+        label = (
+            f"--settle {SETTLE:g}"
+            if mode == "events"
+            else f"--polling --poll-interval {POLL_INTERVAL:g} --settle {SETTLE:g}"
+        )
+        note = f"{len(done)}/{len(latencies)} samples" + (
+            f", {lost} not indexed within {SAMPLE_TIMEOUT:g} s" if lost else ""
+        )
         median = statistics.median(done) if done and not lost else None
         worst = max(done) if done and not lost else None
         out.add("watch", f"event → indexed, median ({label})", median, "s", ("<=", bound), note)
-        out.add("watch", f"event → indexed, max ({label})", worst, "s", ("<=", bound),
-                f"min {min(done):.2f} s" if done else "")
+        out.add(
+            "watch",
+            f"event → indexed, max ({label})",
+            worst,
+            "s",
+            ("<=", bound),
+            f"min {min(done):.2f} s" if done else "",
+        )
     return out
 
 
@@ -52,8 +64,13 @@ def _measure(ctx: Context, mode: str, flags: list[str], samples: int, jitter: fl
     env = isolated_env(home)
     manifest = home / "state" / "ingest" / "local" / "manifest.db"
     log = open(home / "watch.log", "w")
-    proc = subprocess.Popen(INGEST + ["--backend", "local", "watch", str(root), "--settle", str(SETTLE), *flags],
-                            env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [*INGEST, "--backend", "local", "watch", str(root), "--settle", str(SETTLE), *flags],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     latencies: list[float | None] = []
     try:
         started = time.monotonic()
@@ -95,8 +112,9 @@ def _wait_for_first_sync(manifest: Path, proc: subprocess.Popen, deadline: float
             db = sqlite3.connect(manifest, timeout=5)
         if db is not None:
             try:
-                row = db.execute("select 1 from runs where command = 'watch-full' and finished_at is not null"
-                                 ).fetchone()
+                row = db.execute(
+                    "select 1 from runs where command = 'watch-full' and finished_at is not null"
+                ).fetchone()
             except sqlite3.OperationalError:  # the schema is not there yet
                 row = None
             if row:
@@ -105,8 +123,9 @@ def _wait_for_first_sync(manifest: Path, proc: subprocess.Popen, deadline: float
     raise RuntimeError("ingest watch did not finish its first sync within 120 s")
 
 
-def _wait_indexed(db: sqlite3.Connection, root: str, path: str, sha: str, since: float,
-                  proc: subprocess.Popen) -> float | None:
+def _wait_indexed(
+    db: sqlite3.Connection, root: str, path: str, sha: str, since: float, proc: subprocess.Popen
+) -> float | None:
     """Seconds from `since` until the manifest has this content of the file indexed; None on time-out."""
     while time.monotonic() - since < SAMPLE_TIMEOUT:
         row = db.execute("select state, sha256 from files where root = ? and path = ?", (root, path)).fetchone()

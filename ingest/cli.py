@@ -1,4 +1,5 @@
 """click commands: parse, call, print. No logic."""
+
 from __future__ import annotations
 
 import json
@@ -48,12 +49,14 @@ def _guarded(fn):
         except RemoteError as exc:
             _debug()
             raise Failure(f"the remote call failed: {exc}", 1) from None
+
     return wrapper
 
 
 def _debug() -> None:
     if os.environ.get("INGEST_DEBUG"):
         import traceback
+
         traceback.print_exc()
 
 
@@ -63,17 +66,28 @@ def _settings(ctx: click.Context, paths: tuple[str, ...] = ()) -> Settings:
         settings = settings.with_paths([Path(p) for p in paths])
     if not settings.roots:
         command = ctx.info_name or "sync"
-        raise Failure(f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] "
-                      "to the config", 2)
+        raise Failure(
+            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config", 2
+        )
     return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ingest")
-@click.option("-c", "--config", "config_path", envvar="INGEST_CONFIG", type=click.Path(dir_okay=False),
-              help="TOML config file (default ./ingest.toml, then the XDG config dir).")
-@click.option("--backend", type=click.Choice(["auto", "local", "openai"]), default=None,
-              help="Where documents go: OpenAI when OPENAI_API_KEY is set, else the embedded store.")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    envvar="INGEST_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default ./ingest.toml, then the XDG config dir).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "local", "openai"]),
+    default=None,
+    help="Where documents go: OpenAI when OPENAI_API_KEY is set, else the embedded store.",
+)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; results still go to stdout.")
 @click.pass_context
@@ -96,6 +110,7 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
         raise Failure(str(exc), 2) from None
     if backend:
         from dataclasses import replace
+
         settings = replace(settings, backend=backend)
     ctx.obj = {"settings": settings, "quiet": quiet}
 
@@ -108,8 +123,9 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
 @click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
 @click.pass_context
 @_guarded
-def sync(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool,
-         allow_mass_delete: bool, wait: bool) -> None:
+def sync(
+    ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool, allow_mass_delete: bool, wait: bool
+) -> None:
     """Sync folders (or the configured roots) into their vector stores.
 
     \b
@@ -131,18 +147,41 @@ def sync(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: boo
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--polling", is_flag=True, help="Poll instead of OS events (automatic on NFS/SMB/sshfs).")
-@click.option("--poll-interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
-              help="Seconds between polls when polling.")
-@click.option("--settle", default=2.0, show_default=True, type=click.FloatRange(0, 3600),
-              help="Seconds a file's size and mtime must stay still before it is synced.")
-@click.option("--rescan-interval", default=3600.0, show_default=True, type=click.FloatRange(1, 7 * 86400),
-              help="Seconds between full rescans that catch missed events.")
+@click.option(
+    "--poll-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between polls when polling.",
+)
+@click.option(
+    "--settle",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds a file's size and mtime must stay still before it is synced.",
+)
+@click.option(
+    "--rescan-interval",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(1, 7 * 86400),
+    help="Seconds between full rescans that catch missed events.",
+)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics and /healthz on 127.0.0.1.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 @_guarded
-def watch(ctx: click.Context, paths: tuple[str, ...], polling: bool, poll_interval: float, settle: float,
-          rescan_interval: float, metrics_port: int | None, log_format: str) -> None:
+def watch(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    polling: bool,
+    poll_interval: float,
+    settle: float,
+    rescan_interval: float,
+    metrics_port: int | None,
+    log_format: str,
+) -> None:
     """Sync once, then keep the stores in step with the folders until SIGTERM.
 
     \b
@@ -151,14 +190,16 @@ def watch(ctx: click.Context, paths: tuple[str, ...], polling: bool, poll_interv
     """
     from ingest import daemon
     from ingest.watch import WatchOptions
+
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(daemon.JsonFormatter())
     if not ctx.obj["quiet"] and logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its operator's only view
     settings = _settings(ctx, paths)
-    options = WatchOptions(settle=settle, poll_interval=poll_interval, rescan_interval=rescan_interval,
-                           force_polling=polling)
+    options = WatchOptions(
+        settle=settle, poll_interval=poll_interval, rescan_interval=rescan_interval, force_polling=polling
+    )
     ctx.exit(daemon.run(settings, options, metrics_port))
 
 
@@ -169,8 +210,10 @@ def watch(ctx: click.Context, paths: tuple[str, ...], polling: bool, poll_interv
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show files by state per store, storage cost, recent runs and every problem file."""
     from ingest.status import collect
+
     settings: Settings = ctx.obj["settings"]
     from ingest.daemon import read_heartbeat
+
     with session(settings, "status", lock=False) as (manifest, remote, backend):
         data = collect(manifest, remote, backend)
     data["daemon"] = read_heartbeat(settings)
@@ -180,22 +223,29 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("query")
 @click.option("--store", "store_name", help="Logical store name (default: every store).")
-@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="Attribute filter (=, !=, >, >=, <, <=); repeat to AND them.")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Attribute filter (=, !=, >, >=, <, <=); repeat to AND them.",
+)
 @click.option("-n", "--max-results", default=5, show_default=True, type=click.IntRange(1, 50))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.pass_context
 @_guarded
-def search(ctx: click.Context, query: str, store_name: str | None, filters: tuple[str, ...],
-           max_results: int, as_json: bool) -> None:
+def search(
+    ctx: click.Context, query: str, store_name: str | None, filters: tuple[str, ...], max_results: int, as_json: bool
+) -> None:
     """Search the synced documents; prints path, score and a snippet, best first.
 
     \b
     Example:
         ingest search "json serialization" --filter ext=txt -n 3
     """
-    from ingest.filters import parse_cli_filters
+    from ingest.remote.filters import parse_cli_filters
     from ingest.status import UnknownStore, search_stores
+
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
     except ValueError as exc:
@@ -225,6 +275,7 @@ def verify(ctx: click.Context, as_json: bool, wait: bool) -> None:
         ingest verify --json | jq .counts
     """
     from ingest.verify import verify as run_verify
+
     settings: Settings = ctx.obj["settings"]
     with session(settings, "verify", wait=-1 if wait else 0) as (manifest, remote, _):
         found = run_verify(Engine(settings, manifest, remote))
@@ -241,8 +292,15 @@ def verify(ctx: click.Context, as_json: bool, wait: bool) -> None:
 @click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest (the daemon) instead of exiting.")
 @click.pass_context
 @_guarded
-def reindex(ctx: click.Context, rehash: bool, retry_failed: bool, dry_run: bool, allow_mass_delete: bool,
-            as_json: bool, wait: bool) -> None:
+def reindex(
+    ctx: click.Context,
+    rehash: bool,
+    retry_failed: bool,
+    dry_run: bool,
+    allow_mass_delete: bool,
+    as_json: bool,
+    wait: bool,
+) -> None:
     """Full scan and repair of every drift verify finds; quiet when all is well (for cron).
 
     \b
@@ -252,6 +310,7 @@ def reindex(ctx: click.Context, rehash: bool, retry_failed: bool, dry_run: bool,
     from dataclasses import replace as _replace
 
     from ingest.repair import reindex as run_reindex
+
     settings: Settings = ctx.obj["settings"]
     if allow_mass_delete:
         settings = _replace(settings, max_delete_fraction=1.0)
@@ -281,6 +340,7 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
         ingest gc --dry-run
     """
     from ingest.repair import gc as run_gc
+
     settings: Settings = ctx.obj["settings"]
     with session(settings, "gc", wait=-1 if wait else 0) as (manifest, remote, _):
         deleted = run_gc(Engine(settings, manifest, remote), dry_run)

@@ -1,13 +1,15 @@
 """TOML + environment → typed settings, with errors that name the key and the file."""
+
 from __future__ import annotations
 
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -16,8 +18,27 @@ else:  # pragma: no cover
 
 # The extensions file_search accepts (openai-api.md); .csv/.xlsx/.xml and images are not among them.
 SUPPORTED_TYPES = (
-    ".c", ".cpp", ".cs", ".css", ".doc", ".docx", ".go", ".html", ".java", ".js", ".json",
-    ".md", ".pdf", ".php", ".pptx", ".py", ".rb", ".sh", ".tex", ".ts", ".txt",
+    ".c",
+    ".cpp",
+    ".cs",
+    ".css",
+    ".doc",
+    ".docx",
+    ".go",
+    ".html",
+    ".java",
+    ".js",
+    ".json",
+    ".md",
+    ".pdf",
+    ".php",
+    ".pptx",
+    ".py",
+    ".rb",
+    ".sh",
+    ".tex",
+    ".ts",
+    ".txt",
 )
 MAX_FILE_SIZE = 512 * 1024 * 1024
 NO_CONFIG = "defaults"  # Settings.source when no config file was found
@@ -26,8 +47,22 @@ MAX_ATTRIBUTES = 16
 
 # Editor, office and download temporaries: never documents, never reported.
 DEFAULT_IGNORES = (
-    ".*", "~$*", "*.tmp", "*.temp", "*.part", "*.partial", "*.crdownload", "*.download",
-    ".~lock.*", "*.swp", "*.swx", "*~", "#*#", "Thumbs.db", "desktop.ini", "*.lnk",
+    ".*",
+    "~$*",
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    ".~lock.*",
+    "*.swp",
+    "*.swx",
+    "*~",
+    "#*#",
+    "Thumbs.db",
+    "desktop.ini",
+    "*.lnk",
 )
 
 
@@ -83,7 +118,7 @@ class Settings:
                 return spec
         return StoreSpec(name=name)
 
-    def with_paths(self, paths: list[Path]) -> "Settings":
+    def with_paths(self, paths: list[Path]) -> Settings:
         """Restrict the run to PATHs: configured roots they fall in, or new roots named after the folder."""
         roots = []
         for raw in paths:
@@ -139,9 +174,20 @@ def load(explicit: str | None = None) -> Settings:
 
 
 _TOP_KEYS = {
-    "backend", "base_url", "state_dir", "manifest", "upload_concurrency", "index_timeout",
-    "max_delete_fraction", "max_delete_floor", "server_error_retries", "request_retries", "request_timeout",
-    "limits", "roots", "stores",
+    "backend",
+    "base_url",
+    "state_dir",
+    "manifest",
+    "upload_concurrency",
+    "index_timeout",
+    "max_delete_fraction",
+    "max_delete_floor",
+    "server_error_retries",
+    "request_retries",
+    "request_timeout",
+    "limits",
+    "roots",
+    "stores",
 }
 
 
@@ -154,12 +200,13 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     manifest = cfg.path(data, "manifest", base)
     limits = cfg.table(data, "limits")
     cfg.known(limits, {"max_size", "types"}, "limits.")
-    types = tuple(t if t.startswith(".") else "." + t
-                  for t in cfg.strings(limits, "types", "limits.", SUPPORTED_TYPES))
+    types = tuple(t if t.startswith(".") else "." + t for t in cfg.strings(limits, "types", "limits.", SUPPORTED_TYPES))
     for t in types:
         if t.lower() not in SUPPORTED_TYPES:
-            raise ConfigError(f"{source}: limits.types: {t!r} is not a type file_search accepts "
-                              f"(allowed: {', '.join(SUPPORTED_TYPES)})")
+            raise ConfigError(
+                f"{source}: limits.types: {t!r} is not a type file_search accepts "
+                f"(allowed: {', '.join(SUPPORTED_TYPES)})"
+            )
     max_size = cfg.size(limits, "max_size", "limits.", MAX_FILE_SIZE)
     if not 1 <= max_size <= MAX_FILE_SIZE:
         raise ConfigError(f"{source}: limits.max_size must be between 1 byte and 512MB")
@@ -171,9 +218,14 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     roots = tuple(cfg.root(r, i, base) for i, r in enumerate(cfg.list_of_tables(data, "roots")))
 
     return Settings(
-        roots=roots, stores=stores, backend=backend,
+        roots=roots,
+        stores=stores,
+        backend=backend,
         base_url=cfg.string(data, "base_url", "", None) or os.environ.get("OPENAI_BASE_URL") or None,
-        state_dir=state_dir, manifest=manifest, max_size=max_size, types=types,
+        state_dir=state_dir,
+        manifest=manifest,
+        max_size=max_size,
+        types=types,
         upload_concurrency=cfg.integer(data, "upload_concurrency", "", 8, 1, 64),
         index_timeout=cfg.number(data, "index_timeout", "", 600.0, 1, 86_400),
         max_delete_fraction=cfg.number(data, "max_delete_fraction", "", 0.2, 0, 1),
@@ -253,7 +305,7 @@ class _Reader:
             return value
         match = _SIZE.match(value) if isinstance(value, str) else None
         if not match:
-            raise self.fail(prefix + key, f"must be a byte count or a size like \"100MB\", not {value!r}")
+            raise self.fail(prefix + key, f'must be a byte count or a size like "100MB", not {value!r}')
         return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").upper()])
 
     def path(self, data, key, base):
@@ -289,10 +341,15 @@ class _Reader:
             days = self.integer(data, "expires_after_days", prefix, None, 1, 365)
         attributes = self.table(data, "attributes", prefix) if "attributes" in data else {}
         for key, value in attributes.items():
-            if len(key) > 64 or not isinstance(value, (str, int, float, bool)) or (
-                    isinstance(value, str) and len(value) > 256):
-                raise self.fail(f"{prefix}attributes.{key}",
-                                "keys ≤ 64 characters; values a string ≤ 256 characters, a number or a bool")
+            if (
+                len(key) > 64
+                or not isinstance(value, (str, int, float, bool))
+                or (isinstance(value, str) and len(value) > 256)
+            ):
+                raise self.fail(
+                    f"{prefix}attributes.{key}",
+                    "keys ≤ 64 characters; values a string ≤ 256 characters, a number or a bool",
+                )
         if len(attributes) > 10:
             raise self.fail(prefix + "attributes", "at most 10 static attributes (16 in all, 6 are the tool's)")
         return StoreSpec(
@@ -308,8 +365,9 @@ class _Reader:
         if value is None or value == "auto" or value == {"type": "auto"}:
             return None
         if not isinstance(value, dict) or value.get("type") != "static":
-            raise self.fail(key, 'must be "auto" or { type = "static", max_chunk_size_tokens = N, '
-                                 'chunk_overlap_tokens = M }')
+            raise self.fail(
+                key, 'must be "auto" or { type = "static", max_chunk_size_tokens = N, chunk_overlap_tokens = M }'
+            )
         size = value.get("max_chunk_size_tokens", 800)
         overlap = value.get("chunk_overlap_tokens", 400)
         if not isinstance(size, int) or not 100 <= size <= 4096:

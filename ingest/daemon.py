@@ -1,4 +1,5 @@
 """`ingest watch` as a service: lock per pass, signals, heartbeat file, metrics and /healthz."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ HEARTBEAT_EVERY = 2.0
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": round(record.created, 3), "level": record.levelname.lower(),
-                           "logger": record.name, "message": record.getMessage()})
+        return json.dumps(
+            {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
 
 
 @dataclass
@@ -41,15 +48,16 @@ class Metrics:
     last_success: Gauge
 
     @classmethod
-    def create(cls) -> "Metrics":
+    def create(cls) -> Metrics:
         r = CollectorRegistry()
-        return cls(r,
-                   Gauge("ingest_files", "Files in the manifest by state", ["state"], registry=r),
-                   Counter("ingest_uploads", "Files uploaded", registry=r),
-                   Counter("ingest_failures", "Files that failed to upload or index", registry=r),
-                   Gauge("ingest_queue_depth", "Changed paths waiting to settle", registry=r),
-                   Gauge("ingest_last_success_timestamp_seconds", "Unix time of the last clean sync",
-                         registry=r))
+        return cls(
+            r,
+            Gauge("ingest_files", "Files in the manifest by state", ["state"], registry=r),
+            Counter("ingest_uploads", "Files uploaded", registry=r),
+            Counter("ingest_failures", "Files that failed to upload or index", registry=r),
+            Gauge("ingest_queue_depth", "Changed paths waiting to settle", registry=r),
+            Gauge("ingest_last_success_timestamp_seconds", "Unix time of the last clean sync", registry=r),
+        )
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -71,8 +79,12 @@ def read_heartbeat(settings: Settings) -> dict | None:
 
 
 def _write_heartbeat(path: Path, health: dict, stopped: bool = False) -> None:
-    data = {"pid": os.getpid(), "heartbeat_at": time.time(), "stopped": stopped,
-            **{k: v for k, v in health.items() if k != "last_report"}}
+    data = {
+        "pid": os.getpid(),
+        "heartbeat_at": time.time(),
+        "stopped": stopped,
+        **{k: v for k, v in health.items() if k != "last_report"},
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -80,7 +92,7 @@ def _write_heartbeat(path: Path, health: dict, stopped: bool = False) -> None:
 
 def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path.startswith("/metrics"):
                 body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
             elif self.path.startswith("/healthz"):
@@ -135,9 +147,11 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
             manifest = Manifest(backend.manifest)
             try:
                 report = Engine(settings, manifest, remote, stop=stop).sync(
-                    Options(command="watch" if scopes else "watch-full"), scopes)
-                counts = {g["state"]: g["n"] for g in manifest.db.query(
-                    "select state, count(*) n from files group by state")}
+                    Options(command="watch" if scopes else "watch-full"), scopes
+                )
+                counts = {
+                    g["state"]: g["n"] for g in manifest.db.query("select state, count(*) n from files group by state")
+                }
                 for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
                     metrics.files.labels(state).set(counts.get(state, 0))
                 seen_states.update(counts)

@@ -1,4 +1,5 @@
 """Upload → attach in batches → wait (bounded) for indexing → retire what was replaced. State after every call."""
+
 from __future__ import annotations
 
 import logging
@@ -6,16 +7,37 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ingest.config import BATCH_LIMIT, Settings
-from ingest.manifest import (ATTACHING, DELETED, FAILED, HEARTBEAT, INDEXED, PENDING, RETIRE, STARTED,
-                             UPLOADED, UPLOADING, FileRow, Manifest)
-from ingest.remote.base import (CANCELLED, IN_PROGRESS, MAX_RETRY_AFTER, SERVER_ERROR, AttachItem, AuthError,
-                                NotFound, Remote, RemoteError)
+from ingest.manifest import (
+    ATTACHING,
+    DELETED,
+    FAILED,
+    HEARTBEAT,
+    INDEXED,
+    PENDING,
+    RETIRE,
+    STARTED,
+    UPLOADED,
+    UPLOADING,
+    FileRow,
+    Manifest,
+)
+from ingest.remote.base import (
+    CANCELLED,
+    IN_PROGRESS,
+    MAX_RETRY_AFTER,
+    SERVER_ERROR,
+    AttachItem,
+    AuthError,
+    NotFound,
+    Remote,
+    RemoteError,
+)
 from ingest.stores import Stores
 
 
@@ -23,6 +45,7 @@ def is_retryable(exc: BaseException) -> bool:
     """Timeouts, connection errors, 408/409/429 and 5xx: worth another run's try."""
     status = getattr(exc, "status_code", None)
     return status is None or status in (408, 409, 429) or status >= 500
+
 
 log = logging.getLogger("ingest")
 SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
@@ -52,8 +75,16 @@ def _show(row: FileRow) -> str:
 
 
 class Indexer:
-    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, stores: Stores,
-                 progress: Progress | None = None, clock: Callable[[], float] = time.monotonic, stop: threading.Event | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        remote: Remote,
+        stores: Stores,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
+    ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
@@ -147,8 +178,9 @@ class Indexer:
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
-            self.manifest.ledger_done(future.upload_id, remote_file.id, remote_file.maybe_duplicated,
-                                      remote_file.created_at)
+            self.manifest.ledger_done(
+                future.upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at
+            )
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
         self._queue[row.vector_store_id].append(row)
@@ -163,7 +195,7 @@ class Indexer:
     def _flush(self, store_id: str) -> None:
         rows = self._queue.pop(store_id, [])
         for start in range(0, len(rows), BATCH_LIMIT):
-            self._attach(store_id, rows[start:start + BATCH_LIMIT])
+            self._attach(store_id, rows[start : start + BATCH_LIMIT])
 
     def _attach(self, store_id: str, rows: list[FileRow]) -> None:
         chunking = self.stores.chunking(rows[0].store) if rows else None
@@ -179,8 +211,14 @@ class Indexer:
                     self.manifest.ledger_set(row.file_id, RETIRE)
                     self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
             # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-            self.outcome.failures += [(_show(r), "not attached: the vector store or the uploaded file was "
-                                                 "gone remotely; it is uploaded again next run") for r in rows]
+            self.outcome.failures += [
+                (
+                    _show(r),
+                    "not attached: the vector store or the uploaded file was "
+                    "gone remotely; it is uploaded again next run",
+                )
+                for r in rows
+            ]
             return
         except RemoteError as exc:
             for row in rows:
@@ -228,7 +266,8 @@ class Indexer:
                     self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
                 self.outcome.notes.append(
                     f"{len(self.outcome.still_indexing)} files still indexing after "
-                    f"{self.settings.index_timeout:.0f} s; the next run checks them again")
+                    f"{self.settings.index_timeout:.0f} s; the next run checks them again"
+                )
                 return
             self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
 
@@ -279,8 +318,16 @@ class Indexer:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
-        self.manifest.update(row, state=INDEXED, old_file_id=None, reason=None, error_code=None,
-                             retryable=None, batch_id=None, indexed_at=time.time())
+        self.manifest.update(
+            row,
+            state=INDEXED,
+            old_file_id=None,
+            reason=None,
+            error_code=None,
+            retryable=None,
+            batch_id=None,
+            indexed_at=time.time(),
+        )
         self.outcome.indexed += 1
 
     # clean-up ----------------------------------------------------------------------------------
@@ -333,15 +380,17 @@ class Indexer:
             if remote_file.id in known:
                 continue
             for s, (lo, hi) in windows:
-                if remote_file.filename == s.filename and remote_file.bytes == s.bytes \
-                        and lo <= remote_file.created_at <= hi:
+                if (
+                    remote_file.filename == s.filename
+                    and remote_file.bytes == s.bytes
+                    and lo <= remote_file.created_at <= hi
+                ):
                     self.remote.delete_file(remote_file.id)
                     self.outcome.duplicates_removed += 1
                     break
         with self.manifest.transaction():
             for s in suspects:
                 self.manifest.ledger_resolved(s)
-
 
     def _latest(self, upload) -> float:
         """The latest moment (our clock) the upload call can still have been running: the last sign of

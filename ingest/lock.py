@@ -1,4 +1,5 @@
 """One writer at a time: an advisory lock beside the manifest, shared by sync, watch and reindex."""
+
 from __future__ import annotations
 
 import fcntl
@@ -25,15 +26,17 @@ class ManifestLock:
         except OSError:
             return "another ingest process"
 
-    def acquire(self, wait: float = 0.0) -> "ManifestLock":
+    def acquire(self, wait: float = 0.0) -> ManifestLock:
         """Take the lock; wait up to `wait` seconds (0: fail at once, negative: forever)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise ManifestError(f"{self.path}: cannot create the lock beside the manifest ({exc.strerror}); "
-                                "make that folder writable by this user, or run ingest as the user that "
-                                "owns it") from None
+            raise ManifestError(
+                f"{self.path}: cannot create the lock beside the manifest ({exc.strerror}); "
+                "make that folder writable by this user, or run ingest as the user that "
+                "owns it"
+            ) from None
         deadline = None if wait < 0 else time.monotonic() + wait
         while True:
             try:
@@ -43,8 +46,9 @@ class ManifestLock:
                 if deadline is not None and time.monotonic() >= deadline:
                     holder = self.holder()
                     os.close(fd)
-                    raise LockBusy(f"the manifest is in use by {holder}; wait for it to finish, "
-                                   "or pass --wait to queue behind it") from None
+                    raise LockBusy(
+                        f"the manifest is in use by {holder}; wait for it to finish, or pass --wait to queue behind it"
+                    ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, f"'ingest {self.command}' (pid {os.getpid()})\n".encode())
@@ -58,7 +62,7 @@ class ManifestLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "ManifestLock":
+    def __enter__(self) -> ManifestLock:
         return self
 
     def __exit__(self, *exc) -> None:

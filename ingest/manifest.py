@@ -1,91 +1,141 @@
 """The SQLite manifest: the only module that opens it. Local path → content hash → file id → store."""
+
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
 # File states, in the order a document goes through them.
-REJECTED = "rejected"      # validation refused it; reason says why; never uploaded
-PENDING = "pending"        # valid, to be uploaded
-UPLOADING = "uploading"    # an upload is under way (its ledger row says when it started)
-UPLOADED = "uploaded"      # file_id known, not yet attached
-ATTACHING = "attaching"    # attached in batch_id, indexing under way
-INDEXED = "indexed"        # completed in its vector store
-FAILED = "failed"          # the upload or indexing failed; retryable says whether another try may help
-ERROR = "error"            # the scan could not read it; the last good remote state is kept
+REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
+PENDING = "pending"  # valid, to be uploaded
+UPLOADING = "uploading"  # an upload is under way (its ledger row says when it started)
+UPLOADED = "uploaded"  # file_id known, not yet attached
+ATTACHING = "attaching"  # attached in batch_id, indexing under way
+INDEXED = "indexed"  # completed in its vector store
+FAILED = "failed"  # the upload or indexing failed; retryable says whether another try may help
+ERROR = "error"  # the scan could not read it; the last good remote state is kept
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
 
 # Ledger statuses of every remote file id this tool created.
 LIVE = "live"
-RETIRE = "retire"          # no longer wanted: to be detached and deleted
+RETIRE = "retire"  # no longer wanted: to be detached and deleted
 DELETED = "deleted"
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
-STARTED = "started"        # an upload began and its id is not known yet (crash, or a lost reply)
+STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
 
 migrations = Migrations("ingest")
 
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
-    db["files"].create({
-        "root": str, "path": str, "store": str, "size": int, "mtime_ns": int, "inode": int,
-        "hashed_at_ns": int, "sha256": str, "mime": str, "state": str, "reason": str,
-        "error_code": str, "retryable": int, "file_id": str, "vector_store_id": str,
-        "batch_id": str, "old_file_id": str, "attributes": str, "attempts": int,
-        "first_seen": float, "updated_at": float, "indexed_at": float,
-    }, pk=("root", "path"), not_null={"root", "path", "state"})
-    db["files"].create_index(["file_id"])
-    db["files"].create_index(["state"])
-    db["stores"].create({
-        "id": str, "name": str, "shard": int, "status": str, "fingerprint": str, "created_at": float,
-    }, pk="id")
-    db["stores"].create_index(["name", "shard"])
-    db["uploads"].create({
-        "id": int, "file_id": str, "root": str, "path": str, "filename": str, "bytes": int,
-        "sha256": str, "vector_store_id": str, "status": str, "started_at": float,
-        "finished_at": float, "suspect": int,
-    }, pk="id")
-    db["uploads"].create_index(["file_id"])
-    db["uploads"].create_index(["status"])
-    db["runs"].create({
-        "id": int, "command": str, "started_at": float, "finished_at": float, "exit_code": int,
-        "counts": str, "held": str,
-    }, pk="id")
+    db.table("files").create(
+        {
+            "root": str,
+            "path": str,
+            "store": str,
+            "size": int,
+            "mtime_ns": int,
+            "inode": int,
+            "hashed_at_ns": int,
+            "sha256": str,
+            "mime": str,
+            "state": str,
+            "reason": str,
+            "error_code": str,
+            "retryable": int,
+            "file_id": str,
+            "vector_store_id": str,
+            "batch_id": str,
+            "old_file_id": str,
+            "attributes": str,
+            "attempts": int,
+            "first_seen": float,
+            "updated_at": float,
+            "indexed_at": float,
+        },
+        pk=("root", "path"),
+        not_null={"root", "path", "state"},
+    )
+    db.table("files").create_index(["file_id"])
+    db.table("files").create_index(["state"])
+    db.table("stores").create(
+        {
+            "id": str,
+            "name": str,
+            "shard": int,
+            "status": str,
+            "fingerprint": str,
+            "created_at": float,
+        },
+        pk="id",
+    )
+    db.table("stores").create_index(["name", "shard"])
+    db.table("uploads").create(
+        {
+            "id": int,
+            "file_id": str,
+            "root": str,
+            "path": str,
+            "filename": str,
+            "bytes": int,
+            "sha256": str,
+            "vector_store_id": str,
+            "status": str,
+            "started_at": float,
+            "finished_at": float,
+            "suspect": int,
+        },
+        pk="id",
+    )
+    db.table("uploads").create_index(["file_id"])
+    db.table("uploads").create_index(["status"])
+    db.table("runs").create(
+        {
+            "id": int,
+            "command": str,
+            "started_at": float,
+            "finished_at": float,
+            "exit_code": int,
+            "counts": str,
+            "held": str,
+        },
+        pk="id",
+    )
 
 
 @migrations()
 def m002_store_replaces(db: sqlite_utils.Database) -> None:
     # A store being rebuilt records which store it will replace once it is complete.
-    db["stores"].add_column("replaces", str)
+    db.table("stores").add_column("replaces", str)
 
 
 @migrations()
 def m003_upload_server_time(db: sqlite_utils.Database) -> None:
     # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
-    db["uploads"].add_column("remote_created_at", int)
+    db.table("uploads").add_column("remote_created_at", int)
 
 
 @migrations()
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db["roots"].create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int},
-                       pk="key")
-    db["store_specs"].create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
+    db.table("roots").create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key")
+    db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
 @migrations()
 def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
-    db["runs"].add_column("alive_at", float)
+    db.table("runs").add_column("alive_at", float)
 
 
 class ManifestError(Exception):
@@ -118,9 +168,13 @@ class FileRow:
     indexed_at: float | None = None
 
     @classmethod
-    def from_db(cls, row: dict[str, Any]) -> "FileRow":
-        return cls(**{f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts"
-                      else 0 for f in fields(cls)})
+    def from_db(cls, row: dict[str, Any]) -> FileRow:
+        return cls(
+            **{
+                f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts" else 0
+                for f in fields(cls)
+            }
+        )
 
     def attrs(self) -> dict[str, Any]:
         return json.loads(self.attributes) if self.attributes else {}
@@ -161,9 +215,11 @@ def _prepare_file(path: Path) -> None:
 
 
 _FILE_COLUMNS = tuple(f.name for f in fields(FileRow))
-_PUT_FILE = (f"insert into files ({', '.join(_FILE_COLUMNS)}) values ({', '.join('?' for _ in _FILE_COLUMNS)}) "
-             "on conflict (root, path) do update set "
-             + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS if c not in ("root", "path")))
+_PUT_FILE = (
+    f"insert into files ({', '.join(_FILE_COLUMNS)}) values ({', '.join('?' for _ in _FILE_COLUMNS)}) "
+    "on conflict (root, path) do update set "
+    + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS if c not in ("root", "path"))
+)
 
 
 class Manifest:
@@ -174,12 +230,16 @@ class Manifest:
         try:
             _prepare_file(path)
         except OSError as exc:
-            raise ManifestError(f"{path}: cannot create the manifest ({exc.strerror}); make its folder "
-                                "writable by this user, or choose another with state_dir or manifest "
-                                "in the config") from None
+            raise ManifestError(
+                f"{path}: cannot create the manifest ({exc.strerror}); make its folder "
+                "writable by this user, or choose another with state_dir or manifest "
+                "in the config"
+            ) from None
         if not (os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)):
-            raise ManifestError(f"{path}: this user cannot write the manifest or its folder (the manifest "
-                                "itself is fine); fix the permissions or run ingest as the user that owns it")
+            raise ManifestError(
+                f"{path}: this user cannot write the manifest or its folder (the manifest "
+                "itself is fine); fix the permissions or run ingest as the user that owns it"
+            )
         try:
             self.db = sqlite_utils.Database(path)
             self.db.conn.execute("PRAGMA journal_mode=WAL")
@@ -193,7 +253,8 @@ class Manifest:
             raise ManifestError(
                 f"{path}: the manifest is damaged ({exc}). It was left as it is; move it aside "
                 f"(mv '{path}' '{path}.broken') and run 'ingest reindex' to rebuild it from the "
-                "local files (the remote files it knew of are then found by 'ingest gc').") from None
+                "local files (the remote files it knew of are then found by 'ingest gc')."
+            ) from None
         for suffix in ("-wal", "-shm"):
             extra = Path(str(path) + suffix)
             if extra.exists():
@@ -205,7 +266,8 @@ class Manifest:
         if unknown:
             raise ManifestError(
                 f"{self.path}: the manifest was written by a newer version of ingest "
-                f"(migration {unknown[-1]}); upgrade ingest, or point --manifest elsewhere.")
+                f"(migration {unknown[-1]}); upgrade ingest, or point --manifest elsewhere."
+            )
 
     def close(self) -> None:
         self.db.close()
@@ -218,45 +280,58 @@ class Manifest:
     # files -----------------------------------------------------------------------------------
     def rows(self, root: str | None = None) -> dict[tuple[str, str], FileRow]:
         where, args = ("root = ?", [root]) if root is not None else (None, None)
-        return {(r["root"], r["path"]): FileRow.from_db(r)
-                for r in self.db["files"].rows_where(where, args)}
+        return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
     # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
     # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    _SETTLED = ("state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-                "and mtime_ns < hashed_at_ns - ?")
+    _SETTLED = (
+        "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
+        "and mtime_ns < hashed_at_ns - ?"
+    )
 
-    def settled(self, root: str, racy_ns: int, store: str | None, attributes: bool
-                ) -> tuple[dict[str, tuple], list[str]]:
+    def settled(
+        self, root: str, racy_ns: int, store: str | None, attributes: bool
+    ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
         columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
-        where, args = (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store]) if store is not None \
+        where, args = (
+            (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store])
+            if store is not None
             else (self._SETTLED, [INDEXED, racy_ns])
+        )
         conn = self.db.conn
-        settled = {r[0]: r[1:] for r in conn.execute(
-            f"select {columns} from files where root = ? and {where}", [root, *args])}
-        others = [r[0] for r in conn.execute(
-            f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])]
+        settled = {
+            r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
+        }
+        others = [
+            r[0]
+            for r in conn.execute(
+                f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args]
+            )
+        ]
         return settled, others
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db["files"].rows_where(f"root = ? and path in ({marks})", [root, *chunk]):
+            for r in self.db.table("files").rows_where(f"root = ? and path in ({marks})", [root, *chunk]):
                 out[(r["root"], r["path"])] = FileRow.from_db(r)
         return out
 
     def store_sizes(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.db.execute(
-            "select store, count(*) from files where file_id is not null and store is not null "
-            "group by store").fetchall()}
+        return {
+            r[0]: r[1]
+            for r in self.db.execute(
+                "select store, count(*) from files where file_id is not null and store is not null group by store"
+            ).fetchall()
+        }
 
     def row(self, root: str, path: str) -> FileRow | None:
-        found = list(self.db["files"].rows_where("root = ? and path = ?", [root, path]))
+        found = list(self.db.table("files").rows_where("root = ? and path = ?", [root, path]))
         return FileRow.from_db(found[0]) if found else None
 
     def put(self, row: FileRow) -> FileRow:
@@ -275,7 +350,7 @@ class Manifest:
     def rows_in_states(self, states: Iterable[str]) -> list[FileRow]:
         states = list(states)
         marks = ",".join("?" for _ in states)
-        return [FileRow.from_db(r) for r in self.db["files"].rows_where(f"state in ({marks})", states)]
+        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(f"state in ({marks})", states)]
 
     def referenced_ids(self) -> set[str]:
         out: set[str] = set()
@@ -284,87 +359,116 @@ class Manifest:
         return out
 
     def counts_by_store_state(self) -> list[dict[str, Any]]:
-        return list(self.db.query(
-            "select store, vector_store_id, state, count(*) as n from files "
-            "group by store, vector_store_id, state order by store, state"))
+        return list(
+            self.db.query(
+                "select store, vector_store_id, state, count(*) as n from files "
+                "group by store, vector_store_id, state order by store, state"
+            )
+        )
 
     def known_roots(self) -> dict[str, str]:
         """Each root the manifest holds files for, with the store most of its files go to."""
         out: dict[str, str] = {}
-        for r in self.db.query("select root, store, count(*) n from files where store is not null "
-                               "group by root, store order by n"):
+        for r in self.db.query(
+            "select root, store, count(*) n from files where store is not null group by root, store order by n"
+        ):
             out[r["root"]] = r["store"]
         return out
 
     def remember_roots(self, roots: Iterable[Mapping[str, Any]]) -> None:
         """roots: dicts of key, store, include, exclude (lists) and ignore_defaults."""
-        self.db["roots"].upsert_all([{**r, "include": json.dumps(list(r["include"])),
-                                      "exclude": json.dumps(list(r["exclude"])),
-                                      "ignore_defaults": int(r["ignore_defaults"])} for r in roots], pk="key")
+        self.db.table("roots").upsert_all(
+            [
+                {
+                    **r,
+                    "include": json.dumps(list(r["include"])),
+                    "exclude": json.dumps(list(r["exclude"])),
+                    "ignore_defaults": int(r["ignore_defaults"]),
+                }
+                for r in roots
+            ],
+            pk="key",
+        )
 
     def remembered_roots(self) -> dict[str, dict[str, Any]]:
-        return {r["key"]: {"store": r["store"], "include": tuple(json.loads(r["include"])),
-                           "exclude": tuple(json.loads(r["exclude"])),
-                           "ignore_defaults": bool(r["ignore_defaults"])}
-                for r in self.db["roots"].rows}
+        return {
+            r["key"]: {
+                "store": r["store"],
+                "include": tuple(json.loads(r["include"])),
+                "exclude": tuple(json.loads(r["exclude"])),
+                "ignore_defaults": bool(r["ignore_defaults"]),
+            }
+            for r in self.db.table("roots").rows
+        }
 
     def remember_store_specs(self, specs: list[Mapping[str, Any]]) -> None:
         """The [[stores]] entries of the last config file: they replace the ones kept before."""
         with self.transaction():
-            self.db["store_specs"].delete_where()
-            self.db["store_specs"].insert_all([{"name": spec["name"], "spec": json.dumps(spec)} for spec in specs],
-                                              pk="name")
+            self.db.table("store_specs").delete_where()
+            self.db.table("store_specs").insert_all(
+                [{"name": spec["name"], "spec": json.dumps(spec)} for spec in specs], pk="name"
+            )
 
     def remembered_store_specs(self) -> list[dict[str, Any]]:
-        return [json.loads(r["spec"]) for r in self.db["store_specs"].rows]
+        return [json.loads(r["spec"]) for r in self.db.table("store_specs").rows]
 
     def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
-        return [FileRow.from_db(r) for r in self.db["files"].rows_where("vector_store_id = ?", [vector_store_id])]
+        return [FileRow.from_db(r) for r in self.db.table("files").rows_where("vector_store_id = ?", [vector_store_id])]
 
     def count_in_store(self, vector_store_id: str) -> int:
-        return self.db.execute("select count(*) from files where vector_store_id = ? and file_id is not null",
-                               [vector_store_id]).fetchone()[0]
+        return self.db.execute(
+            "select count(*) from files where vector_store_id = ? and file_id is not null", [vector_store_id]
+        ).fetchone()[0]
 
     # stores ----------------------------------------------------------------------------------
     def stores(self, name: str | None = None, status: str = "active") -> list[StoreRow]:
         where = "status = ?" + (" and name = ?" if name else "")
         args = [status] + ([name] if name else [])
-        return [StoreRow(**r) for r in self.db["stores"].rows_where(where, args, order_by="name, shard")]
+        return [StoreRow(**r) for r in self.db.table("stores").rows_where(where, args, order_by="name, shard")]
 
     def add_store(self, store: StoreRow) -> None:
-        self.db["stores"].upsert(asdict(store), pk="id")
+        self.db.table("stores").upsert(asdict(store), pk="id")
 
     def remove_store(self, store_id: str) -> None:
-        self.db["stores"].delete_where("id = ?", [store_id])
+        self.db.table("stores").delete_where("id = ?", [store_id])
 
     def set_store_status(self, store_id: str, status: str) -> None:
-        self.db["stores"].update(store_id, {"status": status})
+        self.db.table("stores").update(store_id, {"status": status})
 
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
         return self.db.execute(
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
-            "values (?, ?, ?, ?, ?, ?, ?)", [root, path, filename, size, sha256, STARTED, time.time()]).lastrowid
+            "values (?, ?, ?, ?, ?, ?, ?)",
+            [root, path, filename, size, sha256, STARTED, time.time()],
+        ).lastrowid
 
-    def ledger_done(self, upload_id: int, file_id: str, suspect: bool = False,
-                    remote_created_at: int | None = None) -> None:
-        self.db.execute("update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ?, "
-                        "remote_created_at = ? where id = ?",
-                        [file_id, LIVE, time.time(), int(suspect), remote_created_at, upload_id])
+    def ledger_done(
+        self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
+    ) -> None:
+        self.db.execute(
+            "update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ?, "
+            "remote_created_at = ? where id = ?",
+            [file_id, LIVE, time.time(), int(suspect), remote_created_at, upload_id],
+        )
 
     def clock_offset(self) -> float | None:
         """Median of (server created_at − our finish time) over recent uploads: the server's clock skew."""
-        offsets = sorted(r[0] for r in self.db.execute(
-            "select remote_created_at - finished_at from uploads where remote_created_at is not null "
-            "order by id desc limit 50").fetchall())
+        offsets = sorted(
+            r[0]
+            for r in self.db.execute(
+                "select remote_created_at - finished_at from uploads where remote_created_at is not null "
+                "order by id desc limit 50"
+            ).fetchall()
+        )
         return offsets[len(offsets) // 2] if offsets else None
 
     def ledger_failed(self, upload_id: int, ambiguous: bool) -> None:
         """An upload that failed: if the request may have reached the server, keep it for the sweep."""
         if ambiguous:
-            self.db["uploads"].update(upload_id, {"finished_at": time.time(), "suspect": 1})
+            self.db.table("uploads").update(upload_id, {"finished_at": time.time(), "suspect": 1})
         else:
-            self.db["uploads"].update(upload_id, {"status": DELETED, "finished_at": time.time()})
+            self.db.table("uploads").update(upload_id, {"status": DELETED, "finished_at": time.time()})
 
     def ledger_set(self, file_id: str, status: str, vector_store_id: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}
@@ -374,22 +478,22 @@ class Manifest:
         self.db.execute(f"update uploads set {sets} where file_id = ?", [*values.values(), file_id])
 
     def ledger(self, status: str) -> list[Upload]:
-        return [Upload(**r) for r in self.db["uploads"].rows_where("status = ?", [status], order_by="id")]
+        return [Upload(**r) for r in self.db.table("uploads").rows_where("status = ?", [status], order_by="id")]
 
     def ledger_ids(self) -> set[str]:
         return {r["file_id"] for r in self.db.query("select file_id from uploads where file_id is not null")}
 
     def ledger_suspects(self) -> list[Upload]:
         """Uploads after which a duplicate may exist remotely (a retry after the request got through)."""
-        return [Upload(**r) for r in self.db["uploads"].rows_where("suspect = 1 and status != ?", [STARTED])]
+        return [Upload(**r) for r in self.db.table("uploads").rows_where("suspect = 1 and status != ?", [STARTED])]
 
     def ledger_resolved(self, upload: Upload) -> None:
         values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
-        self.db["uploads"].update(upload.id, values)
+        self.db.table("uploads").update(upload.id, values)
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        self._run = self.db["runs"].insert({"command": command, "started_at": time.time()}).last_pk
+        self._run = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
         self._alive = 0.0
         return self._run
 
@@ -402,18 +506,27 @@ class Manifest:
 
     def last_alive(self, at: float) -> float | None:
         """The last moment the run going at time `at` was known to be alive (None: no run then)."""
-        found = self.db.execute("select coalesce(finished_at, alive_at, started_at) from runs "
-                                "where started_at <= ? order by started_at desc limit 1", [at]).fetchone()
+        found = self.db.execute(
+            "select coalesce(finished_at, alive_at, started_at) from runs "
+            "where started_at <= ? order by started_at desc limit 1",
+            [at],
+        ).fetchone()
         return found[0] if found else None
 
     def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
-        self.db["runs"].update(run_id, {"finished_at": time.time(), "exit_code": exit_code,
-                                        "counts": json.dumps(counts), "held": json.dumps(held)})
+        self.db.table("runs").update(
+            run_id,
+            {
+                "finished_at": time.time(),
+                "exit_code": exit_code,
+                "counts": json.dumps(counts),
+                "held": json.dumps(held),
+            },
+        )
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db["files"].rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR],
-                                             order_by="root, path"):
+        for r in self.db.table("files").rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"):
             yield FileRow.from_db(r)

@@ -1,9 +1,10 @@
 """Pure: (what the scan saw, what the manifest holds) → what to do. No I/O."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from ingest.manifest import ACTIVE_STATES, ERROR, FAILED, INDEXED, REJECTED, FileRow
 from ingest.scan import Problem
@@ -12,6 +13,7 @@ from ingest.scan import Problem
 @dataclass(frozen=True)
 class Observed:
     """A file as this run sees it: stat, hash and verdict."""
+
     root: str
     path: str
     size: int
@@ -28,8 +30,9 @@ class Observed:
 @dataclass(frozen=True)
 class RootScan:
     """What the planner needs to know about one root's scan."""
+
     root: str
-    full: bool          # the whole root was scanned, not a few dirty paths
+    full: bool  # the whole root was scanned, not a few dirty paths
     missing: bool
     has_errors: bool
     entries: int
@@ -45,11 +48,11 @@ class GuardPolicy:
 @dataclass
 class Plan:
     uploads: list[tuple[Observed, FileRow | None]] = field(default_factory=list)  # new or changed
-    resumes: list[tuple[Observed, FileRow]] = field(default_factory=list)         # half-done, same content
+    resumes: list[tuple[Observed, FileRow]] = field(default_factory=list)  # half-done, same content
     moves: list[tuple[Observed, FileRow]] = field(default_factory=list)
     unchanged: list[tuple[Observed, FileRow]] = field(default_factory=list)
     rejected: list[tuple[Observed, FileRow | None]] = field(default_factory=list)
-    refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)   # FIFOs, symlinks out…
+    refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)  # FIFOs, symlinks out…
     unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
     deletes: list[FileRow] = field(default_factory=list)
     held: list[tuple[FileRow, str]] = field(default_factory=list)
@@ -58,8 +61,12 @@ class Plan:
     def counts(self) -> dict[str, int]:
         changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)
         return {
-            "scanned": len(self.uploads) + len(self.resumes) + len(self.moves) + len(self.unchanged)
-            + len(self.rejected) + len(self.quiet),
+            "scanned": len(self.uploads)
+            + len(self.resumes)
+            + len(self.moves)
+            + len(self.unchanged)
+            + len(self.rejected)
+            + len(self.quiet),
             "new": len(self.uploads) - changed,
             "changed": changed,
             "resumed": len(self.resumes),
@@ -79,8 +86,14 @@ class Plan:
         return gone
 
 
-def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tuple[str, str], FileRow],
-              scans: list[RootScan], store_sizes: Callable[[], Mapping[str, int]], policy: GuardPolicy) -> Plan:
+def make_plan(
+    observed: list[Observed],
+    problems: list[Problem],
+    rows: dict[tuple[str, str], FileRow],
+    scans: list[RootScan],
+    store_sizes: Callable[[], Mapping[str, int]],
+    policy: GuardPolicy,
+) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
     store (asked only when there is something to delete)."""
     plan = Plan()
@@ -92,7 +105,7 @@ def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tupl
         row = rows.get(key)
         if not obs.ok:
             plan.rejected.append((obs, row))
-        elif row is None or row.file_id is None and row.state in (REJECTED, ERROR):
+        elif row is None or (row.file_id is None and row.state in (REJECTED, ERROR)):
             fresh.append(obs)
         elif row.sha256 != obs.sha256 or row.store != obs.store:
             plan.uploads.append((obs, row))
@@ -128,8 +141,13 @@ def make_plan(observed: list[Observed], problems: list[Problem], rows: dict[tupl
     return plan
 
 
-def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_sizes: Callable[[], Mapping[str, int]],
-           policy: GuardPolicy) -> None:
+def _guard(
+    plan: Plan,
+    deletes: list[FileRow],
+    scans: list[RootScan],
+    store_sizes: Callable[[], Mapping[str, int]],
+    policy: GuardPolicy,
+) -> None:
     """Hold deletions back when the scan cannot be trusted, or when too much of a store would go."""
     by_root = {s.root: s for s in scans}
     remaining: list[FileRow] = []
@@ -152,16 +170,29 @@ def _guard(plan: Plan, deletes: list[FileRow], scans: list[RootScan], store_size
         per_store = Counter(row.store for row in remaining if row.file_id)
         per_store.update(row.store for _, row in invalid)
         sizes = store_sizes() if any(n > policy.floor for n in per_store.values()) else {}
-        over = {store for store, n in per_store.items()
-                if n > policy.floor and n > policy.max_fraction * sizes.get(store or "", 0)}
+        over = {
+            store
+            for store, n in per_store.items()
+            if n > policy.floor and n > policy.max_fraction * sizes.get(store or "", 0)
+        }
         for row in list(remaining):
             if row.store in over and row.file_id:
                 remaining.remove(row)
-                plan.held.append((row, f"more than {policy.max_fraction:.0%} of store {row.store!r} "
-                                       "would be deleted; run with --allow-mass-delete if intended"))
+                plan.held.append(
+                    (
+                        row,
+                        f"more than {policy.max_fraction:.0%} of store {row.store!r} "
+                        "would be deleted; run with --allow-mass-delete if intended",
+                    )
+                )
         for obs, row in invalid:
             if row.store in over:
                 plan.rejected.remove((obs, row))
-                plan.held.append((row, f"now rejected ({obs.reason}), but more than "
-                                       f"{policy.max_fraction:.0%} of store {row.store!r} would go; kept"))
+                plan.held.append(
+                    (
+                        row,
+                        f"now rejected ({obs.reason}), but more than "
+                        f"{policy.max_fraction:.0%} of store {row.store!r} would go; kept",
+                    )
+                )
     plan.deletes = remaining

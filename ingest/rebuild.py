@@ -1,5 +1,6 @@
 """Planned rebuilds: a store whose chunking or attribute schema changed is refilled beside the old one,
 and the manifest switches only once the new store is complete, so search never sees it half-built."""
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,16 @@ def pending_rebuilds(settings: Settings, manifest: Manifest) -> list[StoreRow]:
     configuration does not name is left as it is: a run without the config file (started from
     another folder, or a zero-config `ingest sync ./x`) must not rebuild what it knows nothing of."""
     configured = {spec.name for spec in settings.stores}
-    return [s for s in manifest.stores()
-            if s.name in configured and s.fingerprint != fingerprint(settings.store_spec(s.name))]
+    return [
+        s
+        for s in manifest.stores()
+        if s.name in configured and s.fingerprint != fingerprint(settings.store_spec(s.name))
+    ]
 
 
-def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: threading.Event,
-            timeout: float | None = None) -> list[str]:
+def rebuild(
+    settings: Settings, manifest: Manifest, remote: Remote, stop: threading.Event, timeout: float | None = None
+) -> list[str]:
     """Run every rebuild due; returns notes for the run summary. Resumable: state lives in the stores table."""
     notes = []
     for old in pending_rebuilds(settings, manifest):
@@ -53,8 +58,9 @@ def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: thread
                 manifest.update(row, **changes)
                 manifest.ledger_set(row.file_id, "live", new.id)
             for row in manifest.rows_in_store(old.id):  # half-done files follow to the new store
-                manifest.update(row, vector_store_id=new.id,
-                                state=UPLOADED if row.state == ATTACHING else row.state, batch_id=None)
+                manifest.update(
+                    row, vector_store_id=new.id, state=UPLOADED if row.state == ATTACHING else row.state, batch_id=None
+                )
             manifest.set_store_status(new.id, "active")
             manifest.set_store_status(old.id, "retired")
         remote.delete_store(old.id)  # the files stay: they are attached to the new store now
@@ -62,8 +68,9 @@ def rebuild(settings: Settings, manifest: Manifest, remote: Remote, stop: thread
     return notes
 
 
-def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event,
-          timeout: float) -> set[str] | None:
+def _fill(
+    remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event, timeout: float
+) -> set[str] | None:
     """Attach what the new store lacks and wait until every file has settled there.
 
     Returns the ids that failed there (they are retried once here), or None when not done in time.
@@ -71,7 +78,7 @@ def _fill(remote: Remote, store_id: str, wanted: dict, chunking, stop: threading
     present = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
     missing = [fid for fid in wanted if present.get(fid) not in (COMPLETED, IN_PROGRESS)]
     for start in range(0, len(missing), BATCH_LIMIT):
-        chunk = missing[start:start + BATCH_LIMIT]
+        chunk = missing[start : start + BATCH_LIMIT]
         remote.attach_batch(store_id, [AttachItem(fid, wanted[fid], chunking) for fid in chunk])
     # Wait on the store's counts (one small request), not on a listing of every file in it; list
     # once they say nothing is in progress. From 1 s, slower as it goes, like the SDK's poll helpers.

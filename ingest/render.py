@@ -1,11 +1,11 @@
 """Text for people: run summaries, status tables, search hits, the progress bar."""
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
-
-import click
+from collections.abc import Callable
+from typing import Any
 
 from ingest.sync import Report
 
@@ -16,21 +16,28 @@ SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason
 def summary(report: Report, verbose: bool = True) -> str:
     c = report.counts
     head = "plan" if report.dry_run else "synced"
-    lines = [f"{head}: " + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER
-                                     if (k in c and (k != "resumed" or c[k])) or k == "failed")
-             + (f" in {report.seconds:.1f} s" if not report.dry_run else "")]
+    lines = [
+        f"{head}: "
+        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k != "resumed" or c[k])) or k == "failed")
+        + (f" in {report.seconds:.1f} s" if not report.dry_run else "")
+    ]
     if not report.dry_run:
-        lines.append(f"uploaded {c.get('uploaded', 0)}, indexed {c.get('indexed', 0)}, "
-                     f"remote files deleted {c.get('remote_deleted', 0)}")
+        lines.append(
+            f"uploaded {c.get('uploaded', 0)}, indexed {c.get('indexed', 0)}, "
+            f"remote files deleted {c.get('remote_deleted', 0)}"
+        )
     if report.dry_run:
         for kind, paths in report.planned.items():
             if kind == "unchanged" and not verbose:
                 continue
             for path in paths:
                 lines.append(f"  {kind:<9} {path}")
-    for title, items in (("failed", report.failures), ("failed earlier, not retried", report.kept_failed),
-                         ("rejected", report.rejected),
-                         ("held back (not deleted)", report.held)):
+    for title, items in (
+        ("failed", report.failures),
+        ("failed earlier, not retried", report.kept_failed),
+        ("rejected", report.rejected),
+        ("held back (not deleted)", report.held),
+    ):
         if items:
             lines.append(f"{title}:")
             lines += _grouped(items)
@@ -96,6 +103,7 @@ def hits(results: list[dict[str, Any]]) -> str:
 
 def progress_bar() -> Callable[[str, int, int], None]:
     """A one-line progress display on stderr (only used on a TTY)."""
+
     def show(phase: str, done: int, total: int) -> None:
         if total:
             width = 30
@@ -104,6 +112,7 @@ def progress_bar() -> Callable[[str, int, int], None]:
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
+
     return show
 
 
@@ -119,9 +128,19 @@ def repairs(result, verbose: bool = False) -> str:
     """Nothing at all when nothing needed doing: cron mails only what matters. Files rejected as
     before are no news; held-back deletions are, every night, until someone looks."""
     report = result.report
-    busy = result.actions or result.left_alone or (report and (
-        report.failures or report.held or report.newly_rejected
-        or any(report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "uploaded"))))
+    busy = (
+        result.actions
+        or result.left_alone
+        or (
+            report
+            and (
+                report.failures
+                or report.held
+                or report.newly_rejected
+                or any(report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "uploaded"))
+            )
+        )
+    )
     if not busy and not verbose:
         return ""
     lines = [f"repaired: {a}" for a in result.actions] + [f"left alone: {a}" for a in result.left_alone]

@@ -1,4 +1,5 @@
 """Make drift go away: `ingest reindex` repairs what verify finds, `ingest gc` deletes what we left behind."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,11 @@ class Repairs:
     report: Report | None = None
 
     def as_dict(self) -> dict:
-        return {"repaired": self.actions, "left_alone": self.left_alone,
-                "sync": self.report.as_dict() if self.report else None}
+        return {
+            "repaired": self.actions,
+            "left_alone": self.left_alone,
+            "sync": self.report.as_dict() if self.report else None,
+        }
 
 
 def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dry_run: bool = False) -> Repairs:
@@ -58,16 +62,17 @@ def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dr
                     m.ledger_set(drift.file_id, DELETED)
             else:
                 # The store is ours, the file is not: take it out of the store, never delete it.
-                out.actions.append(f"detach {drift.path} ({drift.file_id}) from {drift.store_id}; the file "
-                                   "was not created by ingest and is kept")
+                out.actions.append(
+                    f"detach {drift.path} ({drift.file_id}) from {drift.store_id}; the file "
+                    "was not created by ingest and is kept"
+                )
                 if not dry_run:
                     remote.detach(drift.store_id, drift.file_id)
     if not dry_run:
         out.actions += [f"deleted orphan {fid}" for fid in _delete_unreferenced(m, remote, found)]
     else:
         out.actions += [f"delete orphan {d.file_id} ({d.path})" for d in found.of(ORPHANED)]
-    out.report = engine.sync(Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed,
-                                     command="reindex"))
+    out.report = engine.sync(Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed, command="reindex"))
     return out
 
 
@@ -79,8 +84,10 @@ def gc(engine: Engine, dry_run: bool = False) -> list[str]:
     deleted = _delete_unreferenced(engine.manifest, engine.remote, found)
     from ingest.indexing import Indexer
     from ingest.stores import Stores
-    sweeper = Indexer(engine.settings, engine.manifest, engine.remote,
-                      Stores(engine.settings, engine.manifest, engine.remote))
+
+    sweeper = Indexer(
+        engine.settings, engine.manifest, engine.remote, Stores(engine.settings, engine.manifest, engine.remote)
+    )
     sweeper.sweep()
     return deleted + [f"a lost upload's copy ({n})" for n in range(sweeper.outcome.duplicates_removed)]
 

@@ -1,4 +1,5 @@
 """Walk roots, apply include/exclude, take stat fingerprints, hash only what moved."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -6,10 +7,11 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, NamedTuple
+from typing import NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
 
@@ -17,12 +19,29 @@ from ingest.config import DEFAULT_IGNORES, Root
 # mtime tick ("racy clean"): hash it again next time. SMB rounds mtimes, so it gets more.
 RACY_NS = 2_000_000_000
 RACY_NS_NETWORK = 3_000_000_000
-NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs",
-              "fuse.rclone", "ncpfs", "davfs", "fuse.davfs2", "glusterfs", "ceph", "fuse.glusterfs"}
+NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "fuse.sshfs",
+    "sshfs",
+    "9p",
+    "afs",
+    "fuse.rclone",
+    "ncpfs",
+    "davfs",
+    "fuse.davfs2",
+    "glusterfs",
+    "ceph",
+    "fuse.glusterfs",
+}
 
 
 class Entry(NamedTuple):
     """One regular file found under a root (a tuple: a large tree makes a great many of them)."""
+
     root: str
     path: str  # relative, '/'-separated
     size: int
@@ -33,6 +52,7 @@ class Entry(NamedTuple):
 @dataclass(frozen=True)
 class Problem:
     """A path the scan saw but could not treat as a document: it gets a recorded reason."""
+
     root: str
     path: str
     reason: str
@@ -51,8 +71,12 @@ class ScanResult:
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
         size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
         known = self.settled.get(path)
-        if known is not None and known[0] == size and known[1] == mtime_ns and (
-                not inode or not known[2] or known[2] == inode):
+        if (
+            known is not None
+            and known[0] == size
+            and known[1] == mtime_ns
+            and (not inode or not known[2] or known[2] == inode)
+        ):
             self.calm.append(path)
         else:
             self.entries.append(Entry(self.root.key, path, size, mtime_ns, inode))
@@ -68,15 +92,20 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     out, i = [], 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
-            out.append("(?:.*/)?"); i += 3
+            out.append("(?:.*/)?")
+            i += 3
         elif pattern.startswith("**", i):
-            out.append(".*"); i += 2
+            out.append(".*")
+            i += 2
         elif pattern[i] == "*":
-            out.append("[^/]*"); i += 1
+            out.append("[^/]*")
+            i += 1
         elif pattern[i] == "?":
-            out.append("[^/]"); i += 1
+            out.append("[^/]")
+            i += 1
         else:
-            out.append(re.escape(pattern[i])); i += 1
+            out.append(re.escape(pattern[i]))
+            i += 1
     return re.compile("".join(out) + r"\Z", re.S)
 
 
@@ -128,8 +157,9 @@ def _excluded_folder(root: Root, path: str) -> bool:
     return any(p.endswith("/**") and glob_match(path, p[:-3]) for p in root.exclude)
 
 
-def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None,
-         settled: Mapping[str, tuple] | None = None) -> ScanResult:
+def scan(
+    root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None, settled: Mapping[str, tuple] | None = None
+) -> ScanResult:
     """Every wanted file under root (or under the given relative prefixes of it). With `settled`
     (path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed), a file whose
     stat still matches goes to result.calm as a bare path instead of result.entries: the no-op pass
@@ -146,8 +176,7 @@ def scan(root: Root, prefixes: Iterable[str] = ("",), network: bool | None = Non
         parent = os.path.realpath(start.parent) if prefix else real_root
         if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
             # A folder on the way is a symlink out of the root (polling observers follow them).
-            result.problems.append(Problem(root.key, prefix, "symlink points outside the root: not followed",
-                                           False))
+            result.problems.append(Problem(root.key, prefix, "symlink points outside the root: not followed", False))
             continue
         try:
             st = os.lstat(start)
@@ -212,8 +241,12 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                 # ScanResult.add, inline
                 size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
                 known = settled(path)
-                if known is not None and known[0] == size and known[1] == mtime_ns and (
-                        not inode or not known[2] or known[2] == inode):
+                if (
+                    known is not None
+                    and known[0] == size
+                    and known[1] == mtime_ns
+                    and (not inode or not known[2] or known[2] == inode)
+                ):
                     calm.append(path)
                 else:
                     entries.append(Entry(key, path, size, mtime_ns, inode))
@@ -241,8 +274,16 @@ def printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _consider(root: Root, path: str, full: str | Path, st: os.stat_result, real_root: str,
-              network: bool, result: ScanResult, parts_checked: bool = False) -> None:
+def _consider(
+    root: Root,
+    path: str,
+    full: str | Path,
+    st: os.stat_result,
+    real_root: str,
+    network: bool,
+    result: ScanResult,
+    parts_checked: bool = False,
+) -> None:
     if _unencodable(path):
         result.problems.append(Problem(root.key, printable(path), BAD_NAME, False))
         return
@@ -283,8 +324,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def needs_hash(entry: Entry, size: int | None, mtime_ns: int | None, inode: int | None,
-               hashed_at_ns: int | None, network: bool = False) -> bool:
+def needs_hash(
+    entry: Entry,
+    size: int | None,
+    mtime_ns: int | None,
+    inode: int | None,
+    hashed_at_ns: int | None,
+    network: bool = False,
+) -> bool:
     """True when the stat fingerprint moved, or the last hash was taken too close to the mtime."""
     if size is None or hashed_at_ns is None:
         return True

@@ -1,15 +1,17 @@
 """Read-only views: status of the stores and the manifest, and search across stores."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ingest.app import Backend
 from ingest.manifest import Manifest
 from ingest.remote.base import Remote, RemoteError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 NO_STORE = "(not in a store: rejected or unreadable)"
 PRICE_PER_GIB_DAY = 0.10  # after the first free GiB
 
@@ -25,8 +27,9 @@ def storage_cost_per_day(usage_bytes: int) -> float:
 def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, Any]:
     stores: dict[str, dict[str, Any]] = {}
     for store in manifest.stores():
-        entry = stores.setdefault(store.name, {"name": store.name, "vector_store_ids": [], "files": {},
-                                               "usage_bytes": 0, "remote_status": []})
+        entry = stores.setdefault(
+            store.name, {"name": store.name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
+        )
         entry["vector_store_ids"].append(store.id)
         try:
             remote_store = remote.get_store(store.id)
@@ -36,22 +39,44 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
             entry["remote_status"].append(f"unknown ({exc})")
     for group in manifest.counts_by_store_state():
         name = group["store"] or NO_STORE
-        entry = stores.setdefault(name, {"name": name, "vector_store_ids": [], "files": {},
-                                         "usage_bytes": 0, "remote_status": []})
+        entry = stores.setdefault(
+            name, {"name": name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
+        )
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
     for entry in stores.values():
         entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
-    problems = [{"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason,
-                 "error_code": r.error_code} for r in manifest.iter_problem_rows()]
-    runs = [{"id": r["id"], "command": r["command"], "started_at": r["started_at"],
-             "finished_at": r["finished_at"], "exit_code": r["exit_code"],
-             "counts": json.loads(r["counts"]) if r["counts"] else {}} for r in manifest.recent_runs()]
-    return {"backend": backend.kind, "manifest": str(backend.manifest), "stores": list(stores.values()),
-            "problems": problems, "recent_runs": runs}
+    problems = [
+        {"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason, "error_code": r.error_code}
+        for r in manifest.iter_problem_rows()
+    ]
+    runs = [
+        {
+            "id": r["id"],
+            "command": r["command"],
+            "started_at": r["started_at"],
+            "finished_at": r["finished_at"],
+            "exit_code": r["exit_code"],
+            "counts": json.loads(r["counts"]) if r["counts"] else {},
+        }
+        for r in manifest.recent_runs()
+    ]
+    return {
+        "backend": backend.kind,
+        "manifest": str(backend.manifest),
+        "stores": list(stores.values()),
+        "problems": problems,
+        "recent_runs": runs,
+    }
 
 
-def search_stores(manifest: Manifest, remote: Remote, query: str, store_name: str | None,
-                  filters: Mapping[str, Any] | None, max_results: int) -> list[dict[str, Any]]:
+def search_stores(
+    manifest: Manifest,
+    remote: Remote,
+    query: str,
+    store_name: str | None,
+    filters: Mapping[str, Any] | None,
+    max_results: int,
+) -> list[dict[str, Any]]:
     """Search every vector store of the named logical store (or all), merged by score."""
     stores = manifest.stores(store_name) if store_name else manifest.stores()
     if store_name and not stores:
@@ -65,9 +90,16 @@ def search_stores(manifest: Manifest, remote: Remote, query: str, store_name: st
     hits = []
     for store in stores:
         for hit in remote.search(store.id, query, filters, max_results):
-            hits.append({"path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
-                         "score": round(hit.score, 4), "store": store.name, "file_id": hit.file_id,
-                         "attributes": dict(hit.attributes), "text": hit.text})
+            hits.append(
+                {
+                    "path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
+                    "score": round(hit.score, 4),
+                    "store": store.name,
+                    "file_id": hit.file_id,
+                    "attributes": dict(hit.attributes),
+                    "text": hit.text,
+                }
+            )
     hits.sort(key=lambda h: -h["score"])
     best: dict[str, dict[str, Any]] = {}
     for hit in hits:  # one line per document: its best chunk

@@ -1,4 +1,5 @@
 """Which store a file goes to, the attributes it carries, and the vector stores behind each name."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,8 @@ import logging
 import posixpath
 import secrets
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
@@ -29,20 +31,22 @@ def route(settings: Settings, root: Root, path: str) -> str:
 
 def _fit(value: str) -> str:
     # Keep the tail: the file name is what a person recognises in a long path.
-    return value if len(value) <= MAX_VALUE else "…" + value[-(MAX_VALUE - 1):]
+    return value if len(value) <= MAX_VALUE else "…" + value[-(MAX_VALUE - 1) :]
 
 
 def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
     """The per-file attributes file_search filters on: ≤ 16 keys, strings ≤ 256 characters."""
     attrs: dict[str, Any] = dict(spec.attributes)
-    attrs.update({
-        "path": _fit(path),
-        "folder": _fit(posixpath.dirname(path)),
-        "ext": posixpath.splitext(path)[1].lower().lstrip("."),
-        "mtime": mtime_ns // 1_000_000_000,
-        "sha256": sha256,
-        "root": _fit(root.path.name),
-    })
+    attrs.update(
+        {
+            "path": _fit(path),
+            "folder": _fit(posixpath.dirname(path)),
+            "ext": posixpath.splitext(path)[1].lower().lstrip("."),
+            "mtime": mtime_ns // 1_000_000_000,
+            "sha256": sha256,
+            "root": _fit(root.path.name),
+        }
+    )
     return dict(list(attrs.items())[:MAX_ATTRIBUTES])
 
 
@@ -69,8 +73,10 @@ class Stores:
             except NotFound:
                 status = "deleted"
             if status in ("expired", "deleted"):
-                notes.append(f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "
-                             "and its files uploaded again")
+                notes.append(
+                    f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "
+                    "and its files uploaded again"
+                )
                 self._forget(store)
         return notes
 
@@ -81,8 +87,16 @@ class Stores:
                 for file_id in (row.file_id, row.old_file_id):
                     if file_id:
                         self.manifest.ledger_set(file_id, RETIRE)
-                self.manifest.update(row, state=PENDING, file_id=None, old_file_id=None, batch_id=None,
-                                     vector_store_id=None, reason=None, error_code=None)
+                self.manifest.update(
+                    row,
+                    state=PENDING,
+                    file_id=None,
+                    old_file_id=None,
+                    batch_id=None,
+                    vector_store_id=None,
+                    reason=None,
+                    error_code=None,
+                )
 
     def reserve(self, wanted: Mapping[str, int]) -> None:
         """Create now, outside any transaction, every shard that `wanted` new files per store need: a
@@ -122,8 +136,9 @@ class Stores:
         return self.settings.store_spec(name).chunking
 
 
-def create_store(manifest: Manifest, remote: Remote, spec: StoreSpec, shard: int, status: str,
-                 replaces: str | None = None) -> StoreRow:
+def create_store(
+    manifest: Manifest, remote: Remote, spec: StoreSpec, shard: int, status: str, replaces: str | None = None
+) -> StoreRow:
     """Create a vector store for shard `shard` of `spec` and record it. The intent (a one-off token,
     also put in the store's metadata) is committed first, so that a store whose creation a crash
     cut off is found and adopted by the next run instead of being left behind as an orphan."""

@@ -1,4 +1,5 @@
 """The one composition point: scan → observe → plan → execute → record. The CLI and the watcher call it."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,17 +9,29 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Mapping
 
 from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Root, Settings, StoreSpec
 from ingest.indexing import Indexer, Outcome, Progress
-from ingest.manifest import (ACTIVE_STATES, ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, RETIRE,
-                             UPLOADED, UPLOADING, FileRow, Manifest, ManifestError)
-from ingest.rebuild import pending_rebuilds, rebuild
+from ingest.manifest import (
+    ATTACHING,
+    ERROR,
+    FAILED,
+    INDEXED,
+    PENDING,
+    REJECTED,
+    RETIRE,
+    UPLOADED,
+    UPLOADING,
+    FileRow,
+    Manifest,
+    ManifestError,
+)
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
+from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.remote.base import AuthError, Remote, RemoteError
 from ingest.stores import Stores, attributes, route
 from ingest.validate import MagicUnavailable, Validator
@@ -57,14 +70,19 @@ class Report:
         return 1 if self.failures else 0
 
     def as_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "counts": self.counts, "exit_code": self.exit_code,
-                "seconds": round(self.seconds, 3),
-                "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
-                "failed": [{"path": p, "reason": r} for p, r in self.failures],
-                "held_back": [{"path": p, "reason": r} for p, r in self.held],
-                "failed_earlier": [{"path": p, "reason": r} for p, r in self.kept_failed],
-                "still_indexing": self.still_indexing, "notes": self.notes,
-                **({"plan": self.planned} if self.dry_run else {})}
+        return {
+            "dry_run": self.dry_run,
+            "counts": self.counts,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "rejected": [{"path": p, "reason": r} for p, r in self.rejected],
+            "failed": [{"path": p, "reason": r} for p, r in self.failures],
+            "held_back": [{"path": p, "reason": r} for p, r in self.held],
+            "failed_earlier": [{"path": p, "reason": r} for p, r in self.kept_failed],
+            "still_indexing": self.still_indexing,
+            "notes": self.notes,
+            **({"plan": self.planned} if self.dry_run else {}),
+        }
 
 
 Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
@@ -73,8 +91,16 @@ Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look
 def remember(settings: Settings, manifest: Manifest) -> None:
     """Keep this run's roots and, when it has a config file, its [[stores]] entries (those of the last
     config only) in the manifest, for the runs that come without one."""
-    manifest.remember_roots({"key": r.key, "store": r.store, "include": r.include, "exclude": r.exclude,
-                             "ignore_defaults": r.ignore_defaults} for r in settings.roots)
+    manifest.remember_roots(
+        {
+            "key": r.key,
+            "store": r.store,
+            "include": r.include,
+            "exclude": r.exclude,
+            "ignore_defaults": r.ignore_defaults,
+        }
+        for r in settings.roots
+    )
     if settings.source != NO_CONFIG:
         manifest.remember_store_specs([asdict(spec) for spec in settings.stores])
 
@@ -103,8 +129,14 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
 
 
 class Engine:
-    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote,
-                 progress: Progress | None = None, stop: threading.Event | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        remote: Remote,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ):
         settings = remembered(settings, manifest)
         self.settings, self.manifest, self.remote = settings, manifest, remote
         self.progress = progress
@@ -127,17 +159,25 @@ class Engine:
                 if scopes is None:
                     report.notes += rebuild(self.settings, self.manifest, self.remote, self.stop)
             elif pending_rebuilds(self.settings, self.manifest):
-                report.notes += [f"store {s.name!r}: configuration changed; the next run rebuilds it"
-                                 for s in pending_rebuilds(self.settings, self.manifest)]
+                report.notes += [
+                    f"store {s.name!r}: configuration changed; the next run rebuilds it"
+                    for s in pending_rebuilds(self.settings, self.manifest)
+                ]
             plan, scans = self._plan(options, scopes)
             report.counts = plan.counts()
-            report.failures = [(scan.root, "the folder is missing, not a folder, or not mounted: nothing was "
-                                "synced or deleted there") for scan in scans if scan.missing and scan.full]
+            report.failures = [
+                (scan.root, "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there")
+                for scan in scans
+                if scan.missing and scan.full
+            ]
             report.held = [(_show(row), why) for row, why in plan.held]
             report.rejected = [(_show(o), o.reason) for o, _ in plan.rejected]
             report.rejected += [(_show(p), p.reason) for p, _ in plan.refused]
-            report.newly_rejected = sum(1 for seen, row in plan.rejected + plan.refused
-                                        if row is None or row.state != REJECTED or row.reason != seen.reason)
+            report.newly_rejected = sum(
+                1
+                for seen, row in plan.rejected + plan.refused
+                if row is None or row.state != REJECTED or row.reason != seen.reason
+            )
             report.failures += [(_show(p), p.reason) for p, _ in plan.unreadable]
             if options.dry_run:
                 report.planned = _describe(plan)
@@ -153,8 +193,9 @@ class Engine:
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
-                self.manifest.finish_run(run_id, report.exit_code if died is None else died, report.counts,
-                                         [p for p, _ in report.held])
+                self.manifest.finish_run(
+                    run_id, report.exit_code if died is None else died, report.counts, [p for p, _ in report.held]
+                )
         return report
 
     # observe -----------------------------------------------------------------------------------
@@ -172,8 +213,9 @@ class Engine:
             fresh, calm = self._quiet(root, result, settled)
             quiet += [(root.key, p) for p in calm]
             unsure = settled.keys() - set(calm) if calm else settled.keys()
-            known = self.manifest.rows_at(root.key, (p for p in itertools.chain(others, unsure)
-                                                     if _within(p, prefixes)))
+            known = self.manifest.rows_at(
+                root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
+            )
             rows.update(known)
             for entry in fresh:
                 obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
@@ -184,10 +226,18 @@ class Engine:
                 else:
                     observed.append(obs)
             problems += result.problems
-            scans.append(RootScan(root.key, prefixes == ("",), result.missing, result.has_errors,
-                                  len(result.entries) + len(result.calm)))
-        policy = GuardPolicy(self.settings.max_delete_fraction, self.settings.max_delete_floor,
-                             options.allow_mass_delete)
+            scans.append(
+                RootScan(
+                    root.key,
+                    prefixes == ("",),
+                    result.missing,
+                    result.has_errors,
+                    len(result.entries) + len(result.calm),
+                )
+            )
+        policy = GuardPolicy(
+            self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
+        )
         plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
         plan.quiet = quiet
         return plan, scans
@@ -195,18 +245,25 @@ class Engine:
     def _store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
         """Whether any store takes files by path, and which stores (of this root) set static attributes."""
         routed = any(spec.paths for spec in self.settings.stores)
-        static = {name: bool(self.settings.store_spec(name).attributes) for name in
-                  {root.store, *(spec.name for spec in self.settings.stores)}}
+        static = {
+            name: bool(self.settings.store_spec(name).attributes)
+            for name in {root.store, *(spec.name for spec in self.settings.stores)}
+        }
         return routed, static
 
     def _settled(self, root: Root, network: bool) -> tuple[dict[str, tuple], list[str]]:
         """The root's rows a stat match may vouch for, and the paths of its other rows."""
         routed, static = self._store_rules(root)
-        return self.manifest.settled(root.key, scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
-                                     store=None if routed else root.store, attributes=any(static.values()))
+        return self.manifest.settled(
+            root.key,
+            scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
+            store=None if routed else root.store,
+            attributes=any(static.values()),
+        )
 
-    def _quiet(self, root: Root, result: scanning.ScanResult,
-               settled: Mapping[str, tuple]) -> tuple[list[scanning.Entry], list[str]]:
+    def _quiet(
+        self, root: Root, result: scanning.ScanResult, settled: Mapping[str, tuple]
+    ) -> tuple[list[scanning.Entry], list[str]]:
         """The scan's entries to look at, and the paths left calm: their stat matched a settled row, and
         their store and static attributes are still what the configuration says."""
         routed, static = self._store_rules(root)
@@ -229,19 +286,34 @@ class Engine:
         current = json.loads(attributes) if attributes else {}
         return any(current.get(k) != v for k, v in static.items())
 
-    def _observe(self, root: Root, entry: scanning.Entry, row: FileRow | None, network: bool,
-                 options: Options) -> Observed:
+    def _observe(
+        self, root: Root, entry: scanning.Entry, row: FileRow | None, network: bool, options: Options
+    ) -> Observed:
         store = route(self.settings, root, entry.path)
         full = root.path / entry.path
         sha, hashed_at = (row.sha256, row.hashed_at_ns) if row else (None, None)
-        must_hash = options.rehash or row is None or scanning.needs_hash(
-            entry, row.size, row.mtime_ns, row.inode, row.hashed_at_ns, network)
+        must_hash = (
+            options.rehash
+            or row is None
+            or scanning.needs_hash(entry, row.size, row.mtime_ns, row.inode, row.hashed_at_ns, network)
+        )
         verdict_needed = must_hash or row is None or row.state in (REJECTED, ERROR) or options.rehash
         if verdict_needed:
             verdict = self.validator.check(full, entry.size)
             if not verdict.ok:
-                return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, None, None,
-                                verdict.mime, False, verdict.reason, store)
+                return Observed(
+                    root.key,
+                    entry.path,
+                    entry.size,
+                    entry.mtime_ns,
+                    entry.inode,
+                    None,
+                    None,
+                    verdict.mime,
+                    False,
+                    verdict.reason,
+                    store,
+                )
             mime = verdict.mime
         else:
             mime = row.mime or ""
@@ -250,10 +322,22 @@ class Engine:
                 hashed_at = time.time_ns()
                 sha = scanning.sha256_file(full)
             except OSError as exc:
-                return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, None, None,
-                                mime, False, f"cannot read: {exc.strerror or exc}", store)
-        return Observed(root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, hashed_at, sha,
-                        mime, True, "", store)
+                return Observed(
+                    root.key,
+                    entry.path,
+                    entry.size,
+                    entry.mtime_ns,
+                    entry.inode,
+                    None,
+                    None,
+                    mime,
+                    False,
+                    f"cannot read: {exc.strerror or exc}",
+                    store,
+                )
+        return Observed(
+            root.key, entry.path, entry.size, entry.mtime_ns, entry.inode, hashed_at, sha, mime, True, "", store
+        )
 
     # apply -------------------------------------------------------------------------------------
     def _apply(self, plan: Plan, options: Options, stores: Stores, indexer: Indexer) -> Outcome:
@@ -263,20 +347,46 @@ class Engine:
         with m.transaction():
             for obs, row in plan.unchanged:
                 if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
-                        obs.size, obs.mtime_ns, obs.inode, obs.hashed_at_ns or row.hashed_at_ns):
-                    row = m.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
-                                   hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+                    obs.size,
+                    obs.mtime_ns,
+                    obs.inode,
+                    obs.hashed_at_ns or row.hashed_at_ns,
+                ):
+                    row = m.update(
+                        row,
+                        size=obs.size,
+                        mtime_ns=obs.mtime_ns,
+                        inode=obs.inode,
+                        hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+                    )
                     stale.append((obs, row))
                 elif self._static_moved(row.store, row.attributes):
                     stale.append((obs, row))
             for row in plan.retirements():
                 self._retire_ids(row)
             for obs, row in plan.rejected:
-                m.put(_row_from(obs, row, state=REJECTED, reason=obs.reason, file_id=None, old_file_id=None,
-                                vector_store_id=None, batch_id=None))
+                m.put(
+                    _row_from(
+                        obs,
+                        row,
+                        state=REJECTED,
+                        reason=obs.reason,
+                        file_id=None,
+                        old_file_id=None,
+                        vector_store_id=None,
+                        batch_id=None,
+                    )
+                )
             for problem, row in plan.refused:
-                m.put(FileRow(problem.root, problem.path, REJECTED, reason=problem.reason,
-                              first_seen=row.first_seen if row else None))
+                m.put(
+                    FileRow(
+                        problem.root,
+                        problem.path,
+                        REJECTED,
+                        reason=problem.reason,
+                        first_seen=row.first_seen if row else None,
+                    )
+                )
             for problem, row in plan.unreadable:
                 if row is None:
                     m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
@@ -288,8 +398,13 @@ class Engine:
         self._refresh(stale, roots)
 
         uploads, attach, attaching, kept_failed = [], [], [], []
-        stores.reserve(Counter(obs.store for obs, row in plan.uploads + plan.resumes + failed_moves
-                               if row is None or not row.vector_store_id or row.store != obs.store))
+        stores.reserve(
+            Counter(
+                obs.store
+                for obs, row in plan.uploads + plan.resumes + failed_moves
+                if row is None or not row.vector_store_id or row.store != obs.store
+            )
+        )
         with m.transaction():
             for obs, row in plan.uploads + failed_moves:
                 uploads.append(self._prepare_upload(obs, row, roots[obs.root], stores))
@@ -353,24 +468,52 @@ class Engine:
                 self.manifest.ledger_set(old, RETIRE)  # routed to another store: nothing to keep serving
                 old = None
         spec = self.settings.store_spec(obs.store)
-        store_id = (row.vector_store_id if row is not None and row.vector_store_id and row.store == obs.store
-                    else stores.place(obs.store))
+        store_id = (
+            row.vector_store_id
+            if row is not None and row.vector_store_id and row.store == obs.store
+            else stores.place(obs.store)
+        )
         attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
         same = row is not None and row.sha256 == obs.sha256 and row.state != INDEXED
-        return self.manifest.put(_row_from(obs, row, state=PENDING, file_id=None, old_file_id=old,
-                                           vector_store_id=store_id, batch_id=None, attributes=json.dumps(attrs),
-                                           attempts=row.attempts if same else 0))
+        return self.manifest.put(
+            _row_from(
+                obs,
+                row,
+                state=PENDING,
+                file_id=None,
+                old_file_id=old,
+                vector_store_id=store_id,
+                batch_id=None,
+                attributes=json.dumps(attrs),
+                attempts=row.attempts if same else 0,
+            )
+        )
 
-    def _resume(self, obs: Observed, row: FileRow, root: Root, stores: Stores, options: Options,
-                uploads: list, attach: list, attaching: list) -> bool:
+    def _resume(
+        self,
+        obs: Observed,
+        row: FileRow,
+        root: Root,
+        stores: Stores,
+        options: Options,
+        uploads: list,
+        attach: list,
+        attaching: list,
+    ) -> bool:
         """Carry a half-done row on from its state; False when it stays failed (not retried)."""
-        row = self.manifest.update(row, size=obs.size, mtime_ns=obs.mtime_ns, inode=obs.inode,
-                                   hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns)
+        row = self.manifest.update(
+            row,
+            size=obs.size,
+            mtime_ns=obs.mtime_ns,
+            inode=obs.inode,
+            hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+        )
         if row.state == FAILED:
             if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
                 return False
-            row = self.manifest.update(row, state=UPLOADED if row.file_id else PENDING,
-                                       attempts=row.attempts + (1 if row.file_id else 0))
+            row = self.manifest.update(
+                row, state=UPLOADED if row.file_id else PENDING, attempts=row.attempts + (1 if row.file_id else 0)
+            )
         if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
             uploads.append(self._prepare_upload(obs, row, root, stores))
         elif row.state == UPLOADED:
@@ -387,16 +530,31 @@ class Engine:
         report.kept_failed = outcome.kept_failed
         report.notes += outcome.notes
         report.still_indexing = outcome.still_indexing
-        report.counts.update(uploaded=outcome.uploaded, indexed=outcome.indexed,
-                             failed=len(report.failures), remote_deleted=outcome.deleted_remote,
-                             duplicates_removed=outcome.duplicates_removed)
+        report.counts.update(
+            uploaded=outcome.uploaded,
+            indexed=outcome.indexed,
+            failed=len(report.failures),
+            remote_deleted=outcome.deleted_remote,
+            duplicates_removed=outcome.duplicates_removed,
+        )
 
 
 def _row_from(obs: Observed, row: FileRow | None, **changes) -> FileRow:
     base = row or FileRow(obs.root, obs.path, PENDING)
-    values = dict(root=obs.root, path=obs.path, store=obs.store, size=obs.size, mtime_ns=obs.mtime_ns,
-                  inode=obs.inode, hashed_at_ns=obs.hashed_at_ns, sha256=obs.sha256, mime=obs.mime,
-                  reason=None, error_code=None, retryable=None)
+    values = {
+        "root": obs.root,
+        "path": obs.path,
+        "store": obs.store,
+        "size": obs.size,
+        "mtime_ns": obs.mtime_ns,
+        "inode": obs.inode,
+        "hashed_at_ns": obs.hashed_at_ns,
+        "sha256": obs.sha256,
+        "mime": obs.mime,
+        "reason": None,
+        "error_code": None,
+        "retryable": None,
+    }
     values.update(changes)
     return replace(base, **values)
 

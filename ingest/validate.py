@@ -1,4 +1,5 @@
 """Extension + magic + size + encoding → a verdict with a reason a person understands."""
+
 from __future__ import annotations
 
 import codecs
@@ -12,25 +13,46 @@ from ingest.config import SUPPORTED_TYPES
 
 # The text types file_search takes, with the MIME type it documents for each: what the manifest
 # records once the content is known to be text (libmagic's quick answer is only "text/plain").
-TEXT_MIMES = {".c": "text/x-c", ".cpp": "text/x-c++", ".cs": "text/x-csharp", ".css": "text/css",
-              ".go": "text/x-golang", ".html": "text/html", ".java": "text/x-java", ".js": "text/javascript",
-              ".json": "application/json", ".md": "text/markdown", ".php": "text/x-php", ".py": "text/x-python",
-              ".rb": "text/x-ruby", ".sh": "application/x-sh", ".tex": "text/x-tex",
-              ".ts": "application/typescript", ".txt": "text/plain"}
+TEXT_MIMES = {
+    ".c": "text/x-c",
+    ".cpp": "text/x-c++",
+    ".cs": "text/x-csharp",
+    ".css": "text/css",
+    ".go": "text/x-golang",
+    ".html": "text/html",
+    ".java": "text/x-java",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".php": "text/x-php",
+    ".py": "text/x-python",
+    ".rb": "text/x-ruby",
+    ".sh": "application/x-sh",
+    ".tex": "text/x-tex",
+    ".ts": "application/typescript",
+    ".txt": "text/plain",
+}
 TEXT_TYPES = set(TEXT_MIMES)
 # What libmagic may call a valid file of each binary type.
 BINARY_MIMES = {
     ".pdf": {"application/pdf"},
-    ".doc": {"application/msword", "application/cdfv2", "application/x-ole-storage",
-             "application/vnd.ms-office"},
+    ".doc": {"application/msword", "application/cdfv2", "application/x-ole-storage", "application/vnd.ms-office"},
     ".docx": {"application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
     ".pptx": {"application/vnd.openxmlformats-officedocument.presentationml.presentation"},
 }
 # Office files written by some tools are seen as plain zips: the part inside decides.
 OOXML_PART = {".docx": "word/document.xml", ".pptx": "ppt/presentation.xml"}
-TEXT_LIKE_MIMES = {"application/json", "application/x-ndjson", "application/javascript", "application/x-sh",
-                   "application/x-shellscript", "application/typescript", "application/x-php",
-                   "application/x-empty", "inode/x-empty"}
+TEXT_LIKE_MIMES = {
+    "application/json",
+    "application/x-ndjson",
+    "application/javascript",
+    "application/x-sh",
+    "application/x-shellscript",
+    "application/typescript",
+    "application/x-php",
+    "application/x-empty",
+    "inode/x-empty",
+}
 # ASCII documents that are not text (PDF, RTF, PostScript): the quick call skips the rules naming them.
 DISGUISES = (b"%PDF-", b"{\\rtf", b"%!PS")
 # Charsets libmagic names that tell nothing about which legacy encoding to convert from.
@@ -52,16 +74,19 @@ class Verdict:
 def _load_magic():
     try:
         import magic
+
         # For text types one quick call answers "text or not, and which charset": the rule database
         # (soft magic) is skipped, which makes it ~50x faster; binaries still come back as binary.
         quick = magic.Magic(mime=True, mime_encoding=True)
-        magic.magic_setflags(quick.cookie, magic.MAGIC_MIME_TYPE | magic.MAGIC_MIME_ENCODING
-                             | magic.MAGIC_NO_CHECK_SOFT)
+        magic.magic_setflags(
+            quick.cookie, magic.MAGIC_MIME_TYPE | magic.MAGIC_MIME_ENCODING | magic.MAGIC_NO_CHECK_SOFT
+        )
         return magic.Magic(mime=True), quick
     except (ImportError, OSError) as exc:  # python-magic raises ImportError when libmagic is absent
         raise MagicUnavailable(
             f"libmagic is not installed ({exc}); install it with 'apt-get install libmagic1' "
-            "(Debian/Ubuntu), 'dnf install file-libs' or 'brew install libmagic'") from None
+            "(Debian/Ubuntu), 'dnf install file-libs' or 'brew install libmagic'"
+        ) from None
 
 
 class Validator:
@@ -82,10 +107,10 @@ class Validator:
         if ext not in self.types:
             allowed = " ".join(sorted(self.types))
             if ext in SUPPORTED_TYPES:
-                return Verdict(False, "", f"type {ext} is left out by limits.types in the config "
-                                          f"(allowed: {allowed})")
-            return Verdict(False, "", f"type {ext or '(no extension)'} is not supported by file_search "
-                                      f"(supported: {allowed})")
+                return Verdict(False, "", f"type {ext} is left out by limits.types in the config (allowed: {allowed})")
+            return Verdict(
+                False, "", f"type {ext or '(no extension)'} is not supported by file_search (supported: {allowed})"
+            )
         if size == 0:
             return Verdict(False, "", "empty file")
         if size > self.max_size:
@@ -140,16 +165,21 @@ def _check_text(path: Path, ext: str, charset: str) -> Verdict:
         if bad is None and not nul:
             return Verdict(True, mime)
         if charset == "binary" and _utf16_without_bom(path):
-            return Verdict(False, mime, "text is UTF-16 without a byte order mark (BOM): "
-                                        "save it as UTF-8 to have it indexed")
+            return Verdict(
+                False, mime, "text is UTF-16 without a byte order mark (BOM): save it as UTF-8 to have it indexed"
+            )
     except OSError as exc:
         return Verdict(False, mime, f"cannot read: {exc.strerror or exc}")
     legacy = charset not in NOT_LEGACY and not charset.startswith("utf-16")
     if (nul or charset == "binary") and (not legacy or bad is None):  # no advice to re-save: not text at all
         return Verdict(False, mime, f"content is binary, not text as {ext} should be")
     seen = f" (it looks like {charset})" if legacy else ""
-    return Verdict(False, mime, f"text is not valid UTF-8, UTF-16 or ASCII{seen}: the first bad byte is at "
-                                f"offset {bad:,}; save it as UTF-8 to have it indexed")
+    return Verdict(
+        False,
+        mime,
+        f"text is not valid UTF-8, UTF-16 or ASCII{seen}: the first bad byte is at "
+        f"offset {bad:,}; save it as UTF-8 to have it indexed",
+    )
 
 
 def _scan(path: Path, encoding: str) -> tuple[int | None, bool]:
@@ -183,7 +213,7 @@ def _utf16_without_bom(path: Path) -> bool:
         return False
     for encoding in ("utf-16-le", "utf-16-be"):
         try:
-            if "".join(sample[:len(sample) // 2 * 2].decode(encoding).split()).isprintable():
+            if "".join(sample[: len(sample) // 2 * 2].decode(encoding).split()).isprintable():
                 return True
         except UnicodeDecodeError:
             pass

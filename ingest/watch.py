@@ -1,4 +1,5 @@
 """watchdog glue: record events, wait for files to settle, run the sync engine on the dirty paths."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -35,7 +36,7 @@ class WatchOptions:
 class Recorder(FileSystemEventHandler):
     """Runs on the observer's thread: only notes which paths moved, then returns."""
 
-    def __init__(self, root: Root, dirty: "DirtySet"):
+    def __init__(self, root: Root, dirty: DirtySet):
         self.root, self.dirty = root, dirty
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -58,6 +59,7 @@ class _Pending:
 @dataclass
 class DirtySet:
     """Paths with recent events, keyed by root; a path is ready once it has been quiet for `settle`."""
+
     clock: Callable[[], float] = time.monotonic
     _items: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,8 +86,11 @@ class DirtySet:
                     quiet.append(key)
             # A folder is scanned whole: it waits while a file below it is still being written,
             # or that file would be uploaded half-done through its folder's event.
-            busy = {(root, rel.rsplit("/", n)[0]) for root, rel in set(self._items) - set(quiet)
-                    for n in range(1, rel.count("/") + 1)}
+            busy = {
+                (root, rel.rsplit("/", n)[0])
+                for root, rel in set(self._items) - set(quiet)
+                for n in range(1, rel.count("/") + 1)
+            }
             for key in quiet:
                 if key not in busy:
                     ready.setdefault(key[0], set()).add(key[1])
@@ -119,14 +124,27 @@ def _stat(path: Path) -> tuple:
 
 
 class Watcher:
-    def __init__(self, settings: Settings, run_sync: RunSync, options: WatchOptions,
-                 stop: threading.Event, on_heartbeat: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        run_sync: RunSync,
+        options: WatchOptions,
+        stop: threading.Event,
+        on_heartbeat: Callable[[dict], None] | None = None,
+    ):
         self.settings, self.run_sync, self.options, self.stop = settings, run_sync, options, stop
         self.dirty = DirtySet()
         self.on_heartbeat = on_heartbeat or (lambda state: None)
         self.observers: list = []
-        self.health = {"started_at": time.time(), "last_success_at": None, "last_error": None,
-                       "runs": 0, "failures": 0, "queue": 0, "mode": {}}
+        self.health = {
+            "started_at": time.time(),
+            "last_success_at": None,
+            "last_error": None,
+            "runs": 0,
+            "failures": 0,
+            "queue": 0,
+            "mode": {},
+        }
         self._devices: dict[str, tuple[int | None, bool]] = {}  # root → (st_dev, was a mount point)
         self._missing: set[str] = set()
         self._overflowed = threading.Event()
@@ -206,16 +224,22 @@ class Watcher:
                 missing = self._check_roots() if now >= next_run else set()
                 if now >= next_run and len(missing) < len(self.settings.roots):
                     if now >= self._full_due:
-                        present = None if not missing else {
-                            root.key: {""} for root in self.settings.roots if root.key not in missing}
+                        present = (
+                            None
+                            if not missing
+                            else {root.key: {""} for root in self.settings.roots if root.key not in missing}
+                        )
                         if self._run(present, "full sync"):
                             self._full_due = now + self.options.rescan_interval
                         next_run = time.monotonic() + self._backoff
                     else:
                         ready = self.dirty.take_ready(self.options.settle)
                         self.dirty.put_back({root: paths for root, paths in ready.items() if root in missing})
-                        ready = {root: {p for p in paths if _wanted(self.settings, root, p)}
-                                 for root, paths in ready.items() if root not in missing}
+                        ready = {
+                            root: {p for p in paths if _wanted(self.settings, root, p)}
+                            for root, paths in ready.items()
+                            if root not in missing
+                        }
                         ready = {root: paths for root, paths in ready.items() if paths}
                         if ready and not self._run(ready):
                             self.dirty.put_back(ready)

@@ -1,4 +1,5 @@
 """Shared fixtures: a documents folder, an isolated state dir, and a CLI runner."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,10 @@ def docs_root(tmp_path) -> Path:
     (root / "guides").mkdir(parents=True)
     (root / "guides" / "install.md").write_text("# Install\n\nRun the zebrafish installer with pip.\n")
     (root / "guides" / "usage.txt").write_text("Usage notes: the quokka command prints a summary.\n")
-    (root / "faq.html").write_text("<html><body><h1>FAQ</h1><p>Why is the narwhal blue?</p>"
-                                   "<script>var hidden = 'scriptword';</script></body></html>")
+    (root / "faq.html").write_text(
+        "<html><body><h1>FAQ</h1><p>Why is the narwhal blue?</p>"
+        "<script>var hidden = 'scriptword';</script></body></html>"
+    )
     (root / "notes.py").write_text("def axolotl():\n    return 'axolotl regenerates'\n")
     return root
 
@@ -61,8 +64,10 @@ class Cli:
     def __call__(self, *args: str, check: int | None = 0):
         result = CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
         if check is not None and result.exit_code != check:
-            raise AssertionError(f"ingest {' '.join(args)} exited {result.exit_code}, expected {check}\n"
-                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+            raise AssertionError(
+                f"ingest {' '.join(args)} exited {result.exit_code}, expected {check}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
         return result
 
     def json(self, *args: str, check: int | None = 0):
@@ -78,6 +83,7 @@ def ingest(state_dir) -> Cli:
 def fake_openai():
     """The OpenAI emulator on 127.0.0.1, quick to index."""
     from tests.emulator import Emulator
+
     with Emulator(index_delay=0.05, poll_after_ms=20) as emu:
         yield emu
 
@@ -109,7 +115,7 @@ def as_unprivileged(fn):
             else:
                 try:
                     payload = pickle.dumps((True, fn()))
-                except BaseException as exc:  # noqa: BLE001 - carried back to the parent
+                except BaseException as exc:
                     payload = pickle.dumps((False, exc))
             with os.fdopen(write, "wb") as out:
                 out.write(payload)

@@ -1,8 +1,9 @@
 """Write real fixture documents (PDF, DOCX, PPTX) for tests, so extraction runs on genuine files."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def _pdf_string(line: str) -> bytes:
@@ -17,8 +18,9 @@ def make_pdf(path: Path, text: str | Sequence[str]) -> Path:
     font_id = 3 + 2 * len(pages)
     objects: list[bytes] = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + b" ".join(f"{3 + 2 * i} 0 R".encode() for i in
-                                                range(len(pages))) + b"] /Count %d >>" % len(pages),
+        b"<< /Type /Pages /Kids ["
+        + b" ".join(f"{3 + 2 * i} 0 R".encode() for i in range(len(pages)))
+        + b"] /Count %d >>" % len(pages),
     ]
     for i, page_text in enumerate(pages):
         ops = [b"BT", b"/F1 11 Tf", b"14 TL", b"72 760 Td"]
@@ -26,12 +28,12 @@ def make_pdf(path: Path, text: str | Sequence[str]) -> Path:
             ops.append(_pdf_string(line) + b" Tj T*")
         ops.append(b"ET")
         stream = b"\n".join(ops)
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                       b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
-                       % (font_id, 4 + 2 * i))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font_id, 4 + 2 * i)
+        )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-                   b"/Encoding /WinAnsiEncoding >>")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -40,14 +42,12 @@ def make_pdf(path: Path, text: str | Sequence[str]) -> Path:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1,
-                                                                             xref)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     Path(path).write_bytes(bytes(out))
     return Path(path)
 
 
-def make_docx(path: Path, paragraphs: Sequence[str],
-              table: Sequence[Sequence[str]] | None = None) -> Path:
+def make_docx(path: Path, paragraphs: Sequence[str], table: Sequence[Sequence[str]] | None = None) -> Path:
     """Write a Word document with these paragraphs, then an optional table (rows of cells)."""
     import docx
 

@@ -3,6 +3,7 @@
 Mostly on the embedded store (no key), driving the CLI in-process; the OpenAI-only cases (a refused key,
 a store deleted mid-run) run against the emulator.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,12 @@ def indexed(state_dir: Path) -> dict[str, str]:
     remote = LocalRemote(state_dir / "local" / "store")
     m = Manifest(state_dir / "local" / "manifest.db")
     try:
-        return {sf.attributes["path"]: sf.file_id for store in m.stores()
-                for sf in remote.list_store_files(store.id) if sf.status == "completed"}
+        return {
+            sf.attributes["path"]: sf.file_id
+            for store in m.stores()
+            for sf in remote.list_store_files(store.id)
+            if sf.status == "completed"
+        }
     finally:
         m.close()
 
@@ -169,7 +174,6 @@ def test_newline_in_a_name_is_refused_with_a_reason(ingest, root, state_dir):
     assert_kept(state_dir)
 
 
-
 def test_a_name_that_is_not_utf8_is_refused_and_the_run_goes_on(ingest, root, state_dir):
     folder = os.fsencode(root)
     with open(os.path.join(folder, b"latin1-caf\xe9.txt"), "wb") as fh:
@@ -284,8 +288,10 @@ def test_case_only_rename_is_a_move(ingest, root, state_dir):
 
 
 # ---- permissions -------------------------------------------------------------------------------------------
-needs_non_root = pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode; "
-                                    "privileges cannot be dropped inside the test process")
+needs_non_root = pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root reads any file whatever its mode; privileges cannot be dropped inside the test process",
+)
 
 
 @needs_non_root
@@ -381,20 +387,22 @@ def test_unknown_config_key_names_file_and_key(ingest, root, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("text, key, words", [
-    ('upload_concurrency = "eight"\n', "upload_concurrency", "whole number"),
-    ("index_timeout = -5\n", "index_timeout", "must be a number"),
-    ('[limits]\nmax_size = "lots"\n', "limits.max_size", "byte count"),
-    ('backend = "cloud"\n', "backend", "must be one of"),
-    ("roots = 3\n", "roots", "array of tables"),
-    ("upload_concurrency = \n", "", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ('upload_concurrency = "eight"\n', "upload_concurrency", "whole number"),
+        ("index_timeout = -5\n", "index_timeout", "must be a number"),
+        ('[limits]\nmax_size = "lots"\n', "limits.max_size", "byte count"),
+        ('backend = "cloud"\n', "backend", "must be one of"),
+        ("roots = 3\n", "roots", "array of tables"),
+        ("upload_concurrency = \n", "", "not valid TOML"),
+    ],
+)
 def test_ill_typed_config_names_file_and_key(ingest, root, tmp_path, text, key, words):
     (tmp_path / "ingest.toml").write_text(text)
     result = ingest("sync", str(root), check=2)
     assert "ingest.toml" in result.stderr and key in result.stderr and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-
 
 
 @pytest.mark.parametrize("case", ["state folder not creatable", "state folder read-only", "manifest read-only"])
@@ -449,8 +457,10 @@ def test_manifest_from_a_newer_version(ingest, root, state_dir):
     sync(ingest, root)
     manifest = state_dir / "local" / "manifest.db"
     db = sqlite3.connect(manifest)
-    db.execute("insert into _sqlite_migrations (migration_set, name, applied_at) "
-               "values ('ingest', 'm999_from_the_future', '2030-01-01T00:00:00')")
+    db.execute(
+        "insert into _sqlite_migrations (migration_set, name, applied_at) "
+        "values ('ingest', 'm999_from_the_future', '2030-01-01T00:00:00')"
+    )
     db.commit()
     db.close()
     before = manifest.read_bytes()
@@ -477,6 +487,7 @@ def test_openai_backend_without_a_key(ingest, root):
 # ---- the OpenAI path ---------------------------------------------------------------------------------------
 def watch_emulator(emu: Emulator, endpoint: str, count: int, action) -> threading.Thread:
     """Run action() as soon as the emulator has answered `count` requests to endpoint."""
+
     def loop():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -484,6 +495,7 @@ def watch_emulator(emu: Emulator, endpoint: str, count: int, action) -> threadin
                 action()
                 return
             time.sleep(0.001)
+
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     return thread

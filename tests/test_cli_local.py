@@ -1,4 +1,5 @@
 """End-to-end: the whole CLI flow on the embedded local store, with no API key."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,11 @@ def store_files(state_dir: Path) -> dict[str, dict]:
         out = {}
         for store in m.stores():
             for sf in remote.list_store_files(store.id):
-                out[sf.attributes.get("path")] = {"file_id": sf.file_id, "status": sf.status,
-                                                  "attributes": dict(sf.attributes)}
+                out[sf.attributes.get("path")] = {
+                    "file_id": sf.file_id,
+                    "status": sf.status,
+                    "attributes": dict(sf.attributes),
+                }
         return out
     finally:
         m.close()
@@ -42,7 +46,11 @@ def test_first_sync_indexes_everything_and_second_uploads_nothing(ingest, docs_r
     assert first["counts"]["new"] == 4 and first["counts"]["indexed"] == 4 and first["exit_code"] == 0
     rows = manifest_rows(state_dir)
     assert {p: r.state for p, r in rows.items()} == {
-        "guides/install.md": INDEXED, "guides/usage.txt": INDEXED, "faq.html": INDEXED, "notes.py": INDEXED}
+        "guides/install.md": INDEXED,
+        "guides/usage.txt": INDEXED,
+        "faq.html": INDEXED,
+        "notes.py": INDEXED,
+    }
     assert all(r.file_id and r.vector_store_id and len(r.sha256) == 64 for r in rows.values())
     remote = store_files(state_dir)
     assert set(remote) == set(rows) and all(f["status"] == "completed" for f in remote.values())
@@ -177,8 +185,12 @@ def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, t
     report = ingest.json("--config", str(config), "sync", check=1)  # a missing root is a failure cron sees
     assert report["counts"]["deleted"] == 0 and len(report["held_back"]) == 4
     assert "missing" in report["held_back"][0]["reason"]
-    assert report["failed"] == [{"path": str(docs_root), "reason": "the folder is missing, not a folder, or "
-                                 "not mounted: nothing was synced or deleted there"}]
+    assert report["failed"] == [
+        {
+            "path": str(docs_root),
+            "reason": "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there",
+        }
+    ]
     docs_root.mkdir()  # a mount point with nothing mounted on it
     report = ingest.json("--config", str(config), "sync")
     assert report["counts"]["deleted"] == 0 and "empty" in report["held_back"][0]["reason"]
@@ -213,8 +225,9 @@ def test_status_reports_stores_runs_and_problems(ingest, docs_root):
     assert store["name"] == "docs" and store["files"] == {"indexed": 4, "rejected": 1}
     assert store["vector_store_ids"] and store["cost_per_day_usd"] == 0.0
     assert data["recent_runs"][0]["counts"]["new"] == 4
-    assert data["problems"] == [{"path": str(docs_root / "empty.txt"), "state": "rejected",
-                                 "reason": "empty file", "error_code": None}]
+    assert data["problems"] == [
+        {"path": str(docs_root / "empty.txt"), "state": "rejected", "reason": "empty file", "error_code": None}
+    ]
     text = ingest("status").stdout
     assert "store docs" in text and "empty file" in text
 
@@ -252,8 +265,10 @@ def test_a_file_turned_invalid_loses_its_remote_copy_once(ingest, docs_root, sta
 
 def test_a_new_static_attribute_value_reaches_the_store(ingest, docs_root, tmp_path, state_dir):
     config = tmp_path / "ingest.toml"
-    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n'
-                      '[[stores]]\nname = "kb"\nattributes = {{ team = "red" }}\n'.replace("{{", "{").replace("}}", "}"))
+    config.write_text(
+        f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n'
+        '[[stores]]\nname = "kb"\nattributes = {{ team = "red" }}\n'.replace("{{", "{").replace("}}", "}")
+    )
     ingest("sync")
     assert {f["attributes"]["team"] for f in store_files(state_dir).values()} == {"red"}
     config.write_text(config.read_text().replace('"red"', '"blue"'))
@@ -274,7 +289,8 @@ def test_a_touched_file_gets_its_new_mtime_attribute_without_an_upload(ingest, d
 
 
 def test_a_same_size_edit_within_the_racy_window_is_caught_and_settled_files_are_trusted_by_stat(
-        ingest, tmp_path, state_dir):
+    ingest, tmp_path, state_dir
+):
     root = tmp_path / "racy"
     root.mkdir()
     racy, settled = root / "racy.txt", root / "settled.txt"
@@ -304,8 +320,9 @@ def test_a_same_size_edit_within_the_racy_window_is_caught_and_settled_files_are
     assert hashes() == {"racy.txt": sha256(racy), "settled.txt": sha256_text("version 1 of the old note\n")}
 
     counts = ingest.json("reindex", "--rehash")["sync"]["counts"]
-    assert (counts["changed"], counts["unchanged"], counts["uploaded"]) == (1, 1, 1), \
+    assert (counts["changed"], counts["unchanged"], counts["uploaded"]) == (1, 1, 1), (
         "--rehash ignores the stat fingerprint and finds the edit stat could not see"
+    )
     assert hashes()["settled.txt"] == sha256(settled)
 
 
@@ -322,12 +339,18 @@ def test_a_new_store_route_moves_the_files_it_covers_and_leaves_the_rest_alone(i
     config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n')
     ingest("sync")
     before = rows_by_path(state_dir)
-    config.write_text(config.read_text() + '[[stores]]\nname = "kb"\n[[stores]]\nname = "guides"\npaths = ["guides/**"]\n')
+    config.write_text(
+        config.read_text() + '[[stores]]\nname = "kb"\n[[stores]]\nname = "guides"\npaths = ["guides/**"]\n'
+    )
     report = ingest.json("sync")
     assert report["counts"]["unchanged"] == 2, report["counts"]
     after = rows_by_path(state_dir)
     assert {p: r.store for p, r in after.items()} == {
-        "guides/install.md": "guides", "guides/usage.txt": "guides", "faq.html": "kb", "notes.py": "kb"}
+        "guides/install.md": "guides",
+        "guides/usage.txt": "guides",
+        "faq.html": "kb",
+        "notes.py": "kb",
+    }
     assert all(r.state == INDEXED for r in after.values())
     assert after["faq.html"].file_id == before["faq.html"].file_id, "a file whose route stayed is not touched"
     hits = ingest.json("search", "zebrafish", "--store", "guides")
@@ -343,13 +366,17 @@ def rows_by_path(state_dir: Path) -> dict:
         m.close()
 
 
-def test_a_run_without_the_config_rebuilds_nothing_and_reindex_keeps_the_excludes(ingest, docs_root, tmp_path, state_dir):
+def test_a_run_without_the_config_rebuilds_nothing_and_reindex_keeps_the_excludes(
+    ingest, docs_root, tmp_path, state_dir
+):
     (docs_root / "drafts").mkdir()
     (docs_root / "drafts" / "wip.md").write_text("An unfinished draft about the tapir.\n")
     config = tmp_path / "kb.toml"  # not ./ingest.toml, which a run would find by itself
-    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\nexclude = ["drafts/**"]\n'
-                      '[[stores]]\nname = "kb"\nattributes = { team = "red" }\n'
-                      'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n')
+    config.write_text(
+        f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\nexclude = ["drafts/**"]\n'
+        '[[stores]]\nname = "kb"\nattributes = { team = "red" }\n'
+        'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n'
+    )
     ingest("--config", str(config), "sync")
     store_ids = ingest.json("status")["stores"][0]["vector_store_ids"]
 
@@ -382,7 +409,6 @@ def test_verify_is_not_in_sync_while_a_root_cannot_be_read(ingest, docs_root, tm
     assert [d["path"] for d in report["drift"] if d["kind"] == "unreadable"] == [str(docs_root)]
 
 
-
 def test_removing_a_routed_store_entry_sends_files_back_to_the_root_store(ingest, docs_root, tmp_path, state_dir):
     config = tmp_path / "ingest.toml"  # found in the working folder by every run below
     base = f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n'
@@ -395,7 +421,9 @@ def test_removing_a_routed_store_entry_sends_files_back_to_the_root_store(ingest
     assert after["guides/install.md"].store == "kb", "removed [[stores]] entry still routes files"
 
 
-def test_two_configs_sharing_the_default_manifest_do_not_route_each_others_files(ingest, docs_root, tmp_path, state_dir):
+def test_two_configs_sharing_the_default_manifest_do_not_route_each_others_files(
+    ingest, docs_root, tmp_path, state_dir
+):
     other = tmp_path / "other"
     other.mkdir()
     (other / "a.md").write_text("# A\n\nalpha text here\n")
@@ -409,7 +437,9 @@ def test_two_configs_sharing_the_default_manifest_do_not_route_each_others_files
     assert after["guides/install.md"].store == "public", after["guides/install.md"].store
 
 
-def test_a_run_without_the_config_naming_the_root_keeps_its_store_and_excludes(ingest, docs_root, tmp_path, state_dir, monkeypatch):
+def test_a_run_without_the_config_naming_the_root_keeps_its_store_and_excludes(
+    ingest, docs_root, tmp_path, state_dir, monkeypatch
+):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "ingest.toml").write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\nexclude = ["notes.py"]\n')

@@ -1,12 +1,12 @@
 """The config file becomes typed settings, and every mistake in it is named by file and key."""
+
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from ingest.config import (MAX_FILE_SIZE, SUPPORTED_TYPES, ConfigError, Root, Settings, find_config, load)
+from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES, ConfigError, Root, Settings, find_config, load
 from tests.conftest import as_unprivileged
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "ingest.example.toml"
@@ -41,7 +41,9 @@ def config_error(tmp_path: Path, text: str) -> str:
 
 
 def test_full_config_becomes_settings(workdir, tmp_path):
-    path = write_config(tmp_path / "conf" / "ingest.toml", """
+    path = write_config(
+        tmp_path / "conf" / "ingest.toml",
+        """
 backend = "local"
 state_dir = "state"
 upload_concurrency = 4
@@ -70,7 +72,8 @@ max_files = 50
 chunking = { type = "static", max_chunk_size_tokens = 600, chunk_overlap_tokens = 200 }
 expires_after_days = 30
 attributes = { team = "hr", year = 2024 }
-""")
+""",
+    )
     settings = load(str(path))
 
     assert settings.source == str(path)
@@ -86,8 +89,7 @@ attributes = { team = "hr", year = 2024 }
     assert (hr.store, hr.ignore_defaults, hr.include) == ("hr", False, ("**",))
     spec = settings.store_spec("handbook")
     assert spec.paths == ("policies/**",) and spec.max_files == 50 and spec.expires_after_days == 30
-    assert spec.chunking == {"type": "static",
-                             "static": {"max_chunk_size_tokens": 600, "chunk_overlap_tokens": 200}}
+    assert spec.chunking == {"type": "static", "static": {"max_chunk_size_tokens": 600, "chunk_overlap_tokens": 200}}
     assert dict(spec.attributes) == {"team": "hr", "year": 2024}
     assert settings.store_spec("elsewhere").max_files == 10_000, "unconfigured stores get the defaults"
 
@@ -104,8 +106,18 @@ def test_the_shipped_example_config_loads_as_the_defaults(workdir):
     settings = load(str(EXAMPLE))
     defaults = Settings()
     assert settings.roots == () and settings.stores == ()
-    for name in ("backend", "max_size", "types", "upload_concurrency", "index_timeout", "max_delete_fraction",
-                 "max_delete_floor", "server_error_retries", "request_retries", "request_timeout"):
+    for name in (
+        "backend",
+        "max_size",
+        "types",
+        "upload_concurrency",
+        "index_timeout",
+        "max_delete_fraction",
+        "max_delete_floor",
+        "server_error_retries",
+        "request_retries",
+        "request_timeout",
+    ):
         assert getattr(settings, name) == getattr(defaults, name), name
 
 
@@ -117,13 +129,16 @@ def test_base_url_falls_back_to_the_environment(workdir, tmp_path, monkeypatch):
     assert load(str(path)).base_url == "http://example.test/v1", "the file wins over the environment"
 
 
-@pytest.mark.parametrize("text, key", [
-    ('bakend = "local"', "bakend"),
-    ('[limits]\nmax_sizes = "1MB"', "limits.max_sizes"),
-    ('[[roots]]\npath = "docs"\npth = "x"', "roots[0].pth"),
-    ('[[stores]]\nname = "a"\n[[stores]]\nname = "b"\nmax_file = 3', "stores[1].max_file"),
-    ('[[stores]]\nname = "a"\nchunking = { type = "static", overlap = 10 }', "stores[0].chunking.overlap"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('bakend = "local"', "bakend"),
+        ('[limits]\nmax_sizes = "1MB"', "limits.max_sizes"),
+        ('[[roots]]\npath = "docs"\npth = "x"', "roots[0].pth"),
+        ('[[stores]]\nname = "a"\n[[stores]]\nname = "b"\nmax_file = 3', "stores[1].max_file"),
+        ('[[stores]]\nname = "a"\nchunking = { type = "static", overlap = 10 }', "stores[0].chunking.overlap"),
+    ],
+)
 def test_an_unknown_key_is_named_with_its_dotted_path(workdir, tmp_path, text, key):
     message = config_error(tmp_path, text)
     assert f": {key}: unknown key" in message
@@ -134,24 +149,27 @@ def test_an_unknown_key_lists_the_keys_allowed_there(workdir, tmp_path):
     assert "allowed here:" in message and "backend" in message and "roots" in message
 
 
-@pytest.mark.parametrize("text, key, words", [
-    ('backend = "azure"', "backend", "must be one of auto, local, openai"),
-    ('upload_concurrency = "8"', "upload_concurrency", "whole number from 1 to 64"),
-    ("upload_concurrency = 0", "upload_concurrency", "whole number from 1 to 64"),
-    ("max_delete_floor = true", "max_delete_floor", "whole number"),
-    ("max_delete_fraction = 2", "max_delete_fraction", "number from 0 to 1"),
-    ("state_dir = 3", "state_dir", "must be a string"),
-    ('roots = "docs"', "roots", "array of tables ([[roots]])"),
-    ('limits = "big"', "limits", "must be a table"),
-    ('[[roots]]\nstore = "x"', "roots[0].path", "is required"),
-    ('[[roots]]\npath = "d"\nignore_defaults = "yes"', "roots[0].ignore_defaults", "true or false"),
-    ('[[roots]]\npath = "d"\ninclude = [1, 2]', "roots[0].include", "list of strings"),
-    ('[[stores]]\npaths = ["x"]', "stores[0].name", "is required"),
-    ('[[stores]]\nname = "a"\nattributes = "hr"', "stores[0].attributes", "must be a table"),
-    ('[[stores]]\nname = "a"\nexpires_after_days = 0', "stores[0].expires_after_days", "from 1 to 365"),
-    ('[[stores]]\nname = "a"\nattributes = { team = ["a"] }', "stores[0].attributes.team", "a number or a bool"),
-    ('[limits]\ntypes = ["xlsx"]', "limits.types", "'.xlsx' is not a type file_search accepts"),
-])
+@pytest.mark.parametrize(
+    "text, key, words",
+    [
+        ('backend = "azure"', "backend", "must be one of auto, local, openai"),
+        ('upload_concurrency = "8"', "upload_concurrency", "whole number from 1 to 64"),
+        ("upload_concurrency = 0", "upload_concurrency", "whole number from 1 to 64"),
+        ("max_delete_floor = true", "max_delete_floor", "whole number"),
+        ("max_delete_fraction = 2", "max_delete_fraction", "number from 0 to 1"),
+        ("state_dir = 3", "state_dir", "must be a string"),
+        ('roots = "docs"', "roots", "array of tables ([[roots]])"),
+        ('limits = "big"', "limits", "must be a table"),
+        ('[[roots]]\nstore = "x"', "roots[0].path", "is required"),
+        ('[[roots]]\npath = "d"\nignore_defaults = "yes"', "roots[0].ignore_defaults", "true or false"),
+        ('[[roots]]\npath = "d"\ninclude = [1, 2]', "roots[0].include", "list of strings"),
+        ('[[stores]]\npaths = ["x"]', "stores[0].name", "is required"),
+        ('[[stores]]\nname = "a"\nattributes = "hr"', "stores[0].attributes", "must be a table"),
+        ('[[stores]]\nname = "a"\nexpires_after_days = 0', "stores[0].expires_after_days", "from 1 to 365"),
+        ('[[stores]]\nname = "a"\nattributes = { team = ["a"] }', "stores[0].attributes.team", "a number or a bool"),
+        ('[limits]\ntypes = ["xlsx"]', "limits.types", "'.xlsx' is not a type file_search accepts"),
+    ],
+)
 def test_an_ill_typed_value_is_named_with_its_dotted_path(workdir, tmp_path, text, key, words):
     message = config_error(tmp_path, text)
     assert f": {key}: " in message
@@ -190,20 +208,23 @@ def test_an_unreadable_config_file_is_a_sentence_not_a_traceback(shared_dir):
     assert str(path) in message and "cannot read" in message
 
 
-@pytest.mark.parametrize("value, expected", [
-    ('"100MB"', 100 * 1024**2),
-    ('"10 mb"', 10 * 1024**2),
-    ('"1.5KiB"', 1536),
-    ('"512MB"', MAX_FILE_SIZE),
-    ('"512MiB"', MAX_FILE_SIZE),
-    ('"513MB"', None),
-    ('"2GB"', None),
-    ('"100M"', None),
-    ('"lots"', None),
-    ("2048", 2048),
-    ("0", None),
-    ("1.5", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ('"100MB"', 100 * 1024**2),
+        ('"10 mb"', 10 * 1024**2),
+        ('"1.5KiB"', 1536),
+        ('"512MB"', MAX_FILE_SIZE),
+        ('"512MiB"', MAX_FILE_SIZE),
+        ('"513MB"', None),
+        ('"2GB"', None),
+        ('"100M"', None),
+        ('"lots"', None),
+        ("2048", 2048),
+        ("0", None),
+        ("1.5", None),
+    ],
+)
 def test_max_size_accepts_byte_counts_and_sizes(workdir, tmp_path, value, expected):
     path = write_config(tmp_path / "ingest.toml", f"[limits]\nmax_size = {value}")
     if expected is None:
@@ -213,35 +234,55 @@ def test_max_size_accepts_byte_counts_and_sizes(workdir, tmp_path, value, expect
         assert load(str(path)).max_size == expected
 
 
-@pytest.mark.parametrize("chunking, expected", [
-    ('"auto"', None),
-    ('{ type = "auto" }', None),
-    ('{ type = "static" }', {"type": "static", "static": {"max_chunk_size_tokens": 800,
-                                                          "chunk_overlap_tokens": 400}}),
-    ('{ type = "static", max_chunk_size_tokens = 100, chunk_overlap_tokens = 0 }',
-     {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}),
-])
+@pytest.mark.parametrize(
+    "chunking, expected",
+    [
+        ('"auto"', None),
+        ('{ type = "auto" }', None),
+        (
+            '{ type = "static" }',
+            {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}},
+        ),
+        (
+            '{ type = "static", max_chunk_size_tokens = 100, chunk_overlap_tokens = 0 }',
+            {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}},
+        ),
+    ],
+)
 def test_valid_chunking(workdir, tmp_path, chunking, expected):
     path = write_config(tmp_path / "ingest.toml", f'[[stores]]\nname = "a"\nchunking = {chunking}')
     assert load(str(path)).store_spec("a").chunking == expected
 
 
-@pytest.mark.parametrize("chunking, key, words", [
-    ('"fixed"', "stores[0].chunking", 'must be "auto" or'),
-    ('{ type = "dynamic" }', "stores[0].chunking", 'must be "auto" or'),
-    ('{ type = "static", max_chunk_size_tokens = 50 }', "stores[0].chunking.max_chunk_size_tokens",
-     "from 100 to 4096"),
-    ('{ type = "static", max_chunk_size_tokens = 5000 }', "stores[0].chunking.max_chunk_size_tokens",
-     "from 100 to 4096"),
-    ('{ type = "static", max_chunk_size_tokens = 600, chunk_overlap_tokens = 301 }',
-     "stores[0].chunking.chunk_overlap_tokens", "half of max_chunk_size_tokens"),
-])
+@pytest.mark.parametrize(
+    "chunking, key, words",
+    [
+        ('"fixed"', "stores[0].chunking", 'must be "auto" or'),
+        ('{ type = "dynamic" }', "stores[0].chunking", 'must be "auto" or'),
+        (
+            '{ type = "static", max_chunk_size_tokens = 50 }',
+            "stores[0].chunking.max_chunk_size_tokens",
+            "from 100 to 4096",
+        ),
+        (
+            '{ type = "static", max_chunk_size_tokens = 5000 }',
+            "stores[0].chunking.max_chunk_size_tokens",
+            "from 100 to 4096",
+        ),
+        (
+            '{ type = "static", max_chunk_size_tokens = 600, chunk_overlap_tokens = 301 }',
+            "stores[0].chunking.chunk_overlap_tokens",
+            "half of max_chunk_size_tokens",
+        ),
+    ],
+)
 def test_invalid_chunking_is_explained(workdir, tmp_path, chunking, key, words):
     message = config_error(tmp_path, f'[[stores]]\nname = "a"\nchunking = {chunking}')
     assert f": {key}: " in message and words in message
 
 
 # find_config ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def four_configs(workdir, tmp_path, monkeypatch):
@@ -294,10 +335,15 @@ def test_a_named_config_that_is_missing_is_an_error(workdir, tmp_path, monkeypat
 
 # with_paths -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def configured(tmp_path) -> Settings:
-    return Settings(roots=(Root(path=tmp_path / "docs", store="handbook", exclude=("drafts/**",)),
-                           Root(path=tmp_path / "hr", store="people")))
+    return Settings(
+        roots=(
+            Root(path=tmp_path / "docs", store="handbook", exclude=("drafts/**",)),
+            Root(path=tmp_path / "hr", store="people"),
+        )
+    )
 
 
 def test_with_paths_keeps_the_configured_root_a_path_falls_in(configured, tmp_path):

@@ -6,6 +6,7 @@ runs at -v, so httpx logs every finished request on stderr: a reader thread foll
 those lines, the kill is aimed at a phase chosen by a seeded RNG, and the phase it landed in is recorded.
 `pytest tests/test_crash.py -s` prints the totals; `scripts/soak` runs 50 trials instead of 10.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,28 @@ from ingest.manifest import INDEXED, Manifest
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "sk-crash-test-0123456789"
-WORDS = ("otter", "lantern", "granite", "meadow", "cobalt", "harbor", "juniper", "quartz", "saffron", "tundra",
-         "violet", "walnut", "zephyr", "bramble", "cinder", "dune", "ember", "fjord", "glacier", "hollow")
+WORDS = (
+    "otter",
+    "lantern",
+    "granite",
+    "meadow",
+    "cobalt",
+    "harbor",
+    "juniper",
+    "quartz",
+    "saffron",
+    "tundra",
+    "violet",
+    "walnut",
+    "zephyr",
+    "bramble",
+    "cinder",
+    "dune",
+    "ember",
+    "fjord",
+    "glacier",
+    "hollow",
+)
 EXTENSIONS = (".txt", ".md", ".py", ".html", ".json")
 
 
@@ -38,23 +59,32 @@ class EmulatorProcess:
     """`python -m tests.emulator` on a free port; snapshot and configure through its admin endpoints."""
 
     def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", "0", *args], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.emulator", "--port", "0", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         match = re.match(r"listening on (http://\S+/v1)", line)
         if not match:
             self.proc.kill()
             raise RuntimeError(f"the emulator did not start: {line!r} {self.proc.stderr.read()}")
         self.base_url = match.group(1)
-        self.admin = self.base_url[:-len("/v1")] + "/_emulator"
+        self.admin = self.base_url[: -len("/v1")] + "/_emulator"
 
     def snapshot(self) -> dict:
         with urllib.request.urlopen(self.admin + "/snapshot", timeout=30) as reply:
             return json.load(reply)
 
     def configure(self, **options) -> None:
-        request = urllib.request.Request(self.admin + "/configure", data=json.dumps(options).encode(),
-                                         method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.admin + "/configure",
+            data=json.dumps(options).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(request, timeout=10).read()
 
     def stop(self) -> None:
@@ -70,21 +100,29 @@ class EmulatorProcess:
 @dataclass
 class Audit:
     """Every way the manifest and the remote can disagree; all lists empty means they are equal."""
-    duplicates: list[str] = field(default_factory=list)       # a path attached twice to its store
-    orphans: list[str] = field(default_factory=list)          # remote Files no manifest row references
-    orphan_stores: list[str] = field(default_factory=list)    # vector stores the manifest does not know
-    missing: list[str] = field(default_factory=list)          # local documents not indexed remotely
-    mismatched: list[str] = field(default_factory=list)       # attributes/state that disagree
-    stale_rows: list[str] = field(default_factory=list)       # manifest rows for paths that are gone
+
+    duplicates: list[str] = field(default_factory=list)  # a path attached twice to its store
+    orphans: list[str] = field(default_factory=list)  # remote Files no manifest row references
+    orphan_stores: list[str] = field(default_factory=list)  # vector stores the manifest does not know
+    missing: list[str] = field(default_factory=list)  # local documents not indexed remotely
+    mismatched: list[str] = field(default_factory=list)  # attributes/state that disagree
+    stale_rows: list[str] = field(default_factory=list)  # manifest rows for paths that are gone
 
     @property
     def clean(self) -> bool:
-        return not (self.duplicates or self.orphans or self.orphan_stores or self.missing or self.mismatched
-                    or self.stale_rows)
+        return not (
+            self.duplicates or self.orphans or self.orphan_stores or self.missing or self.mismatched or self.stale_rows
+        )
 
     def summary(self) -> str:
-        return "; ".join(f"{name}: {values[:5]}{' …' if len(values) > 5 else ''}"
-                         for name, values in vars(self).items() if values) or "clean"
+        return (
+            "; ".join(
+                f"{name}: {values[:5]}{' …' if len(values) > 5 else ''}"
+                for name, values in vars(self).items()
+                if values
+            )
+            or "clean"
+        )
 
 
 def read_manifest(path: Path) -> tuple[dict, list]:
@@ -96,14 +134,19 @@ def read_manifest(path: Path) -> tuple[dict, list]:
         m.close()
 
 
-def audit(snapshot: dict, manifest_path: Path, local: dict[str, set[str]], foreign: set[str] = frozenset(),
-          store_names: set[str] | None = None) -> Audit:
+def audit(
+    snapshot: dict,
+    manifest_path: Path,
+    local: dict[str, set[str]],
+    foreign: set[str] = frozenset(),
+    store_names: set[str] | None = None,
+) -> Audit:
     """local: root key → relative paths of the documents that must be indexed. foreign: remote file ids
     planted by someone else (never the tool's business)."""
     rows, stores = read_manifest(manifest_path)
     out = Audit()
     by_id = {}
-    for (root, path), row in rows.items():
+    for row in rows.values():
         for file_id in (row.file_id, row.old_file_id):
             if file_id:
                 by_id[file_id] = row
@@ -125,18 +168,22 @@ def audit(snapshot: dict, manifest_path: Path, local: dict[str, set[str]], forei
                 out.orphans.append(f"{sf['id']} attached to {store['id']} as {sf['attributes'].get('path')}")
                 continue
             if sf["attributes"].get("path") != row.path or sf["attributes"].get("sha256") != row.sha256:
-                out.mismatched.append(f"{row.path}: remote says path={sf['attributes'].get('path')!r} "
-                                      f"sha={str(sf['attributes'].get('sha256'))[:8]}")
+                out.mismatched.append(
+                    f"{row.path}: remote says path={sf['attributes'].get('path')!r} "
+                    f"sha={str(sf['attributes'].get('sha256'))[:8]}"
+                )
             if sf["vector_store_id"] != row.vector_store_id:
-                out.mismatched.append(f"{row.path}: attached to {sf['vector_store_id']}, "
-                                      f"manifest says {row.vector_store_id}")
+                out.mismatched.append(
+                    f"{row.path}: attached to {sf['vector_store_id']}, manifest says {row.vector_store_id}"
+                )
             if sf["status"] != "completed":
                 out.mismatched.append(f"{row.path}: remote status {sf['status']} {sf.get('last_error')}")
     out.duplicates = [f"{store}:{path} ×{n}" for (store, path), n in seen_paths.items() if n > 1]
     for f in snapshot["files"]:
         if f["id"] not in by_id and f["id"] not in foreign and f["id"] not in attached:
-            out.orphans.append(f"{f['id']} (unattached File {f['filename']}, {f['bytes']} bytes, "
-                               f"created {f['created_at']})")
+            out.orphans.append(
+                f"{f['id']} (unattached File {f['filename']}, {f['bytes']} bytes, created {f['created_at']})"
+            )
     for key, paths in local.items():
         for path in sorted(paths):
             row = rows.get((key, path))
@@ -159,8 +206,10 @@ class Tree:
 
     def __init__(self, root: Path, rng: random.Random):
         self.root, self.rng, self.serial = root, rng, 0
-        self.folders = [Path(*parts) for parts in
-                        ((), ("a",), ("a", "b"), ("a", "b", "c"), ("d",), ("d", "e"), ("f",), ("g", "h", "i"))]
+        self.folders = [
+            Path(*parts)
+            for parts in ((), ("a",), ("a", "b"), ("a", "b", "c"), ("d",), ("d", "e"), ("f",), ("g", "h", "i"))
+        ]
 
     def paths(self) -> set[str]:
         return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
@@ -255,8 +304,14 @@ class Run:
 
     def __init__(self, env: dict[str, str], root: Path, cwd: Path):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingest", "-v", "sync", str(root)], env=env, cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "-v", "sync", str(root)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.counts: Counter = Counter()
         self.last = "startup"
         self.lines: list[str] = []
@@ -305,6 +360,7 @@ def after(delay: float, condition=lambda run: True):
                 return False
             fired.append(time.monotonic())
         return time.monotonic() - fired[0] >= delay
+
     return ready
 
 
@@ -343,10 +399,12 @@ class Totals:
     def report(self) -> str:
         kills = ", ".join(f"{k} {n}" for k, n in sorted(self.kills.items()))
         aimed = ", ".join(f"{k} {n}" for k, n in sorted(self.aimed.items()))
-        return (f"crash trials: {self.trials}; kills by phase landed: {kills}; aimed at: {aimed}; "
-                f"recovery runs swept {self.duplicates_swept} duplicate uploads, deleted "
-                f"{self.retired_on_recovery} retired remote files, uploaded {self.uploads_on_recovery}; "
-                f"after recovery: {len(self.problems)} trials with duplicates/orphans/missing")
+        return (
+            f"crash trials: {self.trials}; kills by phase landed: {kills}; aimed at: {aimed}; "
+            f"recovery runs swept {self.duplicates_swept} duplicate uploads, deleted "
+            f"{self.retired_on_recovery} retired remote files, uploaded {self.uploads_on_recovery}; "
+            f"after recovery: {len(self.problems)} trials with duplicates/orphans/missing"
+        )
 
 
 def run_trials(tmp_path: Path, trials: int, seed: int, files: int = 300) -> Totals:
@@ -358,11 +416,18 @@ def run_trials(tmp_path: Path, trials: int, seed: int, files: int = 300) -> Tota
     state = tmp_path / "state"
     config = tmp_path / "ingest.toml"
     config.write_text("request_timeout = 10\nindex_timeout = 60\n")
-    emu = EmulatorProcess("--latency-ms", "6", "--jitter-ms", "8", "--index-delay", "0.25",
-                          "--poll-after-ms", "40", "--seed", str(seed))
+    emu = EmulatorProcess(
+        "--latency-ms", "6", "--jitter-ms", "8", "--index-delay", "0.25", "--poll-after-ms", "40", "--seed", str(seed)
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "INGEST_", "XDG_"))}
-    env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=emu.base_url, XDG_STATE_HOME=str(state),
-               XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), INGEST_CONFIG=str(config), PYTHONUNBUFFERED="1")
+    env.update(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=emu.base_url,
+        XDG_STATE_HOME=str(state),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        INGEST_CONFIG=str(config),
+        PYTHONUNBUFFERED="1",
+    )
     manifest = state / "ingest" / "manifest.db"
     totals = Totals()
     try:
@@ -387,10 +452,17 @@ def run_trials(tmp_path: Path, trials: int, seed: int, files: int = 300) -> Tota
                     landed = "attach"  # every upload answered: the batch request was under way
                 totals.aimed[target] += 1
                 totals.kills[landed] += 1
-            recovery = subprocess.run([sys.executable, "-m", "ingest", "sync", str(root), "--json"], env=env,
-                                      cwd=tmp_path, capture_output=True, text=True, timeout=120)
-            assert recovery.returncode == 0, (f"trial {trial}: the recovery run exited {recovery.returncode}\n"
-                                              f"{recovery.stdout}\n{recovery.stderr}")
+            recovery = subprocess.run(
+                [sys.executable, "-m", "ingest", "sync", str(root), "--json"],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert recovery.returncode == 0, (
+                f"trial {trial}: the recovery run exited {recovery.returncode}\n{recovery.stdout}\n{recovery.stderr}"
+            )
             counts = json.loads(recovery.stdout)["counts"]
             totals.duplicates_swept += counts.get("duplicates_removed", 0)
             totals.retired_on_recovery += counts.get("remote_deleted", 0)
@@ -428,13 +500,24 @@ def test_kill_just_after_the_store_is_created_leaves_no_orphan_store(tmp_path):
     tree.add(1000)
     emu = EmulatorProcess("--latency-ms", "6", "--index-delay", "0.25")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "INGEST_", "XDG_"))}
-    env.update(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=emu.base_url, XDG_STATE_HOME=str(tmp_path / "state"),
-               XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), PYTHONUNBUFFERED="1")
+    env.update(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=emu.base_url,
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        PYTHONUNBUFFERED="1",
+    )
     try:
         run = Run(env, root, tmp_path)
         assert run.kill_when(after(0.005, lambda r: r.counts["create_store"] > 0)) == "create_store"
-        recovery = subprocess.run([sys.executable, "-m", "ingest", "sync", str(root)], env=env, cwd=tmp_path,
-                                  capture_output=True, text=True, timeout=120)
+        recovery = subprocess.run(
+            [sys.executable, "-m", "ingest", "sync", str(root)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert recovery.returncode == 0, recovery.stderr
         snapshot = emu.snapshot()
         assert len(snapshot["stores"]) == 1, "a second vector store was made; the first is an orphan"

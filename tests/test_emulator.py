@@ -1,4 +1,5 @@
 """The OpenAI emulator, driven by the real openai SDK over HTTP."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,11 @@ def test_upload_batch_with_attributes_indexes_in_progress_then_completed(emu, cl
     store = client.vector_stores.create(name="kb", metadata={"owner": "ingest"})
     assert store.id.startswith("vs_") and store.status == "completed" and store.metadata == {"owner": "ingest"}
     batch = client.vector_stores.file_batches.create(
-        store.id, files=[{"file_id": fid, "attributes": {"path": f"doc{i}.md", "rev": i, "ok": True}}
-                         for i, fid in enumerate(ids)])
+        store.id,
+        files=[
+            {"file_id": fid, "attributes": {"path": f"doc{i}.md", "rev": i, "ok": True}} for i, fid in enumerate(ids)
+        ],
+    )
     assert batch.id.startswith("vsfb_") and batch.object == "vector_store.files_batch"
     assert batch.status == "in_progress" and batch.file_counts.in_progress == 3 and batch.file_counts.total == 3
     assert client.vector_stores.files.retrieve(ids[0], vector_store_id=store.id).status == "in_progress"
@@ -61,8 +65,11 @@ def test_upload_batch_with_attributes_indexes_in_progress_then_completed(emu, cl
     assert sf.attributes == {"path": "doc1.md", "rev": 1, "ok": True}
     assert sf.chunking_strategy.type == "static" and sf.chunking_strategy.static.max_chunk_size_tokens == 800
     s = client.vector_stores.retrieve(store.id)
-    assert s.status == "completed" and s.file_counts.completed == 3 and s.usage_bytes == sum(
-        len(f"# doc {i}\nbody") for i in range(3))
+    assert (
+        s.status == "completed"
+        and s.file_counts.completed == 3
+        and s.usage_bytes == sum(len(f"# doc {i}\nbody") for i in range(3))
+    )
 
 
 def test_reattach_replaces_instead_of_duplicating(emu, client):
@@ -102,8 +109,10 @@ def test_unsupported_and_empty_files_fail_with_their_codes(emu, client):
     csv, empty = upload(client, "table.csv", b"a,b\n1,2"), upload(client, "empty.txt", b"")
     batch = client.vector_stores.file_batches.create_and_poll(store.id, file_ids=[csv, empty])
     assert batch.status == "completed" and batch.file_counts.failed == 2  # completed even though files failed
-    failed = {f.id: f.last_error.code for f in
-              client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id, filter="failed")}
+    failed = {
+        f.id: f.last_error.code
+        for f in client.vector_stores.file_batches.list_files(batch.id, vector_store_id=store.id, filter="failed")
+    }
     assert failed == {csv: "unsupported_file", empty: "invalid_file"}
 
 
@@ -124,13 +133,16 @@ def test_batch_validation(emu, client):
     assert client.vector_stores.retrieve(store.id).file_counts.total == 0  # nothing half-attached
 
 
-@pytest.mark.parametrize("attributes, code", [
-    ({f"k{i}": i for i in range(17)}, "object_above_max_properties"),
-    ({"k" * 65: "v"}, "object_property_name_above_max_length"),
-    ({"k": "v" * 513}, "string_above_max_length"),
-    ({"k": ["a"]}, "invalid_type"),
-    ({"k": {"a": 1}}, "invalid_type"),
-])
+@pytest.mark.parametrize(
+    "attributes, code",
+    [
+        ({f"k{i}": i for i in range(17)}, "object_above_max_properties"),
+        ({"k" * 65: "v"}, "object_property_name_above_max_length"),
+        ({"k": "v" * 513}, "string_above_max_length"),
+        ({"k": ["a"]}, "invalid_type"),
+        ({"k": {"a": 1}}, "invalid_type"),
+    ],
+)
 def test_attribute_limits(emu, client, attributes, code):
     store = client.vector_stores.create(name="s")
     fid = upload(client, "a.txt")
@@ -191,8 +203,12 @@ def test_lost_reply_upload_creates_the_file_but_the_client_sees_a_connection_err
 
 def test_injected_faults_do_not_touch_state(emu, client):
     emu.configure(timeout_s=2)
-    for kind, error in (("500", openai.InternalServerError), ("503", openai.InternalServerError),
-                        ("429", openai.RateLimitError), ("reset", openai.APIConnectionError)):
+    for kind, error in (
+        ("500", openai.InternalServerError),
+        ("503", openai.InternalServerError),
+        ("429", openai.RateLimitError),
+        ("reset", openai.APIConnectionError),
+    ):
         emu.inject(kind, endpoint="POST /files")
         with pytest.raises(error):
             client.files.create(file=("f.txt", b"x"), purpose="assistants")
@@ -217,6 +233,7 @@ def test_random_faults_are_reproducible_with_a_seed():
                 except openai.APIStatusError as exc:
                     out.append(exc.status_code)
             return out
+
     first = run()
     assert first == run() and {500, 503, 200} <= set(first)
 
@@ -241,18 +258,26 @@ def test_delete_file_removes_it_from_every_store_and_detach_keeps_the_file(emu, 
 
 def test_search_with_filters(emu, client):
     store = client.vector_stores.create(name="s")
-    docs = {"en.md": ("the quick brown fox", {"lang": "en", "year": 2024}),
-            "de.md": ("der schnelle braune fox", {"lang": "de", "year": 2020}),
-            "fr.md": ("le renard brun rapide", {"lang": "fr", "year": 2023})}
+    docs = {
+        "en.md": ("the quick brown fox", {"lang": "en", "year": 2024}),
+        "de.md": ("der schnelle braune fox", {"lang": "de", "year": 2020}),
+        "fr.md": ("le renard brun rapide", {"lang": "fr", "year": 2023}),
+    }
     ids = {name: upload(client, name, text.encode()) for name, (text, _) in docs.items()}
     client.vector_stores.file_batches.create_and_poll(
-        store.id, files=[{"file_id": ids[n], "attributes": attrs} for n, (_, attrs) in docs.items()])
+        store.id, files=[{"file_id": ids[n], "attributes": attrs} for n, (_, attrs) in docs.items()]
+    )
     hits = client.vector_stores.search(store.id, query="fox", filters={"type": "eq", "key": "lang", "value": "en"})
     assert [(h.filename, h.attributes["lang"]) for h in hits.data] == [("en.md", "en")]
     assert "fox" in hits.data[0].content[0].text and 0 < hits.data[0].score <= 1
     assert {h.filename for h in client.vector_stores.search(store.id, query="fox")} == {"en.md", "de.md"}
-    compound = {"type": "and", "filters": [{"type": "gte", "key": "year", "value": 2021},
-                                           {"type": "in", "key": "lang", "value": ["en", "fr"]}]}
+    compound = {
+        "type": "and",
+        "filters": [
+            {"type": "gte", "key": "year", "value": 2021},
+            {"type": "in", "key": "lang", "value": ["en", "fr"]},
+        ],
+    }
     found = client.vector_stores.search(store.id, query="fox renard", filters=compound, max_num_results=50)
     assert {h.filename for h in found} == {"en.md", "fr.md"}
     with pytest.raises(openai.BadRequestError):
@@ -265,9 +290,11 @@ def test_poll_after_header_on_batch_and_store_file_gets(emu, client):
     store = client.vector_stores.create(name="s")
     fid = upload(client, "a.txt")
     batch = client.vector_stores.file_batches.create(store.id, file_ids=[fid])
-    raws = [client.vector_stores.file_batches.with_raw_response.retrieve(batch.id, vector_store_id=store.id),
-            client.vector_stores.files.with_raw_response.retrieve(fid, vector_store_id=store.id),
-            client.vector_stores.files.with_raw_response.list(store.id)]
+    raws = [
+        client.vector_stores.file_batches.with_raw_response.retrieve(batch.id, vector_store_id=store.id),
+        client.vector_stores.files.with_raw_response.retrieve(fid, vector_store_id=store.id),
+        client.vector_stores.files.with_raw_response.list(store.id),
+    ]
     assert [r.headers.get("openai-poll-after-ms") for r in raws] == ["20", "20", "20"]
     assert "openai-poll-after-ms" not in client.vector_stores.with_raw_response.retrieve(store.id).headers
 
@@ -282,8 +309,9 @@ def test_auth(emu):
 def test_tamper_and_stuck_batches(emu, client):
     store = client.vector_stores.create(name="s")
     a, b = upload(client, "a.txt", b"alpha"), upload(client, "b.txt", b"beta")
-    client.vector_stores.file_batches.create_and_poll(store.id, files=[{"file_id": a, "attributes": {"x": 1}},
-                                                                       {"file_id": b}])
+    client.vector_stores.file_batches.create_and_poll(
+        store.id, files=[{"file_id": a, "attributes": {"x": 1}}, {"file_id": b}]
+    )
     stray = emu.add_stray_file(store.id, "stray.md", attributes={"x": 9})
     emu.fail_store_file(store.id, b)
     emu.set_store_file_attributes(store.id, a, {"x": 2})
@@ -335,9 +363,13 @@ def test_stop_is_prompt_and_closes_kept_alive_connections():
 
 
 def test_cli_subprocess_serves_until_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", "0", "--latency-ms", "5",
-                             "--upload-rps", "100"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulator", "--port", "0", "--latency-ms", "5", "--upload-rps", "100"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         line = proc.stdout.readline().strip()
         assert line.startswith("listening on http://127.0.0.1:") and line.endswith("/v1")

@@ -1,4 +1,5 @@
 """Extraction gives the text a search would find, and refuses what file_search refuses."""
+
 from __future__ import annotations
 
 import re
@@ -6,13 +7,15 @@ import zipfile
 
 import pytest
 
+from ingest.remote.local.extract import ExtractError, extract_text
 from tests.docs import make_docx, make_pdf, make_pptx
-from ingest.extract import ExtractError, extract_text
 
-WORDML = ('xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
-          'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
-          'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
-          'xmlns:v="urn:schemas-microsoft-com:vml"')
+WORDML = (
+    'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
+    'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
+    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
+    'xmlns:v="urn:schemas-microsoft-com:vml"'
+)
 
 
 def run(text: str) -> str:
@@ -98,7 +101,8 @@ def test_html_gives_visible_text_only(tmp_path):
         "<html><head><title>Release notes</title><style>body{color:red}</style>"
         "<script>var secret = 'trackingcode';</script></head><body>"
         "<h1>Version&nbsp;2</h1><p>Faster <b>sync</b> &amp; fewer bugs.</p>"
-        "<ul><li>one</li><li>two</li></ul><noscript>enable js</noscript></body></html>")
+        "<ul><li>one</li><li>two</li></ul><noscript>enable js</noscript></body></html>"
+    )
     text = extract_text(path, "text/html")
     assert "trackingcode" not in text and "color:red" not in text and "enable js" not in text
     assert "Faster sync & fewer bugs." in text
@@ -136,8 +140,9 @@ def test_pdf_without_text_says_so(tmp_path):
 
 
 def test_docx_paragraphs_and_tables_in_order(tmp_path):
-    path = make_docx(tmp_path / "memo.docx", ["First paragraph.", "Second paragraph."],
-                     table=[["Name", "Role"], ["Ada", "Engineer"]])
+    path = make_docx(
+        tmp_path / "memo.docx", ["First paragraph.", "Second paragraph."], table=[["Name", "Role"], ["Ada", "Engineer"]]
+    )
     text = extract_text(path, ".docx")
     assert text.index("First paragraph.") < text.index("Second paragraph.") < text.index("Ada")
     assert "Ada | Engineer" in text
@@ -146,22 +151,25 @@ def test_docx_paragraphs_and_tables_in_order(tmp_path):
 # Each block is a place Word keeps text that is not a plain run of a plain paragraph.
 DOCX_PLACES = {
     "content control": f"<w:sdt><w:sdtPr/><w:sdtContent><w:p>{run('capybara in a content control')}</w:p>"
-                       "</w:sdtContent></w:sdt>",
+    "</w:sdtContent></w:sdt>",
     "inline content control": f"<w:p><w:sdt><w:sdtContent>{run('pangolin inline control')}</w:sdtContent>"
-                              "</w:sdt></w:p>",
+    "</w:sdt></w:p>",
     "tracked insertion": f'<w:p><w:ins w:id="1" w:author="A">{run("axolotl inserted")}</w:ins></w:p>',
     "simple field": f'<w:p><w:fldSimple w:instr=" TITLE ">{run("okapi field result")}</w:fldSimple></w:p>',
-    "smart tag": f'<w:p><w:smartTag w:uri="urn:x" w:element="place">{run("narwhal smart tag")}</w:smartTag>'
-                 '</w:p>',
+    "smart tag": f'<w:p><w:smartTag w:uri="urn:x" w:element="place">{run("narwhal smart tag")}</w:smartTag></w:p>',
     # Word writes a text box twice: as a shape (Choice) and in VML for old readers (Fallback).
-    "text box": ('<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wps:wsp><wps:txbx>'
-                 f'<w:txbxContent><w:p>{run("tapir in a text box")}</w:p></w:txbxContent></wps:txbx>'
-                 '</wps:wsp></w:drawing></mc:Choice><mc:Fallback><w:pict><v:shape><v:textbox><w:txbxContent>'
-                 f'<w:p>{run("tapir in a text box")}</w:p></w:txbxContent></v:textbox></v:shape></w:pict>'
-                 '</mc:Fallback></mc:AlternateContent></w:r></w:p>'),
-    "old text box": ('<w:p><w:r><mc:AlternateContent><mc:Fallback><w:pict><v:shape><v:textbox>'
-                     f'<w:txbxContent><w:p>{run("ibis in a VML text box")}</w:p></w:txbxContent>'
-                     '</v:textbox></v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>'),
+    "text box": (
+        '<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wps:wsp><wps:txbx>'
+        f"<w:txbxContent><w:p>{run('tapir in a text box')}</w:p></w:txbxContent></wps:txbx>"
+        "</wps:wsp></w:drawing></mc:Choice><mc:Fallback><w:pict><v:shape><v:textbox><w:txbxContent>"
+        f"<w:p>{run('tapir in a text box')}</w:p></w:txbxContent></v:textbox></v:shape></w:pict>"
+        "</mc:Fallback></mc:AlternateContent></w:r></w:p>"
+    ),
+    "old text box": (
+        "<w:p><w:r><mc:AlternateContent><mc:Fallback><w:pict><v:shape><v:textbox>"
+        f"<w:txbxContent><w:p>{run('ibis in a VML text box')}</w:p></w:txbxContent>"
+        "</v:textbox></v:shape></w:pict></mc:Fallback></mc:AlternateContent></w:r></w:p>"
+    ),
 }
 
 
@@ -172,18 +180,39 @@ def test_docx_whose_only_text_is_outside_plain_paragraphs_has_text(tmp_path, pla
 
 
 def test_docx_text_in_every_place_comes_in_document_order_once(tmp_path):
-    tabbed = ('<w:p><w:pPr><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr>'
-              '<w:r><w:t>Total</w:t><w:tab/><w:t>42</w:t></w:r></w:p>')
-    deleted = ('<w:p><w:del w:id="2" w:author="A"><w:r><w:delText>dodo deleted</w:delText></w:r></w:del>'
-               f'<w:moveFrom w:id="3" w:author="A">{run("moved elsewhere")}</w:moveFrom>'
-               f'{run("kept words")}</w:p>')
-    path = make_docx_xml(tmp_path / "form.docx", f"<w:p>{run('Opening words')}</w:p>", *DOCX_PLACES.values(),
-                         tabbed, deleted, header="Running head wombat", footer="Page footer quokka")
+    tabbed = (
+        '<w:p><w:pPr><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr>'
+        "<w:r><w:t>Total</w:t><w:tab/><w:t>42</w:t></w:r></w:p>"
+    )
+    deleted = (
+        '<w:p><w:del w:id="2" w:author="A"><w:r><w:delText>dodo deleted</w:delText></w:r></w:del>'
+        f'<w:moveFrom w:id="3" w:author="A">{run("moved elsewhere")}</w:moveFrom>'
+        f"{run('kept words')}</w:p>"
+    )
+    path = make_docx_xml(
+        tmp_path / "form.docx",
+        f"<w:p>{run('Opening words')}</w:p>",
+        *DOCX_PLACES.values(),
+        tabbed,
+        deleted,
+        header="Running head wombat",
+        footer="Page footer quokka",
+    )
     lines = extract_text(path, ".docx").splitlines()
-    assert lines == ["Opening words", "capybara in a content control", "pangolin inline control",
-                     "axolotl inserted", "okapi field result", "narwhal smart tag", "tapir in a text box",
-                     "ibis in a VML text box", "Total\t42", "kept words", "Running head wombat",
-                     "Page footer quokka"]
+    assert lines == [
+        "Opening words",
+        "capybara in a content control",
+        "pangolin inline control",
+        "axolotl inserted",
+        "okapi field result",
+        "narwhal smart tag",
+        "tapir in a text box",
+        "ibis in a VML text box",
+        "Total\t42",
+        "kept words",
+        "Running head wombat",
+        "Page footer quokka",
+    ]
 
 
 def test_docx_with_text_only_in_the_header_has_text(tmp_path):
@@ -191,11 +220,14 @@ def test_docx_with_text_only_in_the_header_has_text(tmp_path):
     assert extract_text(path, ".docx") == "Letterhead platypus"
 
 
-@pytest.mark.parametrize("make, kind", [
-    pytest.param(lambda path: make_pptx(path, ["Roadmap"]), ".docx", id="another Office type"),
-    pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".docx", id="not a docx"),
-    pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".pptx", id="not a pptx"),
-])
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        pytest.param(lambda path: make_pptx(path, ["Roadmap"]), ".docx", id="another Office type"),
+        pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".docx", id="not a docx"),
+        pytest.param(lambda path: path.write_bytes(b"not a zip at all"), ".pptx", id="not a pptx"),
+    ],
+)
 def test_an_extraction_error_does_not_show_the_path_it_read(tmp_path, make, kind):
     # The local store extracts from its own blob (.../store/blobs/file-local-...): an internal path.
     blob = tmp_path / "store" / "blobs" / "file-local-0123456789abcdef01234567"
@@ -275,15 +307,13 @@ def test_password_protected_pdf_is_invalid_with_a_reason(tmp_path):
 @pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
 def test_aes_pdf_with_only_an_owner_password_opens(tmp_path, algorithm):
     # "Protected" against printing or copying only: readers open it without a password.
-    path = encrypted_pdf(tmp_path, "AES restricted manatee", user_password="", owner_password="o",
-                         algorithm=algorithm)
+    path = encrypted_pdf(tmp_path, "AES restricted manatee", user_password="", owner_password="o", algorithm=algorithm)
     assert extract_text(path, ".pdf") == "AES restricted manatee"
 
 
 @pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
 def test_aes_pdf_with_a_password_is_password_protected_not_damaged(tmp_path, algorithm):
-    path = encrypted_pdf(tmp_path, "locked manatee", user_password="hunter2", owner_password="o",
-                         algorithm=algorithm)
+    path = encrypted_pdf(tmp_path, "locked manatee", user_password="hunter2", owner_password="o", algorithm=algorithm)
     with pytest.raises(ExtractError) as err:
         extract_text(path, ".pdf")
     assert (err.value.code, err.value.message) == ("invalid_file", "the PDF is password-protected")

@@ -7,6 +7,7 @@ What the tool promises, and what is asserted here:
 - the next run, with the faults still on, finishes the job;
 - in the end the manifest equals the remote: 0 duplicates, 0 orphans, 0 missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from tests.emulator import Emulator
 from tests.test_crash import audit
 
 API_KEY = "sk-faults-test-0123456789"
-FAULTS = dict(fault_rate=0.2, lost_reply_rate=0.1, index_fail_rate=0.1, index_fail_times=1)
+FAULTS = {"fault_rate": 0.2, "lost_reply_rate": 0.1, "index_fail_rate": 0.1, "index_fail_times": 1}
 
 
 @pytest.fixture
@@ -75,13 +76,18 @@ def fault_summary(emu: Emulator) -> dict:
     c = emu.counters()
     requests = sum(c["requests"].values())
     faults = dict(sorted(c["faults"].items()))
-    return {"requests": requests, "faults": faults, "faulted": sum(faults.values()),
-            "lost_replies": c["lost_replies"], "index_failures": c["index_failures_injected"],
-            "uploads_received": c["uploads"], "files_created": c["files_created"]}
+    return {
+        "requests": requests,
+        "faults": faults,
+        "faulted": sum(faults.values()),
+        "lost_replies": c["lost_replies"],
+        "index_failures": c["index_failures_injected"],
+        "uploads_received": c["uploads"],
+        "files_created": c["files_created"],
+    }
 
 
-def check_flaky_sync(cli: Cli, emu: Emulator, state_dir: Path, root: Path, count: int, seed: int,
-                     **extra) -> dict:
+def check_flaky_sync(cli: Cli, emu: Emulator, state_dir: Path, root: Path, count: int, seed: int, **extra) -> dict:
     paths = make_docs(root, count, seed)
     emu.configure(seed=seed, **FAULTS, **extra)
     reports = sync_until_done(cli, root)
@@ -94,10 +100,14 @@ def check_flaky_sync(cli: Cli, emu: Emulator, state_dir: Path, root: Path, count
     emu.wait_idle()
     result = audit(emu.snapshot(), state_dir / "manifest.db", {str(root): paths})
     summary = fault_summary(emu)
-    summary.update(runs=len(reports), first_exit=first["exit_code"],
-                   duplicates_swept=sum(r.get("counts", {}).get("duplicates_removed", 0) for r in reports),
-                   duplicates=len(result.duplicates), orphans=len(result.orphans) + len(result.orphan_stores),
-                   missing=len(result.missing))
+    summary.update(
+        runs=len(reports),
+        first_exit=first["exit_code"],
+        duplicates_swept=sum(r.get("counts", {}).get("duplicates_removed", 0) for r in reports),
+        duplicates=len(result.duplicates),
+        orphans=len(result.orphans) + len(result.orphan_stores),
+        missing=len(result.missing),
+    )
     print(f"\nfaults (seed {seed}, {count} files): {summary}")
     assert result.clean, result.summary()
     assert summary["faulted"] > 0.1 * summary["requests"], "the faults were not injected"
@@ -130,8 +140,7 @@ def test_faults_during_edits_and_deletes_leave_no_orphans(openai_cli, flaky_open
     assert result.clean, result.summary()
 
 
-def test_lost_replies_when_creating_stores_and_batches_leave_no_orphans(openai_cli, flaky_openai, state_dir,
-                                                                        tmp_path):
+def test_lost_replies_when_creating_stores_and_batches_leave_no_orphans(openai_cli, flaky_openai, state_dir, tmp_path):
     root = tmp_path / "docs"
     paths = make_docs(root, 12, seed=3)
     flaky_openai.lose_next_replies(1, "POST /vector_stores")  # the store exists, the reply never comes
@@ -147,5 +156,4 @@ def test_lost_replies_when_creating_stores_and_batches_leave_no_orphans(openai_c
 def test_sync_under_random_faults_soak(openai_cli, flaky_openai, state_dir, tmp_path, seed):
     # Replies are lost on every non-idempotent POST here, not only on uploads.
     lossy = {"POST /files", "POST /vector_stores", "POST /vector_stores/{vector_store_id}/file_batches"}
-    check_flaky_sync(openai_cli, flaky_openai, state_dir, tmp_path / "docs", 600, seed=seed,
-                     lost_reply_endpoints=lossy)
+    check_flaky_sync(openai_cli, flaky_openai, state_dir, tmp_path / "docs", 600, seed=seed, lost_reply_endpoints=lossy)

@@ -1,4 +1,5 @@
 """The embedded store behaves like an OpenAI vector store: states, failures, search, removal."""
+
 from __future__ import annotations
 
 import random
@@ -7,12 +8,33 @@ import threading
 
 import pytest
 
-from tests.docs import make_docx, make_pdf
 from ingest.remote.base import AttachItem, NotFound, RemoteError
 from ingest.remote.local import LocalRemote
+from tests.docs import make_docx, make_pdf
 
-WORDS = ("river mountain budget meeting report garden window engine paper coffee ladder "
-         "signal forest orbit pencil harbor ticket valley marble canvas lantern").split()
+WORDS = [
+    "river",
+    "mountain",
+    "budget",
+    "meeting",
+    "report",
+    "garden",
+    "window",
+    "engine",
+    "paper",
+    "coffee",
+    "ladder",
+    "signal",
+    "forest",
+    "orbit",
+    "pencil",
+    "harbor",
+    "ticket",
+    "valley",
+    "marble",
+    "canvas",
+    "lantern",
+]
 
 
 @pytest.fixture
@@ -66,8 +88,7 @@ def test_attach_is_in_progress_then_completed(remote, store, docs_root):
     assert (done.status, done.completed, done.failed, done.total) == ("completed", 2, 0, 2)
     info = remote.get_store(store.id)
     assert info.status == "completed"
-    assert info.file_counts == {"in_progress": 0, "completed": 2, "failed": 0, "cancelled": 0,
-                                "total": 2}
+    assert info.file_counts == {"in_progress": 0, "completed": 2, "failed": 0, "cancelled": 0, "total": 2}
     assert info.usage_bytes == len("alpha document") + len("# beta document")
     assert info.metadata == {"project": "test"}
     assert remote.get_store_file(store.id, a.id).attributes == {"n": 1}
@@ -118,16 +139,20 @@ def test_search_pdf_and_docx_content(remote, store, docs_root):
 
 def test_filters_limit_search_results(remote, store, docs_root):
     for n, lang in enumerate(["en", "fr", "en", "de"]):
-        _add(remote, store, _write(docs_root, f"{n}.txt", f"shared topic number {n}"),
-             {"lang": lang, "year": 2020 + n})
+        _add(remote, store, _write(docs_root, f"{n}.txt", f"shared topic number {n}"), {"lang": lang, "year": 2020 + n})
     only_en = remote.search(store.id, "shared topic", {"type": "eq", "key": "lang", "value": "en"})
     assert sorted(h.attributes["year"] for h in only_en) == [2020, 2022]
-    nested = {"type": "or", "filters": [
-        {"type": "eq", "key": "lang", "value": "de"},
-        {"type": "and", "filters": [{"type": "eq", "key": "lang", "value": "en"},
-                                    {"type": "gt", "key": "year", "value": 2020}]}]}
-    assert sorted(h.attributes["year"] for h in remote.search(store.id, "topic", nested)) == \
-        [2022, 2023]
+    nested = {
+        "type": "or",
+        "filters": [
+            {"type": "eq", "key": "lang", "value": "de"},
+            {
+                "type": "and",
+                "filters": [{"type": "eq", "key": "lang", "value": "en"}, {"type": "gt", "key": "year", "value": 2020}],
+            },
+        ],
+    }
+    assert sorted(h.attributes["year"] for h in remote.search(store.id, "topic", nested)) == [2022, 2023]
     with pytest.raises(RemoteError, match="filters"):
         remote.search(store.id, "topic", {"type": "eq", "key": "lang"})
 
@@ -207,14 +232,16 @@ def test_reattaching_the_same_file_replaces_it(remote, store, docs_root):
 
 
 def test_store_chunking_strategy_is_used(remote, docs_root):
-    small = remote.create_store("small", {}, {"type": "static", "static": {
-        "max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}, None)
+    small = remote.create_store(
+        "small", {}, {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}, None
+    )
     _add(remote, small, _write(docs_root, "long.txt", _filler(1, 2000)))
     hits = remote.search(small.id, "river", max_results=50)
     assert len(hits) > 10 and all(len(h.text.split()) <= 100 for h in hits)
     with pytest.raises(RemoteError, match="half"):
-        remote.create_store("bad", {}, {"type": "static", "static": {
-            "max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}}, None)
+        remote.create_store(
+            "bad", {}, {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 60}}, None
+        )
 
 
 def test_listing_returns_everything_without_pages(remote, store, docs_root):
@@ -231,8 +258,7 @@ def test_listing_returns_everything_without_pages(remote, store, docs_root):
 def test_polling_indexes_a_bounded_amount_per_call(tmp_path, docs_root):
     remote = LocalRemote(tmp_path / "s", work_budget_s=0)  # one file per call
     store = remote.create_store("s", {}, None, None)
-    ids = [remote.upload(_write(docs_root, f"{n}.txt", f"text {n}"), f"{n}.txt").id
-           for n in range(3)]
+    ids = [remote.upload(_write(docs_root, f"{n}.txt", f"text {n}"), f"{n}.txt").id for n in range(3)]
     batch = remote.attach_batch(store.id, [AttachItem(i, {}) for i in ids])
     states = [remote.get_batch(store.id, batch.id) for _ in range(3)]
     assert [b.in_progress for b in states] == [2, 1, 0]
@@ -318,8 +344,7 @@ def test_uploads_from_eight_threads(remote, store, docs_root):
     assert errors == []
     assert len({r.id for r in results}) == 80
     batch = remote.attach_batch(store.id, [AttachItem(r.id, {}) for r in results])
-    pollers = [threading.Thread(target=remote.get_batch, args=(store.id, batch.id))
-               for _ in range(8)]
+    pollers = [threading.Thread(target=remote.get_batch, args=(store.id, batch.id)) for _ in range(8)]
     for t in pollers:
         t.start()
     for t in pollers:

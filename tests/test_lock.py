@@ -1,4 +1,5 @@
 """One writer at a time: a second ingest is told who holds the manifest, or queues behind it."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,12 @@ def manifest_path(tmp_path) -> Path:
 @pytest.fixture
 def holder(manifest_path):
     """Another ingest process holding the lock; close its stdin to let it go."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(manifest_path), "watch"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(manifest_path), "watch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     yield proc
     if proc.poll() is None:

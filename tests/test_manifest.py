@@ -1,4 +1,5 @@
 """The manifest keeps what was uploaded where, survives restarts, and refuses to guess when it is damaged."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,21 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from ingest.manifest import (DELETED, FAILED, INDEXED, LIVE, PENDING, REJECTED, RETIRE, STARTED, FileRow,
-                             Manifest, ManifestError, StoreRow, migrations)
+from ingest.manifest import (
+    DELETED,
+    FAILED,
+    INDEXED,
+    LIVE,
+    PENDING,
+    REJECTED,
+    RETIRE,
+    STARTED,
+    FileRow,
+    Manifest,
+    ManifestError,
+    StoreRow,
+    migrations,
+)
 
 MIGRATIONS = [m.name for m in migrations._migrations]
 
@@ -40,6 +54,7 @@ def mode(path: Path) -> int:
 
 
 # the file ----------------------------------------------------------------------------------------
+
 
 def test_migrations_are_recorded(manifest, manifest_path):
     db = sqlite3.connect(manifest_path)
@@ -117,8 +132,9 @@ def test_a_corrupt_manifest_is_kept_as_it_is_and_explained(manifest_path):
 
 def test_a_manifest_from_a_newer_version_is_refused(manifest, manifest_path):
     manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="file-1"))
-    manifest.db["_sqlite_migrations"].insert({"migration_set": "ingest", "name": "m999_from_the_future",
-                                              "applied_at": "2030-01-01 00:00:00"})
+    manifest.db["_sqlite_migrations"].insert(
+        {"migration_set": "ingest", "name": "m999_from_the_future", "applied_at": "2030-01-01 00:00:00"}
+    )
     manifest.close()
     with pytest.raises(ManifestError) as info:
         Manifest(manifest_path)
@@ -134,10 +150,23 @@ def test_a_manifest_from_a_newer_version_is_refused(manifest, manifest_path):
 
 # files -------------------------------------------------------------------------------------------
 
+
 def test_a_row_survives_a_restart(manifest):
-    row = FileRow("/docs", "guides/a.md", INDEXED, store="docs", size=12, mtime_ns=5, inode=9, hashed_at_ns=6,
-                  sha256="abc", mime="text/markdown", file_id="file-1", vector_store_id="vs_1",
-                  attributes=json.dumps({"path": "guides/a.md"}))
+    row = FileRow(
+        "/docs",
+        "guides/a.md",
+        INDEXED,
+        store="docs",
+        size=12,
+        mtime_ns=5,
+        inode=9,
+        hashed_at_ns=6,
+        sha256="abc",
+        mime="text/markdown",
+        file_id="file-1",
+        vector_store_id="vs_1",
+        attributes=json.dumps({"path": "guides/a.md"}),
+    )
     written = manifest.put(row)
     manifest = reopen(manifest)
     try:
@@ -195,12 +224,11 @@ def test_a_removal_lasts_on_its_own(manifest):
 def test_a_transaction_commits_together_or_not_at_all(manifest):
     kept = manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="f1"))
     manifest.ledger_done(manifest.ledger_start("/docs", "a.md", "a.md", 1, None), "f1")
-    with pytest.raises(RuntimeError):
-        with manifest.transaction():
-            manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f1"))
-            manifest.ledger_set("f1", RETIRE)
-            manifest.remove("/docs", "a.md")
-            raise RuntimeError("crash half-way through a move")
+    with pytest.raises(RuntimeError), manifest.transaction():
+        manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f1"))
+        manifest.ledger_set("f1", RETIRE)
+        manifest.remove("/docs", "a.md")
+        raise RuntimeError("crash half-way through a move")
     manifest = reopen(manifest)
     try:
         assert manifest.rows() == {("/docs", "a.md"): kept}, "half a move would lose or duplicate the file"
@@ -220,6 +248,7 @@ def test_stores_are_listed_by_status(manifest):
 
 
 # the ledger of remote files ----------------------------------------------------------------------
+
 
 def test_an_upload_is_recorded_before_its_id_is_known(manifest):
     upload_id = manifest.ledger_start("/docs", "a.md", "a.md", 12, "abc")
@@ -282,6 +311,7 @@ def test_ledger_status_follows_the_file_id(manifest):
 
 
 # runs --------------------------------------------------------------------------------------------
+
 
 def test_runs_are_recorded_newest_first(manifest):
     first = manifest.start_run("sync")

@@ -1,10 +1,10 @@
 """The plan turns what the scan saw and what the manifest holds into actions, and never deletes blindly."""
+
 from __future__ import annotations
 
 import pytest
 
-from ingest.manifest import (ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, UPLOADED, UPLOADING,
-                             FileRow)
+from ingest.manifest import ATTACHING, ERROR, FAILED, INDEXED, PENDING, REJECTED, UPLOADED, UPLOADING, FileRow
 from ingest.plan import GuardPolicy, Observed, RootScan, make_plan
 from ingest.scan import Problem
 
@@ -12,30 +12,55 @@ ROOT = "/srv/docs"
 OTHER_ROOT = "/srv/hr"
 
 
-def seen(path: str, sha: str = "", *, ok: bool = True, reason: str = "", store: str = "docs",
-         root: str = ROOT) -> Observed:
+def seen(
+    path: str, sha: str = "", *, ok: bool = True, reason: str = "", store: str = "docs", root: str = ROOT
+) -> Observed:
     """A file as scanned; by default its content is its own (the same path, the same bytes)."""
     sha = sha or f"sha-{path}"
     return Observed(root, path, 10, 1, 7, 2, sha if ok else None, "text/plain", ok, reason, store)
 
 
-def known(path: str, sha: str | None = "", *, state: str = INDEXED, file_id: str | None = "auto",
-          store: str = "docs", root: str = ROOT, old_file_id: str | None = None) -> FileRow:
+def known(
+    path: str,
+    sha: str | None = "",
+    *,
+    state: str = INDEXED,
+    file_id: str | None = "auto",
+    store: str = "docs",
+    root: str = ROOT,
+    old_file_id: str | None = None,
+) -> FileRow:
     """A manifest row; by default indexed, with a remote file, holding the content seen() gives."""
     if sha == "":
         sha = f"sha-{path}"
     if file_id == "auto":
         file_id = f"file-{path}"
-    return FileRow(root, path, state, store=store, sha256=sha, file_id=file_id, old_file_id=old_file_id,
-                   vector_store_id="vs_1" if file_id else None)
+    return FileRow(
+        root,
+        path,
+        state,
+        store=store,
+        sha256=sha,
+        file_id=file_id,
+        old_file_id=old_file_id,
+        vector_store_id="vs_1" if file_id else None,
+    )
 
 
 def full_scan(root: str = ROOT, entries: int = 1, **flags) -> RootScan:
-    return RootScan(root=root, full=flags.get("full", True), missing=flags.get("missing", False),
-                    has_errors=flags.get("has_errors", False), entries=entries)
+    return RootScan(
+        root=root,
+        full=flags.get("full", True),
+        missing=flags.get("missing", False),
+        has_errors=flags.get("has_errors", False),
+        entries=entries,
+    )
 
 
-def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, policy=GuardPolicy()):
+DEFAULT_POLICY = GuardPolicy()
+
+
+def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, policy=DEFAULT_POLICY):
     observed, rows = list(observed), list(rows)
     if scans is None:
         scans = [full_scan(entries=max(len(observed), 1))]
@@ -52,6 +77,7 @@ def paths(pairs) -> list[str]:
 
 
 # what happens to each file -----------------------------------------------------------------------
+
 
 def test_a_new_file_is_uploaded():
     plan = plan_for([seen("a.md")])
@@ -147,17 +173,20 @@ def test_a_once_rejected_file_that_is_now_valid_is_uploaded():
     assert paths(plan.uploads) == ["a.md"] and not plan.resumes
 
 
-@pytest.mark.parametrize("state, file_id, old_file_id", [
-    (PENDING, None, None),
-    (UPLOADING, None, None),
-    (UPLOADED, "file-new", None),
-    (ATTACHING, "file-new", None),
-    (FAILED, None, None),
-    (FAILED, "file-new", None),
-    (ERROR, "file-new", None),
-    (INDEXED, "file-new", "file-old"),   # indexed, the old version not yet retired
-    (UPLOADED, "file-new", "file-old"),
-])
+@pytest.mark.parametrize(
+    "state, file_id, old_file_id",
+    [
+        (PENDING, None, None),
+        (UPLOADING, None, None),
+        (UPLOADED, "file-new", None),
+        (ATTACHING, "file-new", None),
+        (FAILED, None, None),
+        (FAILED, "file-new", None),
+        (ERROR, "file-new", None),
+        (INDEXED, "file-new", "file-old"),  # indexed, the old version not yet retired
+        (UPLOADED, "file-new", "file-old"),
+    ],
+)
 def test_a_half_done_file_with_the_same_content_is_resumed(state, file_id, old_file_id):
     row = known("a.md", "aaa", state=state, file_id=file_id, old_file_id=old_file_id)
     plan = plan_for([seen("a.md", "aaa")], [row])
@@ -177,8 +206,7 @@ def test_problems_are_split_into_refusals_and_errors():
     locked = Problem(ROOT, "locked.md", "cannot read: permission denied", True)
     was_doc = known("pipe.txt")
     still_there = known("locked.md")
-    plan = plan_for([seen("a.md")], [was_doc, still_there], problems=[fifo, locked],
-                    scans=[full_scan(has_errors=True)])
+    plan = plan_for([seen("a.md")], [was_doc, still_there], problems=[fifo, locked], scans=[full_scan(has_errors=True)])
     assert plan.refused == [(fifo, was_doc)]
     assert plan.unreadable == [(locked, still_there)]
     assert plan.retirements() == [was_doc], "a refused file's remote copy goes; an unreadable one's stays"
@@ -187,6 +215,7 @@ def test_problems_are_split_into_refusals_and_errors():
 
 
 # deletions and the guard -------------------------------------------------------------------------
+
 
 def test_a_removed_file_is_deleted():
     kept, gone = known("a.md"), known("b.md")
@@ -202,14 +231,16 @@ def test_a_scoped_scan_deletes_what_is_gone_from_its_scope():
     assert plan.deletes == [gone] and not plan.held
 
 
-@pytest.mark.parametrize("flags, words", [
-    ({"missing": True}, "the root is missing or not mounted"),
-    ({"has_errors": True}, "the scan of this root had errors"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        ({"missing": True}, "the root is missing or not mounted"),
+        ({"has_errors": True}, "the scan of this root had errors"),
+    ],
+)
 def test_deletions_are_held_when_the_scan_cannot_be_trusted(flags, words):
     gone = known("b.md")
-    plan = plan_for([seen("a.md")], [known("a.md"), gone], scans=[full_scan(**flags)],
-                    store_sizes={"docs": 100})
+    plan = plan_for([seen("a.md")], [known("a.md"), gone], scans=[full_scan(**flags)], store_sizes={"docs": 100})
     assert plan.held == [(gone, words)]
     assert not plan.deletes and plan.retirements() == []
     assert plan.counts()["held"] == 1
@@ -246,8 +277,9 @@ def test_a_mass_deletion_is_held():
     rows = [known(f"{i}.md") for i in range(20)]
     plan = plan_for([seen(f"{i}.md") for i in range(14)], rows)  # 6 of 20 gone: over 20% and over 5
     assert len(plan.held) == 6 and not plan.deletes
-    assert all("more than 20% of store 'docs' would be deleted" in why and "--allow-mass-delete" in why
-               for _, why in plan.held)
+    assert all(
+        "more than 20% of store 'docs' would be deleted" in why and "--allow-mass-delete" in why for _, why in plan.held
+    )
 
 
 def test_a_mass_deletion_goes_ahead_when_allowed():
@@ -258,18 +290,20 @@ def test_a_mass_deletion_goes_ahead_when_allowed():
 
 def test_allowing_a_mass_deletion_does_not_override_an_untrusted_scan():
     rows = [known(f"{i}.md") for i in range(20)]
-    plan = plan_for([], rows, scans=[full_scan(missing=True, entries=0)],
-                    policy=GuardPolicy(allow_mass_delete=True))
+    plan = plan_for([], rows, scans=[full_scan(missing=True, entries=0)], policy=GuardPolicy(allow_mass_delete=True))
     assert len(plan.held) == 20 and not plan.deletes
 
 
-@pytest.mark.parametrize("store_size, gone, held", [
-    (20, 5, False),    # at the floor: small deletions always go ahead
-    (20, 6, True),     # over the floor and over 20%
-    (100, 20, False),  # exactly 20%: not more than
-    (100, 21, True),
-    (1000, 150, False),
-])
+@pytest.mark.parametrize(
+    "store_size, gone, held",
+    [
+        (20, 5, False),  # at the floor: small deletions always go ahead
+        (20, 6, True),  # over the floor and over 20%
+        (100, 20, False),  # exactly 20%: not more than
+        (100, 21, True),
+        (1000, 150, False),
+    ],
+)
 def test_the_mass_deletion_threshold(store_size, gone, held):
     rows = [known(f"{i}.md") for i in range(gone)]
     plan = plan_for([seen("kept.md")], rows, store_sizes={"docs": store_size})
@@ -287,38 +321,61 @@ def test_the_guard_counts_each_store_on_its_own():
 
 def test_the_policy_comes_from_the_caller():
     rows = [known(f"{i}.md") for i in range(3)]
-    plan = plan_for([seen("kept.md")], rows, store_sizes={"docs": 10},
-                    policy=GuardPolicy(max_fraction=0.1, floor=2))
+    plan = plan_for([seen("kept.md")], rows, store_sizes={"docs": 10}, policy=GuardPolicy(max_fraction=0.1, floor=2))
     assert len(plan.held) == 3
     assert "more than 10% of store 'docs'" in plan.held[0][1]
 
 
 def test_counts_add_up():
     rows = [known("same.md"), known("changed.md", "old"), known("gone.md"), known("moved-from.md", "mv")]
-    observed = [seen("same.md"), seen("changed.md", "new"), seen("moved-to.md", "mv"), seen("new.md", "n"),
-                seen("bad.csv", ok=False, reason="type .csv is not supported by file_search")]
+    observed = [
+        seen("same.md"),
+        seen("changed.md", "new"),
+        seen("moved-to.md", "mv"),
+        seen("new.md", "n"),
+        seen("bad.csv", ok=False, reason="type .csv is not supported by file_search"),
+    ]
     plan = plan_for(observed, rows, store_sizes={"docs": 100})
-    assert plan.counts() == {"scanned": 5, "new": 1, "changed": 1, "resumed": 0, "moved": 1, "deleted": 1,
-                             "unchanged": 1, "rejected": 1, "unreadable": 0, "held": 0}
+    assert plan.counts() == {
+        "scanned": 5,
+        "new": 1,
+        "changed": 1,
+        "resumed": 0,
+        "moved": 1,
+        "deleted": 1,
+        "unchanged": 1,
+        "rejected": 1,
+        "unreadable": 0,
+        "held": 0,
+    }
 
 
 def test_files_turning_invalid_en_masse_are_held_not_retired():
+    from ingest.manifest import INDEXED, FileRow
     from ingest.plan import GuardPolicy, Observed, RootScan, make_plan
-    from ingest.manifest import FileRow, INDEXED
-    rows = {("/r", f"d{i}.txt"): FileRow("/r", f"d{i}.txt", INDEXED, store="s", sha256=f"h{i}", file_id=f"f{i}")
-            for i in range(10)}
-    observed = [Observed("/r", f"d{i}.txt", 1, 1, 1, None, None, "", False, "content is x", "s")
-                for i in range(10)]
+
+    rows = {
+        ("/r", f"d{i}.txt"): FileRow("/r", f"d{i}.txt", INDEXED, store="s", sha256=f"h{i}", file_id=f"f{i}")
+        for i in range(10)
+    }
+    observed = [Observed("/r", f"d{i}.txt", 1, 1, 1, None, None, "", False, "content is x", "s") for i in range(10)]
     plan = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], lambda: {"s": 10}, GuardPolicy())
     assert plan.rejected == [] and len(plan.held) == 10 and plan.retirements() == []
-    allowed = make_plan(observed, [], rows, [RootScan("/r", True, False, False, 10)], lambda: {"s": 10},
-                        GuardPolicy(allow_mass_delete=True))
+    allowed = make_plan(
+        observed,
+        [],
+        rows,
+        [RootScan("/r", True, False, False, 10)],
+        lambda: {"s": 10},
+        GuardPolicy(allow_mass_delete=True),
+    )
     assert len(allowed.rejected) == 10 and len(allowed.retirements()) == 10
 
 
 def test_no_move_is_taken_from_a_root_whose_scan_failed():
+    from ingest.manifest import INDEXED, FileRow
     from ingest.plan import GuardPolicy, Observed, RootScan, make_plan
-    from ingest.manifest import FileRow, INDEXED
+
     rows = {("/a", "x.txt"): FileRow("/a", "x.txt", INDEXED, store="s", sha256="h", file_id="f1")}
     observed = [Observed("/b", "x.txt", 1, 1, 1, 1, "h", "text/plain", True, "", "s")]
     scans = [RootScan("/a", True, True, False, 0), RootScan("/b", True, False, False, 1)]

@@ -1,4 +1,5 @@
 """verify / reindex / gc / rebuilds against the emulator, with its state tampered behind the tool's back."""
+
 from __future__ import annotations
 
 import threading
@@ -36,12 +37,12 @@ def test_verify_reports_each_drift_and_reindex_repairs_it(cli, fake_openai, tmp_
     assert cli.json("verify")["in_sync"] is True
     rows = manifest_rows(state_dir)
     store = fake_openai.stores()[0]["id"]
-    fake_openai.delete_store_file(store, rows["doc0.md"].file_id)                      # missing remotely
-    fake_openai.fail_store_file(store, rows["doc1.md"].file_id)                        # failed
+    fake_openai.delete_store_file(store, rows["doc0.md"].file_id)  # missing remotely
+    fake_openai.fail_store_file(store, rows["doc1.md"].file_id)  # failed
     fake_openai.state.tamper_status(store, rows["doc4.md"].file_id, "cancelled", None)  # not searchable either
     fake_openai.set_store_file_attributes(store, rows["doc2.md"].file_id, {"path": "x"})  # attribute drift
-    foreign = fake_openai.add_stray_file(store, "stray.txt")                           # extra, not ours
-    (root / "doc3.md").write_text("# Doc 3 edited\n")                                  # local change
+    foreign = fake_openai.add_stray_file(store, "stray.txt")  # extra, not ours
+    (root / "doc3.md").write_text("# Doc 3 edited\n")  # local change
     report = cli.json("verify", check=1)
     kinds = report["counts"]
     assert kinds == {"missing_remotely": 1, "failed": 2, "attribute_drift": 1, "extra": 1, "local_changes": 1}
@@ -107,8 +108,10 @@ def test_chunking_change_rebuilds_without_a_half_built_store(cli, fake_openai, t
     cli("sync")
     old = fake_openai.stores()[0]["id"]
     fake_openai.configure(index_delay=0.3)
-    config.write_text(config.read_text() + '[[stores]]\nname = "kb"\n'
-                      'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n')
+    config.write_text(
+        config.read_text() + '[[stores]]\nname = "kb"\n'
+        'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n'
+    )
     answers, stop = [], threading.Event()
 
     def query():
@@ -150,8 +153,10 @@ def test_a_file_failing_in_the_rebuilt_store_does_not_block_the_switch(cli, fake
     cli("sync")
     old = fake_openai.stores()[0]["id"]
     fake_openai.configure(index_fail_names={"doc3.md"})
-    config.write_text(config.read_text() + '[[stores]]\nname = "kb"\nchunking = { type = "static", '
-                      'max_chunk_size_tokens = 300, chunk_overlap_tokens = 100 }\n')
+    config.write_text(
+        config.read_text() + '[[stores]]\nname = "kb"\nchunking = { type = "static", '
+        "max_chunk_size_tokens = 300, chunk_overlap_tokens = 100 }\n"
+    )
     report = cli.json("sync", check=None)
     assert any("rebuilt" in n for n in report["notes"])
     rows = manifest_rows(state_dir)

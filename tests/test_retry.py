@@ -1,4 +1,5 @@
 """The retry policy against a scripted HTTP server on 127.0.0.1: what is retried, what stops at once."""
+
 from __future__ import annotations
 
 import email.utils
@@ -34,17 +35,22 @@ class Scripted:
                 outer.requests += 1
                 body = json.dumps({"error": error}).encode()
                 self.send_response(status)
-                for key, value in {**headers, "content-type": "application/json",
-                                   "content-length": str(len(body))}.items():
+                for key, value in {
+                    **headers,
+                    "content-type": "application/json",
+                    "content-length": str(len(body)),
+                }.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.remote = OpenAIRemote(openai.OpenAI(api_key="sk-test", max_retries=0,
-                                                 base_url=f"http://127.0.0.1:{self.server.server_port}/v1"),
-                                   attempts=4, backoff=Backoff(base=0.0, cap=0.0))
+        self.remote = OpenAIRemote(
+            openai.OpenAI(api_key="sk-test", max_retries=0, base_url=f"http://127.0.0.1:{self.server.server_port}/v1"),
+            attempts=4,
+            backoff=Backoff(base=0.0, cap=0.0),
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -68,13 +74,16 @@ QUOTA = {"message": "You exceeded your current quota", "type": "insufficient_quo
 DOWN = {"message": "The server had an error", "type": "server_error", "code": None}
 
 
-@pytest.mark.parametrize("status, error, headers, expected", [
-    (429, QUOTA, {"retry-after-ms": "1"}, 1),                # no wait cures an exhausted quota
-    (500, DOWN, {"x-should-retry": "false"}, 1),             # the server's word, as the SDK takes it
-    (503, DOWN, {"retry-after": "86400"}, 1),                # a day's wait means stop, not wait
-    (400, {"message": "try again", "type": "invalid_request_error", "code": None}, {"x-should-retry": "true"}, 4),
-    (503, DOWN, {"retry-after-ms": "1"}, 4),                 # the ordinary case: every attempt is used
-])
+@pytest.mark.parametrize(
+    "status, error, headers, expected",
+    [
+        (429, QUOTA, {"retry-after-ms": "1"}, 1),  # no wait cures an exhausted quota
+        (500, DOWN, {"x-should-retry": "false"}, 1),  # the server's word, as the SDK takes it
+        (503, DOWN, {"retry-after": "86400"}, 1),  # a day's wait means stop, not wait
+        (400, {"message": "try again", "type": "invalid_request_error", "code": None}, {"x-should-retry": "true"}, 4),
+        (503, DOWN, {"retry-after-ms": "1"}, 4),  # the ordinary case: every attempt is used
+    ],
+)
 def test_what_is_retried_and_what_stops_at_once(scripted, status, error, headers, expected):
     server = scripted(status, error, headers)
     with pytest.raises(RemoteError) as caught:
@@ -86,8 +95,14 @@ def test_what_is_retried_and_what_stops_at_once(scripted, status, error, headers
 def test_retry_after_may_be_an_http_date():
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     import httpx2
-    exc = openai.RateLimitError("slow down", body=None, response=httpx2.Response(
-        429, headers={"retry-after": when}, request=httpx2.Request("GET", "http://127.0.0.1/v1/files")))
+
+    exc = openai.RateLimitError(
+        "slow down",
+        body=None,
+        response=httpx2.Response(
+            429, headers={"retry-after": when}, request=httpx2.Request("GET", "http://127.0.0.1/v1/files")
+        ),
+    )
     assert 27 <= retry_after(exc) <= 31
 
 

@@ -1,4 +1,5 @@
 """The scan finds every document under a root, skips temporaries, and explains what it will not read."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,7 @@ import pytest
 
 from ingest import scan as scanning
 from ingest.config import Root
-from ingest.scan import (RACY_NS, Entry, filesystem_type, glob_match, is_network_fs, needs_hash, scan,
-                         sha256_file)
+from ingest.scan import RACY_NS, Entry, filesystem_type, glob_match, is_network_fs, needs_hash, scan, sha256_file
 from tests.conftest import as_unprivileged
 
 
@@ -59,8 +59,7 @@ def shared_root():
 
 def test_scan_finds_every_file_with_its_stat(docs_root):
     result = scan(Root(docs_root, "docs"), network=False)
-    assert found(result) == {"readme.md", "guides/install.md", "guides/deep/tuning.txt", "drafts/idea.md",
-                             "report.pdf"}
+    assert found(result) == {"readme.md", "guides/install.md", "guides/deep/tuning.txt", "drafts/idea.md", "report.pdf"}
     assert not result.problems and not result.has_errors
     entry = next(e for e in result.entries if e.path == "guides/deep/tuning.txt")
     st = os.stat(docs_root / "guides" / "deep" / "tuning.txt")
@@ -73,10 +72,22 @@ def test_on_a_network_share_the_inode_is_left_out(docs_root):
     assert {e.inode for e in result.entries} == {0}
 
 
-@pytest.mark.parametrize("name", [
-    ".hidden.md", ".git/config.txt", "~$report.docx", "draft.tmp", "movie.pdf.part", "file.pdf.crdownload",
-    ".~lock.report.docx#", ".notes.txt.swp", "notes.txt.swp", "guides/.cache/page.html", "backup.txt~",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".hidden.md",
+        ".git/config.txt",
+        "~$report.docx",
+        "draft.tmp",
+        "movie.pdf.part",
+        "file.pdf.crdownload",
+        ".~lock.report.docx#",
+        ".notes.txt.swp",
+        "notes.txt.swp",
+        "guides/.cache/page.html",
+        "backup.txt~",
+    ],
+)
 def test_temporaries_and_hidden_files_are_ignored_silently(docs_root, name):
     touch(docs_root / name)
     result = scan(Root(docs_root, "docs"), network=False)
@@ -102,29 +113,33 @@ def test_include_limited_to_one_folder(docs_root):
     assert found(scan(root, network=False)) == {"guides/install.md", "guides/deep/tuning.txt"}
 
 
-@pytest.mark.parametrize("path, pattern, expected", [
-    ("a/b/c.md", "**/*.md", True),
-    ("c.md", "**/*.md", True),
-    ("c.md", "*.md", True),
-    ("a/b/c.md", "*.md", True),            # no '/': any basename
-    ("a/c.md", "a/*.md", True),
-    ("a/b/c.md", "a/*.md", False),         # '*' stays within one folder
-    ("drafts/x/y.md", "drafts/**", True),
-    ("old/drafts/y.md", "drafts/**", False),
-    ("old/drafts/y.md", "**/drafts/**", True),
-    ("a/b/c.md", "a/**/c.md", True),
-    ("a/c.md", "a/**/c.md", True),
-    ("a/bc.md", "a/?c.md", True),
-    ("a/b/c.md", "a?b/c.md", False),
-    ("anything/at/all", "**", True),
-    ("notes(1).md", "notes(1).md", True),  # regex characters are literal
-    ("notes1.md", "notes(1).md", False),
-])
+@pytest.mark.parametrize(
+    "path, pattern, expected",
+    [
+        ("a/b/c.md", "**/*.md", True),
+        ("c.md", "**/*.md", True),
+        ("c.md", "*.md", True),
+        ("a/b/c.md", "*.md", True),  # no '/': any basename
+        ("a/c.md", "a/*.md", True),
+        ("a/b/c.md", "a/*.md", False),  # '*' stays within one folder
+        ("drafts/x/y.md", "drafts/**", True),
+        ("old/drafts/y.md", "drafts/**", False),
+        ("old/drafts/y.md", "**/drafts/**", True),
+        ("a/b/c.md", "a/**/c.md", True),
+        ("a/c.md", "a/**/c.md", True),
+        ("a/bc.md", "a/?c.md", True),
+        ("a/b/c.md", "a?b/c.md", False),
+        ("anything/at/all", "**", True),
+        ("notes(1).md", "notes(1).md", True),  # regex characters are literal
+        ("notes1.md", "notes(1).md", False),
+    ],
+)
 def test_glob_match(path, pattern, expected):
     assert glob_match(path, pattern) is expected
 
 
 # symlinks, FIFOs, odd names -----------------------------------------------------------------------
+
 
 def test_a_symlink_to_a_file_inside_the_root_is_a_document(docs_root):
     (docs_root / "latest.md").symlink_to(docs_root / "guides" / "install.md")
@@ -218,6 +233,7 @@ def test_a_file_where_the_root_should_be_is_missing(tmp_path):
 
 # scoped scans ------------------------------------------------------------------------------------
 
+
 def test_a_scoped_scan_looks_only_under_its_prefixes(docs_root):
     result = scan(Root(docs_root, "docs"), prefixes=("guides/deep", "readme.md"), network=False)
     assert found(result) == {"guides/deep/tuning.txt", "readme.md"}
@@ -260,6 +276,7 @@ def test_a_folder_of_ten_thousand_files(tmp_path):
 
 # filesystems -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def base(tmp_path) -> Path:
     """The test's folder as the mount table spells it (no symlinks)."""
@@ -271,10 +288,20 @@ def mount_table(tmp_path) -> Path:
     return tmp_path / "mounts"
 
 
-@pytest.mark.parametrize("fstype, network", [
-    ("nfs4", True), ("nfs", True), ("cifs", True), ("smb3", True), ("fuse.sshfs", True),
-    ("ext4", False), ("xfs", False), ("tmpfs", False), ("fuse.ntfs-3g", False),
-])
+@pytest.mark.parametrize(
+    "fstype, network",
+    [
+        ("nfs4", True),
+        ("nfs", True),
+        ("cifs", True),
+        ("smb3", True),
+        ("fuse.sshfs", True),
+        ("ext4", False),
+        ("xfs", False),
+        ("tmpfs", False),
+        ("fuse.ntfs-3g", False),
+    ],
+)
 def test_filesystem_type_and_network_shares(base, mount_table, monkeypatch, fstype, network):
     table = mount_table
     share = base / "share"
@@ -289,9 +316,11 @@ def test_filesystem_type_and_network_shares(base, mount_table, monkeypatch, fsty
 
 def test_the_deepest_mount_wins_and_escaped_spaces_are_read(base, mount_table):
     table = mount_table
-    table.write_text(f"/dev/vda / ext4 rw 0 0\n"
-                     f"//nas/public {base}/My\\040Share cifs rw 0 0\n"
-                     f"/dev/sdb {base}/My\\040Share/local ext4 rw 0 0\n")
+    table.write_text(
+        f"/dev/vda / ext4 rw 0 0\n"
+        f"//nas/public {base}/My\\040Share cifs rw 0 0\n"
+        f"/dev/sdb {base}/My\\040Share/local ext4 rw 0 0\n"
+    )
     assert filesystem_type(base / "My Share" / "report.pdf", str(table)) == "cifs"
     assert filesystem_type(base / "My Share" / "local" / "a.md", str(table)) == "ext4"
     assert filesystem_type(base / "My Shared" / "a.md", str(table)) == "ext4", "a prefix is not a parent"
@@ -325,20 +354,23 @@ def entry(size=100, mtime_ns=MTIME, inode=42) -> Entry:
     return Entry("/docs", "a.md", size, mtime_ns, inode)
 
 
-@pytest.mark.parametrize("stat, recorded, network, expected", [
-    (entry(), (100, MTIME, 42, MTIME + 60 * SECOND), False, False),           # hashed long after: trusted
-    (entry(), (100, MTIME, 42, MTIME + RACY_NS - 1), False, True),            # hashed within 2 s of the mtime
-    (entry(), (100, MTIME, 42, MTIME + RACY_NS), False, True),
-    (entry(), (100, MTIME, 42, MTIME + RACY_NS + 1), False, False),
-    (entry(), (100, MTIME, 42, MTIME + 2_500_000_000), True, True),           # SMB rounds mtimes: 3 s there
-    (entry(), (100, MTIME, 42, MTIME + 3_500_000_000), True, False),
-    (entry(size=101), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),    # size moved
-    (entry(mtime_ns=MTIME + 1), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),
-    (entry(inode=43), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),    # replaced by rename
-    (entry(inode=0), (100, MTIME, 42, MTIME + 60 * SECOND), True, False),     # network: inode not compared
-    (entry(), (None, None, None, None), False, True),                         # never hashed
-    (entry(), (100, MTIME, 42, None), False, True),
-])
+@pytest.mark.parametrize(
+    "stat, recorded, network, expected",
+    [
+        (entry(), (100, MTIME, 42, MTIME + 60 * SECOND), False, False),  # hashed long after: trusted
+        (entry(), (100, MTIME, 42, MTIME + RACY_NS - 1), False, True),  # hashed within 2 s of the mtime
+        (entry(), (100, MTIME, 42, MTIME + RACY_NS), False, True),
+        (entry(), (100, MTIME, 42, MTIME + RACY_NS + 1), False, False),
+        (entry(), (100, MTIME, 42, MTIME + 2_500_000_000), True, True),  # SMB rounds mtimes: 3 s there
+        (entry(), (100, MTIME, 42, MTIME + 3_500_000_000), True, False),
+        (entry(size=101), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),  # size moved
+        (entry(mtime_ns=MTIME + 1), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),
+        (entry(inode=43), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),  # replaced by rename
+        (entry(inode=0), (100, MTIME, 42, MTIME + 60 * SECOND), True, False),  # network: inode not compared
+        (entry(), (None, None, None, None), False, True),  # never hashed
+        (entry(), (100, MTIME, 42, None), False, True),
+    ],
+)
 def test_needs_hash(stat, recorded, network, expected):
     assert needs_hash(stat, *recorded, network=network) is expected
 
@@ -353,6 +385,7 @@ def test_a_file_written_just_after_hashing_is_hashed_again(tmp_path):
 
 
 # hashing -----------------------------------------------------------------------------------------
+
 
 def test_sha256_file_matches_hashlib(tmp_path):
     data = os.urandom(3 * (1 << 20) + 17)

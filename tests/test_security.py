@@ -1,5 +1,6 @@
 """The API key never leaks, state is private, nothing outside the root goes up, and the tool deletes only what it
 created. The tool runs as a subprocess (real logging at -vv, real files) against the emulator on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -32,14 +33,25 @@ class Tool:
         self.tmp = tmp_path
         self.state = tmp_path / "state"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "INGEST_", "XDG_"))}
-        self.env.update(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=emu.base_url, XDG_STATE_HOME=str(self.state),
-                        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"), PYTHONUNBUFFERED="1")
+        self.env.update(
+            OPENAI_API_KEY=KEY,
+            OPENAI_BASE_URL=emu.base_url,
+            XDG_STATE_HOME=str(self.state),
+            XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+            PYTHONUNBUFFERED="1",
+        )
         (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
         self.outputs: list[tuple[str, str]] = []
 
     def __call__(self, *args: str, code: int | None = 0, env: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "ingest", *args], cwd=self.tmp, env={**self.env, **(env or {})},
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "ingest", *args],
+            cwd=self.tmp,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         self.outputs.append((f"ingest {' '.join(args)} (stdout)", result.stdout))
         self.outputs.append((f"ingest {' '.join(args)} (stderr)", result.stderr))
         if code is not None:
@@ -51,8 +63,9 @@ class Tool:
         return self.state / "ingest" / "manifest.db"
 
     def state_files(self) -> list[Path]:
-        return [p for base in (self.state, self.tmp / "xdg-config") if base.exists()
-                for p in base.rglob("*") if p.is_file()]
+        return [
+            p for base in (self.state, self.tmp / "xdg-config") if base.exists() for p in base.rglob("*") if p.is_file()
+        ]
 
 
 @pytest.fixture
@@ -82,9 +95,14 @@ def test_the_api_key_appears_in_no_output_log_or_file(tmp_path, emu, docs):
     tool("-vv", "search", "zebrafish installer")
     tool("-vv", "search", "capybara", "--json", "--filter", "ext=md")
     # A daemon pass: writes daemon.json and logs as a service would.
-    watch = subprocess.Popen([sys.executable, "-m", "ingest", "-vv", "watch", str(docs), "--settle", "0.1",
-                              "--log-format", "json"], cwd=tmp_path, env=tool.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "-vv", "watch", str(docs), "--settle", "0.1", "--log-format", "json"],
+        cwd=tmp_path,
+        env=tool.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     heartbeat = tool.state / "ingest" / "daemon.json"
     deadline = time.monotonic() + 30
     while not heartbeat.exists() and time.monotonic() < deadline:
@@ -165,14 +183,21 @@ def test_only_files_the_tool_created_are_ever_deleted(tmp_path, emu, docs):
         assert planted in alive, f"ingest deleted {planted}, a file it did not create"
     assert stray in {sf["id"] for sf in emu.store_files(store)}, "the stray store file was detached"
     paths = {p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file()}
-    result = audit(emu.snapshot(), tool.manifest, {str(docs): paths},
-                   foreign={foreign_other_size, foreign_old_twin, foreign_unrelated, stray})
+    result = audit(
+        emu.snapshot(),
+        tool.manifest,
+        {str(docs): paths},
+        foreign={foreign_other_size, foreign_old_twin, foreign_unrelated, stray},
+    )
     assert result.clean, result.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="known limit of the lost-reply sweep: another app's file with the same name "
-                   "and size, uploaded within the same seconds (server clock) as one of our uploads whose reply "
-                   "was lost, cannot be told apart from our duplicate (the Files API gives no content hash)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit of the lost-reply sweep: another app's file with the same name "
+    "and size, uploaded within the same seconds (server clock) as one of our uploads whose reply "
+    "was lost, cannot be told apart from our duplicate (the Files API gives no content hash)",
+)
 def test_a_recent_same_name_same_size_foreign_file_survives_the_sweep(tmp_path, emu, docs):
     tool = Tool(tmp_path, emu)
     tool("sync", str(docs))
@@ -185,7 +210,7 @@ def test_a_recent_same_name_same_size_foreign_file_survives_the_sweep(tmp_path, 
 
 def test_an_unmounted_share_deletes_nothing(tmp_path, emu, docs):
     tool = Tool(tmp_path, emu)
-    (tmp_path / "ingest.toml").write_text(f"request_timeout = 5\nindex_timeout = 30\n\n[[roots]]\npath = \"{docs}\"\n")
+    (tmp_path / "ingest.toml").write_text(f'request_timeout = 5\nindex_timeout = 30\n\n[[roots]]\npath = "{docs}"\n')
     tool("sync")
     files_before = {f["id"] for f in emu.files()}
     assert len(files_before) == 10

@@ -1,4 +1,5 @@
 """End-to-end on the OpenAI path: the real SDK against the HTTP emulator on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from ingest.manifest import FAILED, INDEXED, Manifest
-from tests.conftest import Cli
 from tests.emulator import Emulator
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
@@ -83,8 +83,9 @@ def test_indexing_server_error_is_retried_then_reported(openai_cli, fake_openai,
     fake_openai.configure(index_fail_names={"usage.txt"}, index_fail_times=1)
     report = openai_cli.json("sync", str(docs_root))
     assert report["exit_code"] == 0 and rows(state_dir)["guides/usage.txt"].state == INDEXED
-    assert fake_openai.counters()["requests"]["DELETE /vector_stores/{vector_store_id}/files/{file_id}"] == 1, \
+    assert fake_openai.counters()["requests"]["DELETE /vector_stores/{vector_store_id}/files/{file_id}"] == 1, (
         "the failed store file is detached before the file is attached again"
+    )
 
     fake_openai.configure(index_fail_names={"install.md"}, index_fail_times=None)
     (docs_root / "guides" / "install.md").write_text("# Install v2\n")
@@ -159,8 +160,7 @@ def test_stuck_indexing_is_bounded_and_resumed(openai_cli, fake_openai, docs_roo
     assert all(r.state == INDEXED for r in rows(state_dir).values())
 
 
-def test_a_permanent_failure_is_reported_but_does_not_fail_later_runs(openai_cli, fake_openai, docs_root,
-                                                                      state_dir):
+def test_a_permanent_failure_is_reported_but_does_not_fail_later_runs(openai_cli, fake_openai, docs_root, state_dir):
     fake_openai.configure(index_fail_names={"usage.txt"})
     openai_cli("sync", str(docs_root), check=1)
     m = Manifest(state_dir / "manifest.db")
@@ -204,6 +204,7 @@ def test_stop_ends_a_long_retry_after_wait_at_once(fake_openai):
 
     from ingest.remote.base import RemoteError
     from ingest.remote.openai import OpenAIRemote
+
     remote = OpenAIRemote.connect("sk-test", fake_openai.base_url, attempts=6, timeout=5)
     fake_openai.configure(retry_after_s=60)
     fake_openai.inject("429", count=5, endpoint="GET /files")
@@ -239,7 +240,8 @@ CREATE_STORE = "POST /vector_stores"
 
 
 def test_a_store_whose_creation_reply_was_lost_by_a_failed_run_is_adopted_not_made_again(
-        openai_cli, fake_openai, docs_root, tmp_path, state_dir):
+    openai_cli, fake_openai, docs_root, tmp_path, state_dir
+):
     no_retries = tmp_path / "no-retries.toml"
     no_retries.write_text("request_retries = 0\n")
     fake_openai.lose_next_replies(1, endpoint=CREATE_STORE)
@@ -255,8 +257,9 @@ def test_a_store_whose_creation_reply_was_lost_by_a_failed_run_is_adopted_not_ma
     assert {r.vector_store_id for r in rows(state_dir).values()} == {stores[0]["id"]}
 
 
-def test_a_store_creation_that_never_reached_the_server_is_forgotten(openai_cli, fake_openai, docs_root, tmp_path,
-                                                                    state_dir):
+def test_a_store_creation_that_never_reached_the_server_is_forgotten(
+    openai_cli, fake_openai, docs_root, tmp_path, state_dir
+):
     no_retries = tmp_path / "no-retries.toml"
     no_retries.write_text("request_retries = 0\n")
     fake_openai.inject("500", 1, endpoint=CREATE_STORE)

@@ -1,4 +1,5 @@
 """Validation refuses what file_search would refuse, before any upload, with a reason a person understands."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs import make_docx, make_pdf, make_pptx
-from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES
 from ingest import validate
+from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES
 from ingest.validate import Validator, Verdict
+from tests.docs import make_docx, make_pdf, make_pptx
 
 WORD = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 POWERPOINT = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
@@ -39,6 +40,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 # accepted ----------------------------------------------------------------------------------------
+
 
 def test_a_pdf_is_accepted(validator, folder):
     verdict = check(validator, make_pdf(folder / "report.pdf", "Quarterly figures"))
@@ -76,14 +78,17 @@ def test_a_word_document_libmagic_calls_a_zip_is_accepted_by_its_parts(validator
     assert verdict.ok and verdict.mime == WORD
 
 
-@pytest.mark.parametrize("name, text, mime", [
-    ("notes.txt", "Grüße aus Köln — naïve café\n", "text/plain"),
-    ("plain.md", "# Title\n\nJust ASCII.\n", "text/markdown"),
-    ("main.py", "def main():\n    return 'ok'\n", "text/x-python"),
-    ("page.html", "<html><body><p>Hello</p></body></html>\n", "text/html"),
-    ("data.json", '{"name": "Zoë", "n": 1}\n', "application/json"),
-    ("run.sh", "#!/bin/sh\necho hello\n", "application/x-sh"),
-])
+@pytest.mark.parametrize(
+    "name, text, mime",
+    [
+        ("notes.txt", "Grüße aus Köln — naïve café\n", "text/plain"),
+        ("plain.md", "# Title\n\nJust ASCII.\n", "text/markdown"),
+        ("main.py", "def main():\n    return 'ok'\n", "text/x-python"),
+        ("page.html", "<html><body><p>Hello</p></body></html>\n", "text/html"),
+        ("data.json", '{"name": "Zoë", "n": 1}\n', "application/json"),
+        ("run.sh", "#!/bin/sh\necho hello\n", "application/x-sh"),
+    ],
+)
 def test_utf8_text_is_accepted_and_recorded_as_the_type_file_search_documents(validator, folder, name, text, mime):
     verdict = check(validator, write(folder / name, text.encode("utf-8")))
     assert verdict.ok and verdict.mime == mime
@@ -97,6 +102,7 @@ def test_utf16_with_a_bom_is_accepted(validator, folder, encoding, bom):
 
 
 # refused -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["table.csv", "sheet.xlsx", "photo.jpg", "Makefile"])
 def test_a_type_file_search_does_not_take_is_refused(validator, folder, name):
@@ -195,8 +201,10 @@ def test_the_offset_of_a_bad_byte_counts_a_character_split_between_reads(validat
 def test_the_offset_is_given_for_a_bad_byte_after_64_kib(validator, folder):
     path = write(folder / "notes.txt", b"x" * 70_012 + b"\xe9t\xe9\n")
     verdict = check(validator, path)
-    assert verdict.reason == ("text is not valid UTF-8, UTF-16 or ASCII: the first bad byte is at offset "
-                              "70,012; save it as UTF-8 to have it indexed")
+    assert verdict.reason == (
+        "text is not valid UTF-8, UTF-16 or ASCII: the first bad byte is at offset "
+        "70,012; save it as UTF-8 to have it indexed"
+    )
 
 
 @pytest.mark.parametrize("tail", [b"\x00\x01\x02binary tail", bytes(range(256)) * 16])
@@ -216,11 +224,11 @@ def test_utf16_without_a_bom_is_refused_with_a_reason_that_says_so(validator, fo
     path = write(folder / "wide.txt", "Grüße aus Köln\nzweite Zeile\n".encode(encoding))
     verdict = check(validator, path)
     assert not verdict.ok
-    assert verdict.reason == ("text is UTF-16 without a byte order mark (BOM): "
-                              "save it as UTF-8 to have it indexed")
+    assert verdict.reason == ("text is UTF-16 without a byte order mark (BOM): save it as UTF-8 to have it indexed")
 
 
 # what libmagic's quick call gets wrong -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["events.json", "log.txt", "notes.md"])
 def test_json_lines_are_text(validator, folder, name):
@@ -229,14 +237,17 @@ def test_json_lines_are_text(validator, folder, name):
     assert verdict.ok, verdict.reason
 
 
-@pytest.mark.parametrize("name, data", [
-    ("dependency_links.txt", b"\n"),
-    ("x.md", b"x"),
-    ("dos.txt", b"Written on DOS.\r\n\x1a"),
-    ("del.txt", b"a rubbed out\x7f letter\n"),
-    ("soh.py", b"MARK = '\x01'\n"),
-    ("wide.txt", "\ufeffa \x01 in UTF-16\n".encode("utf-16-le")),
-])
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("dependency_links.txt", b"\n"),
+        ("x.md", b"x"),
+        ("dos.txt", b"Written on DOS.\r\n\x1a"),
+        ("del.txt", b"a rubbed out\x7f letter\n"),
+        ("soh.py", b"MARK = '\x01'\n"),
+        ("wide.txt", "\ufeffa \x01 in UTF-16\n".encode("utf-16-le")),
+    ],
+)
 def test_text_libmagic_calls_binary_is_accepted_when_it_decodes(validator, folder, name, data):
     # The quick call says application/octet-stream for 1-byte files and for text with a stray
     # control character.
@@ -244,12 +255,18 @@ def test_text_libmagic_calls_binary_is_accepted_when_it_decodes(validator, folde
     assert verdict.ok, verdict.reason
 
 
-@pytest.mark.parametrize("name, data, mime", [
-    ("report.txt", b"%PDF-1.4\n1 0 obj\n<< >>\nendobj\ntrailer\n<< >>\n%%EOF\n", "application/pdf"),
-    ("letter.md", b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} Hello}\n", "text/rtf"),
-    ("poster.txt", b"%!PS-Adobe-3.0\n%%Title: poster\n/Times findfont 12 scalefont setfont\nshowpage\n",
-     "application/postscript"),
-])
+@pytest.mark.parametrize(
+    "name, data, mime",
+    [
+        ("report.txt", b"%PDF-1.4\n1 0 obj\n<< >>\nendobj\ntrailer\n<< >>\n%%EOF\n", "application/pdf"),
+        ("letter.md", b"{\\rtf1\\ansi\\deff0 {\\fonttbl {\\f0 Times;}} Hello}\n", "text/rtf"),
+        (
+            "poster.txt",
+            b"%!PS-Adobe-3.0\n%%Title: poster\n/Times findfont 12 scalefont setfont\nshowpage\n",
+            "application/postscript",
+        ),
+    ],
+)
 def test_an_ascii_document_format_named_as_text_is_refused(validator, folder, name, data, mime):
     verdict = check(validator, write(folder / name, data))
     assert not verdict.ok

@@ -1,4 +1,5 @@
 """`ingest watch` as a real process on the embedded store: events, settle, signals, metrics, vanished roots."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -121,8 +123,12 @@ def watch(state_dir, tmp_path):
     def start(root: Path, *args: str, settle: str = SETTLE) -> Daemon:
         log_path = tmp_path / f"watch-{len(started)}.log"
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "ingest", "watch", str(root), "--settle", settle, *args],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ingest", "watch", str(root), "--settle", settle, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         daemon = Daemon(proc, log_path, state_dir)
         started.append(daemon)
         daemon.until(lambda: "full sync:" in daemon.log() or proc.poll() is not None, "the first full sync")
@@ -143,8 +149,14 @@ def test_creates_edits_renames_deletes_and_folder_moves_are_synced(watch, docs_r
     (docs_root / "archive" / "2020.txt").write_text("Minutes of 2020: the heron budget.\n")
     daemon = watch(docs_root, *MODES[mode])
     start = daemon.rows()
-    assert sorted(start) == ["archive/2019.txt", "archive/2020.txt", "faq.html", "guides/install.md",
-                             "guides/usage.txt", "notes.py"]
+    assert sorted(start) == [
+        "archive/2019.txt",
+        "archive/2020.txt",
+        "faq.html",
+        "guides/install.md",
+        "guides/usage.txt",
+        "notes.py",
+    ]
     assert all(indexed(r) and r.file_id for r in start.values()), "the first full sync indexes what exists"
 
     (docs_root / "new.md").write_text("# New\n\nThe ocelot chapter.\n")
@@ -152,8 +164,11 @@ def test_creates_edits_renames_deletes_and_folder_moves_are_synced(watch, docs_r
 
     (docs_root / "guides" / "usage.txt").write_text("Usage notes: the platypus command replaced quokka.\n")
     old = start["guides/usage.txt"]
-    edited = daemon.row_where("guides/usage.txt", lambda r: indexed(r) and r.sha256 != old.sha256,
-                              "an edited file's new version to be indexed")
+    edited = daemon.row_where(
+        "guides/usage.txt",
+        lambda r: indexed(r) and r.sha256 != old.sha256,
+        "an edited file's new version to be indexed",
+    )
     assert edited.file_id != old.file_id
     daemon.until(lambda: old.file_id not in remote_files(state_dir), "the old version to be deleted")
 
@@ -167,8 +182,10 @@ def test_creates_edits_renames_deletes_and_folder_moves_are_synced(watch, docs_r
     daemon.until(lambda: start["faq.html"].file_id not in remote_files(state_dir), "its remote file to go")
 
     (docs_root / "guides").rename(docs_root / "manuals")
-    daemon.until(lambda: {"manuals/install.md", "manuals/usage.txt"} <= set(daemon.rows()),
-                 "a folder moved within the root to be recorded at its new path")
+    daemon.until(
+        lambda: {"manuals/install.md", "manuals/usage.txt"} <= set(daemon.rows()),
+        "a folder moved within the root to be recorded at its new path",
+    )
     rows = daemon.rows()
     assert not any(p.startswith("guides/") for p in rows)
     assert rows["manuals/install.md"].file_id == start["guides/install.md"].file_id
@@ -177,19 +194,28 @@ def test_creates_edits_renames_deletes_and_folder_moves_are_synced(watch, docs_r
     outside = tmp_path / "outside"
     outside.mkdir()
     (docs_root / "archive").rename(outside / "archive")
-    daemon.until(lambda: not any(p.startswith("archive/") for p in daemon.rows()),
-                 "a folder moved out of the root to have its rows deleted")
+    daemon.until(
+        lambda: not any(p.startswith("archive/") for p in daemon.rows()),
+        "a folder moved out of the root to have its rows deleted",
+    )
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     (incoming / "a.txt").write_text("The incoming alpaca memo.\n")
     (incoming / "b.md").write_text("# The incoming bison memo\n")
     incoming.rename(docs_root / "incoming")
-    daemon.until(lambda: all(p in (rows := daemon.rows()) and indexed(rows[p])
-                             for p in ("incoming/a.txt", "incoming/b.md")),
-                 "a folder moved in from outside to be indexed")
-    assert sorted(daemon.rows()) == ["incoming/a.txt", "incoming/b.md", "manuals/install.md",
-                                     "manuals/usage.txt", "new.md", "renamed.py"]
+    daemon.until(
+        lambda: all(p in (rows := daemon.rows()) and indexed(rows[p]) for p in ("incoming/a.txt", "incoming/b.md")),
+        "a folder moved in from outside to be indexed",
+    )
+    assert sorted(daemon.rows()) == [
+        "incoming/a.txt",
+        "incoming/b.md",
+        "manuals/install.md",
+        "manuals/usage.txt",
+        "new.md",
+        "renamed.py",
+    ]
     assert daemon.terminate() == 0
 
 
@@ -207,8 +233,9 @@ def test_temporaries_are_ignored_and_a_save_by_rename_is_a_change(watch, docs_ro
     os.replace(docs_root / ".doc.txt.swp", docs_root / "doc.txt")
     (docs_root / "sentinel.txt").write_text("written after the temporaries\n")
 
-    after = daemon.row_where("doc.txt", lambda r: indexed(r) and r.sha256 != before.sha256,
-                             "a save-by-rename to count as a change")
+    after = daemon.row_where(
+        "doc.txt", lambda r: indexed(r) and r.sha256 != before.sha256, "a save-by-rename to count as a change"
+    )
     assert after.file_id != before.file_id
     daemon.row_where("sentinel.txt", indexed, "the file written after the temporaries")
     names = {p.rsplit("/", 1)[-1] for p in daemon.rows()}
@@ -237,8 +264,11 @@ def test_a_file_written_slowly_is_uploaded_once_and_whole(watch, docs_root, stat
 def test_status_metrics_and_healthz_while_running_and_sigterm_stops_cleanly(watch, docs_root, state_dir, ingest):
     port = free_port()
     daemon = watch(docs_root, "--metrics-port", str(port))
-    status, body = until(lambda: (r := http_get(f"http://127.0.0.1:{port}/healthz"))[0] == 200 and r,
-                         "/healthz to answer 200 once synced", log=daemon.log)
+    status, body = until(
+        lambda: (r := http_get(f"http://127.0.0.1:{port}/healthz"))[0] == 200 and r,
+        "/healthz to answer 200 once synced",
+        log=daemon.log,
+    )
     assert json.loads(body)["ok"] is True
     status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200 and 'ingest_files{state="indexed"} 4.0' in metrics
@@ -260,14 +290,14 @@ def test_status_metrics_and_healthz_while_running_and_sigterm_stops_cleanly(watc
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_vanished_root_deletes_nothing_and_changes_meanwhile_sync_when_it_returns(
-        watch, docs_root, state_dir, tmp_path, mode):
+    watch, docs_root, state_dir, tmp_path, mode
+):
     port = free_port()
     daemon = watch(docs_root, *MODES[mode], "--metrics-port", str(port))
     before = daemon.rows()
     away = tmp_path / "unmounted"
     docs_root.rename(away)
-    daemon.until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503,
-                 "/healthz to report the missing root")
+    daemon.until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503, "/healthz to report the missing root")
     changed_at = time.time()
     (away / "faq.html").unlink()
     (away / "guides" / "usage.txt").write_text("Usage notes: written while the share was away.\n")
@@ -278,13 +308,17 @@ def test_a_vanished_root_deletes_nothing_and_changes_meanwhile_sync_when_it_retu
     assert daemon.rows() == before, "nothing is deleted or changed while the root is missing"
 
     away.rename(docs_root)
-    daemon.until(lambda: "faq.html" not in (rows := daemon.rows()) and "late.txt" in rows
-                 and indexed(rows["late.txt"])
-                 and rows["guides/usage.txt"].sha256 != before["guides/usage.txt"].sha256
-                 and indexed(rows["guides/usage.txt"]),
-                 "the changes made while the root was away to be synced")
+    daemon.until(
+        lambda: (
+            "faq.html" not in (rows := daemon.rows())
+            and "late.txt" in rows
+            and indexed(rows["late.txt"])
+            and rows["guides/usage.txt"].sha256 != before["guides/usage.txt"].sha256
+            and indexed(rows["guides/usage.txt"])
+        ),
+        "the changes made while the root was away to be synced",
+    )
     daemon.until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "/healthz to recover")
-
 
 
 def test_one_vanished_root_pauses_only_itself(watch, docs_root, state_dir, tmp_path):
@@ -299,8 +333,9 @@ def test_one_vanished_root_pauses_only_itself(watch, docs_root, state_dir, tmp_p
     (away / "late.txt").write_text("Added while the share was away.\n")
     (other / "fresh.txt").write_text("Added to the root that stayed.\n")
     daemon.row_where("fresh.txt", indexed, "the root that stayed to go on syncing")
-    assert {p: r for p, r in daemon.rows().items() if r.root == str(docs_root)} == before, \
+    assert {p: r for p, r in daemon.rows().items() if r.root == str(docs_root)} == before, (
         "nothing of the missing root is deleted or changed"
+    )
 
     away.rename(docs_root)
     daemon.row_where("late.txt", indexed, "the returned root's changes to be synced")
@@ -308,8 +343,7 @@ def test_one_vanished_root_pauses_only_itself(watch, docs_root, state_dir, tmp_p
     assert daemon.terminate() == 0
 
 
-def test_sync_runs_beside_an_idle_daemon_and_the_daemon_queues_behind_a_held_lock(
-        watch, docs_root, state_dir, ingest):
+def test_sync_runs_beside_an_idle_daemon_and_the_daemon_queues_behind_a_held_lock(watch, docs_root, state_dir, ingest):
     daemon = watch(docs_root)
     report = ingest.json("sync", str(docs_root))
     assert report["exit_code"] == 0 and report["counts"]["unchanged"] == 4, "an idle daemon holds no lock"
@@ -330,8 +364,12 @@ def test_sync_during_a_watch_pass_names_the_daemon_and_wait_queues_behind_it(ing
     try:
         result = ingest("sync", str(docs_root), check=1)
         assert "in use by 'ingest watch'" in result.stderr and "--wait" in result.stderr
-        waiting = subprocess.Popen([sys.executable, "-m", "ingest", "sync", str(docs_root), "--wait", "--json"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "sync", str(docs_root), "--wait", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             with pytest.raises(subprocess.TimeoutExpired):
                 waiting.wait(timeout=1.5)  # still queued while the pass holds the manifest
@@ -368,8 +406,7 @@ def mounts(tmp_path):
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(
-        watch, mounts, tmp_path, state_dir):
+def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(watch, mounts, tmp_path, state_dir):
     share = tmp_path / "share"  # the mount point: an empty folder until something is mounted on it
     share.mkdir()
     daemon = watch(share)
@@ -381,15 +418,21 @@ def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(
     (first / "a.txt").write_text("The share's alpha memo.\n")
     (first / "b.txt").write_text("The share's beta memo.\n")
     mounts("--bind", str(first), str(share))  # the share appears with its documents at once
-    daemon.until(lambda: len(rows := daemon.rows()) == 2 and all(indexed(r) for r in rows.values()),
-                 "a share mounted after the daemon started to be synced")
+    daemon.until(
+        lambda: len(rows := daemon.rows()) == 2 and all(indexed(r) for r in rows.values()),
+        "a share mounted after the daemon started to be synced",
+    )
     before = daemon.rows()
 
     subprocess.run(["umount", str(share)], check=True)
     unmounted_at = time.time()
-    daemon.until(lambda: daemon.heartbeat().get("root_missing") == str(share)
-                 and daemon.heartbeat()["heartbeat_at"] > unmounted_at + 1,
-                 "the heartbeat to report the unmounted share")
+    daemon.until(
+        lambda: (
+            daemon.heartbeat().get("root_missing") == str(share)
+            and daemon.heartbeat()["heartbeat_at"] > unmounted_at + 1
+        ),
+        "the heartbeat to report the unmounted share",
+    )
     assert daemon.rows() == before, "an unmounted share deletes nothing"
 
     second = tmp_path / "second"  # the share comes back on another device, changed meanwhile
@@ -398,8 +441,10 @@ def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(
     (second / "a.txt").write_text("The share's alpha memo.\n")
     (second / "c.txt").write_text("The share's gamma memo.\n")
     mounts("--bind", str(second), str(share))
-    daemon.until(lambda: sorted(rows := daemon.rows()) == ["a.txt", "c.txt"] and indexed(rows["c.txt"]),
-                 "the changes on the remounted share to be synced")
+    daemon.until(
+        lambda: sorted(rows := daemon.rows()) == ["a.txt", "c.txt"] and indexed(rows["c.txt"]),
+        "the changes on the remounted share to be synced",
+    )
     assert daemon.rows()["a.txt"].file_id == before["a.txt"].file_id
 
 
@@ -410,15 +455,20 @@ def test_an_inotify_overflow_triggers_a_full_rescan(state_dir, docs_root):
 
     calls: list = []
     stop = threading.Event()
-    watcher = Watcher(load(None).with_paths([docs_root]), lambda scopes: calls.append(scopes) or Report(),
-                      WatchOptions(settle=0.1, tick=0.05), stop)
+    watcher = Watcher(
+        load(None).with_paths([docs_root]),
+        lambda scopes: calls.append(scopes) or Report(),
+        WatchOptions(settle=0.1, tick=0.05),
+        stop,
+    )
     thread = threading.Thread(target=watcher.run)
     thread.start()
     try:
         until(lambda: calls == [None], "the first full sync")
         # A real overflow needs the system-wide inotify queue limit lowered; watchdog's warning is what we hear.
         logging.getLogger("watchdog.observers.inotify_c").warning(
-            "Inotify queue overflowed; filesystem events were lost")
+            "Inotify queue overflowed; filesystem events were lost"
+        )
         until(lambda: calls == [None, None], "a full rescan after the overflow")
     finally:
         stop.set()
@@ -426,7 +476,8 @@ def test_an_inotify_overflow_triggers_a_full_rescan(state_dir, docs_root):
 
 
 def test_watch_sync_and_reindex_started_together_take_turns_and_the_manifest_agrees(
-        watch, docs_root, state_dir, ingest):
+    watch, docs_root, state_dir, ingest
+):
     daemon = watch(docs_root)
     writer_done = threading.Event()
 
@@ -441,10 +492,14 @@ def test_watch_sync_and_reindex_started_together_take_turns_and_the_manifest_agr
     writer = threading.Thread(target=write_stream)
     writer.start()
     command = [sys.executable, "-m", "ingest"]
-    procs = {name: subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, args in {"sync --wait": ["sync", str(docs_root), "--wait"],
-                                "reindex --wait": ["reindex", "--wait"],
-                                "sync": ["sync", str(docs_root)]}.items()}
+    procs = {
+        name: subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, args in {
+            "sync --wait": ["sync", str(docs_root), "--wait"],
+            "reindex --wait": ["reindex", "--wait"],
+            "sync": ["sync", str(docs_root)],
+        }.items()
+    }
     writer.join()
     results = {name: (p.wait(timeout=60), *p.communicate()) for name, p in procs.items()}
     for name in ("sync --wait", "reindex --wait"):
@@ -453,12 +508,16 @@ def test_watch_sync_and_reindex_started_together_take_turns_and_the_manifest_agr
     assert code == 0 or (code == 1 and "in use by 'ingest" in err and "--wait" in err), results["sync"]
 
     on_disk = {p.relative_to(docs_root).as_posix() for p in docs_root.rglob("*") if p.is_file()}
-    daemon.until(lambda: set(daemon.rows()) == on_disk and all(map(indexed, daemon.rows().values())),
-                 "the daemon and the others together to have synced every file", timeout=30)
+    daemon.until(
+        lambda: set(daemon.rows()) == on_disk and all(map(indexed, daemon.rows().values())),
+        "the daemon and the others together to have synced every file",
+        timeout=30,
+    )
     assert daemon.terminate() == 0
     rows = manifest_rows(state_dir)
-    assert sorted(r.file_id for r in rows.values()) == sorted(remote_files(state_dir)), \
+    assert sorted(r.file_id for r in rows.values()) == sorted(remote_files(state_dir)), (
         "every remote file is one manifest row's, once: nothing duplicated, nothing orphaned"
+    )
     assert ingest("verify").exit_code == 0
 
 
@@ -467,8 +526,12 @@ def test_the_daemon_log_has_no_line_per_http_request(fake_openai, docs_root, tmp
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     log_path = tmp_path / "watch.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "ingest", "watch", str(docs_root), "--settle", SETTLE],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "watch", str(docs_root), "--settle", SETTLE],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
         until(lambda: "full sync:" in log_path.read_text(), "the first full sync", log=log_path.read_text)
     finally:

@@ -3,6 +3,7 @@
 wait4()'s ru_maxrss cannot be trusted for this: exec() carries the parent's high-water mark into the
 child's, so a child of a large benchmark process would report the parent's size.
 """
+
 import atexit
 import os
 

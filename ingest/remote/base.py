@@ -1,16 +1,18 @@
 """The small remote interface the sync engine speaks: OpenAI and the embedded store both implement it."""
+
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
 CREATE_TOKEN = "ingest_create_token"
 MAX_RETRY_AFTER = 120.0  # seconds; a longer Retry-After is the server asking us to stop, not to wait (as in the SDK)
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Mapping, Protocol, Sequence, Union
-
-AttrValue = Union[str, int, float, bool]
+AttrValue = str | int | float | bool
 
 # Statuses of a file inside a store, as the OpenAI API names them.
 IN_PROGRESS = "in_progress"
@@ -104,9 +106,13 @@ class Remote(Protocol):
     def delete_file(self, file_id: str) -> None: ...  # NotFound is swallowed: deleting twice is fine
     def list_files(self) -> Iterator[RemoteFile]: ...  # every file of purpose "assistants", paginated
 
-    def create_store(self, name: str, metadata: Mapping[str, str],
-                     chunking: Mapping[str, object] | None,
-                     expires_after_days: int | None) -> Store: ...
+    def create_store(
+        self,
+        name: str,
+        metadata: Mapping[str, str],
+        chunking: Mapping[str, object] | None,
+        expires_after_days: int | None,
+    ) -> Store: ...
     def get_store(self, store_id: str) -> Store: ...  # raises NotFound
     def find_store(self, token: str, since: float) -> Store | None: ...  # created since, carrying CREATE_TOKEN
     def delete_store(self, store_id: str) -> None: ...
@@ -120,5 +126,6 @@ class Remote(Protocol):
     def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None: ...
     def detach(self, store_id: str, file_id: str) -> None: ...  # NotFound is swallowed
 
-    def search(self, store_id: str, query: str, filters: Mapping[str, object] | None = None,
-               max_results: int = 10) -> list[Hit]: ...
+    def search(
+        self, store_id: str, query: str, filters: Mapping[str, object] | None = None, max_results: int = 10
+    ) -> list[Hit]: ...

@@ -1,4 +1,5 @@
 """The OpenAI backend: the official SDK with its own retries off, and one tenacity policy for all calls."""
+
 from __future__ import annotations
 
 import email.utils
@@ -7,14 +8,26 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from ingest.remote.base import (CREATE_TOKEN, MAX_RETRY_AFTER, AttachItem, AuthError, Batch, Hit, NotFound,
-                                RemoteError, RemoteFile, Store, StoreFile)
+from ingest.remote.base import (
+    CREATE_TOKEN,
+    MAX_RETRY_AFTER,
+    AttachItem,
+    AuthError,
+    Batch,
+    Hit,
+    NotFound,
+    RemoteError,
+    RemoteFile,
+    Store,
+    StoreFile,
+)
 
 log = logging.getLogger("ingest.remote")
 T = TypeVar("T")
@@ -92,7 +105,7 @@ class Throttle:
         self.stop = threading.Event()
         self._cond = threading.Condition()
 
-    def __enter__(self) -> "Throttle":
+    def __enter__(self) -> Throttle:
         with self._cond:
             while True:
                 wait = self.not_before - self.clock()
@@ -120,8 +133,7 @@ class Throttle:
 class OpenAIRemote:
     kind = "openai"
 
-    def __init__(self, client: openai.OpenAI, attempts: int = 6, backoff: Backoff | None = None,
-                 concurrency: int = 8):
+    def __init__(self, client: openai.OpenAI, attempts: int = 6, backoff: Backoff | None = None, concurrency: int = 8):
         self.client = client
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
@@ -137,11 +149,14 @@ class OpenAIRemote:
         return state.attempt_number >= budget
 
     @classmethod
-    def connect(cls, api_key: str, base_url: str | None, attempts: int, timeout: float,
-                concurrency: int = 8) -> "OpenAIRemote":
+    def connect(
+        cls, api_key: str, base_url: str | None, attempts: int, timeout: float, concurrency: int = 8
+    ) -> OpenAIRemote:
         import httpx2
-        client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0,
-                               timeout=httpx2.Timeout(timeout, connect=10.0))
+
+        client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=httpx2.Timeout(timeout, connect=10.0)
+        )
         return cls(client, attempts=attempts, concurrency=concurrency)
 
     def _call(self, what: str, fn: Callable[[], T], on_retry: Callable[[BaseException], None] | None = None) -> T:
@@ -151,13 +166,19 @@ class OpenAIRemote:
                 self.throttle.throttled(retry_after(exc))
             if on_retry:
                 on_retry(exc)
-            log.info("%s: %s; retrying (attempt %d of %d)", what, _describe(exc),
-                     state.attempt_number + 1, self.attempts)
+            log.info(
+                "%s: %s; retrying (attempt %d of %d)", what, _describe(exc), state.attempt_number + 1, self.attempts
+            )
 
         try:
-            for attempt in Retrying(retry=retry_if_exception(is_transient), wait=self.backoff,
-                                    stop=self._stop, before_sleep=before_sleep, reraise=True,
-                                    sleep=self.stop.wait):
+            for attempt in Retrying(
+                retry=retry_if_exception(is_transient),
+                wait=self.backoff,
+                stop=self._stop,
+                before_sleep=before_sleep,
+                reraise=True,
+                sleep=self.stop.wait,
+            ):
                 if self.stop.is_set():
                     raise RemoteError(f"{what}: stopped before it was sent")
                 with attempt, self.throttle:
@@ -209,8 +230,9 @@ class OpenAIRemote:
             page = self._call("list files", page.get_next_page)
 
     # stores ------------------------------------------------------------------------------------
-    def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, Any] | None,
-                     expires_after_days: int | None) -> Store:
+    def create_store(
+        self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, Any] | None, expires_after_days: int | None
+    ) -> Store:
         # POST /vector_stores is not idempotent: after a try that may have reached the server, look for the
         # store it may have made (by its one-off token) before making another one, which would be an orphan.
         token = metadata.get(CREATE_TOKEN) or secrets.token_hex(8)
@@ -263,27 +285,38 @@ class OpenAIRemote:
             if item.chunking:
                 entry["chunking_strategy"] = dict(item.chunking)
             files.append(entry)
-        b = self._call(f"attach {len(files)} files to {store_id}",
-                       lambda: self.client.vector_stores.file_batches.create(store_id, files=files))
+        b = self._call(
+            f"attach {len(files)} files to {store_id}",
+            lambda: self.client.vector_stores.file_batches.create(store_id, files=files),
+        )
         return _batch(b, None)
 
     def get_batch(self, store_id: str, batch_id: str) -> Batch:
-        raw = self._call(f"batch {batch_id}", lambda: self.client.vector_stores.file_batches.with_raw_response
-                         .retrieve(batch_id, vector_store_id=store_id))
+        raw = self._call(
+            f"batch {batch_id}",
+            lambda: self.client.vector_stores.file_batches.with_raw_response.retrieve(
+                batch_id, vector_store_id=store_id
+            ),
+        )
         return _batch(raw.parse(), _poll_after(raw.headers))
 
     def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]:
         args: dict[str, Any] = {"vector_store_id": store_id, "limit": 100}
         if status:
             args["filter"] = status
-        page = self._call(f"files of batch {batch_id}",
-                          lambda: self.client.vector_stores.file_batches.list_files(batch_id, **args))
+        page = self._call(
+            f"files of batch {batch_id}", lambda: self.client.vector_stores.file_batches.list_files(batch_id, **args)
+        )
         yield from self._pages(page, f"files of batch {batch_id}")
 
     # store files -------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
-        return _store_file(self._call(f"file {file_id} in {store_id}", lambda: self.client.vector_stores
-                                      .files.retrieve(file_id, vector_store_id=store_id)))
+        return _store_file(
+            self._call(
+                f"file {file_id} in {store_id}",
+                lambda: self.client.vector_stores.files.retrieve(file_id, vector_store_id=store_id),
+            )
+        )
 
     def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
         args: dict[str, Any] = {"limit": 100}
@@ -301,24 +334,32 @@ class OpenAIRemote:
             page = self._call(what, page.get_next_page)
 
     def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, Any]) -> None:
-        self._call(f"update attributes of {file_id}", lambda: self.client.vector_stores.files.update(
-            file_id, vector_store_id=store_id, attributes=dict(attributes)))
+        self._call(
+            f"update attributes of {file_id}",
+            lambda: self.client.vector_stores.files.update(
+                file_id, vector_store_id=store_id, attributes=dict(attributes)
+            ),
+        )
 
     def detach(self, store_id: str, file_id: str) -> None:
         try:
-            self._call(f"detach {file_id}", lambda: self.client.vector_stores.files.delete(
-                file_id, vector_store_id=store_id))
+            self._call(
+                f"detach {file_id}", lambda: self.client.vector_stores.files.delete(file_id, vector_store_id=store_id)
+            )
         except NotFound:
             pass
 
-    def search(self, store_id: str, query: str, filters: Mapping[str, Any] | None = None,
-               max_results: int = 10) -> list[Hit]:
+    def search(
+        self, store_id: str, query: str, filters: Mapping[str, Any] | None = None, max_results: int = 10
+    ) -> list[Hit]:
         args: dict[str, Any] = {"query": query, "max_num_results": max(1, min(50, max_results))}
         if filters:
             args["filters"] = dict(filters)
         page = self._call(f"search {store_id}", lambda: self.client.vector_stores.search(store_id, **args))
-        return [Hit(r.file_id, r.filename, r.score, dict(r.attributes or {}),
-                    "\n".join(c.text for c in r.content)) for r in page.data]
+        return [
+            Hit(r.file_id, r.filename, r.score, dict(r.attributes or {}), "\n".join(c.text for c in r.content))
+            for r in page.data
+        ]
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -343,9 +384,14 @@ def _poll_after(headers) -> int | None:
 
 def _store(vs) -> Store:
     counts = vs.file_counts
-    return Store(vs.id, vs.name or "", vs.status, vs.usage_bytes or 0,
-                 {k: getattr(counts, k) for k in ("in_progress", "completed", "failed", "cancelled", "total")},
-                 dict(vs.metadata or {}))
+    return Store(
+        vs.id,
+        vs.name or "",
+        vs.status,
+        vs.usage_bytes or 0,
+        {k: getattr(counts, k) for k in ("in_progress", "completed", "failed", "cancelled", "total")},
+        dict(vs.metadata or {}),
+    )
 
 
 def _batch(b, poll_after_ms: int | None) -> Batch:
@@ -355,5 +401,11 @@ def _batch(b, poll_after_ms: int | None) -> Batch:
 
 def _store_file(f) -> StoreFile:
     err = f.last_error
-    return StoreFile(f.id, f.status, dict(f.attributes or {}), err.code if err else None,
-                     err.message if err else None, f.usage_bytes or 0)
+    return StoreFile(
+        f.id,
+        f.status,
+        dict(f.attributes or {}),
+        err.code if err else None,
+        err.message if err else None,
+        f.usage_bytes or 0,
+    )

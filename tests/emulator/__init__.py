@@ -8,8 +8,9 @@
 
 Options: faults.Options (also CLI flags of `python -m tests.emulator`). Endpoint names: ENDPOINTS.
 """
+
 from .emulator import Emulator
 from .faults import FAULT_KINDS, Options
 from .routes import ENDPOINTS
 
-__all__ = ["Emulator", "Options", "FAULT_KINDS", "ENDPOINTS"]
+__all__ = ["ENDPOINTS", "FAULT_KINDS", "Emulator", "Options"]

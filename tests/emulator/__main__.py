@@ -4,6 +4,7 @@ Prints "listening on http://127.0.0.1:PORT/v1" (flushed) and serves until SIGTER
 Every field of faults.Options is a flag (--index-delay, --fault-rate, --fault-mix 429=3,reset=1, ...);
 set-valued options take comma-separated values and may repeat; booleans have --x / --no-x.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,36 @@ def _mix(text: str) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tests.emulator", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.emulator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a free port")
     defaults = Options()
     for f in fields(Options):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
         if f.name in SET_FIELDS:
-            p.add_argument(flag, dest=f.name, action="append", default=None, metavar="A,B",
-                           help=f"comma-separated, repeatable (default {sorted(default) if default else default})")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                action="append",
+                default=None,
+                metavar="A,B",
+                help=f"comma-separated, repeatable (default {sorted(default) if default else default})",
+            )
         elif f.name == "fault_mix":
-            p.add_argument(flag, dest=f.name, type=_mix, default=None, metavar="KIND=W,...",
-                           help=f"weights of 429,500,503,reset,timeout,slow (default {default})")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                type=_mix,
+                default=None,
+                metavar="KIND=W,...",
+                help=f"weights of 429,500,503,reset,timeout,slow (default {default})",
+            )
         elif isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {default})")
+            p.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})"
+            )
         else:
             kind = OPTIONAL_NUMBERS.get(f.name) or type(default)
             p.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {default})")

@@ -1,10 +1,12 @@
 """The Emulator: lifecycle, runtime switches, tampering behind the tool's back, and inspection."""
+
 from __future__ import annotations
 
 import random
 import threading
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import validate as v
 from .faults import FaultPlan, Options
@@ -12,7 +14,7 @@ from .routes import ENDPOINTS
 from .server import Server
 from .state import State
 
-_ALL = 10 ** 9
+_ALL = 10**9
 
 
 def _checked(options: dict) -> dict:
@@ -46,12 +48,13 @@ class Emulator:
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         if self._server is None:
             self.stopping.clear()
             self._server = Server((self.host, self._requested_port), self)
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="openai-emulator", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-emulator", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -67,7 +70,7 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -119,21 +122,29 @@ class Emulator:
     def delete_file(self, file_id: str) -> None:
         self.state.delete_file(file_id)
 
-    def add_stray_file(self, store_id: str, filename: str = "stray.txt", data: bytes = b"stray content",
-                       attributes: Mapping[str, Any] | None = None, status: str = "completed") -> str:
+    def add_stray_file(
+        self,
+        store_id: str,
+        filename: str = "stray.txt",
+        data: bytes = b"stray content",
+        attributes: Mapping[str, Any] | None = None,
+        status: str = "completed",
+    ) -> str:
         """A File attached to the store behind the tool's back (in the given status). Returns the file id."""
         file_id = self.create_file(filename, data)
         error = {"code": "server_error", "message": "An internal error occurred."} if status == "failed" else None
-        self.state.tamper_attach(store_id, file_id, v.attributes(dict(attributes)) if attributes else None,
-                                 status, error)
+        self.state.tamper_attach(
+            store_id, file_id, v.attributes(dict(attributes)) if attributes else None, status, error
+        )
         return file_id
 
     def delete_store_file(self, store_id: str, file_id: str) -> None:
         """Detach a file from a store (the File itself stays)."""
         self.state.delete_store_file(store_id, file_id)
 
-    def fail_store_file(self, store_id: str, file_id: str, code: str = "server_error",
-                        message: str = "An internal error occurred.") -> None:
+    def fail_store_file(
+        self, store_id: str, file_id: str, code: str = "server_error", message: str = "An internal error occurred."
+    ) -> None:
         self.state.tamper_status(store_id, file_id, "failed", {"code": code, "message": message})
 
     def set_store_file_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, Any] | None) -> None:
@@ -199,5 +210,8 @@ class Emulator:
 
     def snapshot(self) -> dict:
         with self.state.lock:
-            return {"counters": self.counters(), "files": self.files(),
-                    "stores": [dict(s, files=self.store_files(s["id"])) for s in self.stores()]}
+            return {
+                "counters": self.counters(),
+                "files": self.files(),
+                "stores": [dict(s, files=self.store_files(s["id"])) for s in self.stores()],
+            }

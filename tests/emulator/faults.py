@@ -1,12 +1,13 @@
 """Emulator options (every switch settable from Python and the CLI) and the fault / rate-limit planner."""
+
 from __future__ import annotations
 
 import math
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Iterable
 
 FAULT_KINDS = ("429", "500", "503", "reset", "timeout", "slow")
 DEFAULT_MIX = {"429": 3.0, "500": 2.0, "503": 2.0, "reset": 2.0, "timeout": 1.0, "slow": 1.0}
@@ -16,33 +17,33 @@ SET_FIELDS = ("rejected_keys", "accepted_keys", "fault_endpoints", "lost_reply_e
 @dataclass
 class Options:
     # indexing model
-    index_delay: float = 0.2            # seconds an attached file stays in_progress (0 = done on the next read)
-    poll_after_ms: int | None = 50      # openai-poll-after-ms on GETs of batches and store files (None = omit)
+    index_delay: float = 0.2  # seconds an attached file stays in_progress (0 = done on the next read)
+    poll_after_ms: int | None = 50  # openai-poll-after-ms on GETs of batches and store files (None = omit)
     reject_undecodable_text: bool = True  # text-type files that are not utf-8/utf-16/ascii fail unsupported_file
-    max_file_tokens: int = 5_000_000    # bigger files (bytes / 4) fail invalid_file
-    removal_lag_s: float = 0.0          # search keeps returning a detached/deleted file this long
+    max_file_tokens: int = 5_000_000  # bigger files (bytes / 4) fail invalid_file
+    removal_lag_s: float = 0.0  # search keeps returning a detached/deleted file this long
     # auth
-    rejected_keys: frozenset = frozenset()   # bearer keys answered with 401 invalid_api_key
-    accepted_keys: frozenset | None = None   # if set, every other key is rejected too
+    rejected_keys: frozenset = frozenset()  # bearer keys answered with 401 invalid_api_key
+    accepted_keys: frozenset | None = None  # if set, every other key is rejected too
     # latency and rate limits
-    latency_ms: float = 0.0             # added to every request
-    jitter_ms: float = 0.0              # plus uniform 0..jitter_ms
-    upload_rps: float | None = None     # POST /files requests per second (token bucket) -> 429 beyond it
+    latency_ms: float = 0.0  # added to every request
+    jitter_ms: float = 0.0  # plus uniform 0..jitter_ms
+    upload_rps: float | None = None  # POST /files requests per second (token bucket) -> 429 beyond it
     # random faults, before the request is processed (state untouched)
-    fault_rate: float = 0.0             # fraction of requests that get a fault from fault_mix
+    fault_rate: float = 0.0  # fraction of requests that get a fault from fault_mix
     fault_mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     fault_endpoints: frozenset | None = None  # endpoint names ("POST /files"), None = all
-    retry_after_s: float = 0.2          # Retry-After of injected 429s and 503s
-    timeout_s: float = 10.0             # a "timeout" fault sleeps this long, then drops the connection
-    slow_ms: float = 1500.0             # a "slow" fault processes normally and delays the reply this long
+    retry_after_s: float = 0.2  # Retry-After of injected 429s and 503s
+    timeout_s: float = 10.0  # a "timeout" fault sleeps this long, then drops the connection
+    slow_ms: float = 1500.0  # a "slow" fault processes normally and delays the reply this long
     # lost replies: processed (state changed), then the connection is dropped without a response
     lost_reply_rate: float = 0.0
     lost_reply_endpoints: frozenset = frozenset({"POST /files"})
     # indexing failures (server_error)
     index_fail_names: frozenset = frozenset()  # filenames (full or basename) that fail indexing
-    index_fail_rate: float = 0.0        # fraction of attaches that fail indexing
+    index_fail_rate: float = 0.0  # fraction of attaches that fail indexing
     index_fail_times: int | None = None  # only the first N attaches of a given filename fail (None = always)
-    stuck_batches: bool = False         # files of new batches stay in_progress until unstick_batches()
+    stuck_batches: bool = False  # files of new batches stay in_progress until unstick_batches()
     seed: int = 0
 
     def update(self, **changes) -> None:
@@ -79,9 +80,9 @@ class TokenBucket:
 
 @dataclass
 class Decision:
-    kind: str | None = None             # one of FAULT_KINDS, "ratelimit", or None
+    kind: str | None = None  # one of FAULT_KINDS, "ratelimit", or None
     retry_after: float = 0.0
-    remaining: int | None = None        # for x-ratelimit-remaining-requests
+    remaining: int | None = None  # for x-ratelimit-remaining-requests
     lose_reply: bool = False
 
 
@@ -100,7 +101,7 @@ class FaultPlan:
             self.rng = random.Random(seed)
 
     def inject(self, kind: str, count: int = 1, endpoint: str | None = None) -> None:
-        if kind not in FAULT_KINDS + ("lost_reply",):
+        if kind not in (*FAULT_KINDS, "lost_reply"):
             raise ValueError(f"unknown fault kind {kind!r}")
         with self.lock:
             self.queue.append([kind, count, endpoint])
@@ -138,8 +139,9 @@ class FaultPlan:
         with self.lock:
             if self._queued(endpoint, ("lost_reply",)):
                 return True
-            return (o.lost_reply_rate > 0 and endpoint in o.lost_reply_endpoints
-                    and self.rng.random() < o.lost_reply_rate)
+            return (
+                o.lost_reply_rate > 0 and endpoint in o.lost_reply_endpoints and self.rng.random() < o.lost_reply_rate
+            )
 
     def delay(self) -> float:
         o = self.options
@@ -153,14 +155,16 @@ def ratelimit_headers(limit_rps: float | None, remaining: int | None, reset_s: f
     if not limit_rps:
         return {}
     headers = {
-        "x-ratelimit-limit-requests": str(int(math.ceil(limit_rps * 60))),
+        "x-ratelimit-limit-requests": str(math.ceil(limit_rps * 60)),
         "x-ratelimit-remaining-requests": str(max(0, int(remaining or 0))),
-        "x-ratelimit-reset-requests": f"{max(1, int(round(reset_s * 1000)))}ms",
+        "x-ratelimit-reset-requests": f"{max(1, round(reset_s * 1000))}ms",
     }
     return headers
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
     """Whole seconds in retry-after (rounded up), the precise value in retry-after-ms (the SDK reads it first)."""
-    return {"retry-after": str(max(1, int(math.ceil(seconds)))),
-            "retry-after-ms": str(max(1, int(round(seconds * 1000))))}
+    return {
+        "retry-after": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, round(seconds * 1000))),
+    }

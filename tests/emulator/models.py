@@ -1,4 +1,5 @@
 """Records behind the emulated API objects, and cursor pagination."""
+
 from __future__ import annotations
 
 import string
@@ -45,7 +46,7 @@ class Store:
     last_active_at: int
     forced_expired: bool = False
     files: dict = field(default_factory=dict)  # file_id -> StoreFile, in attach order
-    keys: dict = field(default_factory=dict)   # file_id -> seq, kept after detach (pagination cursors)
+    keys: dict = field(default_factory=dict)  # file_id -> seq, kept after detach (pagination cursors)
 
 
 @dataclass
@@ -75,5 +76,10 @@ def page(items: list, cursor_seq, after: str | None, before: str | None, limit: 
 
 
 def listing(data: list[dict], has_more: bool) -> dict:
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

@@ -1,10 +1,12 @@
 """The /v1 endpoints: request parsing and validation, then one State call each. Handlers return (status, payload)."""
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from . import validate as v
@@ -30,9 +32,11 @@ class Req:
         try:
             body = json.loads(self.raw)
         except ValueError:
-            raise bad("We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-                      "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent "
-                      "was not valid JSON.)")
+            raise bad(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent "
+                "was not valid JSON.)"
+            ) from None
         if not isinstance(body, dict):
             raise bad("Invalid body: expected an object.")
         return body
@@ -57,8 +61,14 @@ def parse_multipart(raw: bytes, content_type: str) -> dict[str, tuple[str | None
         head, _, data = part[2:].partition(b"\r\n\r\n")
         if data.endswith(b"\r\n"):
             data = data[:-2]
-        disposition = next((line for line in head.decode("utf-8", "replace").split("\r\n")
-                            if line.lower().startswith("content-disposition")), "")
+        disposition = next(
+            (
+                line
+                for line in head.decode("utf-8", "replace").split("\r\n")
+                if line.lower().startswith("content-disposition")
+            ),
+            "",
+        )
         name = re.search(r'\bname="((?:[^"\\]|\\.)*)"', disposition)
         filename = re.search(r'\bfilename="((?:[^"\\]|\\.)*)"', disposition)
         if name:
@@ -82,8 +92,12 @@ def create_file(r: Req):
 
 def list_files(r: Req):
     q = r.query
-    return 200, r.state.list_files(q.get("purpose"), v.query_int(q, "limit", 1, 10000, 10000),
-                                   v.query_enum(q, "order", ("asc", "desc"), "desc"), q.get("after"))
+    return 200, r.state.list_files(
+        q.get("purpose"),
+        v.query_int(q, "limit", 1, 10000, 10000),
+        v.query_enum(q, "order", ("asc", "desc"), "desc"),
+        q.get("after"),
+    )
 
 
 def get_file(r: Req):
@@ -104,15 +118,23 @@ def create_store(r: Req):
     v.body_keys(b, ("name", "description", "metadata", "expires_after", "chunking_strategy", "file_ids"))
     name = v.string(b.get("name"), "name", nullable=True)
     description = v.string(b.get("description"), "description", max_len=512, nullable=True)
-    return 200, r.state.create_store(name, description, v.metadata(b.get("metadata")),
-                                     v.expires_after(b.get("expires_after")),
-                                     v.file_ids(b.get("file_ids", []), "file_ids", 500),
-                                     v.chunking(b.get("chunking_strategy")))
+    return 200, r.state.create_store(
+        name,
+        description,
+        v.metadata(b.get("metadata")),
+        v.expires_after(b.get("expires_after")),
+        v.file_ids(b.get("file_ids", []), "file_ids", 500),
+        v.chunking(b.get("chunking_strategy")),
+    )
 
 
 def _list_args(q: dict) -> dict:
-    return {"limit": v.query_int(q, "limit", 1, 100, 20), "order": v.query_enum(q, "order", ("asc", "desc"), "desc"),
-            "after": q.get("after"), "before": q.get("before")}
+    return {
+        "limit": v.query_int(q, "limit", 1, 100, 20),
+        "order": v.query_enum(q, "order", ("asc", "desc"), "desc"),
+        "after": q.get("after"),
+        "before": q.get("before"),
+    }
 
 
 def list_stores(r: Req):
@@ -144,8 +166,12 @@ def delete_store(r: Req):
 def create_store_file(r: Req):
     b = r.json()
     v.body_keys(b, ("file_id", "attributes", "chunking_strategy"), ("file_id",))
-    return 200, r.state.create_store_file(r.params["vector_store_id"], v.string(b["file_id"], "file_id"),
-                                          v.attributes(b.get("attributes")), v.chunking(b.get("chunking_strategy")))
+    return 200, r.state.create_store_file(
+        r.params["vector_store_id"],
+        v.string(b["file_id"], "file_id"),
+        v.attributes(b.get("attributes")),
+        v.chunking(b.get("chunking_strategy")),
+    )
 
 
 def list_store_files(r: Req):
@@ -160,8 +186,9 @@ def get_store_file(r: Req):
 def update_store_file(r: Req):
     b = r.json()
     v.body_keys(b, ("attributes",), ("attributes",))
-    return 200, r.state.update_store_file(r.params["vector_store_id"], r.params["file_id"],
-                                          v.attributes(b["attributes"]))
+    return 200, r.state.update_store_file(
+        r.params["vector_store_id"], r.params["file_id"], v.attributes(b["attributes"])
+    )
 
 
 def delete_store_file(r: Req):
@@ -175,8 +202,11 @@ def create_batch(r: Req):
     if "file_ids" in b and "files" in b:
         raise bad("Only one of 'file_ids' or 'files' may be provided, not both.", "files", "invalid_value")
     if "file_ids" not in b and "files" not in b:
-        raise bad("Missing required parameter: one of 'file_ids' or 'files' must be provided.", "file_ids",
-                  "missing_required_parameter")
+        raise bad(
+            "Missing required parameter: one of 'file_ids' or 'files' must be provided.",
+            "file_ids",
+            "missing_required_parameter",
+        )
     if "file_ids" in b:
         ids = v.file_ids(v.array(b["file_ids"], "file_ids", 2000, 1), "file_ids", 2000)
         attrs, chunking = v.attributes(b.get("attributes")), v.chunking(b.get("chunking_strategy"))
@@ -187,9 +217,13 @@ def create_batch(r: Req):
             where = f"files[{i}]"
             item = v.obj(item, where)
             v.body_keys(item, ("file_id", "attributes", "chunking_strategy"), ("file_id",), prefix=f"{where}.")
-            items.append((v.string(item["file_id"], f"{where}.file_id"),
-                          v.attributes(item.get("attributes"), f"{where}.attributes"),
-                          v.chunking(item.get("chunking_strategy"), f"{where}.chunking_strategy")))
+            items.append(
+                (
+                    v.string(item["file_id"], f"{where}.file_id"),
+                    v.attributes(item.get("attributes"), f"{where}.attributes"),
+                    v.chunking(item.get("chunking_strategy"), f"{where}.chunking_strategy"),
+                )
+            )
     return 200, r.state.create_batch(r.params["vector_store_id"], items)
 
 
@@ -207,8 +241,9 @@ def cancel_batch(r: Req):
 
 def list_batch_files(r: Req):
     status = v.query_enum(r.query, "filter", STATUSES, None)
-    return 200, r.state.list_store_files(r.params["vector_store_id"], status, batch_id=_batch_id(r),
-                                         **_list_args(r.query))
+    return 200, r.state.list_store_files(
+        r.params["vector_store_id"], status, batch_id=_batch_id(r), **_list_args(r.query)
+    )
 
 
 # ---- search ------------------------------------------------------------------------------------------------
@@ -216,8 +251,11 @@ def search(r: Req):
     b = r.json()
     v.body_keys(b, ("query", "filters", "max_num_results", "ranking_options", "rewrite_query"), ("query",))
     query = b["query"]
-    queries = [query] if isinstance(query, str) else [v.string(q, f"query[{i}]") for i, q in
-                                                      enumerate(v.array(query, "query", min_len=1))]
+    queries = (
+        [query]
+        if isinstance(query, str)
+        else [v.string(q, f"query[{i}]") for i, q in enumerate(v.array(query, "query", min_len=1))]
+    )
     flt = v.filters(b["filters"]) if b.get("filters") is not None else None
     max_results = v.integer(b.get("max_num_results", 10), "max_num_results", 1, 50)
     threshold = 0.0
@@ -230,8 +268,11 @@ def search(r: Req):
         if "score_threshold" in ranking:
             threshold = v.number(ranking["score_threshold"], "ranking_options.score_threshold")
             if not 0 <= threshold <= 1:
-                raise bad("Invalid 'ranking_options.score_threshold': expected a value between 0 and 1.",
-                          "ranking_options.score_threshold", "invalid_value")
+                raise bad(
+                    "Invalid 'ranking_options.score_threshold': expected a value between 0 and 1.",
+                    "ranking_options.score_threshold",
+                    "invalid_value",
+                )
     rewrite = v.boolean(b.get("rewrite_query", False), "rewrite_query")
     return 200, r.state.search(r.params["vector_store_id"], queries, flt, max_results, threshold, rewrite)
 
@@ -239,15 +280,23 @@ def search(r: Req):
 # ---- routing -------------------------------------------------------------------------------------------------
 VS = "/vector_stores/{vector_store_id}"
 ROUTES: list[tuple[str, str, Callable]] = [
-    ("POST", "/files", create_file), ("GET", "/files", list_files),
-    ("GET", "/files/{file_id}", get_file), ("DELETE", "/files/{file_id}", delete_file),
+    ("POST", "/files", create_file),
+    ("GET", "/files", list_files),
+    ("GET", "/files/{file_id}", get_file),
+    ("DELETE", "/files/{file_id}", delete_file),
     ("GET", "/files/{file_id}/content", file_content),
-    ("POST", "/vector_stores", create_store), ("GET", "/vector_stores", list_stores),
-    ("GET", VS, get_store), ("POST", VS, modify_store), ("DELETE", VS, delete_store),
-    ("POST", VS + "/files", create_store_file), ("GET", VS + "/files", list_store_files),
-    ("GET", VS + "/files/{file_id}", get_store_file), ("POST", VS + "/files/{file_id}", update_store_file),
+    ("POST", "/vector_stores", create_store),
+    ("GET", "/vector_stores", list_stores),
+    ("GET", VS, get_store),
+    ("POST", VS, modify_store),
+    ("DELETE", VS, delete_store),
+    ("POST", VS + "/files", create_store_file),
+    ("GET", VS + "/files", list_store_files),
+    ("GET", VS + "/files/{file_id}", get_store_file),
+    ("POST", VS + "/files/{file_id}", update_store_file),
     ("DELETE", VS + "/files/{file_id}", delete_store_file),
-    ("POST", VS + "/file_batches", create_batch), ("GET", VS + "/file_batches/{batch_id}", get_batch),
+    ("POST", VS + "/file_batches", create_batch),
+    ("GET", VS + "/file_batches/{batch_id}", get_batch),
     ("POST", VS + "/file_batches/{batch_id}/cancel", cancel_batch),
     ("GET", VS + "/file_batches/{batch_id}/files", list_batch_files),
     ("POST", VS + "/search", search),

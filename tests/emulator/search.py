@@ -1,19 +1,42 @@
 """The emulator's "indexing model": decode bytes as text, chunk, score chunks by term overlap, filter attributes."""
+
 from __future__ import annotations
 
 import codecs
 import re
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text
 
 # Extensions file_search accepts (openai-api.md), and which of them are plain text.
-SUPPORTED_EXTENSIONS = frozenset({
-    ".c", ".cpp", ".cs", ".css", ".doc", ".docx", ".go", ".html", ".java", ".js", ".json", ".md", ".pdf",
-    ".php", ".pptx", ".py", ".rb", ".sh", ".tex", ".ts", ".txt",
-})
+SUPPORTED_EXTENSIONS = frozenset(
+    {
+        ".c",
+        ".cpp",
+        ".cs",
+        ".css",
+        ".doc",
+        ".docx",
+        ".go",
+        ".html",
+        ".java",
+        ".js",
+        ".json",
+        ".md",
+        ".pdf",
+        ".php",
+        ".pptx",
+        ".py",
+        ".rb",
+        ".sh",
+        ".tex",
+        ".ts",
+        ".txt",
+    }
+)
 BINARY_EXTENSIONS = frozenset({".doc", ".docx", ".pdf", ".pptx"})
 
 
@@ -60,7 +83,7 @@ def chunks(text: str, strategy: Mapping[str, Any]) -> list[str]:
         return [text] if text.strip() else []
     out = []
     for start in range(0, len(text), step):
-        piece = text[start:start + size]
+        piece = text[start : start + size]
         if piece.strip():
             out.append(piece)
         if start + size >= len(text):

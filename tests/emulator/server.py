@@ -1,6 +1,7 @@
 """HTTP layer: a stdlib ThreadingHTTPServer speaking the OpenAI wire format, with auth, latency, rate limits,
 faults and lost replies applied around the route handlers. Faults never touch state except "lost reply",
 which fully processes the request and then drops the connection."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, address, emulator: "Emulator"):
+    def __init__(self, address, emulator: Emulator):
         self.emulator = emulator
         self.open_connections: set[socket.socket] = set()
         self.conn_lock = threading.Lock()
@@ -140,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     @property
-    def emu(self) -> "Emulator":
+    def emu(self) -> Emulator:
         return self.server.emulator
 
     def _count(self, group: str, key) -> None:
@@ -150,7 +151,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- request handling ------------------------------------------------------------------------------------
     def _handle(self) -> None:
         started = time.monotonic()
-        emu, opts = self.emu, self.emu.options
+        emu, _opts = self.emu, self.emu.options
         try:
             raw = self._read_body()
         except (OSError, ValueError):
@@ -168,8 +169,9 @@ class Handler(BaseHTTPRequestHandler):
         state = emu.state
         with state.lock:
             state.in_flight[endpoint] += 1
-            state.counters["peak_in_flight"][endpoint] = max(state.counters["peak_in_flight"][endpoint],
-                                                             state.in_flight[endpoint])
+            state.counters["peak_in_flight"][endpoint] = max(
+                state.counters["peak_in_flight"][endpoint], state.in_flight[endpoint]
+            )
         try:
             return self._serve(endpoint, handler, params, query, raw, started)
         finally:
@@ -186,21 +188,38 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_error(auth, started)
 
         decision = emu.plan.before(endpoint)
-        rl_headers = ratelimit_headers(opts.upload_rps, decision.remaining, 1.0 / opts.upload_rps
-                                       if opts.upload_rps else 0) if endpoint == "POST /files" else {}
+        rl_headers = (
+            ratelimit_headers(opts.upload_rps, decision.remaining, 1.0 / opts.upload_rps if opts.upload_rps else 0)
+            if endpoint == "POST /files"
+            else {}
+        )
         if decision.kind == "ratelimit":
             self._count("totals", "rate_limited")
             rl_headers["x-ratelimit-reset-requests"] = f"{max(1, int(decision.retry_after * 1000))}ms"
-            return self._send_error(ApiError(
-                429, f"Rate limit reached for requests on {endpoint}: Limit {rl_headers['x-ratelimit-limit-requests']}"
-                " / min. Please try again later.", type="requests", code="rate_limit_exceeded",
-                headers=rl_headers | retry_headers(decision.retry_after)), started)
+            return self._send_error(
+                ApiError(
+                    429,
+                    f"Rate limit reached for requests on {endpoint}: Limit {rl_headers['x-ratelimit-limit-requests']}"
+                    " / min. Please try again later.",
+                    type="requests",
+                    code="rate_limit_exceeded",
+                    headers=rl_headers | retry_headers(decision.retry_after),
+                ),
+                started,
+            )
         if decision.kind is not None:
             self._count("faults", decision.kind)
         if decision.kind == "429":
-            return self._send_error(ApiError(429, "Rate limit reached for requests. Please try again later.",
-                                             type="requests", code="rate_limit_exceeded",
-                                             headers=retry_headers(decision.retry_after)), started)
+            return self._send_error(
+                ApiError(
+                    429,
+                    "Rate limit reached for requests. Please try again later.",
+                    type="requests",
+                    code="rate_limit_exceeded",
+                    headers=retry_headers(decision.retry_after),
+                ),
+                started,
+            )
         if decision.kind in ("500", "503"):
             message, kind = FAULT_BODIES[int(decision.kind)]
             headers = retry_headers(decision.retry_after) if decision.kind == "503" else {}
@@ -212,8 +231,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._drop()
 
         try:
-            status, payload = handler(routes.Req(emu.state, params, query, raw,
-                                                 self.headers.get("Content-Type", "")))
+            status, payload = handler(routes.Req(emu.state, params, query, raw, self.headers.get("Content-Type", "")))
         except ApiError as err:
             return self._send_error(err, started)
         except Exception:  # a bug in the emulator: report it like the API would, and loudly on stderr
@@ -238,11 +256,18 @@ class Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         key = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if not key:
-            return ApiError(401, "You didn't provide an API key. You need to provide your API key in an "
-                            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            return ApiError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
         if key in opts.rejected_keys or (opts.accepted_keys is not None and key not in opts.accepted_keys):
-            return ApiError(401, f"Incorrect API key provided: {mask(key)}. You can find your API key at "
-                            "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+            return ApiError(
+                401,
+                f"Incorrect API key provided: {mask(key)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
         return None
 
     def _admin(self, path: str, raw: bytes) -> None:
@@ -254,7 +279,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.emu.configure(**json.loads(raw or b"{}"))
                 return self._send(200, {"ok": True})
         except (TypeError, ValueError) as exc:
-            return self._send(400, {"error": {"message": str(exc), "type": "invalid_request_error",
-                                              "param": None, "code": None}})
-        self._send(404, {"error": {"message": f"Invalid URL ({self.command} {path})",
-                                   "type": "invalid_request_error", "param": None, "code": None}})
+            return self._send(
+                400, {"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": None}}
+            )
+        self._send(
+            404,
+            {
+                "error": {
+                    "message": f"Invalid URL ({self.command} {path})",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        )

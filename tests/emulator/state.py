@@ -3,6 +3,7 @@
 Every public method takes the lock and first settles indexing that is due, so reads never see stale status.
 Methods receive validated values (see validate.py) and return API-shaped dicts.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -31,11 +32,12 @@ class State:
         self.stores: dict[str, Store] = {}
         self.store_keys: dict[str, int] = {}
         self.batches: dict[str, Batch] = {}
-        self.pending: list = []          # heap of (ready_at, seq, store_id, file_id)
+        self.pending: list = []  # heap of (ready_at, seq, store_id, file_id)
         self.fail_counts: Counter = Counter()
-        self.ghosts: list = []           # (until, store_id, StoreFile, FileRec) still visible to search
-        self.counters: dict[str, Counter] = {k: Counter() for k in ("requests", "status", "faults", "totals",
-                                                                     "peak_in_flight")}
+        self.ghosts: list = []  # (until, store_id, StoreFile, FileRec) still visible to search
+        self.counters: dict[str, Counter] = {
+            k: Counter() for k in ("requests", "status", "faults", "totals", "peak_in_flight")
+        }
         self.in_flight: Counter = Counter()  # requests being served now, by endpoint
         self.totals: Counter = self.counters["totals"]
 
@@ -59,17 +61,24 @@ class State:
     def _outcome(self, f: FileRec) -> tuple:
         o, ext = self.options, idx.extension(f.filename)
         if ext not in idx.SUPPORTED_EXTENSIONS:
-            return "failed", {"code": "unsupported_file", "message": f"Files with extensions [{ext or 'none'}] are "
-                              "not supported for retrieval. See https://platform.openai.com/docs/assistants/"
-                              "tools/file-search#supported-files"}
+            return "failed", {
+                "code": "unsupported_file",
+                "message": f"Files with extensions [{ext or 'none'}] are "
+                "not supported for retrieval. See https://platform.openai.com/docs/assistants/"
+                "tools/file-search#supported-files",
+            }
         if not f.data:
             return "failed", {"code": "invalid_file", "message": "The file is empty."}
         if o.reject_undecodable_text and ext not in idx.BINARY_EXTENSIONS and not idx.decodable(f.data):
-            return "failed", {"code": "unsupported_file",
-                              "message": "The file could not be decoded as text (utf-8, utf-16 or ascii)."}
+            return "failed", {
+                "code": "unsupported_file",
+                "message": "The file could not be decoded as text (utf-8, utf-16 or ascii).",
+            }
         if idx.estimate_tokens(f.data) > o.max_file_tokens:
-            return "failed", {"code": "invalid_file",
-                              "message": f"The file is too large: more than {o.max_file_tokens} tokens."}
+            return "failed", {
+                "code": "invalid_file",
+                "message": f"The file is too large: more than {o.max_file_tokens} tokens.",
+            }
         named = f.filename in o.index_fail_names or f.filename.rsplit("/", 1)[-1] in o.index_fail_names
         if named or (o.index_fail_rate > 0 and self.index_rng.random() < o.index_fail_rate):
             if o.index_fail_times is None or self.fail_counts[f.filename] < o.index_fail_times:
@@ -80,9 +89,17 @@ class State:
 
     # ---- serializers ---------------------------------------------------------------------------------
     def file_obj(self, f: FileRec) -> dict:
-        return {"id": f.id, "object": "file", "bytes": len(f.data), "created_at": f.created_at,
-                "expires_at": None, "filename": f.filename, "purpose": f.purpose, "status": "processed",
-                "status_details": None}
+        return {
+            "id": f.id,
+            "object": "file",
+            "bytes": len(f.data),
+            "created_at": f.created_at,
+            "expires_at": None,
+            "filename": f.filename,
+            "purpose": f.purpose,
+            "status": "processed",
+            "status_details": None,
+        }
 
     def _expires_at(self, s: Store) -> int | None:
         return s.last_active_at + s.expires_after["days"] * 86400 if s.expires_after else None
@@ -98,18 +115,34 @@ class State:
     def store_obj(self, s: Store) -> dict:
         counts = Counter(sf.status for sf in s.files.values())
         status = "expired" if self._expired(s) else "in_progress" if counts["in_progress"] else "completed"
-        return {"id": s.id, "object": "vector_store", "created_at": s.created_at, "name": s.name,
-                "description": s.description, "usage_bytes": sum(self._usage(sf) for sf in s.files.values()),
-                "file_counts": {k: counts[k] for k in ("in_progress", "completed", "failed", "cancelled")}
-                | {"total": len(s.files)},
-                "status": status, "expires_after": s.expires_after, "expires_at": self._expires_at(s),
-                "last_active_at": s.last_active_at, "metadata": dict(s.metadata)}
+        return {
+            "id": s.id,
+            "object": "vector_store",
+            "created_at": s.created_at,
+            "name": s.name,
+            "description": s.description,
+            "usage_bytes": sum(self._usage(sf) for sf in s.files.values()),
+            "file_counts": {k: counts[k] for k in ("in_progress", "completed", "failed", "cancelled")}
+            | {"total": len(s.files)},
+            "status": status,
+            "expires_after": s.expires_after,
+            "expires_at": self._expires_at(s),
+            "last_active_at": s.last_active_at,
+            "metadata": dict(s.metadata),
+        }
 
     def sf_obj(self, sf: StoreFile) -> dict:
-        return {"id": sf.file_id, "object": "vector_store.file", "usage_bytes": self._usage(sf),
-                "created_at": sf.created_at, "vector_store_id": sf.store_id, "status": sf.status,
-                "last_error": sf.last_error, "chunking_strategy": sf.chunking,
-                "attributes": dict(sf.attributes) if sf.attributes is not None else {}}
+        return {
+            "id": sf.file_id,
+            "object": "vector_store.file",
+            "usage_bytes": self._usage(sf),
+            "created_at": sf.created_at,
+            "vector_store_id": sf.store_id,
+            "status": sf.status,
+            "last_error": sf.last_error,
+            "chunking_strategy": sf.chunking,
+            "attributes": dict(sf.attributes) if sf.attributes is not None else {},
+        }
 
     def _batch_counts(self, b: Batch) -> Counter:
         store = self.stores.get(b.store_id)
@@ -122,10 +155,15 @@ class State:
     def batch_obj(self, b: Batch) -> dict:
         c = self._batch_counts(b)
         status = "in_progress" if c["in_progress"] else "cancelled" if b.cancelled else "completed"
-        return {"id": b.id, "object": "vector_store.files_batch", "created_at": b.created_at,
-                "vector_store_id": b.store_id, "status": status,
-                "file_counts": {k: c[k] for k in ("in_progress", "completed", "failed", "cancelled")}
-                | {"total": len(b.file_ids)}}
+        return {
+            "id": b.id,
+            "object": "vector_store.files_batch",
+            "created_at": b.created_at,
+            "vector_store_id": b.store_id,
+            "status": status,
+            "file_counts": {k: c[k] for k in ("in_progress", "completed", "failed", "cancelled")}
+            | {"total": len(b.file_ids)},
+        }
 
     # ---- lookups ---------------------------------------------------------------------------------------
     def _file(self, file_id: str) -> FileRec:
@@ -154,14 +192,18 @@ class State:
 
     def _writable(self, s: Store) -> None:
         if self._expired(s):
-            raise bad(f"Vector store {s.id} is expired. Create a new vector store and try again.",
-                      "vector_store_id", "vector_store_expired")
+            raise bad(
+                f"Vector store {s.id} is expired. Create a new vector store and try again.",
+                "vector_store_id",
+                "vector_store_expired",
+            )
 
     def _cursor(self, keys: dict):
         def seq_of(cursor: str, param: str) -> int:
             if cursor not in keys:
                 raise bad(f"Invalid '{param}': no object found with id '{cursor}'.", param, "invalid_value")
             return keys[cursor]
+
         return seq_of
 
     # ---- Files -----------------------------------------------------------------------------------------
@@ -201,14 +243,29 @@ class State:
             return {"id": file_id, "object": "file", "deleted": True}
 
     # ---- vector stores ---------------------------------------------------------------------------------
-    def create_store(self, name: str | None, description: str | None, metadata: dict | None,
-                     expires_after: dict | None, file_ids: list[str], chunking: dict) -> dict:
+    def create_store(
+        self,
+        name: str | None,
+        description: str | None,
+        metadata: dict | None,
+        expires_after: dict | None,
+        file_ids: list[str],
+        chunking: dict,
+    ) -> dict:
         with self.lock:
             for fid in file_ids:
                 self._file(fid)
             now = int(self.now())
-            s = Store(self._new_id("vs_", "0123456789abcdef", 32), name or "", description, now, next(self.seq),
-                      metadata or {}, expires_after, now)
+            s = Store(
+                self._new_id("vs_", "0123456789abcdef", 32),
+                name or "",
+                description,
+                now,
+                next(self.seq),
+                metadata or {},
+                expires_after,
+                now,
+            )
             self.stores[s.id] = s
             self.store_keys[s.id] = s.seq
             for fid in dict.fromkeys(file_ids):
@@ -250,15 +307,26 @@ class State:
             return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
     # ---- store files -----------------------------------------------------------------------------------
-    def _attach(self, s: Store, file_id: str, attributes: dict | None, chunking: dict, batch_id: str | None,
-                stuck: bool = False) -> StoreFile:
+    def _attach(
+        self, s: Store, file_id: str, attributes: dict | None, chunking: dict, batch_id: str | None, stuck: bool = False
+    ) -> StoreFile:
         f = self.files[file_id]
         old = s.files.pop(file_id, None)
         if old is not None:  # re-attaching replaces the store file (never a duplicate)
             self._retire(old)
         now = self.now()
-        sf = StoreFile(file_id, s.id, int(now), next(self.seq), attributes, chunking, batch_id,
-                       self._outcome(f), now + max(0.0, self.options.index_delay), stuck=stuck)
+        sf = StoreFile(
+            file_id,
+            s.id,
+            int(now),
+            next(self.seq),
+            attributes,
+            chunking,
+            batch_id,
+            self._outcome(f),
+            now + max(0.0, self.options.index_delay),
+            stuck=stuck,
+        )
         s.files[file_id] = sf
         s.keys[file_id] = sf.seq
         s.last_active_at = int(now)
@@ -284,15 +352,26 @@ class State:
                 raise not_found(f"No file found with id '{file_id}'.", "file_id")
             return self.sf_obj(self._attach(s, file_id, attributes, chunking, None))
 
-    def list_store_files(self, store_id: str, status: str | None, limit: int, order: str, after: str | None,
-                         before: str | None, batch_id: str | None = None) -> dict:
+    def list_store_files(
+        self,
+        store_id: str,
+        status: str | None,
+        limit: int,
+        order: str,
+        after: str | None,
+        before: str | None,
+        batch_id: str | None = None,
+    ) -> dict:
         with self.lock:
             self.settle()
             s = self._store(store_id)
             if batch_id is not None:
                 self._batch(s, batch_id)
-            items = [sf for sf in s.files.values() if (status is None or sf.status == status)
-                     and (batch_id is None or sf.batch_id == batch_id)]
+            items = [
+                sf
+                for sf in s.files.values()
+                if (status is None or sf.status == status) and (batch_id is None or sf.batch_id == batch_id)
+            ]
             got, more = page(items, self._cursor(s.keys), after, before, limit, order)
             return listing([self.sf_obj(sf) for sf in got], more)
 
@@ -326,8 +405,9 @@ class State:
                 if fid not in self.files:
                     raise not_found(f"No file found with id '{fid}'.", "file_ids")
             chosen = {fid: (attrs, ch) for fid, attrs, ch in items}
-            b = Batch(self._new_id("vsfb_", "0123456789abcdef", 32), s.id, int(self.now()), next(self.seq),
-                      list(chosen))
+            b = Batch(
+                self._new_id("vsfb_", "0123456789abcdef", 32), s.id, int(self.now()), next(self.seq), list(chosen)
+            )
             self.batches[b.id] = b
             for fid, (attrs, ch) in chosen.items():
                 self._attach(s, fid, attrs, ch, b.id, stuck=self.options.stuck_batches)
@@ -365,8 +445,9 @@ class State:
             return n
 
     # ---- search ------------------------------------------------------------------------------------------
-    def search(self, store_id: str, queries: list[str], flt: dict | None, max_results: int,
-               threshold: float, rewrite: bool) -> dict:
+    def search(
+        self, store_id: str, queries: list[str], flt: dict | None, max_results: int, threshold: float, rewrite: bool
+    ) -> dict:
         with self.lock:
             self.settle()
             s = self._store(store_id)
@@ -374,8 +455,11 @@ class State:
             s.last_active_at = int(self.now())
             shown = [q.strip().lower() for q in queries] if rewrite else list(queries)
             terms = idx.tokens(" ".join(queries))
-            pool = [(sf, self.files[sf.file_id]) for sf in s.files.values()
-                    if sf.status == "completed" and sf.file_id in self.files]
+            pool = [
+                (sf, self.files[sf.file_id])
+                for sf in s.files.values()
+                if sf.status == "completed" and sf.file_id in self.files
+            ]
             pool += [(sf, f) for _, sid, sf, f in self.ghosts if sid == s.id and sf.file_id not in s.files]
             hits = []
             for sf, f in pool:
@@ -384,16 +468,33 @@ class State:
                 for n, text in enumerate(idx.chunks(idx.decode(f.data), sf.chunking)):
                     sc = idx.score(terms, text)
                     if sc > 0 and sc >= threshold:
-                        hits.append((-sc, sf.seq, n, {"file_id": f.id, "filename": f.filename, "score": sc,
-                                                      "attributes": dict(sf.attributes or {}),
-                                                      "content": [{"type": "text", "text": text}]}))
+                        hits.append(
+                            (
+                                -sc,
+                                sf.seq,
+                                n,
+                                {
+                                    "file_id": f.id,
+                                    "filename": f.filename,
+                                    "score": sc,
+                                    "attributes": dict(sf.attributes or {}),
+                                    "content": [{"type": "text", "text": text}],
+                                },
+                            )
+                        )
             hits.sort(key=lambda h: h[:3])
-            return {"object": "vector_store.search_results.page", "search_query": shown,
-                    "data": [h[3] for h in hits[:max_results]], "has_more": False, "next_page": None}
+            return {
+                "object": "vector_store.search_results.page",
+                "search_query": shown,
+                "data": [h[3] for h in hits[:max_results]],
+                "has_more": False,
+                "next_page": None,
+            }
 
     # ---- tampering behind the tool's back -----------------------------------------------------------------
-    def tamper_attach(self, store_id: str, file_id: str, attributes: dict | None, status: str,
-                      error: dict | None) -> dict:
+    def tamper_attach(
+        self, store_id: str, file_id: str, attributes: dict | None, status: str, error: dict | None
+    ) -> dict:
         with self.lock:
             s = self._store(store_id)
             sf = self._attach(s, file_id, attributes, chunking(None), None)
@@ -420,5 +521,6 @@ class State:
     def idle(self) -> bool:
         with self.lock:
             self.settle()
-            return not any(sf.status == "in_progress" and not sf.stuck
-                           for s in self.stores.values() for sf in s.files.values())
+            return not any(
+                sf.status == "in_progress" and not sf.stuck for s in self.stores.values() for sf in s.files.values()
+            )

@@ -2,10 +2,12 @@
 
 Every failure is an ApiError carrying the HTTP status and the `{"error": {message, type, param, code}}` body.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MAX_PAIRS = 16
 MAX_KEY = 64
@@ -16,8 +18,16 @@ AUTO_CHUNKING = {"type": "static", "static": {"max_chunk_size_tokens": 800, "chu
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = dict(headers or {})
@@ -51,20 +61,19 @@ def describe(value: Any) -> str:
 
 
 def type_error(param: str, expected: str, value: Any) -> ApiError:
-    return bad(f"Invalid type for '{param}': expected {expected}, but got {describe(value)} instead.",
-               param, "invalid_type")
+    return bad(
+        f"Invalid type for '{param}': expected {expected}, but got {describe(value)} instead.", param, "invalid_type"
+    )
 
 
-def body_keys(body: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = (),
-              prefix: str = "") -> None:
+def body_keys(body: Mapping[str, Any], allowed: Iterable[str], required: Iterable[str] = (), prefix: str = "") -> None:
     allowed = set(allowed)
     for key in body:
         if key not in allowed:
             raise bad(f"Unknown parameter: '{prefix}{key}'.", f"{prefix}{key}", "unknown_parameter")
     for key in required:
         if key not in body:
-            raise bad(f"Missing required parameter: '{prefix}{key}'.", f"{prefix}{key}",
-                      "missing_required_parameter")
+            raise bad(f"Missing required parameter: '{prefix}{key}'.", f"{prefix}{key}", "missing_required_parameter")
 
 
 def obj(value: Any, param: str) -> dict:
@@ -79,8 +88,12 @@ def string(value: Any, param: str, *, max_len: int | None = None, nullable: bool
     if not isinstance(value, str):
         raise type_error(param, "a string", value)
     if max_len is not None and len(value) > max_len:
-        raise bad(f"Invalid '{param}': string too long. Expected a string with maximum length {max_len}, "
-                  f"but got a string with length {len(value)} instead.", param, "string_above_max_length")
+        raise bad(
+            f"Invalid '{param}': string too long. Expected a string with maximum length {max_len}, "
+            f"but got a string with length {len(value)} instead.",
+            param,
+            "string_above_max_length",
+        )
     return value
 
 
@@ -88,11 +101,17 @@ def integer(value: Any, param: str, lo: int | None = None, hi: int | None = None
     if isinstance(value, bool) or not isinstance(value, int):
         raise type_error(param, "an integer", value)
     if lo is not None and value < lo:
-        raise bad(f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, "
-                  f"but got {value} instead.", param, "integer_below_min_value")
+        raise bad(
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {lo}, but got {value} instead.",
+            param,
+            "integer_below_min_value",
+        )
     if hi is not None and value > hi:
-        raise bad(f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, "
-                  f"but got {value} instead.", param, "integer_above_max_value")
+        raise bad(
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {hi}, but got {value} instead.",
+            param,
+            "integer_above_max_value",
+        )
     return value
 
 
@@ -120,25 +139,39 @@ def array(value: Any, param: str, max_len: int | None = None, min_len: int = 0) 
     if not isinstance(value, list):
         raise type_error(param, "an array", value)
     if max_len is not None and len(value) > max_len:
-        raise bad(f"Invalid '{param}': array too long. Expected an array with maximum length {max_len}, "
-                  f"but got an array with length {len(value)} instead.", param, "array_above_max_length")
+        raise bad(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {max_len}, "
+            f"but got an array with length {len(value)} instead.",
+            param,
+            "array_above_max_length",
+        )
     if len(value) < min_len:
-        raise bad(f"Invalid '{param}': empty array. Expected an array with minimum length {min_len}, "
-                  f"but got an empty array instead.", param, "empty_array")
+        raise bad(
+            f"Invalid '{param}': empty array. Expected an array with minimum length {min_len}, "
+            f"but got an empty array instead.",
+            param,
+            "empty_array",
+        )
     return value
 
 
 def _pairs(value: Any, param: str) -> dict:
     value = obj(value, param)
     if len(value) > MAX_PAIRS:
-        raise bad(f"Invalid '{param}': too many properties. Expected an object with at most {MAX_PAIRS} "
-                  f"properties, but got an object with {len(value)} properties instead.",
-                  param, "object_above_max_properties")
+        raise bad(
+            f"Invalid '{param}': too many properties. Expected an object with at most {MAX_PAIRS} "
+            f"properties, but got an object with {len(value)} properties instead.",
+            param,
+            "object_above_max_properties",
+        )
     for key in value:
         if len(key) > MAX_KEY:
-            raise bad(f"Invalid '{param}': property name too long. Expected a property name with maximum "
-                      f"length {MAX_KEY}, but got a property name with length {len(key)} instead.",
-                      param, "object_property_name_above_max_length")
+            raise bad(
+                f"Invalid '{param}': property name too long. Expected a property name with maximum "
+                f"length {MAX_KEY}, but got a property name with length {len(key)} instead.",
+                param,
+                "object_property_name_above_max_length",
+            )
     return value
 
 
@@ -180,14 +213,21 @@ def chunking(value: Any, param: str = "chunking_strategy") -> dict:
         return {"type": "static", "static": dict(AUTO_CHUNKING["static"])}
     body_keys(value, ("type", "static"), ("static",), prefix=f"{param}.")
     static = obj(value["static"], f"{param}.static")
-    body_keys(static, ("max_chunk_size_tokens", "chunk_overlap_tokens"),
-              ("max_chunk_size_tokens", "chunk_overlap_tokens"), prefix=f"{param}.static.")
+    body_keys(
+        static,
+        ("max_chunk_size_tokens", "chunk_overlap_tokens"),
+        ("max_chunk_size_tokens", "chunk_overlap_tokens"),
+        prefix=f"{param}.static.",
+    )
     size = integer(static["max_chunk_size_tokens"], f"{param}.static.max_chunk_size_tokens", 100, 4096)
     overlap = integer(static["chunk_overlap_tokens"], f"{param}.static.chunk_overlap_tokens", 0)
     if overlap > size // 2:
-        raise bad(f"Invalid '{param}.static.chunk_overlap_tokens': chunk_overlap_tokens must not exceed half "
-                  f"of max_chunk_size_tokens ({size // 2}), but got {overlap} instead.",
-                  f"{param}.static.chunk_overlap_tokens", "invalid_value")
+        raise bad(
+            f"Invalid '{param}.static.chunk_overlap_tokens': chunk_overlap_tokens must not exceed half "
+            f"of max_chunk_size_tokens ({size // 2}), but got {overlap} instead.",
+            f"{param}.static.chunk_overlap_tokens",
+            "invalid_value",
+        )
     return {"type": "static", "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap}}
 
 
@@ -222,7 +262,7 @@ def filters(value: Any, param: str = "filters") -> dict:
         for i, item in enumerate(array(val, where)):
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                 raise type_error(f"{where}[{i}]", "one of a string or a number", item)
-    elif isinstance(val, list) or isinstance(val, dict) or val is None:
+    elif isinstance(val, (list, dict)) or val is None:
         raise type_error(where, "one of a string, a number, or a boolean", val)
     return {"type": kind, "key": key, "value": val}
 
@@ -234,7 +274,7 @@ def query_int(query: Mapping[str, str], name: str, lo: int, hi: int, default: in
     try:
         value = int(raw)
     except ValueError:
-        raise bad(f"Invalid '{name}': expected an integer, but got '{raw}' instead.", name, "invalid_type")
+        raise bad(f"Invalid '{name}': expected an integer, but got '{raw}' instead.", name, "invalid_type") from None
     return integer(value, name, lo, hi)
 
 

@@ -12,6 +12,7 @@ Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bi
 of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
 porter stemming), not semantic.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,32 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
-from .. import chunking
-from .. import filters as attribute_filters
-from ..extract import ExtractError, extract_text
-from .fts import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
-from .base import (CANCELLED, COMPLETED, CREATE_TOKEN, FAILED, IN_PROGRESS, INVALID_FILE, SERVER_ERROR,
-                   AttachItem, AttrValue, Batch, Hit, NotFound, RemoteError, RemoteFile, Store, StoreFile)
+from ingest.remote import filters as attribute_filters
+from ingest.remote.base import (
+    CANCELLED,
+    COMPLETED,
+    CREATE_TOKEN,
+    FAILED,
+    IN_PROGRESS,
+    INVALID_FILE,
+    SERVER_ERROR,
+    AttachItem,
+    AttrValue,
+    Batch,
+    Hit,
+    NotFound,
+    RemoteError,
+    RemoteFile,
+    Store,
+    StoreFile,
+)
+from ingest.remote.local import chunking
+from ingest.remote.local.extract import ExtractError, extract_text
+from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_FILE_TOKENS = 5_000_000
@@ -41,14 +58,12 @@ ACTIVITY_RESOLUTION_S = 60
 STORE_FILE_COLUMNS = "file_id, status, attributes, error_code, error_message, usage_bytes"
 
 
-
 class LocalRemote:
     """A Remote backed by one SQLite database and a folder of blobs; safe to share across threads."""
 
     kind = "local"
 
-    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time,
-                 work_budget_s: float = 2.0):
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time, work_budget_s: float = 2.0):
         self.directory = Path(directory)
         self.blobs = self.directory / "blobs"
         for folder in (self.directory, self.blobs):
@@ -60,16 +75,19 @@ class LocalRemote:
         # One connection behind one lock: simple, and SQLite serialises writers anyway.
         self._lock = threading.RLock()
         self._claimed: set[tuple[str, str]] = set()
-        self._db = sqlite3.connect(self.directory / "store.db", timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(
+            self.directory / "store.db", timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._tx() as db:
             for statement in SCHEMA:
                 db.execute(statement)
             if not db.execute("SELECT 1 FROM chunks_fts_docsize WHERE id < 0").fetchone():
-                db.executemany("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
-                               [(-n, BACKGROUND_TEXT) for n in range(1, BACKGROUND_ROWS + 1)])
+                db.executemany(
+                    "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
+                    [(-n, BACKGROUND_TEXT) for n in range(1, BACKGROUND_ROWS + 1)],
+                )
 
     def close(self) -> None:
         """Close the database; the object is unusable afterwards."""
@@ -103,8 +121,10 @@ class LocalRemote:
     def _touch(self, db: sqlite3.Connection, store_id: str) -> None:
         """Record activity on a store, which postpones its expiry."""
         now = self._clock()
-        db.execute("UPDATE stores SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
-                   (now, store_id, now - ACTIVITY_RESOLUTION_S))
+        db.execute(
+            "UPDATE stores SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
+            (now, store_id, now - ACTIVITY_RESOLUTION_S),
+        )
 
     # Files ------------------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
@@ -114,8 +134,7 @@ class LocalRemote:
         file_id = "file-local-" + secrets.token_hex(12)
         tmp = self.blobs / f".{file_id}.tmp"
         try:  # copy then rename: a crash never leaves a half-written blob under a real id
-            with open(path, "rb") as src, \
-                    open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+            with open(path, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             size = tmp.stat().st_size
             os.replace(tmp, self.blobs / file_id)
@@ -138,24 +157,40 @@ class LocalRemote:
         return iter([RemoteFile(*r) for r in self._rows("SELECT * FROM files ORDER BY created_at, rowid")])
 
     # Stores -----------------------------------------------------------------------------------------
-    def create_store(self, name: str, metadata: Mapping[str, str], chunking: Mapping[str, object] | None,
-                     expires_after_days: int | None) -> Store:
+    def create_store(
+        self,
+        name: str,
+        metadata: Mapping[str, str],
+        chunking: Mapping[str, object] | None,
+        expires_after_days: int | None,
+    ) -> Store:
         _check_metadata(metadata)
         rule = _check_chunking(chunking)
         if expires_after_days is not None and not 1 <= expires_after_days <= 365:
             raise RemoteError(f"expires_after days must be 1-365, got {expires_after_days}")
         store_id = "vs_local_" + secrets.token_hex(12)
         with self._tx() as db:
-            db.execute("INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (store_id, name, json.dumps(dict(metadata)), json.dumps(rule.as_openai()),
-                        expires_after_days, int(self._clock()), self._clock()))
+            db.execute(
+                "INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    store_id,
+                    name,
+                    json.dumps(dict(metadata)),
+                    json.dumps(rule.as_openai()),
+                    expires_after_days,
+                    int(self._clock()),
+                    self._clock(),
+                ),
+            )
         return self.get_store(store_id)
 
     def get_store(self, store_id: str) -> Store:
         with self._lock:
             _, name, metadata, _, days, _, last_active = self._require_store(self._db, store_id)
-            rows = self._db.execute("SELECT status, COUNT(*), SUM(usage_bytes) FROM store_files"
-                                    " WHERE store_id = ? GROUP BY status", (store_id,)).fetchall()
+            rows = self._db.execute(
+                "SELECT status, COUNT(*), SUM(usage_bytes) FROM store_files WHERE store_id = ? GROUP BY status",
+                (store_id,),
+            ).fetchall()
         counts = {status: n for status, n, _ in rows}
         file_counts = {s: counts.get(s, 0) for s in STATUSES} | {"total": sum(counts.values())}
         if days is not None and self._clock() - last_active > days * 86400:
@@ -166,8 +201,9 @@ class LocalRemote:
 
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
-            rows = self._db.execute("SELECT id, metadata FROM stores WHERE created_at >= ?",
-                                    (int(since) - 600,)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, metadata FROM stores WHERE created_at >= ?", (int(since) - 600,)
+            ).fetchall()
         for store_id, metadata in rows:
             if json.loads(metadata).get(CREATE_TOKEN) == token:
                 return self.get_store(store_id)
@@ -175,9 +211,13 @@ class LocalRemote:
 
     def delete_store(self, store_id: str) -> None:
         with self._tx() as db:
-            for sql in ("DELETE FROM chunks WHERE store_id = ?", "DELETE FROM store_files WHERE store_id = ?",
-                        "DELETE FROM batch_files WHERE batch_id IN (SELECT id FROM batches WHERE store_id = ?)",
-                        "DELETE FROM batches WHERE store_id = ?", "DELETE FROM stores WHERE id = ?"):
+            for sql in (
+                "DELETE FROM chunks WHERE store_id = ?",
+                "DELETE FROM store_files WHERE store_id = ?",
+                "DELETE FROM batch_files WHERE batch_id IN (SELECT id FROM batches WHERE store_id = ?)",
+                "DELETE FROM batches WHERE store_id = ?",
+                "DELETE FROM stores WHERE id = ?",
+            ):
                 db.execute(sql, (store_id,))
 
     # Attaching and indexing -------------------------------------------------------------------------
@@ -199,12 +239,14 @@ class LocalRemote:
                     raise NotFound(f"file {file_id} not found")
                 # Re-attaching replaces the attachment; its old chunks stay searchable until the new
                 # indexing swaps them, so there is no gap.
-                db.execute("INSERT INTO store_files(store_id, file_id, status, attributes, chunking, gen,"
-                           " created_at) VALUES (?, ?, 'in_progress', ?, ?, 1, ?)"
-                           " ON CONFLICT(store_id, file_id) DO UPDATE SET status = 'in_progress',"
-                           " attributes = excluded.attributes, chunking = excluded.chunking,"
-                           " error_code = NULL, error_message = NULL, gen = store_files.gen + 1",
-                           (store_id, file_id, attributes, rule, now))
+                db.execute(
+                    "INSERT INTO store_files(store_id, file_id, status, attributes, chunking, gen,"
+                    " created_at) VALUES (?, ?, 'in_progress', ?, ?, 1, ?)"
+                    " ON CONFLICT(store_id, file_id) DO UPDATE SET status = 'in_progress',"
+                    " attributes = excluded.attributes, chunking = excluded.chunking,"
+                    " error_code = NULL, error_message = NULL, gen = store_files.gen + 1",
+                    (store_id, file_id, attributes, rule, now),
+                )
                 db.execute("INSERT INTO batch_files VALUES (?, ?)", (batch_id, file_id))
             db.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch_id, store_id, now))
             self._touch(db, store_id)
@@ -222,7 +264,10 @@ class LocalRemote:
             "SELECT bf.file_id, COALESCE(sf.status, 'cancelled'), COALESCE(sf.attributes, '{}'),"
             " sf.error_code, sf.error_message, COALESCE(sf.usage_bytes, 0) FROM batch_files bf"
             " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
-            " WHERE bf.batch_id = ? ORDER BY bf.rowid", store_id, batch_id)
+            " WHERE bf.batch_id = ? ORDER BY bf.rowid",
+            store_id,
+            batch_id,
+        )
         return iter([_store_file(r) for r in rows if status is None or r[1] == status])
 
     def _check_batch(self, store_id: str, batch_id: str) -> None:
@@ -232,22 +277,36 @@ class LocalRemote:
 
     def _batch(self, store_id: str, batch_id: str) -> Batch:
         """The batch, counted from the current state of its files (one detached since: cancelled)."""
-        counts = dict(self._rows(
-            "SELECT COALESCE(sf.status, 'cancelled') AS st, COUNT(*) FROM batch_files bf"
-            " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
-            " WHERE bf.batch_id = ? GROUP BY st", store_id, batch_id))
+        counts = dict(
+            self._rows(
+                "SELECT COALESCE(sf.status, 'cancelled') AS st, COUNT(*) FROM batch_files bf"
+                " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
+                " WHERE bf.batch_id = ? GROUP BY st",
+                store_id,
+                batch_id,
+            )
+        )
         pending = counts.get(IN_PROGRESS, 0)
         # Indexing happens during polls, so the next poll is worth making soon.
-        return Batch(batch_id, IN_PROGRESS if pending else COMPLETED, pending, counts.get(COMPLETED, 0),
-                     counts.get(FAILED, 0), counts.get(CANCELLED, 0), sum(counts.values()),
-                     100 if pending else None)
+        return Batch(
+            batch_id,
+            IN_PROGRESS if pending else COMPLETED,
+            pending,
+            counts.get(COMPLETED, 0),
+            counts.get(FAILED, 0),
+            counts.get(CANCELLED, 0),
+            sum(counts.values()),
+            100 if pending else None,
+        )
 
     def _work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
         """Index pending files of a store (or of one batch, or one file) for about the budget."""
         deadline = time.monotonic() + self._budget
-        sql = ("SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename FROM store_files sf"
-               " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
-               " WHERE sf.store_id = ? AND sf.status = 'in_progress'")
+        sql = (
+            "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename FROM store_files sf"
+            " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
+            " WHERE sf.store_id = ? AND sf.status = 'in_progress'"
+        )
         args: list = [store_id]
         if batch_id is not None:
             sql += " AND sf.file_id IN (SELECT file_id FROM batch_files WHERE batch_id = ?)"
@@ -257,8 +316,9 @@ class LocalRemote:
             args.append(file_id)
         with self._lock:
             # Files another thread is indexing right now are left to it.
-            rows = [r for r in self._db.execute(sql + " ORDER BY sf.rowid", args)
-                    if (store_id, r[0]) not in self._claimed]
+            rows = [
+                r for r in self._db.execute(sql + " ORDER BY sf.rowid", args) if (store_id, r[0]) not in self._claimed
+            ]
             self._claimed.update((store_id, r[0]) for r in rows)
         try:
             for n, (fid, gen, rule, filename) in enumerate(rows):
@@ -280,8 +340,9 @@ class LocalRemote:
             text = extract_text(blob, Path(filename).suffix)
             tokens = chunking.estimate_tokens(text)
             if tokens > MAX_FILE_TOKENS:
-                raise ExtractError(INVALID_FILE, f"the file is too large: about {tokens:,} tokens, "
-                                                 f"the limit is {MAX_FILE_TOKENS:,}")
+                raise ExtractError(
+                    INVALID_FILE, f"the file is too large: about {tokens:,} tokens, the limit is {MAX_FILE_TOKENS:,}"
+                )
             texts = chunking.chunk_text(text, rule)
             usage = len(text.encode("utf-8"))
         except ExtractError as e:
@@ -289,22 +350,28 @@ class LocalRemote:
         except Exception as e:  # a library bug must fail one file, not wedge the queue forever
             error = (SERVER_ERROR, f"the local store could not index the file: {type(e).__name__}: {e}")
         with self._tx() as db:
-            current = db.execute("SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?",
-                                 (store_id, file_id)).fetchone()
+            current = db.execute(
+                "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
+            ).fetchone()
             if current is None or current[0] != gen:
                 return  # detached or re-attached while we worked: the newer state wins
             db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
-            db.executemany("INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
-                           [(store_id, file_id, i, t) for i, t in enumerate(texts)])
-            db.execute("UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
-                       " WHERE store_id = ? AND file_id = ?",
-                       (FAILED if error else COMPLETED, *(error or (None, None)), usage, store_id, file_id))
+            db.executemany(
+                "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
+                [(store_id, file_id, i, t) for i, t in enumerate(texts)],
+            )
+            db.execute(
+                "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
+                " WHERE store_id = ? AND file_id = ?",
+                (FAILED if error else COMPLETED, *(error or (None, None)), usage, store_id, file_id),
+            )
 
     # Store files ------------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
         self._work(store_id, file_id=file_id)
-        rows = self._rows(f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ? AND file_id = ?",
-                          store_id, file_id)
+        rows = self._rows(
+            f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ? AND file_id = ?", store_id, file_id
+        )
         if not rows:
             raise NotFound(f"file {file_id} not found in vector store {store_id}")
         return _store_file(rows[0])
@@ -313,15 +380,22 @@ class LocalRemote:
         with self._lock:
             self._require_store(self._db, store_id)
         self._work(store_id)
-        rows = self._rows(f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
-                          " AND (? IS NULL OR status = ?) ORDER BY rowid", store_id, status, status)
+        rows = self._rows(
+            f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
+            " AND (? IS NULL OR status = ?) ORDER BY rowid",
+            store_id,
+            status,
+            status,
+        )
         return iter([_store_file(r) for r in rows])
 
     def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None:
         _check_attributes(attributes)
         with self._tx() as db:
-            cur = db.execute("UPDATE store_files SET attributes = ? WHERE store_id = ? AND file_id = ?",
-                             (json.dumps(dict(attributes)), store_id, file_id))
+            cur = db.execute(
+                "UPDATE store_files SET attributes = ? WHERE store_id = ? AND file_id = ?",
+                (json.dumps(dict(attributes)), store_id, file_id),
+            )
             if cur.rowcount == 0:
                 raise NotFound(f"file {file_id} not found in vector store {store_id}")
             self._touch(db, store_id)
@@ -333,8 +407,9 @@ class LocalRemote:
             self._touch(db, store_id)
 
     # Search -----------------------------------------------------------------------------------------
-    def search(self, store_id: str, query: str, filters: Mapping[str, object] | None = None,
-               max_results: int = 10) -> list[Hit]:
+    def search(
+        self, store_id: str, query: str, filters: Mapping[str, object] | None = None, max_results: int = 10
+    ) -> list[Hit]:
         if not 1 <= max_results <= 50:
             raise RemoteError(f"max_num_results must be between 1 and 50, got {max_results}")
         if filters is not None:
@@ -353,8 +428,9 @@ class LocalRemote:
         k = max(50, max_results * 5)
         with self._lock:
             while True:
-                top = self._db.execute("SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? "
-                                       "ORDER BY rank LIMIT ?", (match, k)).fetchall()
+                top = self._db.execute(
+                    "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?", (match, k)
+                ).fetchall()
                 hits = self._hits(store_id, top, filters, max_results)
                 if len(hits) >= max_results or len(top) < k:
                     return hits
@@ -363,11 +439,16 @@ class LocalRemote:
     def _hits(self, store_id: str, top: list[tuple], filters, max_results: int) -> list[Hit]:
         rank_of = dict(top)
         marks = ",".join("?" * len(rank_of))
-        rows = self._db.execute(
-            "SELECT c.id, c.file_id, f.filename, sf.attributes, c.text FROM chunks c"
-            " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
-            f" JOIN files f ON f.id = c.file_id WHERE c.store_id = ? AND c.id IN ({marks})",
-            (store_id, *rank_of)).fetchall() if rank_of else []
+        rows = (
+            self._db.execute(
+                "SELECT c.id, c.file_id, f.filename, sf.attributes, c.text FROM chunks c"
+                " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
+                f" JOIN files f ON f.id = c.file_id WHERE c.store_id = ? AND c.id IN ({marks})",
+                (store_id, *rank_of),
+            ).fetchall()
+            if rank_of
+            else []
+        )
         hits = []
         for chunk_id, file_id, filename, attributes, text in sorted(rows, key=lambda r: (rank_of[r[0]], r[0])):
             attrs = json.loads(attributes)

@@ -7,11 +7,12 @@ Semantics chosen where the API documentation is silent (the local store follows 
 - gt/gte/lt/lte compare numbers with numbers and strings with strings (lexicographically, so ISO
   dates work); a value of another type never matches.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 COMPARISONS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
 COMPOUNDS = frozenset({"and", "or"})
@@ -35,12 +36,12 @@ def _is_scalar(value: object) -> bool:
 def validate_filter(flt: object, where: str = "filters") -> None:
     """Raise ValueError naming the first malformed part of `flt`."""
     if not isinstance(flt, Mapping):
-        raise ValueError(f"{where} must be an object with a \"type\", got {flt!r}")
+        raise ValueError(f'{where} must be an object with a "type", got {flt!r}')
     kind = flt.get("type")
     if kind in COMPOUNDS:
         subs = flt.get("filters")
         if isinstance(subs, (str, bytes)) or not isinstance(subs, Sequence) or not subs:
-            raise ValueError(f"{where}: a {kind!r} filter needs a non-empty list in \"filters\"")
+            raise ValueError(f'{where}: a {kind!r} filter needs a non-empty list in "filters"')
         extra = set(flt) - {"type", "filters"}
         if extra:
             raise ValueError(f"{where}: unexpected field(s) {sorted(extra)} in a {kind!r} filter")
@@ -48,8 +49,7 @@ def validate_filter(flt: object, where: str = "filters") -> None:
             validate_filter(sub, f"{where}.filters[{n}]")
         return
     if kind not in COMPARISONS:
-        raise ValueError(f"{where}.type must be one of {sorted(COMPARISONS | COMPOUNDS)}, "
-                         f"got {kind!r}")
+        raise ValueError(f"{where}.type must be one of {sorted(COMPARISONS | COMPOUNDS)}, got {kind!r}")
     extra = set(flt) - {"type", "key", "value"}
     if extra:
         raise ValueError(f"{where}: unexpected field(s) {sorted(extra)} in a {kind!r} filter")
@@ -57,19 +57,17 @@ def validate_filter(flt: object, where: str = "filters") -> None:
     if not isinstance(key, str) or not key:
         raise ValueError(f"{where}.key must be a non-empty string, got {key!r}")
     if "value" not in flt:
-        raise ValueError(f"{where}: a {kind!r} filter on {key!r} needs a \"value\"")
+        raise ValueError(f'{where}: a {kind!r} filter on {key!r} needs a "value"')
     value = flt["value"]
     if kind in ("in", "nin"):
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
             raise ValueError(f"{where}.value must be a non-empty list for {kind!r}, got {value!r}")
         for item in value:
             if not _is_scalar(item):
-                raise ValueError(f"{where}.value items must be strings, numbers or booleans, "
-                                 f"got {item!r}")
+                raise ValueError(f"{where}.value items must be strings, numbers or booleans, got {item!r}")
     elif kind in _ORDERINGS:
         if not (isinstance(value, str) or (_is_number(value) and math.isfinite(value))):
-            raise ValueError(f"{where}.value must be a number or a string for {kind!r}, "
-                             f"got {value!r}")
+            raise ValueError(f"{where}.value must be a number or a string for {kind!r}, got {value!r}")
     elif not _is_scalar(value):
         raise ValueError(f"{where}.value must be a string, number or boolean, got {value!r}")
 
@@ -83,8 +81,9 @@ def validate_attributes(attributes: Mapping[str, object]) -> None:
         if not isinstance(key, str) or not 1 <= len(key) <= 64:
             raise ValueError(f"attribute key {key!r} must be a string of 1-64 characters")
         if not _is_scalar(value) or (isinstance(value, str) and len(value) > 512):
-            raise ValueError(f"attribute {key!r}: {value!r} is not a string of at most 512 "
-                             "characters, a finite number or a boolean")
+            raise ValueError(
+                f"attribute {key!r}: {value!r} is not a string of at most 512 characters, a finite number or a boolean"
+            )
 
 
 def _same(a: object, b: object) -> bool:
@@ -163,8 +162,9 @@ def parse_cli_filters(specs: Sequence[str]) -> dict | None:
     for spec in specs:
         m = _CLI_FILTER.match(spec)
         if not m:
-            raise ValueError(f"--filter {spec!r}: expected KEY=VALUE, KEY!=VALUE, KEY>VALUE, "
-                             "KEY>=VALUE, KEY<VALUE or KEY<=VALUE")
+            raise ValueError(
+                f"--filter {spec!r}: expected KEY=VALUE, KEY!=VALUE, KEY>VALUE, KEY>=VALUE, KEY<VALUE or KEY<=VALUE"
+            )
         key, op, raw = m.groups()
         value = parse_cli_value(raw)
         kind = _CLI_OPERATORS[op]

@@ -6,12 +6,13 @@ ceil(len / 5) tokens, each punctuation mark 1, and a non-ASCII run one token per
 English prose that is ≈ 1.3 tokens per word (≈ 0.75 words per token, the usual rule of thumb for
 cl100k), and it errs high for code and non-Latin scripts, so chunks stay within the real limits.
 """
+
 from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Union
 
 AUTO_MAX_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
@@ -33,13 +34,15 @@ class ChunkingStrategy:
 
     def as_openai(self) -> dict:
         """The OpenAI chunking_strategy object for this strategy (static form)."""
-        return {"type": "static", "static": {"max_chunk_size_tokens": self.max_tokens,
-                                             "chunk_overlap_tokens": self.overlap_tokens}}
+        return {
+            "type": "static",
+            "static": {"max_chunk_size_tokens": self.max_tokens, "chunk_overlap_tokens": self.overlap_tokens},
+        }
 
 
 AUTO = ChunkingStrategy()
 
-StrategyLike = Union[ChunkingStrategy, Mapping[str, object], None]
+StrategyLike = ChunkingStrategy | Mapping[str, object] | None
 
 
 def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
@@ -65,11 +68,15 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
     if not MIN_MAX_TOKENS <= size <= MAX_MAX_TOKENS:
-        raise ValueError(f"chunking_strategy.static.max_chunk_size_tokens must be between "
-                         f"{MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}, got {size}")
+        raise ValueError(
+            f"chunking_strategy.static.max_chunk_size_tokens must be between "
+            f"{MIN_MAX_TOKENS} and {MAX_MAX_TOKENS}, got {size}"
+        )
     if overlap < 0 or overlap * 2 > size:
-        raise ValueError(f"chunking_strategy.static.chunk_overlap_tokens must be between 0 and "
-                         f"half of max_chunk_size_tokens ({size // 2}), got {overlap}")
+        raise ValueError(
+            f"chunking_strategy.static.chunk_overlap_tokens must be between 0 and "
+            f"half of max_chunk_size_tokens ({size // 2}), got {overlap}"
+        )
     return ChunkingStrategy(size, overlap)
 
 
@@ -98,7 +105,7 @@ def chunk_text(text: str, strategy: StrategyLike = None) -> list[str]:
     for m in _PIECE.finditer(text):
         start, end = m.span()
         if starts:
-            gap = text[ends[-1]:start]
+            gap = text[ends[-1] : start]
             if gap.count("\n") >= 2:
                 level.append(2)
             elif "\n" in gap or (gap and text[ends[-1] - 1] in _SENTENCE_END):
@@ -120,18 +127,17 @@ def chunk_text(text: str, strategy: StrategyLike = None) -> list[str]:
         # j = the most pieces from i that fit the window.
         j = bisect.bisect_right(cum, cum[i] + rule.max_tokens) - 1
         if j >= n:
-            chunks.append(text[starts[i]:ends[n - 1]])
+            chunks.append(text[starts[i] : ends[n - 1]])
             return chunks
         cut = _best_cut(cum, level, i, j, rule)
-        chunks.append(text[starts[i]:ends[cut - 1]])
+        chunks.append(text[starts[i] : ends[cut - 1]])
         # The next chunk starts overlap_tokens back from the cut, but always moves forward.
         i = max(bisect.bisect_left(cum, cum[cut] - rule.overlap_tokens), i + 1)
 
 
 def _best_cut(cum: list[int], level: list[int], i: int, j: int, rule: ChunkingStrategy) -> int:
     """The piece index to end the window [i, j) at: the latest strongest boundary near its end."""
-    floor = max(cum[i] + int(rule.max_tokens * _BOUNDARY_SEARCH_FROM),
-                cum[i] + rule.overlap_tokens + 1)
+    floor = max(cum[i] + int(rule.max_tokens * _BOUNDARY_SEARCH_FROM), cum[i] + rule.overlap_tokens + 1)
     lo = max(bisect.bisect_left(cum, floor), i + 1)
     best, best_level = j, level[j]
     for k in range(j - 1, lo - 1, -1):

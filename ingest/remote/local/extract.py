@@ -1,4 +1,5 @@
 """Turn a stored document into plain text the way file_search would, for the embedded local store."""
+
 from __future__ import annotations
 
 import codecs
@@ -7,20 +8,49 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 # The file_search types (see shared/openai-api.md), keyed by extension.
-TEXT_EXTENSIONS = frozenset({
-    ".txt", ".md", ".py", ".c", ".cpp", ".cs", ".css", ".go", ".java", ".js", ".json",
-    ".php", ".rb", ".sh", ".tex", ".ts",
-})
+TEXT_EXTENSIONS = frozenset(
+    {
+        ".txt",
+        ".md",
+        ".py",
+        ".c",
+        ".cpp",
+        ".cs",
+        ".css",
+        ".go",
+        ".java",
+        ".js",
+        ".json",
+        ".php",
+        ".rb",
+        ".sh",
+        ".tex",
+        ".ts",
+    }
+)
 DOCUMENT_EXTENSIONS = frozenset({".html", ".pdf", ".docx", ".pptx", ".doc"})
 SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | DOCUMENT_EXTENSIONS
 
 MIME_TO_EXT = {
-    "text/plain": ".txt", "text/markdown": ".md", "text/x-python": ".py", "text/x-c": ".c",
-    "text/x-c++": ".cpp", "text/x-csharp": ".cs", "text/css": ".css", "text/x-golang": ".go",
-    "text/x-java": ".java", "text/javascript": ".js", "application/json": ".json",
-    "text/x-php": ".php", "text/x-ruby": ".rb", "application/x-sh": ".sh",
-    "text/x-tex": ".tex", "application/typescript": ".ts", "text/html": ".html",
-    "application/pdf": ".pdf", "application/msword": ".doc",
+    "text/plain": ".txt",
+    "text/markdown": ".md",
+    "text/x-python": ".py",
+    "text/x-c": ".c",
+    "text/x-c++": ".cpp",
+    "text/x-csharp": ".cs",
+    "text/css": ".css",
+    "text/x-golang": ".go",
+    "text/x-java": ".java",
+    "text/javascript": ".js",
+    "application/json": ".json",
+    "text/x-php": ".php",
+    "text/x-ruby": ".rb",
+    "application/x-sh": ".sh",
+    "text/x-tex": ".tex",
+    "application/typescript": ".ts",
+    "text/html": ".html",
+    "application/pdf": ".pdf",
+    "application/msword": ".doc",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
     "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
 }
@@ -46,11 +76,9 @@ def extract_text(path: Path, mime_or_ext: str | None = None) -> str:
     """
     ext = _normalise_kind(Path(path), mime_or_ext)
     if ext == ".doc":
-        raise ExtractError("unsupported_file",
-                           "legacy .doc files cannot be read by the local store; save it as .docx")
+        raise ExtractError("unsupported_file", "legacy .doc files cannot be read by the local store; save it as .docx")
     if ext not in SUPPORTED_EXTENSIONS:
-        raise ExtractError("unsupported_file",
-                           f"{ext or 'files without an extension'} is not a file_search type")
+        raise ExtractError("unsupported_file", f"{ext or 'files without an extension'} is not a file_search type")
     try:
         if ext in TEXT_EXTENSIONS:
             text = decode_text(Path(path).read_bytes())
@@ -63,8 +91,7 @@ def extract_text(path: Path, mime_or_ext: str | None = None) -> str:
         else:
             text = _pptx_text(Path(path))
     except OSError as e:
-        raise ExtractError("invalid_file",
-                           f"the file could not be read: {e.strerror or _detail(e, path)}") from e
+        raise ExtractError("invalid_file", f"the file could not be read: {e.strerror or _detail(e, path)}") from e
     if not text.strip():
         raise ExtractError("invalid_file", "no text could be extracted")
     return text
@@ -86,7 +113,7 @@ def _normalise_kind(path: Path, mime_or_ext: str | None) -> str:
 def decode_text(data: bytes) -> str:
     """Decode utf-8 / utf-16 (with a BOM) / ascii, the encodings file_search accepts."""
     if data.startswith(codecs.BOM_UTF8):
-        encoding, data = "utf-8", data[len(codecs.BOM_UTF8):]
+        encoding, data = "utf-8", data[len(codecs.BOM_UTF8) :]
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
     else:
@@ -95,9 +122,8 @@ def decode_text(data: bytes) -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
         raise ExtractError(
-            "invalid_file",
-            f"the text is not valid UTF-8 or UTF-16 (bad byte at offset {e.start}); "
-            "re-save it as UTF-8") from e
+            "invalid_file", f"the text is not valid UTF-8 or UTF-16 (bad byte at offset {e.start}); re-save it as UTF-8"
+        ) from e
     # NULs outside a UTF-16 file mean a binary file wearing a text extension.
     if "\x00" in text:
         raise ExtractError("invalid_file", "the file contains binary data, not text")
@@ -110,11 +136,40 @@ class _VisibleText(HTMLParser):
     # Not "head": pages that never close it would lose their whole body.
     HIDDEN = frozenset({"script", "style", "noscript", "template", "title"})
     # Block elements end a line so words from adjacent blocks do not run together.
-    BLOCKS = frozenset({
-        "p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header",
-        "footer", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "dt", "dd", "hr",
-        "nav", "aside", "main", "figure", "figcaption", "td", "th",
-    })
+    BLOCKS = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "ul",
+            "ol",
+            "tr",
+            "table",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "pre",
+            "blockquote",
+            "dt",
+            "dd",
+            "hr",
+            "nav",
+            "aside",
+            "main",
+            "figure",
+            "figcaption",
+            "td",
+            "th",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -157,7 +212,7 @@ def html_to_text(html: str) -> str:
     body = "\n".join(line for line in lines if line)
     title = " ".join("".join(parser.title).split())
     # The title is visible in the tab and often the best search handle for the page.
-    return f"{title}\n\n{body}" if title and title not in body[:len(title) + 1] else body
+    return f"{title}\n\n{body}" if title and title not in body[: len(title) + 1] else body
 
 
 def _pdf_text(path: Path) -> str:
@@ -174,8 +229,9 @@ def _pdf_text(path: Path) -> str:
             except ExtractError:
                 raise
             except Exception as e:
-                raise ExtractError("invalid_file", "the PDF is encrypted and could not be opened "
-                                                   f"({_detail(e, path)})") from e
+                raise ExtractError(
+                    "invalid_file", f"the PDF is encrypted and could not be opened ({_detail(e, path)})"
+                ) from e
         pages = [page.extract_text() or "" for page in reader.pages]
     except ExtractError:
         raise
@@ -191,12 +247,14 @@ def _docx_text(path: Path) -> str:
 
     try:
         document = docx.Document(str(path))
-        roots = [document.element.body] + [rel.target_part.element for rel in document.part.rels.values()
-                                           if rel.reltype in (RT.HEADER, RT.FOOTER)]
+        roots = [document.element.body] + [
+            rel.target_part.element for rel in document.part.rels.values() if rel.reltype in (RT.HEADER, RT.FOOTER)
+        ]
         return "\n".join(line for root in roots for line in _wordml_lines(root))
     except Exception as e:  # python-docx raises anything from KeyError to lxml errors
-        raise ExtractError("invalid_file",
-                           f"the Word document is damaged or not a .docx file ({_detail(e, path)})") from e
+        raise ExtractError(
+            "invalid_file", f"the Word document is damaged or not a .docx file ({_detail(e, path)})"
+        ) from e
 
 
 def _wordml_lines(root) -> list[str]:
@@ -263,8 +321,9 @@ def _pptx_text(path: Path) -> str:
             if text:
                 slides.append(text)
     except Exception as e:  # python-pptx raises anything from KeyError to lxml errors
-        raise ExtractError("invalid_file",
-                           f"the presentation is damaged or not a .pptx file ({_detail(e, path)})") from e
+        raise ExtractError(
+            "invalid_file", f"the presentation is damaged or not a .pptx file ({_detail(e, path)})"
+        ) from e
     return "\n\n".join(slides)
 
 

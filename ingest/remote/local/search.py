@@ -1,4 +1,5 @@
 """The embedded store's SQLite layout and how a query becomes a safe, ranked FTS5 search."""
+
 from __future__ import annotations
 
 import re
