@@ -91,6 +91,8 @@ class StoreSpec:
     chunking: Mapping[str, Any] | None = None
     expires_after_days: int | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    # Upload ingest's extracted text instead of the file: "auto" where the server cannot read the type.
+    upload_text: bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,9 @@ class _Reader:
 
     def store(self, data, index) -> StoreSpec:
         prefix = f"stores[{index}]."
-        self.known(data, {"name", "paths", "max_files", "chunking", "expires_after_days", "attributes"}, prefix)
+        self.known(
+            data, {"name", "paths", "max_files", "chunking", "expires_after_days", "attributes", "upload_text"}, prefix
+        )
         name = self.string(data, "name", prefix, None)
         if not name:
             raise self.fail(prefix + "name", "is required")
@@ -359,7 +363,13 @@ class _Reader:
             chunking=self.chunking(data.get("chunking"), prefix + "chunking"),
             expires_after_days=days,
             attributes=dict(attributes),
+            upload_text=self.upload_text(data.get("upload_text", "auto"), prefix + "upload_text"),
         )
+
+    def upload_text(self, value, key):
+        if not (isinstance(value, bool) or value == "auto"):
+            raise self.fail(key, f'must be "auto", true or false, not {value!r}')
+        return value
 
     def chunking(self, value, key):
         if value is None or value == "auto" or value == {"type": "auto"}:

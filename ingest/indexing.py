@@ -8,10 +8,11 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingest.attach import Limit, attach_each, retryable
 from ingest.config import BATCH_LIMIT, Settings
 from ingest.manifest import (
     ATTACHING,
@@ -29,24 +30,25 @@ from ingest.manifest import (
 )
 from ingest.remote.base import (
     CANCELLED,
+    COMPLETED,
     IN_PROGRESS,
+    INVALID_FILE,
     MAX_RETRY_AFTER,
-    SERVER_ERROR,
+    UNSUPPORTED_FILE,
     AttachItem,
     AuthError,
     NotFound,
     Remote,
     RemoteError,
+    StoreFile,
+    Unsupported,
 )
-from ingest.stores import Stores
+from ingest.remote.local.extract import ExtractError
+from ingest.remote.profile import PROFILES, Profile
+from ingest.stores import Stores, remember_profile
+from ingest.text import TextUploads
 
-
-def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx: worth another run's try."""
-    status = getattr(exc, "status_code", None)
-    return status is None or status in (408, 409, 429) or status >= 500
-
-
+PERMANENT = (UNSUPPORTED_FILE, INVALID_FILE)  # the server read the file and refused it: another try cannot help
 log = logging.getLogger("ingest")
 SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 Progress = Callable[[str, int, int], None]
@@ -84,8 +86,13 @@ class Indexer:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        profile: Profile | None = None,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
+        self.profile = profile or PROFILES["openai"]
+        self.text = TextUploads(settings, self.profile)
+        self.limit = Limit(self.profile.attach_concurrency, self.profile.attach_max)
+        self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
         self.clock = clock
@@ -96,13 +103,23 @@ class Indexer:
 
     # upload ------------------------------------------------------------------------------------
     def run(self, uploads: list[FileRow], attach: list[FileRow], attaching: list[FileRow]) -> Outcome:
-        """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch."""
+        """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch
+        (or, with no batch id, attached on their own)."""
         for row in attach:
+            # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
+            # already in the store, so it goes first. Not there is fine.
+            self._detach(row.vector_store_id, row.file_id, "attaching it anyway")
             self._queue[row.vector_store_id].append(row)
         for row in attaching:
-            self.batches.setdefault(row.batch_id, _Batch(row.vector_store_id, {})).rows[row.file_id] = row
+            if row.batch_id:
+                self.batches.setdefault(row.batch_id, _Batch(row.vector_store_id, {})).rows[row.file_id] = row
+            else:
+                self.singles[row.file_id] = (row.vector_store_id, row)
         if uploads:
-            self._upload_all(uploads)
+            try:
+                self._upload_all(uploads)
+            finally:
+                self.text.close()
         for store_id in list(self._queue):
             self._flush(store_id)
         self._wait()
@@ -137,19 +154,38 @@ class Indexer:
 
     def _start(self, pool: ThreadPoolExecutor, row: FileRow):
         path = Path(row.root) / row.path
+        try:
+            source, name = self.text.source(path, row.store or "", row.mime)
+        except (ExtractError, OSError) as exc:
+            source, name, failed = path, path.name, exc
+        else:
+            failed = None
         with self.manifest.transaction():  # one commit, not two: it is paid once per file
-            upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
+            size = (row.size or 0) if source == path else source.stat().st_size
+            upload_id = self.manifest.ledger_start(row.root, row.path, name, size, row.sha256)
             row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
-        future = pool.submit(self.remote.upload, path, path.name)
+        if failed is not None:
+            future: Future = Future()
+            future.set_exception(failed)
+        else:
+            future = pool.submit(self.remote.upload, source, name)
         future.upload_id = upload_id  # type: ignore[attr-defined]
         future.row = row  # type: ignore[attr-defined]
+        future.source = source  # type: ignore[attr-defined]
         return future
 
     def _uploaded(self, future, row: FileRow) -> None:
         row = future.row
         path = Path(row.root) / row.path
+        self.text.done(future.source)
         try:
             remote_file = future.result()
+        except ExtractError as exc:
+            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self._fail(
+                row, f"this server cannot read its type, and its text cannot be extracted: {exc}", exc.code, False
+            )
+            return
         except FileNotFoundError:
             self.manifest.ledger_failed(future.upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
@@ -167,7 +203,7 @@ class Indexer:
             self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
             cause = exc.__cause__
-            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and is_retryable(cause))
+            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and retryable(cause))
             return
         changes = {"state": UPLOADED, "file_id": remote_file.id}
         try:
@@ -198,27 +234,25 @@ class Indexer:
             self._attach(store_id, rows[start : start + BATCH_LIMIT])
 
     def _attach(self, store_id: str, rows: list[FileRow]) -> None:
-        chunking = self.stores.chunking(rows[0].store) if rows else None
+        if not rows:
+            return
+        if self.profile.per_file_batches is False:
+            self._attach_each(store_id, rows)
+            return
+        chunking = self.stores.chunking(rows[0].store)
         items = [AttachItem(r.file_id, r.attrs(), chunking) for r in rows]
         try:
             batch = self.remote.attach_batch(store_id, items)
         except AuthError:
             raise
+        except Unsupported as exc:
+            log.info("%s; attaching one file at a time from now on", exc)
+            self.profile = self.profile.with_batches(False)
+            remember_profile(self.manifest, self.remote, self.profile)
+            self._attach_each(store_id, rows)
+            return
         except NotFound:
-            # A file id of ours is gone remotely: the whole batch is refused. Upload these again.
-            with self.manifest.transaction():
-                for row in rows:
-                    self.manifest.ledger_set(row.file_id, RETIRE)
-                    self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
-            # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-            self.outcome.failures += [
-                (
-                    _show(r),
-                    "not attached: the vector store or the uploaded file was "
-                    "gone remotely; it is uploaded again next run",
-                )
-                for r in rows
-            ]
+            self._gone(rows)  # a file id of ours is gone remotely: the whole batch is refused
             return
         except RemoteError as exc:
             for row in rows:
@@ -231,11 +265,99 @@ class Indexer:
                 self.manifest.ledger_set(row.file_id, "live", store_id)
         self.batches[batch.id] = tracked
 
+    def _gone(self, rows: list[FileRow]) -> None:
+        """The vector store or the uploaded file is gone remotely: upload these again."""
+        with self.manifest.transaction():
+            for row in rows:
+                self.manifest.ledger_set(row.file_id, RETIRE)
+                self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
+        # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
+        self.outcome.failures += [
+            (
+                _show(r),
+                "not attached: the vector store or the uploaded file was gone remotely; it is uploaded again next run",
+            )
+            for r in rows
+        ]
+
+    def _attach_each(self, store_id: str, rows: list[FileRow]) -> None:
+        """One call per file, so each keeps its own attributes; the row is recorded as each one answers."""
+        chunking = self.stores.chunking(rows[0].store)
+        sent: dict[str, FileRow] = {}
+        with self.manifest.transaction():  # attaching before the call: a crash leaves it to be looked up
+            for row in rows:
+                sent[row.file_id] = self.manifest.update(row, state=ATTACHING, batch_id=None)
+                self.manifest.ledger_set(row.file_id, "live", store_id)
+        items = [AttachItem(r.file_id, r.attrs(), chunking) for r in sent.values()]
+        for result in attach_each(self.remote, store_id, items, self.limit, self.stop):
+            row = sent.pop(result.file_id)
+            if isinstance(result.error, NotFound):
+                self._gone([row])
+            elif result.error is not None:
+                if retryable(result.error):
+                    self._again(store_id, row, f"attach failed: {result.error}", None)
+                else:
+                    self._fail(row, f"attach failed: {result.error}", None, retryable=False)
+            elif result.lost:
+                self._again(store_id, row, "the server lost its record of the file while indexing it", None)
+            elif result.store_file is not None:
+                self._observed(store_id, row, result.store_file)
+        for row in sent.values():  # stopping: not sent, looked up (and attached) by the next run
+            self.singles[row.file_id] = (store_id, row)
+
+    def _observed(self, store_id: str, row: FileRow, sf: StoreFile) -> None:
+        """What the store's own record of a file says."""
+        if sf.status == COMPLETED:
+            self._indexed(row)
+        elif sf.status == IN_PROGRESS:
+            self.singles[row.file_id] = (store_id, row)
+        elif sf.status == CANCELLED:
+            self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
+        else:
+            reason = f"indexing failed: {sf.error_code or 'the server gave no reason'}" + (
+                f": {sf.error_message}" if sf.error_message else ""
+            )
+            if sf.error_code in PERMANENT:
+                self._fail(row, reason, sf.error_code, retryable=False)
+            else:  # server_error, an unknown code, or none at all (the embedder was down): may pass next time
+                self._again(store_id, row, reason, sf.error_code)
+
+    def _again(self, store_id: str, row: FileRow, reason: str, code: str | None) -> None:
+        """Attach once more in this run (detached first), a bounded number of times; then fail retryably."""
+        if self._index_retries[row.file_id] >= self.settings.server_error_retries:
+            self._fail(row, reason, code, retryable=True)
+            return
+        self._index_retries[row.file_id] += 1
+        # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
+        self._detach(store_id, row.file_id, "attaching it again anyway")
+        self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
+
+    def _poll_singles(self) -> None:
+        for file_id, (store_id, row) in list(self.singles.items()):
+            try:
+                sf = self.remote.get_store_file(store_id, file_id)
+            except NotFound:
+                del self.singles[file_id]
+                self._again(store_id, row, "the store has no record of the file", None)
+                continue
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                log.warning("cannot check %s: %s", _show(row), exc)
+                continue
+            if sf.status != IN_PROGRESS:
+                del self.singles[file_id]
+                with self.manifest.transaction():
+                    self._observed(store_id, row, sf)
+
     # wait --------------------------------------------------------------------------------------
+    def _waiting(self) -> int:
+        return sum(len(b.rows) for b in self.batches.values()) + len(self.singles)
+
     def _wait(self) -> None:
         deadline = self.clock() + self.settings.index_timeout
-        total = sum(len(b.rows) for b in self.batches.values())
-        while self.batches:
+        total = self._waiting()
+        while self.batches or self.singles or self._queue:
             hint = None
             for batch_id in list(self.batches):
                 tracked = self.batches[batch_id]
@@ -253,10 +375,11 @@ class Indexer:
                     self._settle(batch_id, batch)
                 elif batch.poll_after_ms is not None:
                     hint = batch.poll_after_ms / 1000 if hint is None else min(hint, batch.poll_after_ms / 1000)
+            self._poll_singles()
             for store_id in list(self._queue):
-                self._flush(store_id)  # server_error retries go out in a new batch
-            self.progress("index", total - sum(len(b.rows) for b in self.batches.values()), total)
-            if not self.batches:
+                self._flush(store_id)  # retries go out again (in a new batch, or one by one)
+            self.progress("index", max(0, total - self._waiting()), total)
+            if not (self.batches or self.singles or self._queue):
                 break
             if self.stop.is_set():
                 self.outcome.notes.append("stopped while files were indexing; the next run checks them")
@@ -264,6 +387,7 @@ class Indexer:
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
                     self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
+                self.outcome.still_indexing += [_show(r) for _, r in self.singles.values()]
                 self.outcome.notes.append(
                     f"{len(self.outcome.still_indexing)} files still indexing after "
                     f"{self.settings.index_timeout:.0f} s; the next run checks them again"
@@ -277,33 +401,29 @@ class Indexer:
 
     def _settle(self, batch_id: str, batch) -> None:
         tracked = self.batches.pop(batch_id)
-        outcomes: dict[str, tuple[str, str | None, str | None]] = {}
+        records: dict[str, StoreFile] = {}
+        # Counts that account for every file as completed say so of each; anything else is read file by
+        # file (llama-stack says "completed" for a batch whose files failed).
+        counted = batch.completed == len(tracked.rows) and not (batch.failed or batch.cancelled or batch.in_progress)
         try:
-            if batch.failed or batch.cancelled or batch.in_progress:
-                for sf in self.remote.batch_files(tracked.store_id, batch_id):
-                    outcomes[sf.file_id] = (sf.status, sf.error_code, sf.error_message)
+            if not counted:
+                records = {sf.file_id: sf for sf in self.remote.batch_files(tracked.store_id, batch_id)}
         except RemoteError as exc:
             log.warning("cannot list files of batch %s: %s", batch_id, exc)
             self.batches[batch_id] = tracked  # look again next round
             return
         with self.manifest.transaction():
             for file_id, row in tracked.rows.items():
-                status, code, message = outcomes.get(file_id, ("completed", None, None))
-                if status == IN_PROGRESS:
-                    self.batches.setdefault(f"{batch_id}", _Batch(tracked.store_id, {})).rows[file_id] = row
-                elif status == "completed":
+                sf = records.get(file_id)
+                if counted:
                     self._indexed(row)
-                elif status == CANCELLED:
-                    self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
-                elif code == SERVER_ERROR and self._index_retries[file_id] < self.settings.server_error_retries:
-                    self._index_retries[file_id] += 1
-                    # What the API does with a second attach of a file already in the store is not
-                    # documented: the failed store file goes first.
-                    self._detach(tracked.store_id, file_id, "attaching it again anyway")
-                    self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
+                elif sf is None:
+                    # Silence is not success: a file the listing leaves out is looked up on its own.
+                    self.singles[file_id] = (tracked.store_id, row)
+                elif sf.status == IN_PROGRESS:
+                    self.batches.setdefault(batch_id, _Batch(tracked.store_id, {})).rows[file_id] = row
                 else:
-                    reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
-                    self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
+                    self._observed(tracked.store_id, row, sf)
 
     def _detach(self, store_id: str, file_id: str, then: str) -> None:
         """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""

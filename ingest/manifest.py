@@ -128,7 +128,9 @@ def m003_upload_server_time(db: sqlite_utils.Database) -> None:
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key")
+    db.table("roots").create(
+        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
+    )
     db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
@@ -136,6 +138,16 @@ def m004_roots(db: sqlite_utils.Database) -> None:
 def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
     db.table("runs").add_column("alive_at", float)
+
+
+@migrations()
+def m006_server(db: sqlite_utils.Database) -> None:
+    # The server's profile as last found (by identity, and what it refused), keyed by its base URL: another
+    # URL is another server, found out again.
+    db.table("server").create(
+        {"base_url": str, "profile": str, "version": str, "per_file_batches": int, "checked_at": float},
+        pk="base_url",
+    )
 
 
 class ManifestError(Exception):
@@ -491,6 +503,25 @@ class Manifest:
         values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
         self.db.table("uploads").update(upload.id, values)
 
+    # the server ------------------------------------------------------------------------------
+    def server(self, base_url: str) -> dict[str, Any] | None:
+        found = list(self.db.table("server").rows_where("base_url = ?", [base_url]))
+        return found[0] if found else None
+
+    def remember_server(self, base_url: str, profile: str, version: str | None, per_file_batches: bool | None) -> None:
+        with self.transaction():  # one server at a time: the profile of a URL no longer used is stale
+            self.db.table("server").delete_where()
+            self.db.table("server").insert(
+                {
+                    "base_url": base_url,
+                    "profile": profile,
+                    "version": version,
+                    "per_file_batches": None if per_file_batches is None else int(per_file_batches),
+                    "checked_at": time.time(),
+                },
+                pk="base_url",
+            )
+
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
         self._run = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
@@ -528,5 +559,7 @@ class Manifest:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db.table("files").rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"):
+        for r in self.db.table("files").rows_where(
+            "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
+        ):
             yield FileRow.from_db(r)

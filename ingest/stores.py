@@ -13,6 +13,7 @@ from typing import Any
 
 from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
+from ingest.remote import profile as profiles
 from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
 from ingest.scan import glob_match
 
@@ -54,6 +55,21 @@ def fingerprint(spec: StoreSpec) -> str:
     """What, if it changes, means the store's files must be indexed again."""
     body = json.dumps({"chunking": spec.chunking, "attributes": sorted(spec.attributes)}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def server_profile(manifest: Manifest, remote: Remote) -> profiles.Profile:
+    """The server's profile: as the manifest remembers it for this base URL, else found out and kept."""
+    known = manifest.server(remote.base_url)
+    if known is not None:
+        return profiles.load(known)
+    found = remote.probe()
+    remember_profile(manifest, remote, found)
+    log.info("server at %s: %s", remote.base_url, found.describe())
+    return found
+
+
+def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile) -> None:
+    manifest.remember_server(remote.base_url, found.name, found.version, found.per_file_batches)
 
 
 class Stores:

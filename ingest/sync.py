@@ -33,11 +33,20 @@ from ingest.manifest import (
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.remote.base import AuthError, Remote, RemoteError
-from ingest.stores import Stores, attributes, route
+from ingest.remote.profile import PROFILES, Profile
+from ingest.stores import Stores, attributes, route, server_profile
 from ingest.validate import MagicUnavailable, Validator
 
 log = logging.getLogger("ingest")
 MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
+RETRY_BASE, RETRY_CAP = 30.0, 3600.0  # seconds: the wait before a run tries a failed file again doubles from here
+
+
+def retry_due(row: FileRow, now: float) -> bool:
+    """A retryable failure is tried by the next run at once, then after waits that double: an outage
+    over by then costs nothing, and a daemon passing every few seconds does not spend the tries."""
+    wait = 0.0 if row.attempts < 2 else min(RETRY_CAP, RETRY_BASE * 2 ** (row.attempts - 2))
+    return bool(row.retryable) and row.attempts < MAX_AUTO_RETRIES and (row.updated_at or 0.0) + wait <= now
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,12 @@ class Engine:
         remote: Remote,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        clock=time.time,
     ):
         settings = remembered(settings, manifest)
         self.settings, self.manifest, self.remote = settings, manifest, remote
+        self.clock = clock
+        self.profile: Profile = PROFILES["openai"]
         self.progress = progress
         self.stop = stop or threading.Event()
         self.validator = Validator(settings.types, settings.max_size)
@@ -149,8 +161,12 @@ class Engine:
         report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         stores = Stores(self.settings, self.manifest, self.remote)
-        indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop)
         try:
+            if not options.dry_run:
+                self.profile = server_profile(self.manifest, self.remote)
+            indexer = Indexer(
+                self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop, profile=self.profile
+            )
             if not options.dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
             if not options.dry_run:
@@ -201,6 +217,8 @@ class Engine:
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
         observed, problems, scans, rows, quiet = [], [], [], {}, []
+        if scopes is not None:
+            scopes = self._with_retries(scopes, options)
         for root in self.settings.roots:
             prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
             if not prefixes:
@@ -241,6 +259,16 @@ class Engine:
         plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
         plan.quiet = quiet
         return plan, scans
+
+    def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
+        """An incremental pass looks at the changed paths, and at the failures due another try: after an
+        outage the daemon's next pass indexes them, with no change to the files needed."""
+        wanted = {key: list(paths) for key, paths in scopes.items()}
+        now = self.clock()
+        for row in self.manifest.rows_in_states([FAILED]):
+            if options.retry_failed or retry_due(row, now):
+                wanted.setdefault(row.root, []).append(row.path)
+        return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
         """Whether any store takes files by path, and which stores (of this root) set static attributes."""
@@ -394,10 +422,11 @@ class Engine:
                     m.update(row, reason=problem.reason)
             for row in plan.deletes:
                 m.remove(row.root, row.path)
+        self.reattach: list[FileRow] = []
         failed_moves = self._move(plan.moves, roots)
         self._refresh(stale, roots)
 
-        uploads, attach, attaching, kept_failed = [], [], [], []
+        uploads, attach, attaching, kept_failed = [], list(self.reattach), [], []
         stores.reserve(
             Counter(
                 obs.store
@@ -427,6 +456,11 @@ class Engine:
         again = []
         for obs, old in moves:
             attrs = self._attributes(obs, roots[obs.root])
+            if not self.profile.search_sees_updates:
+                with self.manifest.transaction():
+                    self.manifest.remove(old.root, old.path)
+                    self.reattach.append(self.manifest.put(self._to_reattach(obs, old, attrs)))
+                continue
             if not self._set_attributes(old, attrs):
                 with self.manifest.transaction():
                     self.manifest.remove(old.root, old.path)
@@ -441,8 +475,17 @@ class Engine:
         """Same content, other attributes (a touched mtime, a new static value): update them in place."""
         for obs, row in stale:
             attrs = self._attributes(obs, roots[obs.root])
-            if attrs != row.attrs() and self._set_attributes(row, attrs):
+            if attrs == row.attrs():
+                continue
+            if not self.profile.search_sees_updates:
+                self.reattach.append(self.manifest.put(self._to_reattach(obs, row, attrs)))
+            elif self._set_attributes(row, attrs):
                 self.manifest.update(row, attributes=json.dumps(attrs))
+
+    def _to_reattach(self, obs: Observed, row: FileRow, attrs: dict) -> FileRow:
+        """Search on this server keeps the attributes a file was attached with (llama-stack): new ones
+        reach it by a detach and an attach of the same uploaded file."""
+        return _row_from(obs, row, state=UPLOADED, batch_id=None, attributes=json.dumps(attrs))
 
     def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
         try:
@@ -501,6 +544,7 @@ class Engine:
         attaching: list,
     ) -> bool:
         """Carry a half-done row on from its state; False when it stays failed (not retried)."""
+        due = row.state == FAILED and (options.retry_failed or retry_due(row, self.clock()))
         row = self.manifest.update(
             row,
             size=obs.size,
@@ -509,7 +553,7 @@ class Engine:
             hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
         )
         if row.state == FAILED:
-            if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
+            if not due:
                 return False
             row = self.manifest.update(
                 row, state=UPLOADED if row.file_id else PENDING, attempts=row.attempts + (1 if row.file_id else 0)

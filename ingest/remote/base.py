@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ingest.remote.profile import Profile
 
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
@@ -32,6 +35,10 @@ class RemoteError(Exception):
 
 class NotFound(RemoteError):
     """The object does not exist remotely (404)."""
+
+
+class Unsupported(RemoteError):
+    """The server does not offer this form of the call (it answered 400 to the request's shape)."""
 
 
 class AuthError(RemoteError):
@@ -102,6 +109,11 @@ class Remote(Protocol):
 
     kind: str  # "openai" | "local"
 
+    @property
+    def base_url(self) -> str: ...  # what the server profile remembered in the manifest is keyed by
+
+    def probe(self) -> Profile: ...  # which server this is (one or two cheap calls)
+
     def upload(self, path: Path, filename: str) -> RemoteFile: ...
     def delete_file(self, file_id: str) -> None: ...  # NotFound is swallowed: deleting twice is fine
     def list_files(self) -> Iterator[RemoteFile]: ...  # every file of purpose "assistants", paginated
@@ -118,6 +130,7 @@ class Remote(Protocol):
     def delete_store(self, store_id: str) -> None: ...
 
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch: ...
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile: ...  # one file, with its attributes
     def get_batch(self, store_id: str, batch_id: str) -> Batch: ...
     def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]: ...
 

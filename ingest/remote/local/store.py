@@ -48,6 +48,7 @@ from ingest.remote.base import (
 from ingest.remote.local import chunking
 from ingest.remote.local.extract import ExtractError, extract_text
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
+from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_FILE_TOKENS = 5_000_000
@@ -62,6 +63,7 @@ class LocalRemote:
     """A Remote backed by one SQLite database and a folder of blobs; safe to share across threads."""
 
     kind = "local"
+    base_url = "local"
 
     def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time, work_budget_s: float = 2.0):
         self.directory = Path(directory)
@@ -251,6 +253,13 @@ class LocalRemote:
             db.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch_id, store_id, now))
             self._touch(db, store_id)
         return self._batch(store_id, batch_id)
+
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile:
+        self.attach_batch(store_id, [item])
+        return self.get_store_file(store_id, item.file_id)
+
+    def probe(self) -> Profile:
+        return PROFILES[LOCAL]
 
     def get_batch(self, store_id: str, batch_id: str) -> Batch:
         self._check_batch(store_id, batch_id)
