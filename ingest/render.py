@@ -64,6 +64,8 @@ def _grouped(items: list[tuple[str, str]]) -> list[str]:
 
 def status(data: dict[str, Any]) -> str:
     lines = [f"backend: {data['backend']}   manifest: {data['manifest']}"]
+    if data.get("server"):
+        lines.append(f"server: {data['server']['base_url']} ({data['server']['describe']})")
     daemon = data.get("daemon")
     if daemon:
         beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(daemon["heartbeat_at"]))
@@ -74,7 +76,9 @@ def status(data: dict[str, Any]) -> str:
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
         lines.append(f"store {store['name']}: {ids}")
         lines.append(f"  files: {files}")
-        if store["vector_store_ids"]:
+        if store["vector_store_ids"] and store["usage_bytes"] is None:
+            lines.append("  usage: unknown (the server reports 0 bytes for stores that hold files)")
+        elif store["vector_store_ids"]:
             lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
         unknown = [s for s in store["remote_status"] if s.startswith("unknown")]
         if unknown:

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ingest.app import Backend
-from ingest.manifest import Manifest
+from ingest.manifest import INDEXED, Manifest
+from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
+from ingest.stores import TOOL_KEYS
 
 GIB = 1024**3
 NO_STORE = "(not in a store: rejected or unreadable)"
@@ -43,8 +45,14 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
             name, {"name": name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
         )
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
+    known = manifest.server(remote.base_url)
+    server = profiles.load(known) if known else None
     for entry in stores.values():
-        entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
+        # A server that always says 0 bytes (llama-stack) has said nothing: unknown, not free.
+        if entry["usage_bytes"] == 0 and entry["files"].get(INDEXED) and not (server and server.reports_usage):
+            entry["usage_bytes"] = entry["cost_per_day_usd"] = None
+        else:
+            entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
     problems = [
         {"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason, "error_code": r.error_code}
         for r in manifest.iter_problem_rows()
@@ -62,11 +70,28 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
     ]
     return {
         "backend": backend.kind,
+        "server": {"base_url": remote.base_url, "profile": server.name, "describe": server.describe()}
+        if server
+        else None,
         "manifest": str(backend.manifest),
         "stores": list(stores.values()),
         "problems": problems,
         "recent_runs": runs,
     }
+
+
+def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attributes ingest set, in the types it set them: servers add keys of their own (llama-stack's
+    chunk_id, token_count, …) and may hand integers back as floats."""
+    keys = ours.keys() if ours is not None else TOOL_KEYS
+    out = {}
+    for key in keys:
+        if key in attributes:
+            value = attributes[key]
+            if isinstance(value, float) and value.is_integer() and (ours is None or isinstance(ours.get(key), int)):
+                value = int(value)
+            out[key] = value
+    return out
 
 
 def search_stores(
@@ -82,26 +107,27 @@ def search_stores(
     if store_name and not stores:
         known = sorted({s.name for s in manifest.stores()})
         raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
-    by_file = {}
+    by_file: dict[str, tuple[str, dict[str, Any]]] = {}
     for row in manifest.rows().values():
         for file_id in (row.file_id, row.old_file_id):
             if file_id:
-                by_file[file_id] = os.path.join(row.root, row.path)
-    hits = []
+                by_file[file_id] = (os.path.join(row.root, row.path), row.attrs())
+    hits: list[dict[str, Any]] = []
     for store in stores:
         for hit in remote.search(store.id, query, filters, max_results):
+            path, ours = by_file.get(hit.file_id) or (None, None)
             hits.append(
                 {
-                    "path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
-                    "score": round(hit.score, 4),
+                    "path": path or hit.attributes.get("path", hit.filename),
+                    "score": round(hit.score, 4),  # as the server gives it: some score by distance, past 1
                     "store": store.name,
                     "file_id": hit.file_id,
-                    "attributes": dict(hit.attributes),
+                    "attributes": _ours(hit.attributes, ours),
                     "text": hit.text,
                 }
             )
     hits.sort(key=lambda h: -h["score"])
     best: dict[str, dict[str, Any]] = {}
-    for hit in hits:  # one line per document: its best chunk
-        best.setdefault(hit["path"], hit)
+    for found in hits:  # one line per document: its best chunk
+        best.setdefault(found["path"], found)
     return list(best.values())[:max_results]

@@ -14,12 +14,13 @@ from typing import Any
 from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote import profile as profiles
-from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
+from ingest.remote.base import CREATE_TOKEN, AuthError, NotFound, Remote, RemoteError
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
 log = logging.getLogger("ingest")
 MAX_VALUE = 256
+TOOL_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")  # the attributes every file gets
 
 
 def route(settings: Settings, root: Root, path: str) -> str:
@@ -38,16 +39,15 @@ def _fit(value: str) -> str:
 def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
     """The per-file attributes file_search filters on: ≤ 16 keys, strings ≤ 256 characters."""
     attrs: dict[str, Any] = dict(spec.attributes)
-    attrs.update(
-        {
-            "path": _fit(path),
-            "folder": _fit(posixpath.dirname(path)),
-            "ext": posixpath.splitext(path)[1].lower().lstrip("."),
-            "mtime": mtime_ns // 1_000_000_000,
-            "sha256": sha256,
-            "root": _fit(root.path.name),
-        }
+    values = (
+        _fit(path),
+        _fit(posixpath.dirname(path)),
+        posixpath.splitext(path)[1].lower().lstrip("."),
+        mtime_ns // 1_000_000_000,
+        sha256,
+        _fit(root.path.name),
     )
+    attrs.update(zip(TOOL_KEYS, values, strict=True))
     return dict(list(attrs.items())[:MAX_ATTRIBUTES])
 
 
@@ -72,6 +72,29 @@ def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile
     manifest.remember_server(remote.base_url, found.name, found.version, found.per_file_batches)
 
 
+class Gone:
+    """A store's remote status, "deleted" however the server says so: a 404, a 400 "… not found"
+    (llama-stack), or an error on the store while the list of stores leaves it out."""
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+        self._listed: set[str] | None = None
+
+    def status(self, store_id: str) -> str:
+        try:
+            return self.remote.get_store(store_id).status
+        except NotFound:
+            return "deleted"
+        except AuthError:
+            raise
+        except RemoteError:
+            if self._listed is None:
+                self._listed = {s.id for s in self.remote.list_stores()}
+            if store_id not in self._listed:
+                return "deleted"
+            raise
+
+
 class Stores:
     """Finds or creates the vector stores behind each logical name, once per run; shards when full."""
 
@@ -83,11 +106,9 @@ class Stores:
         """Settle store creations a crash interrupted; notice stores deleted or expired remotely (their
         files go back to pending). Returns notes."""
         notes = settle_creations(self.manifest, self.remote)
+        gone = Gone(self.remote)
         for store in self.manifest.stores():
-            try:
-                status = self.remote.get_store(store.id).status
-            except NotFound:
-                status = "deleted"
+            status = gone.status(store.id)
             if status in ("expired", "deleted"):
                 notes.append(
                     f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "

@@ -299,6 +299,14 @@ class OpenAIRemote:
                 return None
         return None
 
+    def list_stores(self) -> Iterator[Store]:
+        page = self._call("list stores", lambda: self.client.vector_stores.list(limit=100))
+        while True:
+            yield from (_store(vs) for vs in page.data)
+            if not page.has_next_page():
+                return
+            page = self._call("list stores", page.get_next_page)
+
     def get_store(self, store_id: str) -> Store:
         return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
 

@@ -49,6 +49,7 @@ class Options:
     profile: str = "openai"
     embedder_down: bool = False  # every attach fails with a server_error (llama-stack: reported once, then null)
     lose_records_over: int | None = None  # attaches beyond this many in flight lose their store-file record
+    lose_records_every: int | None = None  # every Nth attach loses its record (the same, without timing)
     seed: int = 0
 
     def update(self, **changes) -> None:

@@ -385,6 +385,10 @@ class State:
         return sf
 
     def _overloaded(self, batch_id: str | None) -> bool:
+        every = self.options.lose_records_every
+        if every:
+            self.totals["attaches"] += 1
+            return self.totals["attaches"] % every == 0
         limit = self.options.lose_records_over
         if limit is None:
             return False

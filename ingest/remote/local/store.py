@@ -201,6 +201,9 @@ class LocalRemote:
             status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
         return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
 
+    def list_stores(self) -> Iterator[Store]:
+        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
             rows = self._db.execute(

@@ -1,0 +1,192 @@
+"""The whole lifecycle against the emulator's llama-stack profile: a server that differs from OpenAI in the
+thirteen ways ../shared/llama-stack.md lists (tests/emulator/llama.py), and what ingest does about each."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest.attach import Limit
+from ingest.manifest import FAILED, INDEXED, Manifest
+from ingest.remote.openai import _server_message
+from tests.conftest import Cli
+from tests.docs import make_docx
+from tests.emulator import Emulator
+
+ATTACH = "POST /vector_stores/{vector_store_id}/files"
+BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
+DETACH = "DELETE /vector_stores/{vector_store_id}/files/{file_id}"
+
+
+@pytest.fixture
+def llama():
+    with Emulator(index_delay=0.05, poll_after_ms=20, profile="llama-stack") as emu:
+        yield emu
+
+
+@pytest.fixture
+def llama_cli(state_dir, llama, tmp_path, monkeypatch) -> Cli:
+    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\nrequest_retries = 3\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "anything")
+    monkeypatch.setenv("OPENAI_BASE_URL", llama.base_url)
+    return Cli()
+
+
+def rows(state_dir: Path) -> dict:
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        return {r.path: r for r in m.rows().values()}
+    finally:
+        m.close()
+
+
+def records(emu: Emulator) -> dict[str, dict]:
+    """The store's own records, by the path ingest gave each file."""
+    (store,) = emu.stores()
+    return {sf["attributes"]["path"]: sf for sf in emu.store_files(store["id"])}
+
+
+def test_first_sync_attaches_each_file_with_its_attributes(llama_cli, llama, docs_root, state_dir):
+    make_docx(docs_root / "report.docx", ["The pangolin budget for next year."])
+    report = llama_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 5
+    requests = llama.counters()["requests"]
+    assert requests[ATTACH] == 5 and BATCHES not in requests, "one-file attaches, no refused batch"
+    assert 500 not in llama.counters()["status"], "the fresh server's files table was made before the uploads"
+    local, remote = rows(state_dir), records(llama)
+    assert set(remote) == set(local)
+    for path, sf in remote.items():
+        assert sf["status"] == "completed" and sf["id"] == local[path].file_id
+        assert sf["attributes"]["folder"] == os.path.dirname(path) and sf["attributes"]["sha256"] == local[path].sha256
+    status = llama_cli("status").stdout
+    assert "llama-stack 0.7.3" in status and "usage: unknown" in status and "$0.0000" not in status
+
+
+def test_unreadable_types_go_up_as_text_with_the_real_path(llama_cli, llama, docs_root, state_dir):
+    make_docx(docs_root / "report.docx", ["The pangolin budget for next year."])
+    llama_cli("sync", str(docs_root))
+    names = {f["filename"]: f["id"] for f in llama.files()}
+    assert {"report.docx.txt", "faq.html.txt", "install.md"} <= set(names), "DOCX and HTML as text, Markdown as is"
+    assert b"pangolin budget" in llama.file_bytes(names["report.docx.txt"])
+    assert b"<html>" not in llama.file_bytes(names["faq.html.txt"])
+    row = rows(state_dir)["report.docx"]
+    assert row.state == INDEXED and row.sha256 == hashlib.sha256((docs_root / "report.docx").read_bytes()).hexdigest()
+    hits = llama_cli.json("search", "pangolin")
+    assert hits[0]["path"] == str(docs_root / "report.docx")
+    assert hits[0]["score"] > 1, "a distance score is shown as the server gives it"
+    assert set(hits[0]["attributes"]) == {"path", "folder", "ext", "mtime", "sha256", "root"}
+    assert isinstance(hits[0]["attributes"]["mtime"], int), "the server's 2024.0 is shown as ingest set it: 2024"
+
+
+def test_rename_reattaches_so_search_filters_see_the_new_folder(llama_cli, llama, docs_root, state_dir):
+    llama_cli("sync", str(docs_root))
+    uploads = llama.counters()["uploads"]
+    (docs_root / "archive").mkdir()
+    (docs_root / "guides" / "install.md").rename(docs_root / "archive" / "install.md")
+    report = llama_cli.json("sync", str(docs_root))
+    assert report["counts"]["moved"] == 1 and report["exit_code"] == 0
+    assert llama.counters()["uploads"] == uploads, "the same uploaded file, attached again"
+    hits = llama_cli.json("search", "zebrafish", "--filter", "folder=archive")
+    assert [h["path"] for h in hits] == [str(docs_root / "archive" / "install.md")]
+    assert llama_cli.json("search", "zebrafish", "--filter", "folder=guides") == []
+    assert llama_cli.json("verify")["in_sync"]
+
+
+def test_an_embedder_outage_heals_on_the_next_sync(llama_cli, llama, docs_root, state_dir):
+    llama.configure(embedder_down=True)
+    report = llama_cli.json("sync", str(docs_root), check=1)
+    failed = rows(state_dir)
+    assert all(r.state == FAILED and r.retryable == 1 for r in failed.values())
+    assert "embedding model is unreachable" in report["failed"][0]["reason"], "the reason the attach reply gave"
+    llama.configure(embedder_down=False)
+    detaches = llama.counters()["requests"][DETACH]
+    report = llama_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4
+    assert llama.counters()["requests"][DETACH] >= detaches + 4, "each failed file is detached before it is attached"
+    assert {sf["status"] for sf in records(llama).values()} == {"completed"}
+
+
+def test_a_store_deleted_on_the_server_is_reported_then_recreated(llama_cli, llama, docs_root, state_dir):
+    llama_cli("sync", str(docs_root))
+    (old,) = llama.stores()
+    llama.delete_store(old["id"])
+    found = llama_cli.json("verify", check=1)
+    assert found["counts"].get("store_lost") == 1
+    report = llama_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4
+    (new,) = llama.stores()
+    assert new["id"] != old["id"] and len(records(llama)) == 4
+    assert llama_cli.json("verify")["in_sync"]
+
+
+def test_records_lost_under_load_are_not_counted_indexed(llama_cli, llama, tmp_path, state_dir):
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(24):
+        (root / f"n{i:02}.md").write_text(f"note {i} about the okapi\n")
+    llama.configure(lose_records_every=3)
+    report = llama_cli.json("sync", str(root), check=None)
+    assert llama.counters()["status"][500] >= 8, "every third attach lost its record"
+    llama.configure(lose_records_every=None)
+    if report["exit_code"]:
+        report = llama_cli.json("sync", str(root))
+    local, remote = rows(state_dir), records(llama)
+    assert {p for p, r in local.items() if r.state == INDEXED} == set(remote), "indexed only what the store holds"
+    assert len(remote) == 24 and {sf["status"] for sf in remote.values()} == {"completed"}
+
+
+def test_a_failed_file_waits_longer_before_each_later_try(llama_cli, llama, docs_root, state_dir):
+    llama.configure(index_fail_names={"usage.txt"})
+    llama_cli("sync", str(docs_root), check=1)
+    first = llama.counters()["index_failures_injected"]
+    llama_cli("sync", str(docs_root), check=1)  # tried again at once
+    second = llama.counters()["index_failures_injected"]
+    report = llama_cli.json("sync", str(docs_root))  # within the wait: kept as failed earlier
+    assert first < second == llama.counters()["index_failures_injected"], "the third run waits"
+    assert report["failed_earlier"][0]["path"].endswith("usage.txt")
+
+
+def test_openai_keeps_batches_and_a_file_missing_from_the_listing_is_looked_up(openai_cli, fake_openai, tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    for i in range(12):
+        (root / f"d{i:02}.txt").write_text(f"document {i} on the tapir\n")
+    fake_openai.configure(lose_records_every=4)  # the batch counts them failed, its listing leaves them out
+    report = openai_cli.json("sync", str(root))
+    fake_openai.configure(lose_records_every=None)
+    requests = fake_openai.counters()["requests"]
+    assert requests[BATCHES] >= 1 and requests.get(ATTACH, 0) == 0, "OpenAI keeps per-file batches"
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 12
+    (store,) = fake_openai.stores()
+    assert len(fake_openai.store_files(store["id"], "completed")) == 12, "every lost record was attached again"
+
+
+def test_limit_halves_on_strain_and_climbs_back():
+    limit = Limit(3, 6)
+    limit.strained()
+    assert limit.width == 1
+    for _ in range(10):
+        limit.ok()
+    assert 1 < limit.width <= 6
+    for _ in range(200):
+        limit.ok()
+    assert limit.width == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            {"errors": [{"loc": ["body", "file_ids"], "msg": "Field required", "type": "missing"}]},
+            "file_ids: Field required",
+        ),
+        ({"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}, "query.limit: too big"),
+        ({"message": "Vector store vs_1 not found"}, "Vector store vs_1 not found"),
+        ("Internal Server Error", "Internal Server Error"),
+    ],
+)
+def test_error_envelopes_become_one_sentence(body, said):
+    assert _server_message(body) == said
