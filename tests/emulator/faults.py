@@ -50,6 +50,7 @@ class Options:
     embedder_down: bool = False  # every attach fails with a server_error (llama-stack: reported once, then null)
     lose_records_over: int | None = None  # attaches beyond this many in flight lose their store-file record
     lose_records_every: int | None = None  # every Nth attach loses its record (the same, without timing)
+    files_created_at: int | None = None  # every new File reports this created_at (a test pins the server clock)
     seed: int = 0
 
     def update(self, **changes) -> None:

@@ -245,7 +245,10 @@ class State:
             if self.llama and not self.files_table:
                 self.files_table = True  # the failed request made it
                 raise ApiError(500, "(sqlite3.OperationalError) no such table: openai_files")
-            f = FileRec(self._new_id("file-"), filename, purpose, data, int(self.now()), next(self.seq))
+            created = self.options.files_created_at
+            if created is None:
+                created = int(self.now())
+            f = FileRec(self._new_id("file-"), filename, purpose, data, created, next(self.seq))
             self.files[f.id] = f
             self.file_keys[f.id] = f.seq
             self.totals["files_created"] += 1
