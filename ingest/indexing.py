@@ -72,6 +72,16 @@ class _Batch:
     rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
 
 
+def _fid(row: FileRow) -> str:
+    assert row.file_id is not None, row  # rows past upload have one
+    return row.file_id
+
+
+def _sid(row: FileRow) -> str:
+    assert row.vector_store_id is not None, row  # a row is placed in a store before it is uploaded
+    return row.vector_store_id
+
+
 def _show(row: FileRow) -> str:
     return os.path.join(row.root, row.path)
 
@@ -108,13 +118,13 @@ class Indexer:
         for row in attach:
             # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
             # already in the store, so it goes first. Not there is fine.
-            self._detach(row.vector_store_id, row.file_id, "attaching it anyway")
-            self._queue[row.vector_store_id].append(row)
+            self._detach(_sid(row), _fid(row), "attaching it anyway")
+            self._queue[_sid(row)].append(row)
         for row in attaching:
             if row.batch_id:
-                self.batches.setdefault(row.batch_id, _Batch(row.vector_store_id, {})).rows[row.file_id] = row
+                self.batches.setdefault(row.batch_id, _Batch(_sid(row), {})).rows[_fid(row)] = row
             else:
-                self.singles[row.file_id] = (row.vector_store_id, row)
+                self.singles[_fid(row)] = (_sid(row), row)
         if uploads:
             try:
                 self._upload_all(uploads)
@@ -154,12 +164,11 @@ class Indexer:
 
     def _start(self, pool: ThreadPoolExecutor, row: FileRow):
         path = Path(row.root) / row.path
+        failed: ExtractError | OSError | None = None
         try:
             source, name = self.text.source(path, row.store or "", row.mime)
         except (ExtractError, OSError) as exc:
             source, name, failed = path, path.name, exc
-        else:
-            failed = None
         with self.manifest.transaction():  # one commit, not two: it is paid once per file
             size = (row.size or 0) if source == path else source.stat().st_size
             upload_id = self.manifest.ledger_start(row.root, row.path, name, size, row.sha256)
@@ -219,9 +228,9 @@ class Indexer:
             )
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
-        self._queue[row.vector_store_id].append(row)
-        if len(self._queue[row.vector_store_id]) >= BATCH_LIMIT:
-            self._flush(row.vector_store_id)
+        self._queue[_sid(row)].append(row)
+        if len(self._queue[_sid(row)]) >= BATCH_LIMIT:
+            self._flush(_sid(row))
 
     def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
         self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
@@ -239,8 +248,8 @@ class Indexer:
         if self.profile.per_file_batches is False:
             self._attach_each(store_id, rows)
             return
-        chunking = self.stores.chunking(rows[0].store)
-        items = [AttachItem(r.file_id, r.attrs(), chunking) for r in rows]
+        chunking = self.stores.chunking(rows[0].store or "")
+        items = [AttachItem(_fid(r), r.attrs(), chunking) for r in rows]
         try:
             batch = self.remote.attach_batch(store_id, items)
         except AuthError:
@@ -261,15 +270,15 @@ class Indexer:
         tracked = _Batch(store_id, {})
         with self.manifest.transaction():
             for row in rows:
-                tracked.rows[row.file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
-                self.manifest.ledger_set(row.file_id, "live", store_id)
+                tracked.rows[_fid(row)] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
+                self.manifest.ledger_set(_fid(row), "live", store_id)
         self.batches[batch.id] = tracked
 
     def _gone(self, rows: list[FileRow]) -> None:
         """The vector store or the uploaded file is gone remotely: upload these again."""
         with self.manifest.transaction():
             for row in rows:
-                self.manifest.ledger_set(row.file_id, RETIRE)
+                self.manifest.ledger_set(_fid(row), RETIRE)
                 self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
         # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
         self.outcome.failures += [
@@ -282,13 +291,13 @@ class Indexer:
 
     def _attach_each(self, store_id: str, rows: list[FileRow]) -> None:
         """One call per file, so each keeps its own attributes; the row is recorded as each one answers."""
-        chunking = self.stores.chunking(rows[0].store)
+        chunking = self.stores.chunking(rows[0].store or "")
         sent: dict[str, FileRow] = {}
         with self.manifest.transaction():  # attaching before the call: a crash leaves it to be looked up
             for row in rows:
-                sent[row.file_id] = self.manifest.update(row, state=ATTACHING, batch_id=None)
-                self.manifest.ledger_set(row.file_id, "live", store_id)
-        items = [AttachItem(r.file_id, r.attrs(), chunking) for r in sent.values()]
+                sent[_fid(row)] = self.manifest.update(row, state=ATTACHING, batch_id=None)
+                self.manifest.ledger_set(_fid(row), "live", store_id)
+        items = [AttachItem(_fid(r), r.attrs(), chunking) for r in sent.values()]
         for result in attach_each(self.remote, store_id, items, self.limit, self.stop):
             row = sent.pop(result.file_id)
             if isinstance(result.error, NotFound):
@@ -303,14 +312,14 @@ class Indexer:
             elif result.store_file is not None:
                 self._observed(store_id, row, result.store_file)
         for row in sent.values():  # stopping: not sent, looked up (and attached) by the next run
-            self.singles[row.file_id] = (store_id, row)
+            self.singles[_fid(row)] = (store_id, row)
 
     def _observed(self, store_id: str, row: FileRow, sf: StoreFile) -> None:
         """What the store's own record of a file says."""
         if sf.status == COMPLETED:
             self._indexed(row)
         elif sf.status == IN_PROGRESS:
-            self.singles[row.file_id] = (store_id, row)
+            self.singles[_fid(row)] = (store_id, row)
         elif sf.status == CANCELLED:
             self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
         else:
@@ -324,12 +333,12 @@ class Indexer:
 
     def _again(self, store_id: str, row: FileRow, reason: str, code: str | None) -> None:
         """Attach once more in this run (detached first), a bounded number of times; then fail retryably."""
-        if self._index_retries[row.file_id] >= self.settings.server_error_retries:
+        if self._index_retries[_fid(row)] >= self.settings.server_error_retries:
             self._fail(row, reason, code, retryable=True)
             return
-        self._index_retries[row.file_id] += 1
+        self._index_retries[_fid(row)] += 1
         # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
-        self._detach(store_id, row.file_id, "attaching it again anyway")
+        self._detach(store_id, _fid(row), "attaching it again anyway")
         self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
 
     def _poll_singles(self) -> None:
@@ -470,7 +479,7 @@ class Indexer:
                     except RemoteError as exc:
                         self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
                         continue
-                    self.manifest.ledger_set(upload.file_id, DELETED)
+                    self.manifest.ledger_set(upload.file_id or "", DELETED)
                     self.outcome.deleted_remote += 1
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
