@@ -173,7 +173,7 @@ class Engine:
                 report.notes += stores.check_all()
                 indexer.sweep()
                 if scopes is None:
-                    report.notes += rebuild(self.settings, self.manifest, self.remote, self.stop)
+                    report.notes += rebuild(self.settings, self.manifest, self.remote, self.stop, profile=self.profile)
             elif pending_rebuilds(self.settings, self.manifest):
                 report.notes += [
                     f"store {s.name!r}: configuration changed; the next run rebuilds it"

@@ -190,3 +190,40 @@ def test_limit_halves_on_strain_and_climbs_back():
 )
 def test_error_envelopes_become_one_sentence(body, said):
     assert _server_message(body) == said
+
+
+def test_a_chunking_change_rebuilds_with_one_file_attaches(llama_cli, llama, docs_root, tmp_path, state_dir):
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'request_timeout = 5\nindex_timeout = 30\n[[roots]]\npath = "{docs_root}"\nstore = "kb"\n')
+    llama_cli("sync")
+    (old,) = llama.stores()
+    config.write_text(
+        config.read_text() + '[[stores]]\nname = "kb"\n'
+        'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n'
+    )
+    report = llama_cli.json("sync")
+    assert any("rebuilt" in n for n in report["notes"]) and report["exit_code"] == 0
+    (new,) = llama.stores()
+    assert new["id"] != old["id"]
+    assert {sf["status"] for sf in llama.store_files(new["id"])} == {"completed"}
+    assert len(llama.store_files(new["id"])) == 4 and BATCHES not in llama.counters()["requests"]
+
+
+def test_the_daemons_next_pass_retries_what_failed_in_an_outage(llama_cli, llama, docs_root, state_dir):
+    from ingest.config import Settings
+    from ingest.remote.openai import OpenAIRemote
+    from ingest.sync import Engine, Options
+
+    llama.configure(embedder_down=True)
+    llama_cli("sync", str(docs_root), check=1)
+    llama.configure(embedder_down=False)
+    (docs_root / "notes.py").write_text("def axolotl():\n    return 'changed'\n")
+    settings = Settings(state_dir=state_dir, base_url=llama.base_url).with_paths([docs_root])
+    manifest = Manifest(state_dir / "manifest.db")
+    try:
+        remote = OpenAIRemote.connect("anything", llama.base_url, attempts=2, timeout=5)
+        report = Engine(settings, manifest, remote).sync(Options(command="watch"), {str(docs_root): ("notes.py",)})
+    finally:
+        manifest.close()
+    assert report.exit_code == 0 and report.counts["indexed"] == 4, "the changed file and the three failed ones"
+    assert {r.state for r in rows(state_dir).values()} == {INDEXED}
