@@ -14,6 +14,9 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from ingest.errors import ManifestError
+from ingest.observe import SETTLED_SQL, racy_ns
+
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
 PENDING = "pending"  # valid, to be uploaded
@@ -128,7 +131,9 @@ def m003_upload_server_time(db: sqlite_utils.Database) -> None:
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key")
+    db.table("roots").create(
+        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
+    )
     db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
@@ -136,10 +141,6 @@ def m004_roots(db: sqlite_utils.Database) -> None:
 def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
     db.table("runs").add_column("alive_at", float)
-
-
-class ManifestError(Exception):
-    """The manifest cannot be used; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -282,24 +283,17 @@ class Manifest:
         where, args = ("root = ?", [root]) if root is not None else (None, None)
         return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
-    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
-    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    _SETTLED = (
-        "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-        "and mtime_ns < hashed_at_ns - ?"
-    )
-
     def settled(
-        self, root: str, racy_ns: int, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
         columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
         where, args = (
-            (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store])
+            (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
             if store is not None
-            else (self._SETTLED, [INDEXED, racy_ns])
+            else (SETTLED_SQL, [INDEXED, racy_ns(network)])
         )
         conn = self.db.conn
         settled = {
@@ -528,5 +522,7 @@ class Manifest:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db.table("files").rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"):
+        for r in self.db.table("files").rows_where(
+            "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
+        ):
             yield FileRow.from_db(r)
