@@ -11,18 +11,6 @@ from dataclasses import dataclass, replace
 from ingest.remote.base import COMPLETED, FAILED, AttachItem, AuthError, NotFound, Remote, RemoteError, StoreFile
 
 
-def retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx: worth another try, in this run or a later one."""
-    marked = getattr(exc, "retryable", None)
-    if isinstance(marked, bool):
-        return marked
-    cause = exc.__cause__ if isinstance(exc, RemoteError) else exc
-    if cause is None:
-        return False
-    status = getattr(cause, "status_code", None)
-    return status is None or status in (408, 409, 429) or status >= 500
-
-
 class Limit:
     """How many one-file attaches may be in flight: halved when the server fails or loses a record,
     one more after each run of `width` clean answers, never past `most`."""
@@ -69,7 +57,7 @@ def attach_each(
             for future in finished:
                 del pending[future]
                 result = future.result()  # an AuthError ends the run here
-                if result.lost or (result.error is not None and retryable(result.error)):
+                if result.lost or (result.error is not None and result.error.retryable):
                     limit.strained()
                 else:
                     limit.ok()

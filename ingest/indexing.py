@@ -9,11 +9,25 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.attach import Limit, attach_each, retryable
+from ingest.attach import Limit, attach_each
 from ingest.config import BATCH_LIMIT, Settings
+from ingest.events import FAILED as EVENT_FAILED
+from ingest.events import (
+    INDEXING,
+    REPLACED,
+    RETIRE_FAILED,
+    RETRIED,
+    SKIPPED,
+    STOPPED,
+    FileEvent,
+    Note,
+    OnEvent,
+    ignore,
+)
+from ingest.events import UPLOADED as EVENT_UPLOADED
 from ingest.manifest import (
     ATTACHING,
     DELETED,
@@ -60,10 +74,6 @@ class Outcome:
     indexed: int = 0
     deleted_remote: int = 0
     duplicates_removed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    still_indexing: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    kept_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +96,10 @@ def _show(row: FileRow) -> str:
     return os.path.join(row.root, row.path)
 
 
+def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
+    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
+
+
 class Indexer:
     def __init__(
         self,
@@ -97,24 +111,35 @@ class Indexer:
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
         profile: Profile | None = None,
+        emit: OnEvent = ignore,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
         self.profile = profile or PROFILES["openai"]
         self.text = TextUploads(settings, self.profile)
         self.limit = Limit(self.profile.attach_concurrency, self.profile.attach_max)
-        self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
+        self.singles: dict[str, tuple[str, FileRow]] = {}
+        self.moved: frozenset[str] = frozenset()  # file id → (store id, row): attached on its own
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
         self.clock = clock
+        self.emit = emit
         self.outcome = Outcome()
         self.batches: dict[str, _Batch] = {}
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
         self._index_retries: dict[str, int] = defaultdict(int)
 
     # upload ------------------------------------------------------------------------------------
-    def run(self, uploads: list[FileRow], attach: list[FileRow], attaching: list[FileRow]) -> Outcome:
+    def run(
+        self,
+        uploads: list[FileRow],
+        attach: list[FileRow],
+        attaching: list[FileRow],
+        moved: frozenset[str] = frozenset(),
+    ) -> Outcome:
         """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch
-        (or, with no batch id, attached on their own)."""
+        (or, with no batch id, attached on their own); moved: file ids attached again for their new
+        attributes (their event is the move, said already)."""
+        self.moved = moved
         for row in attach:
             # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
             # already in the store, so it goes first. Not there is fine.
@@ -198,7 +223,7 @@ class Indexer:
         except FileNotFoundError:
             self.manifest.ledger_failed(future.upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
-            self.outcome.notes.append(f"{_show(row)}: vanished before it could be uploaded")
+            self.emit(event(row, SKIPPED, "vanished before it could be uploaded"))
             return
         except OSError as exc:
             self.manifest.ledger_failed(future.upload_id, ambiguous=False)
@@ -209,17 +234,16 @@ class Indexer:
             self.manifest.update(row, state=PENDING)
             raise
         except RemoteError as exc:
-            self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
+            self.manifest.ledger_failed(future.upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
-            cause = exc.__cause__
-            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and retryable(cause))
+            self._fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
         changes = {"state": UPLOADED, "file_id": remote_file.id}
         try:
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
                 changes["hashed_at_ns"] = None  # it changed while we sent it: hash and send again next run
-                self.outcome.notes.append(f"{_show(row)}: changed during upload; it is synced again next run")
+                self.emit(event(row, SKIPPED, "changed during upload; it is synced again next run"))
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
@@ -233,8 +257,8 @@ class Indexer:
             self._flush(_sid(row))
 
     def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
-        self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
-        self.outcome.failures.append((_show(row), reason))
+        row = self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.emit(event(row, EVENT_FAILED, reason))
 
     # attach ------------------------------------------------------------------------------------
     def _flush(self, store_id: str) -> None:
@@ -281,13 +305,15 @@ class Indexer:
                 self.manifest.ledger_set(_fid(row), RETIRE)
                 self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
         # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-        self.outcome.failures += [
-            (
-                _show(r),
-                "not attached: the vector store or the uploaded file was gone remotely; it is uploaded again next run",
+        for row in rows:
+            self.emit(
+                event(
+                    row,
+                    EVENT_FAILED,
+                    "not attached: the vector store or the uploaded file was gone remotely; "
+                    "it is uploaded again next run",
+                )
             )
-            for r in rows
-        ]
 
     def _attach_each(self, store_id: str, rows: list[FileRow]) -> None:
         """One call per file, so each keeps its own attributes; the row is recorded as each one answers."""
@@ -303,7 +329,7 @@ class Indexer:
             if isinstance(result.error, NotFound):
                 self._gone([row])
             elif result.error is not None:
-                if retryable(result.error):
+                if result.error.retryable:
                     self._again(store_id, row, f"attach failed: {result.error}", None)
                 else:
                     self._fail(row, f"attach failed: {result.error}", None, retryable=False)
@@ -340,6 +366,7 @@ class Indexer:
         # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
         self._detach(store_id, _fid(row), "attaching it again anyway")
         self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
+        self.emit(event(row, RETRIED, f"{reason}; attached again"))
 
     def _poll_singles(self) -> None:
         for file_id, (store_id, row) in list(self.singles.items()):
@@ -391,16 +418,14 @@ class Indexer:
             if not (self.batches or self.singles or self._queue):
                 break
             if self.stop.is_set():
-                self.outcome.notes.append("stopped while files were indexing; the next run checks them")
+                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
-                    self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
-                self.outcome.still_indexing += [_show(r) for _, r in self.singles.values()]
-                self.outcome.notes.append(
-                    f"{len(self.outcome.still_indexing)} files still indexing after "
-                    f"{self.settings.index_timeout:.0f} s; the next run checks them again"
-                )
+                    for row in tracked.rows.values():
+                        self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
+                for _, row in self.singles.values():
+                    self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
             self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
 
@@ -447,6 +472,8 @@ class Indexer:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
+        if _fid(row) not in self.moved:
+            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
             state=INDEXED,
@@ -477,7 +504,13 @@ class Indexer:
                     except AuthError:
                         raise
                     except RemoteError as exc:
-                        self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
+                        self.emit(
+                            Note(
+                                RETIRE_FAILED,
+                                f"could not delete remote file {upload.file_id} yet: {exc}",
+                                upload.file_id,
+                            )
+                        )
                         continue
                     self.manifest.ledger_set(upload.file_id or "", DELETED)
                     self.outcome.deleted_remote += 1

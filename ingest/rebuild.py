@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ingest.attach import Limit, attach_each
 from ingest.config import BATCH_LIMIT, Root, Settings
+from ingest.events import REBUILD_WAITING, REBUILDING, REBUILT, OnEvent, StoreEvent, ignore
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote, Unsupported
 from ingest.remote.profile import PROFILES, Profile
@@ -36,17 +37,17 @@ def rebuild(
     manifest: Manifest,
     remote: Remote,
     stop: threading.Event,
+    emit: OnEvent = ignore,
     timeout: float | None = None,
     profile: Profile | None = None,
-) -> list[str]:
-    """Run every rebuild due; returns notes for the run summary. Resumable: state lives in the stores table."""
-    notes = []
+) -> None:
+    """Run every rebuild due. Resumable: state lives in the stores table."""
     for old in pending_rebuilds(settings, manifest):
         spec = settings.store_spec(old.name)
         new = next((s for s in manifest.stores(old.name, status=BUILDING) if s.replaces == old.id), None)
         if new is None:
             new = create_store(manifest, remote, spec, old.shard, BUILDING, replaces=old.id)
-            notes.append(f"store {old.name!r}: configuration changed; rebuilding into {new.id}")
+            emit(StoreEvent(old.name, REBUILDING, new.id, old.id))
         rows = [r for r in manifest.rows_in_store(old.id) if r.state == INDEXED and r.file_id]
         roots = {r.key: r for r in settings.roots}
         wanted = {}
@@ -55,7 +56,7 @@ def rebuild(
             wanted[row.file_id] = attributes(root, row.path, row.mtime_ns or 0, row.sha256 or "", spec)
         failed = _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout, profile)
         if failed is None:
-            notes.append(f"store {old.name!r}: rebuild not finished yet; searches keep using {old.id}")
+            emit(StoreEvent(old.name, REBUILD_WAITING, new.id, old.id))
             continue
         with manifest.transaction():
             for row in rows:
@@ -71,8 +72,7 @@ def rebuild(
             manifest.set_store_status(new.id, "active")
             manifest.set_store_status(old.id, "retired")
         remote.delete_store(old.id)  # the files stay: they are attached to the new store now
-        notes.append(f"store {old.name!r}: rebuilt; the vector store id is now {new.id}")
-    return notes
+        emit(StoreEvent(old.name, REBUILT, new.id, old.id))
 
 
 def _fill(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ingest.app import Backend
+from ingest.errors import UnknownStore as UnknownStore
 from ingest.manifest import INDEXED, Manifest
 from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
@@ -18,15 +19,11 @@ NO_STORE = "(not in a store: rejected or unreadable)"
 PRICE_PER_GIB_DAY = 0.10  # after the first free GiB
 
 
-class UnknownStore(ValueError):
-    """`--store NAME` names no store the manifest knows."""
-
-
 def storage_cost_per_day(usage_bytes: int) -> float:
     return round(max(0.0, usage_bytes / GIB - 1.0) * PRICE_PER_GIB_DAY, 4)
 
 
-def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, Any]:
+def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Path) -> dict[str, Any]:
     stores: dict[str, dict[str, Any]] = {}
     for store in manifest.stores():
         entry = stores.setdefault(
@@ -69,11 +66,11 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
         for r in manifest.recent_runs()
     ]
     return {
-        "backend": backend.kind,
+        "backend": backend,
         "server": {"base_url": remote.base_url, "profile": server.name, "describe": server.describe()}
         if server
         else None,
-        "manifest": str(backend.manifest),
+        "manifest": str(manifest_path),
         "stores": list(stores.values()),
         "problems": problems,
         "recent_runs": runs,

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ingest.remote.profile import Profile
 
+# Where the backends have always found them.
+from ingest.errors import AuthError as AuthError
+from ingest.errors import NotFound as NotFound
+from ingest.errors import RemoteError as RemoteError
+
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
 CREATE_TOKEN = "ingest_create_token"
@@ -29,20 +34,8 @@ UNSUPPORTED_FILE = "unsupported_file"
 INVALID_FILE = "invalid_file"
 
 
-class RemoteError(Exception):
-    """A remote call failed after the retries it was allowed."""
-
-
-class NotFound(RemoteError):
-    """The object does not exist remotely (404)."""
-
-
 class Unsupported(RemoteError):
     """The server does not offer this form of the call (it answered 400 to the request's shape)."""
-
-
-class AuthError(RemoteError):
-    """The credentials were refused (401/403): nothing else will work, stop the run."""
 
 
 @dataclass(frozen=True)
