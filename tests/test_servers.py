@@ -5,42 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 
 from ingest.attach import Limit
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.remote.openai import _server_message
-from tests.conftest import Cli
+from ingest.remote.profile import COMPATIBLE, PROFILES
+from ingest.stores import remember_profile, server_profile
 from tests.docs import make_docx
 from tests.emulator import Emulator
+from tests.test_sync_openai import rows
 
 ATTACH = "POST /vector_stores/{vector_store_id}/files"
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
 DETACH = "DELETE /vector_stores/{vector_store_id}/files/{file_id}"
-
-
-@pytest.fixture
-def llama():
-    with Emulator(index_delay=0.05, poll_after_ms=20, profile="llama-stack") as emu:
-        yield emu
-
-
-@pytest.fixture
-def llama_cli(state_dir, llama, tmp_path, monkeypatch) -> Cli:
-    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\nrequest_retries = 3\n")
-    monkeypatch.setenv("OPENAI_API_KEY", "anything")
-    monkeypatch.setenv("OPENAI_BASE_URL", llama.base_url)
-    return Cli()
-
-
-def rows(state_dir: Path) -> dict:
-    m = Manifest(state_dir / "manifest.db")
-    try:
-        return {r.path: r for r in m.rows().values()}
-    finally:
-        m.close()
 
 
 def records(emu: Emulator) -> dict[str, dict]:
@@ -227,3 +206,33 @@ def test_the_daemons_next_pass_retries_what_failed_in_an_outage(llama_cli, llama
         manifest.close()
     assert report.exit_code == 0 and report.counts["indexed"] == 4, "the changed file and the three failed ones"
     assert {r.state for r in rows(state_dir).values()} == {INDEXED}
+
+
+def test_the_server_is_found_out_once_per_base_url_and_what_it_refused_is_kept(tmp_path):
+    class Server:
+        base_url, probes = "http://a.example/v1/", 0
+
+        def probe(self):
+            self.probes += 1
+            return PROFILES[COMPATIBLE]
+
+    manifest, remote = Manifest(tmp_path / "manifest.db"), Server()
+    try:
+        assert server_profile(manifest, remote).per_file_batches is None, "not tried yet"
+        remember_profile(manifest, remote, server_profile(manifest, remote).with_batches(False))
+        assert server_profile(manifest, remote).per_file_batches is False and remote.probes == 1
+        remote.base_url = "http://b.example/v1/"
+        assert server_profile(manifest, remote).per_file_batches is None and remote.probes == 2, "another server"
+    finally:
+        manifest.close()
+
+
+def test_a_refused_per_file_batch_switches_an_unknown_server_to_one_file_attaches(llama_cli, llama, docs_root):
+    llama.configure(profile="openai")  # answers /version with 404: an unknown server
+    llama_cli("sync", str(docs_root / "guides"))
+    llama.configure(profile="llama-stack")  # now refuses files=[…]
+    (docs_root / "guides" / "new.md").write_text("# New\n\nthe capybara chapter\n")
+    report = llama_cli.json("sync", str(docs_root / "guides"))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 1
+    assert llama.counters()["status"][400] >= 1 and llama.counters()["requests"][ATTACH] == 1
+    assert "one-file attaches" in llama_cli("status").stdout
