@@ -20,9 +20,15 @@ log = logging.getLogger("ingest")
 class Failure(click.ClickException):
     """A known failure: one sentence, no traceback (INGEST_DEBUG=1 shows it)."""
 
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 1
+
+
+class UsageFailure(Failure):
+    exit_code = USAGE
+
+
+def failure(message: str, code: int) -> Failure:
+    return UsageFailure(message) if code == USAGE else Failure(message)
 
 
 def _guarded(fn):
@@ -35,7 +41,7 @@ def _guarded(fn):
             return fn(*args, **kwargs)
         except IngestError as exc:
             _debug()
-            raise Failure(exc.sentence(), exc.exit_code) from None
+            raise failure(exc.sentence(), exc.exit_code) from None
 
     return wrapper
 
@@ -218,7 +224,7 @@ def search(
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
     except ValueError as exc:
-        raise Failure(str(exc), USAGE) from None
+        raise UsageFailure(str(exc)) from None
     with _open(ctx, lock=False) as ingest:
         hits = ingest.search(query, store=store_name, filters=parsed, max_results=max_results)
     if as_json:

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ingest.attach import Limit, attach_each
-from ingest.config import BATCH_LIMIT, Settings
+from ingest.config import Settings
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
     INDEXING,
@@ -28,6 +29,7 @@ from ingest.events import (
     ignore,
 )
 from ingest.events import UPLOADED as EVENT_UPLOADED
+from ingest.limits import BATCH_LIMIT
 from ingest.manifest import (
     ATTACHING,
     DELETED,
@@ -36,7 +38,6 @@ from ingest.manifest import (
     INDEXED,
     PENDING,
     RETIRE,
-    STARTED,
     UPLOADED,
     UPLOADING,
     FileRow,
@@ -47,24 +48,24 @@ from ingest.remote.base import (
     COMPLETED,
     IN_PROGRESS,
     INVALID_FILE,
-    MAX_RETRY_AFTER,
     UNSUPPORTED_FILE,
     AttachItem,
     AuthError,
     NotFound,
     Remote,
     RemoteError,
+    RemoteFile,
     StoreFile,
     Unsupported,
 )
 from ingest.remote.local.extract import ExtractError
 from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import Stores, remember_profile
+from ingest.sweep import sweep
 from ingest.text import TextUploads
 
 PERMANENT = (UNSUPPORTED_FILE, INVALID_FILE)  # the server read the file and refused it: another try cannot help
 log = logging.getLogger("ingest")
-SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 Progress = Callable[[str, int, int], None]
 
 
@@ -74,6 +75,13 @@ class Outcome:
     indexed: int = 0
     deleted_remote: int = 0
     duplicates_removed: int = 0
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    row: FileRow  # as recorded when its upload started
+    upload_id: int  # its ledger entry
+    source: Path | None = None  # what was sent, when not the file itself (its extracted text)
 
 
 @dataclass
@@ -143,13 +151,13 @@ class Indexer:
         for row in attach:
             # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
             # already in the store, so it goes first. Not there is fine.
-            self._detach(_sid(row), _fid(row), "attaching it anyway")
-            self._queue[_sid(row)].append(row)
+            self._detach(row.known_store_id, row.known_file_id, "attaching it anyway")
+            self._queue[row.known_store_id].append(row)
         for row in attaching:
             if row.batch_id:
-                self.batches.setdefault(row.batch_id, _Batch(_sid(row), {})).rows[_fid(row)] = row
+                self.batches.setdefault(row.batch_id, _Batch(row.known_store_id, {})).rows[row.known_file_id] = row
             else:
-                self.singles[_fid(row)] = (_sid(row), row)
+                self.singles[row.known_file_id] = (row.known_store_id, row)
         if uploads:
             try:
                 self._upload_all(uploads)
@@ -163,7 +171,7 @@ class Indexer:
     def _upload_all(self, rows: list[FileRow]) -> None:
         total, done = len(rows), 0
         with ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="upload") as pool:
-            pending = {}
+            pending: dict[Future[RemoteFile], _InFlight] = {}
             todo = iter(rows)
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are.
@@ -172,22 +180,23 @@ class Indexer:
                     row = next(todo, None)
                     if row is None:
                         break
-                    pending[self._start(pool, row)] = row
+                    future, sent = self._start(pool, row)
+                    pending[future] = sent
                 if not pending:
                     break
                 finished, _ = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
                 self.manifest.alive()  # bounds how late a killed run can have created a file: see sweep()
                 for future in finished:
-                    row = pending.pop(future)
+                    sent = pending.pop(future)
                     try:
-                        self._uploaded(future, row)
+                        self._uploaded(future, sent)
                     except AuthError:
                         pool.shutdown(cancel_futures=True)
                         raise
                     done += 1
                     self.progress("upload", done, total)
 
-    def _start(self, pool: ThreadPoolExecutor, row: FileRow):
+    def _start(self, pool: ThreadPoolExecutor, row: FileRow) -> tuple[Future[RemoteFile], _InFlight]:
         path = Path(row.root) / row.path
         failed: ExtractError | OSError | None = None
         try:
@@ -198,47 +207,45 @@ class Indexer:
             size = (row.size or 0) if source == path else source.stat().st_size
             upload_id = self.manifest.ledger_start(row.root, row.path, name, size, row.sha256)
             row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
+        future: Future[RemoteFile]
         if failed is not None:
-            future: Future = Future()
+            future = Future()
             future.set_exception(failed)
         else:
             future = pool.submit(self.remote.upload, source, name)
-        future.upload_id = upload_id  # type: ignore[attr-defined]
-        future.row = row  # type: ignore[attr-defined]
-        future.source = source  # type: ignore[attr-defined]
-        return future
+        return future, _InFlight(row, upload_id, source)
 
-    def _uploaded(self, future, row: FileRow) -> None:
-        row = future.row
+    def _uploaded(self, future: Future[RemoteFile], sent: _InFlight) -> None:
+        row, upload_id = sent.row, sent.upload_id
         path = Path(row.root) / row.path
-        self.text.done(future.source)
+        self.text.done(sent.source)
         try:
             remote_file = future.result()
         except ExtractError as exc:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self._fail(
                 row, f"this server cannot read its type, and its text cannot be extracted: {exc}", exc.code, False
             )
             return
         except FileNotFoundError:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
             self.emit(event(row, SKIPPED, "vanished before it could be uploaded"))
             return
         except OSError as exc:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self._fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
             return
         except AuthError:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING)
             raise
         except RemoteError as exc:
-            self.manifest.ledger_failed(future.upload_id, exc.maybe_duplicated)
+            self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
             self._fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
-        changes = {"state": UPLOADED, "file_id": remote_file.id}
+        changes: dict[str, Any] = {"state": UPLOADED, "file_id": remote_file.id}
         try:
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
@@ -247,14 +254,12 @@ class Indexer:
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
-            self.manifest.ledger_done(
-                future.upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at
-            )
+            self.manifest.ledger_done(upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at)
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
-        self._queue[_sid(row)].append(row)
-        if len(self._queue[_sid(row)]) >= BATCH_LIMIT:
-            self._flush(_sid(row))
+        self._queue[row.known_store_id].append(row)
+        if len(self._queue[row.known_store_id]) >= BATCH_LIMIT:
+            self._flush(row.known_store_id)
 
     def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
         row = self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
@@ -273,7 +278,7 @@ class Indexer:
             self._attach_each(store_id, rows)
             return
         chunking = self.stores.chunking(rows[0].store or "")
-        items = [AttachItem(_fid(r), r.attrs(), chunking) for r in rows]
+        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in rows]
         try:
             batch = self.remote.attach_batch(store_id, items)
         except AuthError:
@@ -294,15 +299,15 @@ class Indexer:
         tracked = _Batch(store_id, {})
         with self.manifest.transaction():
             for row in rows:
-                tracked.rows[_fid(row)] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
-                self.manifest.ledger_set(_fid(row), "live", store_id)
+                tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
+                self.manifest.ledger_set(row.known_file_id, "live", store_id)
         self.batches[batch.id] = tracked
 
     def _gone(self, rows: list[FileRow]) -> None:
         """The vector store or the uploaded file is gone remotely: upload these again."""
         with self.manifest.transaction():
             for row in rows:
-                self.manifest.ledger_set(_fid(row), RETIRE)
+                self.manifest.ledger_set(row.known_file_id, RETIRE)
                 self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
         # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
         for row in rows:
@@ -321,9 +326,9 @@ class Indexer:
         sent: dict[str, FileRow] = {}
         with self.manifest.transaction():  # attaching before the call: a crash leaves it to be looked up
             for row in rows:
-                sent[_fid(row)] = self.manifest.update(row, state=ATTACHING, batch_id=None)
-                self.manifest.ledger_set(_fid(row), "live", store_id)
-        items = [AttachItem(_fid(r), r.attrs(), chunking) for r in sent.values()]
+                sent[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=None)
+                self.manifest.ledger_set(row.known_file_id, "live", store_id)
+        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in sent.values()]
         for result in attach_each(self.remote, store_id, items, self.limit, self.stop):
             row = sent.pop(result.file_id)
             if isinstance(result.error, NotFound):
@@ -338,14 +343,14 @@ class Indexer:
             elif result.store_file is not None:
                 self._observed(store_id, row, result.store_file)
         for row in sent.values():  # stopping: not sent, looked up (and attached) by the next run
-            self.singles[_fid(row)] = (store_id, row)
+            self.singles[row.known_file_id] = (store_id, row)
 
     def _observed(self, store_id: str, row: FileRow, sf: StoreFile) -> None:
         """What the store's own record of a file says."""
         if sf.status == COMPLETED:
             self._indexed(row)
         elif sf.status == IN_PROGRESS:
-            self.singles[_fid(row)] = (store_id, row)
+            self.singles[row.known_file_id] = (store_id, row)
         elif sf.status == CANCELLED:
             self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
         else:
@@ -359,12 +364,12 @@ class Indexer:
 
     def _again(self, store_id: str, row: FileRow, reason: str, code: str | None) -> None:
         """Attach once more in this run (detached first), a bounded number of times; then fail retryably."""
-        if self._index_retries[_fid(row)] >= self.settings.server_error_retries:
+        if self._index_retries[row.known_file_id] >= self.settings.server_error_retries:
             self._fail(row, reason, code, retryable=True)
             return
-        self._index_retries[_fid(row)] += 1
+        self._index_retries[row.known_file_id] += 1
         # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
-        self._detach(store_id, _fid(row), "attaching it again anyway")
+        self._detach(store_id, row.known_file_id, "attaching it again anyway")
         self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
         self.emit(event(row, RETRIED, f"{reason}; attached again"))
 
@@ -472,7 +477,7 @@ class Indexer:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
-        if _fid(row) not in self.moved:
+        if row.known_file_id not in self.moved:
             self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
@@ -512,7 +517,7 @@ class Indexer:
                             )
                         )
                         continue
-                    self.manifest.ledger_set(upload.file_id or "", DELETED)
+                    self.manifest.ledger_set(upload.known_file_id, DELETED)
                     self.outcome.deleted_remote += 1
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -527,52 +532,5 @@ class Indexer:
         return True
 
     def sweep(self) -> None:
-        """Find the files of uploads whose reply never came (a crash, a lost response) and delete them.
-
-        The Files API offers only a name, a size and a creation time to match on, so the window is kept
-        to seconds on the server's own clock: the span between the first try and the reply that came.
-        """
-        suspects = self.manifest.ledger(STARTED) + self.manifest.ledger_suspects()
-        if not suspects:
-            return
-        known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
-        offset = self.manifest.clock_offset()
-        windows = [(s, _window(s, offset, self._latest(s))) for s in suspects]
-        for remote_file in self.remote.list_files():
-            if remote_file.id in known:
-                continue
-            for s, (lo, hi) in windows:
-                if (
-                    remote_file.filename == s.filename
-                    and remote_file.bytes == s.bytes
-                    and lo <= remote_file.created_at <= hi
-                ):
-                    self.remote.delete_file(remote_file.id)
-                    self.outcome.duplicates_removed += 1
-                    break
-        with self.manifest.transaction():
-            for s in suspects:
-                self.manifest.ledger_resolved(s)
-
-    def _latest(self, upload) -> float:
-        """The latest moment (our clock) the upload call can still have been running: the last sign of
-        life of the run that made it; with no run on record, the longest one call can last."""
-        if upload.finished_at is not None:
-            return upload.finished_at
-        seen = self.manifest.last_alive(upload.started_at)
-        if seen is not None:
-            return min(time.time(), max(seen, upload.started_at) + 3 * HEARTBEAT)
-        longest = max(1, self.settings.request_retries) * (self.settings.request_timeout + MAX_RETRY_AFTER)
-        return min(time.time(), upload.started_at + longest)
-
-
-def _window(upload, offset: float | None, now: float) -> tuple[float, float]:
-    """When, on the server's clock, a lost copy of this upload can have been created; `now` is the
-    latest moment the upload call can still have been running."""
-    if upload.remote_created_at is not None and upload.finished_at is not None:
-        # Copies come from earlier tries of the same upload: before its reply, after its first try.
-        span = upload.finished_at - upload.started_at
-        return upload.remote_created_at - span - 2, upload.remote_created_at + 1
-    if offset is None:
-        return upload.started_at - SWEEP_WINDOW, (upload.finished_at or now) + SWEEP_WINDOW
-    return upload.started_at + offset - 3, (upload.finished_at or now) + offset + 3
+        """Delete the copies that uploads whose reply never came may have left (see ingest.sweep)."""
+        self.outcome.duplicates_removed += sweep(self.settings, self.manifest, self.remote)

@@ -42,8 +42,8 @@ class TextUploads:
         out.write_text(text, encoding="utf-8")
         return out, path.name + ".txt"
 
-    def done(self, source: Path) -> None:
-        if self._dir is not None and source.parent == self._dir:
+    def done(self, source: Path | None) -> None:
+        if self._dir is not None and source is not None and source.parent == self._dir:
             source.unlink(missing_ok=True)
 
     def close(self) -> None:
