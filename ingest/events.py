@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # What happened to a file: the one vocabulary of `sync -v`, `--json`, the daemon's log and the metrics.
@@ -76,14 +76,7 @@ class FileEvent:
         return f"{self.shown}: {self.reason}" if self.reason else f"{self.shown}: {self.action}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "root": self.root,
-            "action": self.action,
-            "store": self.store,
-            "file_id": self.file_id,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -112,14 +105,7 @@ class StoreEvent:
         }[self.action]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "action": self.action,
-            "vector_store_id": self.vector_store_id,
-            "old_vector_store_id": self.old_vector_store_id,
-            "count": self.count,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -134,7 +120,7 @@ class Note:
         return self.detail
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "detail": self.detail, "file_id": self.file_id}
+        return asdict(self)
 
 
 Event = FileEvent | StoreEvent | Note

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -22,6 +20,7 @@ from ingest.events import (
     FileEvent,
     StoreEvent,
 )
+from tests.test_watch import http_get as get
 
 
 @pytest.fixture
@@ -67,14 +66,6 @@ def test_store_events_are_lines_of_their_own(json_log):
     assert rebuilt["vector_store_id"] == "vs_new" and rebuilt["level"] == "info" and "vs_new" in rebuilt["message"]
     assert recreated["level"] == "warning" and "expired" in recreated["message"]
     assert mass["level"] == "warning" and mass["action"] == MASS_DELETE_HELD and "12 deletions" in mass["message"]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_metrics_count_the_stream_and_are_served_beside_healthz():
