@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.execute import RETRY_CAP
+from ingest.manifest import FAILED, INDEXED, Manifest
 from tests.emulator import Emulator
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"

@@ -373,6 +373,9 @@ class State:
             stuck=stuck,
         )
         sf.search_attributes = dict(attributes) if attributes is not None else None
+        if self.llama and not set(llama.STORE_METADATA) <= set(s.metadata):
+            # vector_stores.update(metadata=…) replaced the keys llama-stack keeps there: nothing embeds.
+            sf.outcome = ("failed", {"code": "server_error", "message": "embedding_model not found in metadata"})
         if self._overloaded(batch_id):
             # The kv store gave up ("database is locked"): the record is lost, its chunks stay searchable.
             self.ghosts.append((float("inf"), s.id, sf, f))
