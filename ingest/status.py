@@ -45,8 +45,8 @@ def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Pat
     known = manifest.server(remote.base_url)
     server = profiles.load(known) if known else None
     for entry in stores.values():
-        # A server that always says 0 bytes (llama-stack) has said nothing: unknown, not free.
-        if entry["usage_bytes"] == 0 and entry["files"].get(INDEXED) and not (server and server.reports_usage):
+        # 0 bytes for a store holding indexed files (llama-stack always says 0) is no figure: unknown, not free.
+        if entry["usage_bytes"] == 0 and entry["files"].get(INDEXED):
             entry["usage_bytes"] = entry["cost_per_day_usd"] = None
         else:
             entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])

@@ -21,7 +21,6 @@ class Profile:
     attach_max: int = 8
     # Extensions the server accepts but cannot read text from: ingest can upload its own extraction.
     unreadable: tuple[str, ...] = ()
-    reports_usage: bool = True
     version: str | None = None
 
     def with_batches(self, supported: bool) -> Profile:
@@ -49,7 +48,6 @@ PROFILES = {
         attach_concurrency=3,
         attach_max=6,
         unreadable=(".docx", ".pptx", ".html"),
-        reports_usage=False,
     ),
     # An unknown server: the documented behaviour, learning what it refuses.
     COMPATIBLE: Profile(COMPATIBLE, per_file_batches=None),
