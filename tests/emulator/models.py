@@ -46,6 +46,7 @@ class Store:
     expires_after: dict | None
     last_active_at: int
     forced_expired: bool = False
+    embedder_forgotten: bool = False  # llama-stack: an update dropped the embedding keys from its metadata
     files: dict = field(default_factory=dict)  # file_id -> StoreFile, in attach order
     keys: dict = field(default_factory=dict)  # file_id -> seq, kept after detach (pagination cursors)
 

@@ -334,6 +334,7 @@ class State:
                 s.name = changes["name"] or ""
             if "metadata" in changes:
                 s.metadata = changes["metadata"] or {}
+                s.embedder_forgotten = self.llama and not set(llama.STORE_METADATA) <= set(s.metadata)
             if "expires_after" in changes:
                 s.expires_after = changes["expires_after"]
             return self.store_obj(s)
@@ -373,7 +374,7 @@ class State:
             stuck=stuck,
         )
         sf.search_attributes = dict(attributes) if attributes is not None else None
-        if self.llama and not set(llama.STORE_METADATA) <= set(s.metadata):
+        if self.llama and s.embedder_forgotten:
             # vector_stores.update(metadata=…) replaced the keys llama-stack keeps there: nothing embeds.
             sf.outcome = ("failed", {"code": "server_error", "message": "embedding_model not found in metadata"})
         if self._overloaded(batch_id):
