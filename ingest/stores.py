@@ -64,12 +64,15 @@ def server_profile(manifest: Manifest, remote: Remote) -> profiles.Profile:
     if known is not None:
         return profiles.load(known)
     found = remote.probe()
-    remember_profile(manifest, remote, found)
-    log.info("server at %s: %s", remote.base_url, found.describe())
+    if found.settled:
+        remember_profile(manifest, remote, found)
+        log.info("server at %s: %s", remote.base_url, found.describe())
     return found
 
 
 def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile) -> None:
+    if not found.settled:
+        return  # who the server is was not found out: the next run asks again
     manifest.remember_server(remote.base_url, found.name, found.version, found.per_file_batches)
 
 

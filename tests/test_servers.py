@@ -236,3 +236,12 @@ def test_a_refused_per_file_batch_switches_an_unknown_server_to_one_file_attache
     assert report["exit_code"] == 0 and report["counts"]["indexed"] == 1
     assert llama.counters()["status"][400] >= 1 and llama.counters()["requests"][ATTACH] == 1
     assert "one-file attaches" in llama_cli("status").stdout
+
+
+def test_a_server_that_could_not_say_who_it_is_is_asked_again(llama_cli, llama, docs_root):
+    llama.inject("503", count=1, endpoint="GET /version")
+    llama_cli("sync", str(docs_root / "guides"))
+    assert "llama-stack" not in llama_cli("status").stdout, "not remembered from a 503"
+    (docs_root / "guides" / "usage.txt").write_text("Usage notes, second edition: the quokka.\n")
+    llama_cli("sync", str(docs_root / "guides"))
+    assert "llama-stack 0.7.3" in llama_cli("status").stdout

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -222,8 +223,10 @@ class OpenAIRemote:
             return known
         try:
             reply: object = self.client.get("/version", cast_to=object, options={"max_retries": 0})
+        except (openai.APIConnectionError, openai.InternalServerError):
+            return replace(profile.PROFILES[profile.COMPATIBLE], settled=False)  # asked again next run
         except openai.OpenAIError:
-            reply = None
+            reply = None  # not a route of this server
         found = profile.from_version(reply)
         if found.name == profile.LLAMA_STACK:
             # A brand-new llama-stack creates its tables on the first read: uploads sent at once before it get

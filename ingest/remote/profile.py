@@ -22,6 +22,8 @@ class Profile:
     # Extensions the server accepts but cannot read text from: ingest can upload its own extraction.
     unreadable: tuple[str, ...] = ()
     version: str | None = None
+    # False when the server could not be asked (down, or a 5xx): used for this run, not remembered.
+    settled: bool = True
 
     def with_batches(self, supported: bool) -> Profile:
         return replace(self, per_file_batches=supported)
