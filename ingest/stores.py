@@ -58,12 +58,13 @@ def fingerprint(spec: StoreSpec) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def server_profile(manifest: Manifest, remote: Remote) -> profiles.Profile:
-    """The server's profile: as the manifest remembers it for this base URL, else found out and kept."""
+def server_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile:
+    """The server's profile: as the manifest remembers it for this base URL, else found out (or, with
+    `server = NAME` in the config, taken as named) and kept."""
     known = manifest.server(remote.base_url)
-    if known is not None:
+    if known is not None and named in ("auto", known["profile"]):
         return profiles.load(known)
-    found = remote.probe()
+    found = remote.probe() if named == "auto" else profiles.PROFILES[named]
     if found.settled:
         remember_profile(manifest, remote, found)
         log.info("server at %s: %s", remote.base_url, found.describe())

@@ -101,7 +101,7 @@ class Engine:
         died = None
         try:
             if not options.dry_run:
-                self.profile = server_profile(self.manifest, self.remote)
+                self.profile = server_profile(self.manifest, self.remote, self.settings.server)
             indexer = self.indexer(progress)
             if not options.dry_run:
                 indexer.stores.check_all()

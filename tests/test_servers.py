@@ -245,3 +245,14 @@ def test_a_server_that_could_not_say_who_it_is_is_asked_again(llama_cli, llama, 
     (docs_root / "guides" / "usage.txt").write_text("Usage notes, second edition: the quokka.\n")
     llama_cli("sync", str(docs_root / "guides"))
     assert "llama-stack 0.7.3" in llama_cli("status").stdout
+
+
+def test_the_config_can_name_the_server(llama_cli, llama, docs_root, tmp_path):
+    llama.configure(profile="openai")  # GET /version is a 404 here
+    config = tmp_path / "ingest.toml"
+    config.write_text(config.read_text() + 'server = "llama-stack"\n')
+    llama_cli("sync", str(docs_root))
+    assert "(llama-stack; one-file attaches" in llama_cli("status").stdout
+    assert llama.counters()["requests"].get(BATCHES) is None and llama.counters()["requests"][ATTACH] == 4
+    config.write_text(config.read_text().replace('"llama-stack"', '"nonsense"'))
+    assert "server: must be one of auto, openai," in llama_cli("status", check=2).stderr
