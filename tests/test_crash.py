@@ -508,8 +508,12 @@ def test_kill_just_after_the_store_is_created_leaves_no_orphan_store(tmp_path):
         PYTHONUNBUFFERED="1",
     )
     try:
+        # Every upload is answered only after two minutes: once the store is created, no other request can
+        # finish before the kill, whatever the machine's speed.
+        emu.configure(fault_rate=1.0, fault_mix={"slow": 1}, fault_endpoints=["POST /files"], slow_ms=120_000)
         run = Run(env, root, tmp_path)
         assert run.kill_when(after(0.005, lambda r: r.counts["create_store"] > 0)) == "create_store"
+        emu.configure(fault_rate=0.0)
         recovery = subprocess.run(
             [sys.executable, "-m", "ingest", "sync", str(root)],
             env=env,
