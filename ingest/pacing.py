@@ -185,21 +185,24 @@ class Pacer:
             self.recent = latency if self.recent is None else self.recent + (latency - self.recent) * 0.2
         if self.rate is not None and self.stated_rate is not None:
             self.rate = min(self.stated_rate, self.rate + self.stated_rate * RATE_RECOVERY)
-        if self.base is not None and self.recent is not None:
-            if self.recent > CUT_TOLERANCE * self.base:
-                self._cut(ticket, max(THROTTLE_CUT, GROW_TOLERANCE * self.base / self.recent))
-                return
-            if self.recent > GROW_TOLERANCE * self.base:
-                return
         limited = ticket.waited_for_slot or self._full_at >= ticket.seq  # the window was full meanwhile
+        if self.base is not None and self.recent is not None and self.recent > GROW_TOLERANCE * self.base:
+            # Paced, the server has said what it allows: enough in flight to carry that rate at this
+            # latency (Little's law) adds no load, however slow the replies.
+            carry = math.ceil(self.rate * self.recent) + 1 if self.rate is not None else 1
+            if self.recent > CUT_TOLERANCE * self.base:
+                self._cut(ticket, max(THROTTLE_CUT, GROW_TOLERANCE * self.base / self.recent), carry)
+            if limited and self.limit < min(carry, self.ceiling):
+                self.limit += 1.0
+            return
         if limited and self.limit < self.ceiling:
             self.limit = min(self.ceiling, self.limit + (1.0 if self.limit < self.ssthresh else 1.0 / self.limit))
 
-    def _cut(self, ticket: Ticket, factor: float) -> None:
+    def _cut(self, ticket: Ticket, factor: float, floor: float = 1.0) -> None:
         if ticket.seq <= self._cut_after:
             return
         self._cut_after = self._seq
-        self.limit = max(1.0, self.limit * factor)
+        self.limit = min(self.limit, max(floor, 1.0, self.limit * factor))
         self.ssthresh = self.limit
 
     def _throttled(self, ticket: Ticket, now: float, retry_after: float | None) -> None:

@@ -128,6 +128,16 @@ def test_climbing_latency_stops_the_growth_and_then_shrinks_the_window_once_per_
     assert pacer.window >= before // 2, "a whole window of slow replies is one cut, not one per reply"
 
 
+def test_paced_calls_keep_enough_in_flight_to_carry_the_rate_when_latency_climbs():
+    clock = Clock()
+    pacer = Pacer(8, ceiling=64, clock=clock)
+    serve(pacer, clock, Server(clock, 20, 20), 5.0, latency=0.1)
+    answered = serve(pacer, clock, Server(clock, 20, 20), 10.0, latency=1.0)  # ten times slower
+    assert pacer.window >= 20, "never fewer than rate x latency, however the latency climbs"
+    late = [t.at for t in answered if t.at > clock.now - 6.0]
+    assert len(late) >= 20 * (late[-1] - late[0]) * 0.95
+
+
 def test_429s_without_a_stated_rate_halve_the_window_once_per_window_and_pause_everyone():
     clock = Clock()
     pacer = Pacer(16, clock=clock)
