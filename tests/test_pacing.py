@@ -35,14 +35,18 @@ def fill(pacer: Pacer, now: float) -> list[Ticket]:
     return started
 
 
+def answer(pacer: Pacer, tickets: list[Ticket], now: float, *args, **kwargs) -> None:
+    for ticket in tickets:
+        pacer.done(ticket, now, *args, **kwargs)
+
+
 def rounds(pacer: Pacer, clock: Clock, count: int, latency: float, outcome: str = "ok") -> list[int]:
     """`count` round trips of a saturated window; the window after each."""
     seen = []
     for _ in range(count):
         tickets = fill(pacer, clock.now)
         clock.now += latency
-        for ticket in tickets:
-            pacer.done(ticket, clock.now, outcome)
+        answer(pacer, tickets, clock.now, outcome)
         seen.append(pacer.window)
     return seen
 
@@ -116,14 +120,12 @@ def test_climbing_latency_stops_the_growth_and_then_shrinks_the_window_once_per_
     assert grown == 32
     tickets = fill(pacer, clock.now)
     clock.now += 0.14  # within 1.5x of the quietest: still flat enough to grow
-    for ticket in tickets:
-        pacer.done(ticket, clock.now)
+    answer(pacer, tickets, clock.now)
     assert pacer.window > grown
     before = pacer.window
     tickets = fill(pacer, clock.now)
     clock.now += 1.0  # ten times the quietest: the server is queueing
-    for ticket in tickets:
-        pacer.done(ticket, clock.now)
+    answer(pacer, tickets, clock.now)
     assert pacer.window < before
     assert pacer.window >= before // 2, "a whole window of slow replies is one cut, not one per reply"
 
@@ -143,8 +145,7 @@ def test_429s_without_a_stated_rate_halve_the_window_once_per_window_and_pause_e
     pacer = Pacer(16, clock=clock)
     tickets = fill(pacer, clock.now)
     clock.now += 0.1
-    for ticket in tickets:
-        pacer.done(ticket, clock.now, THROTTLED, retry_after=2.0)
+    answer(pacer, tickets, clock.now, THROTTLED, retry_after=2.0)
     assert pacer.window == 8, "sixteen refusals of one crowd are one halving, not a collapse to 1"
     assert pacer.try_start(clock.now) == pytest.approx(2.0)  # Retry-After holds every caller back
     clock.now += 2.0
@@ -155,11 +156,9 @@ def test_errors_that_say_the_server_is_strained_shrink_the_window_and_a_refused_
     clock = Clock()
     pacer = Pacer(16, clock=clock)
     tickets = fill(pacer, clock.now)
-    for ticket in tickets[:8]:
-        pacer.done(ticket, clock.now + 0.1, NEUTRAL)  # a 400 or a 404: nothing about load
+    answer(pacer, tickets[:8], clock.now + 0.1, NEUTRAL)  # a 400 or a 404: nothing about load
     assert pacer.window == 16
-    for ticket in tickets[8:]:
-        pacer.done(ticket, clock.now + 0.1, OVERLOADED)
+    answer(pacer, tickets[8:], clock.now + 0.1, OVERLOADED)
     assert pacer.window == 12
 
 
@@ -208,14 +207,13 @@ def test_a_429_the_model_did_not_expect_lowers_the_rate_which_then_creeps_back()
     pacer = Pacer(8, clock=clock)
     first = fill(pacer, clock.now)
     clock.now += 0.1
-    for ticket in first:
-        pacer.done(ticket, clock.now, rate=RateHeaders(600, 9, 0.1))
+    answer(pacer, first, clock.now, rate=RateHeaders(600, 9, 0.1))
     clock.now += 1.0
     crowd = fill(pacer, clock.now)
     assert crowd and all(t.paced for t in crowd)
     clock.now += 0.1
-    for ticket in crowd:  # another client took the server's bucket meanwhile
-        pacer.done(ticket, clock.now, THROTTLED, retry_after=0.5, rate=RateHeaders(600, 0, 1.0))
+    # another client took the server's bucket meanwhile
+    answer(pacer, crowd, clock.now, THROTTLED, retry_after=0.5, rate=RateHeaders(600, 0, 1.0))
     assert pacer.rate == pytest.approx(9.0), "one cut for the crowd"
     assert pacer.window >= 8, "with a stated rate, the rate is the lever, not the window"
     assert pacer.try_start(clock.now) == pytest.approx(0.5)

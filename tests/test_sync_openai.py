@@ -95,14 +95,19 @@ def test_indexing_server_error_is_retried_then_reported(openai_cli, fake_openai,
     assert "server_error" in report["failed"][0]["reason"]
 
 
+def notes(tmp_path: Path, count: int) -> Path:
+    root = tmp_path / "burst"
+    root.mkdir()
+    for i in range(count):
+        (root / f"n{i}.md").write_text(f"note {i}\n")
+    return root
+
+
 def test_uploads_keep_to_the_rate_the_server_states(openai_cli, fake_openai, tmp_path, state_dir):
     # 50 uploads a second with a burst of 50, stated in x-ratelimit-* headers; the old fixed window
     # of 8 with no pacing sent them as fast as replies came and was refused again and again.
     fake_openai.configure(upload_rps=50)
-    root = tmp_path / "burst"
-    root.mkdir()
-    for i in range(120):
-        (root / f"n{i}.md").write_text(f"note {i}\n")
+    root = notes(tmp_path, 120)
     report = openai_cli.json("sync", str(root))
     assert report["counts"]["indexed"] == 120 and report["exit_code"] == 0
     counters = fake_openai.counters()
@@ -114,10 +119,7 @@ def test_uploads_keep_to_the_rate_the_server_states(openai_cli, fake_openai, tmp
 def test_refused_uploads_wait_and_all_get_through(openai_cli, fake_openai, tmp_path, state_dir):
     # 429s with Retry-After and no rate stated: the window is the lever, and every file arrives once.
     fake_openai.inject("429", count=12, endpoint="POST /files")
-    root = tmp_path / "burst"
-    root.mkdir()
-    for i in range(30):
-        (root / f"n{i}.md").write_text(f"note {i}\n")
+    root = notes(tmp_path, 30)
     report = openai_cli.json("sync", str(root))
     assert report["counts"]["indexed"] == 30 and report["exit_code"] == 0
     assert fake_openai.counters()["faults"]["429"] == 12
