@@ -120,7 +120,7 @@ class Indexer:
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are (or are next).
             while True:
-                window = pacer.window if pacer is not None else self.settings.upload_concurrency
+                window = pacer.wanted if pacer is not None else self.settings.upload_concurrency
                 while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
                     row = next(todo, None)
                     if row is None:
