@@ -94,6 +94,8 @@ def rate_headers(headers: Mapping[str, str] | None) -> RateHeaders | None:
 
 
 class Pacer:
+    """The window and pace of one kind of call (see the module's docstring); thread-safe."""
+
     def __init__(
         self,
         start: int,
