@@ -32,6 +32,7 @@ MAX_BURST_S = 1.0  # never more than one second's worth at once, whatever a minu
 RATE_CUT = 0.9  # a 429 despite the model: the rate that really is left is lower than stated
 RATE_FLOOR = 0.1  # ... but never below this share of the stated rate
 RATE_RECOVERY = 0.002  # share of the stated rate won back by each success after a cut
+MAX_PAUSE_S = 120.0  # the longest wait a reset value earns (beyond it, a later call finds out for itself)
 OVERLOAD_CUT = 0.75
 THROTTLE_CUT = 0.5
 
@@ -228,6 +229,9 @@ class Pacer:
                 self.stated_rate = stated
                 self.rate = stated if self.rate is None else min(self.rate, stated)
         if self.stated_rate is None or self.rate is None:
+            if said.remaining == 0 and said.reset_s is not None:
+                # No rate to space calls by, but nothing is left: none goes before the limit is whole.
+                self.not_before = max(self.not_before, now + min(said.reset_s, MAX_PAUSE_S))
             return
         full = self.stated_rate * MAX_BURST_S
         if said.remaining is not None and said.reset_s is not None:

@@ -232,6 +232,17 @@ def test_429s_of_calls_sent_before_the_rate_was_known_do_not_lower_it():
     assert pacer.rate == 2.0
 
 
+def test_nothing_left_and_no_rate_stated_waits_for_the_reset():
+    clock = Clock()
+    pacer = Pacer(8, clock=clock)
+    tickets = fill(pacer, clock.now)
+    clock.now += 0.1
+    pacer.done(tickets[0], clock.now, rate=RateHeaders(None, 3, 0.4))
+    assert isinstance(pacer.try_start(clock.now), Ticket), "something is left: go on"
+    pacer.done(tickets[1], clock.now, rate=RateHeaders(None, 0, 0.4))
+    assert pacer.try_start(clock.now) == pytest.approx(0.4)
+
+
 def test_durations_and_headers_as_openai_writes_them():
     assert parse_duration("1s") == 1.0
     assert parse_duration("6m0s") == 360.0
