@@ -104,7 +104,7 @@ def test_the_api_key_appears_in_no_output_log_or_file(tmp_path, emu, docs):
         text=True,
     )
     heartbeat = tool.state / "ingest" / "daemon.json"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not heartbeat.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     watch.send_signal(signal.SIGTERM)
