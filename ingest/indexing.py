@@ -318,9 +318,13 @@ class Indexer:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
+        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
+        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
+            kept = None
         self.manifest.update(
             row,
             state=INDEXED,
+            old_vector_store_id=kept,
             old_file_id=None,
             reason=None,
             error_code=None,
@@ -329,6 +333,17 @@ class Indexer:
             indexed_at=time.time(),
         )
         self.outcome.indexed += 1
+
+    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
+        """A file that moved store leaves the old one: only now that the new one has indexed it."""
+        try:
+            self.remote.detach(store_id, file_id)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            self.outcome.notes.append(f"{_show(row)}: still in its old store {store_id} ({exc}); detached next run")
+            return False
+        return True
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:

@@ -128,7 +128,9 @@ def m003_upload_server_time(db: sqlite_utils.Database) -> None:
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key")
+    db.table("roots").create(
+        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
+    )
     db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
@@ -136,6 +138,20 @@ def m004_roots(db: sqlite_utils.Database) -> None:
 def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
     db.table("runs").add_column("alive_at", float)
+
+
+@migrations()
+def m006_folders(db: sqlite_utils.Database) -> None:
+    # A file attached to a new store keeps its file id; the store it leaves is detached only once it is
+    # indexed in the new one (make before break).
+    db.table("files").add_column("old_vector_store_id", str)
+    # Files a user acknowledged (`ingest ignore`): left as they are while their size and mtime stay.
+    db.table("ignores").create(
+        {"root": str, "path": str, "size": int, "mtime_ns": int, "reason": str, "created_at": float},
+        pk=("root", "path"),
+    )
+    # The signal that ended a run (SIGINT, SIGTERM): its counts are what it did before it stopped.
+    db.table("runs").add_column("interrupted", str)
 
 
 class ManifestError(Exception):
@@ -166,6 +182,7 @@ class FileRow:
     first_seen: float | None = None
     updated_at: float | None = None
     indexed_at: float | None = None
+    old_vector_store_id: str | None = None
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> FileRow:
@@ -513,7 +530,9 @@ class Manifest:
         ).fetchone()
         return found[0] if found else None
 
-    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
+    def finish_run(
+        self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str], interrupted: str | None = None
+    ) -> None:
         self.db.table("runs").update(
             run_id,
             {
@@ -521,12 +540,64 @@ class Manifest:
                 "exit_code": exit_code,
                 "counts": json.dumps(counts),
                 "held": json.dumps(held),
+                "interrupted": interrupted,
             },
         )
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
 
+    # ignores ---------------------------------------------------------------------------------
+    def ignore(self, root: str, path: str, size: int, mtime_ns: int, reason: str | None) -> None:
+        self.db.table("ignores").upsert(
+            {
+                "root": root,
+                "path": path,
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "reason": reason,
+                "created_at": time.time(),
+            },
+            pk=("root", "path"),
+        )
+
+    def unignore(self, root: str, path: str) -> bool:
+        return self.db.execute("delete from ignores where root = ? and path = ?", [root, path]).rowcount > 0
+
+    def ignores(self, root: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        where, args = ("root = ?", [root]) if root is not None else (None, None)
+        return {(r["root"], r["path"]): r for r in self.db.table("ignores").rows_where(where, args)}
+
+    # folders ---------------------------------------------------------------------------------
+    def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
+        """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
+        if not prefix:
+            return list(self.rows(root).values())
+        head = prefix + "/"
+        return [
+            FileRow.from_db(r)
+            for r in self.db.table("files").rows_where(
+                "root = ? and (path = ? or substr(path, 1, ?) = ?)", [root, prefix, len(head), head]
+            )
+        ]
+
+    def forget_root(self, root: str) -> None:
+        """Drop what the manifest remembers of a root: its settings and its acknowledged files."""
+        self.db.execute("delete from roots where key = ?", [root])
+        self.db.execute("delete from ignores where root = ?", [root])
+
+    def rename_store(self, old: str, new: str) -> None:
+        """Every record of logical store `old` now says `new`: store rows, files, root settings, specs."""
+        with self.transaction():
+            for table, column in (("stores", "name"), ("files", "store"), ("roots", "store")):
+                self.db.execute(f"update {table} set {column} = ? where {column} = ?", [new, old])
+            for r in list(self.db.table("store_specs").rows_where("name = ?", [old])):
+                spec = {**json.loads(r["spec"]), "name": new}
+                self.db.table("store_specs").delete(old)
+                self.db.table("store_specs").upsert({"name": new, "spec": json.dumps(spec)}, pk="name")
+
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db.table("files").rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"):
+        for r in self.db.table("files").rows_where(
+            "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
+        ):
             yield FileRow.from_db(r)

@@ -15,7 +15,10 @@ from pathlib import Path
 
 from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Root, Settings, StoreSpec
+from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
+from ingest.interrupt import EXIT_CODES
+from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     ATTACHING,
     ERROR,
@@ -32,6 +35,7 @@ from ingest.manifest import (
 )
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
+from ingest.relocate import empty_stores, pending_renames, rename, transfer
 from ingest.remote.base import AuthError, Remote, RemoteError
 from ingest.stores import Stores, attributes, route
 from ingest.validate import MagicUnavailable, Validator
@@ -64,9 +68,12 @@ class Report:
     dry_run: bool = False
     seconds: float = 0.0
     newly_rejected: int = 0  # rejections that are news: a new file, or a new reason
+    interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_CODES.get(self.interrupted, 130)
         return 1 if self.failures else 0
 
     def as_dict(self) -> dict:
@@ -81,6 +88,7 @@ class Report:
             "failed_earlier": [{"path": p, "reason": r} for p, r in self.kept_failed],
             "still_indexing": self.still_indexing,
             "notes": self.notes,
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
             **({"plan": self.planned} if self.dry_run else {}),
         }
 
@@ -151,6 +159,13 @@ class Engine:
         stores = Stores(self.settings, self.manifest, self.remote)
         indexer = Indexer(self.settings, self.manifest, self.remote, stores, self.progress, stop=self.stop)
         try:
+            if scopes is None:
+                # Before remember(): a store renamed in the configuration is renamed in place, not refilled.
+                for old, new in pending_renames(self.settings, self.manifest):
+                    if options.dry_run:
+                        report.notes.append(f"store {old!r} would be renamed to {new!r} in place")
+                    else:
+                        report.notes += rename(self.manifest, self.remote, old, new)
             if not options.dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
             if not options.dry_run:
@@ -182,11 +197,21 @@ class Engine:
             if options.dry_run:
                 report.planned = _describe(plan)
                 return report
-            outcome = self._apply(plan, options, stores, indexer)
-            self._fold(report, outcome)
+            if not self.stop.is_set():
+                outcome = self._apply(plan, options, stores, indexer)
+                self._fold(report, outcome)
+                if scopes is None:
+                    report.notes += [
+                        f"store {name!r} is empty and nothing is synced to it any more; "
+                        f"'ingest store remove {name}' deletes it"
+                        for name in empty_stores(self.settings, self.manifest)
+                    ]
+            report.interrupted = stopped_by(self.stop)
         except BaseException as exc:
             # The run ends here with an error message; its row must not read as a success.
             died = 2 if isinstance(exc, (AuthError, ManifestError, MagicUnavailable)) else 1  # as the CLI exits
+            if isinstance(exc, KeyboardInterrupt):
+                died, report.interrupted = 130, stopped_by(self.stop) or "SIGINT"
             raise
         else:
             died = None
@@ -194,13 +219,20 @@ class Engine:
             report.seconds = time.monotonic() - started
             if run_id is not None:
                 self.manifest.finish_run(
-                    run_id, report.exit_code if died is None else died, report.counts, [p for p, _ in report.held]
+                    run_id,
+                    report.exit_code if died is None else died,
+                    report.counts,
+                    [p for p, _ in report.held],
+                    report.interrupted,
                 )
         return report
 
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
-        observed, problems, scans, rows, quiet = [], [], [], {}, []
+        observed, problems, scans, quiet, ignored = [], [], [], [], []
+        rows: dict[tuple[str, str], FileRow] = {}
+        ignores = self.manifest.ignores()
+        roots = {r.key: r for r in self.settings.roots}
         for root in self.settings.roots:
             prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
             if not prefixes:
@@ -211,12 +243,19 @@ class Engine:
             settled, others = self._settled(root, network)
             result = scanning.scan(root, prefixes, network, None if options.rehash else settled)
             fresh, calm = self._quiet(root, result, settled)
+            fresh, result.problems, skipped, lapsed = split_ignored(
+                root.key, root.path, fresh, result.problems, ignores
+            )
+            ignored += [(root.key, p) for p in skipped]
+            if lapsed and not options.dry_run:
+                for path in lapsed:
+                    self.manifest.unignore(root.key, path)
             quiet += [(root.key, p) for p in calm]
             unsure = settled.keys() - set(calm) if calm else settled.keys()
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
             )
-            rows.update(known)
+            rows.update((k, v) for k, v in known.items() if k[1] not in skipped)
             for entry in fresh:
                 obs = self._observe(root, entry, known.get((root.key, entry.path)), network, options)
                 if not obs.ok and obs.reason.startswith("cannot read"):
@@ -238,8 +277,16 @@ class Engine:
         policy = GuardPolicy(
             self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
         )
-        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
-        plan.quiet = quiet
+        plan = make_plan(
+            observed,
+            problems,
+            rows,
+            scans,
+            self.manifest.store_sizes,
+            policy,
+            lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
+        )
+        plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
 
     def _store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
@@ -392,7 +439,7 @@ class Engine:
                     m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
                 else:
                     m.update(row, reason=problem.reason)
-            for row in plan.deletes:
+            for row in plan.deletes + plan.excluded:
                 m.remove(row.root, row.path)
         failed_moves = self._move(plan.moves, roots)
         self._refresh(stale, roots)
@@ -401,7 +448,7 @@ class Engine:
         stores.reserve(
             Counter(
                 obs.store
-                for obs, row in plan.uploads + plan.resumes + failed_moves
+                for obs, row in plan.uploads + plan.resumes + failed_moves + plan.transfers
                 if row is None or not row.vector_store_id or row.store != obs.store
             )
         )
@@ -411,6 +458,7 @@ class Engine:
             for obs, row in plan.resumes:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
                     kept_failed.append((_show(row), row.reason or "failed"))
+        attach += transfer(m, self.settings, stores, roots, plan.transfers)
         indexer.run(uploads, attach, attaching)
         indexer.retire()
         indexer.sweep()
@@ -523,6 +571,15 @@ class Engine:
         elif row.state == INDEXED and row.old_file_id:
             self.manifest.ledger_set(row.old_file_id, RETIRE)
             self.manifest.update(row, old_file_id=None)
+        elif row.state == INDEXED and row.old_vector_store_id and row.file_id:
+            try:  # indexed in its new store already: what is left is to leave the old one
+                self.remote.detach(row.old_vector_store_id, row.file_id)
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                log.warning("%s: still in its old store %s: %s", _show(row), row.old_vector_store_id, exc)
+            else:
+                self.manifest.update(row, old_vector_store_id=None)
         return True
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
@@ -572,7 +629,10 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "new": [_show(o) for o, r in plan.uploads if r is None or not r.file_id],
         "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
         "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
+        "moved_store": [f"{_show(o)}: {r.store} -> {o.store}" for o, r in plan.transfers],
         "deleted": [_show(r) for r in plan.deletes],
+        "excluded": [_show(r) for r in plan.excluded],
+        "ignored": [os.path.join(r, p) for r, p in plan.ignored],
         "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
