@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -13,8 +14,9 @@ import click
 from ingest import __version__, render
 from ingest.app import session
 from ingest.config import ConfigError, Settings, load
+from ingest.interrupt import Interrupt
 from ingest.lock import LockBusy
-from ingest.manifest import ManifestError
+from ingest.manifest import STATES, ManifestError
 from ingest.remote.base import AuthError, RemoteError
 from ingest.sync import Engine, Options
 from ingest.validate import MagicUnavailable
@@ -46,6 +48,8 @@ def _guarded(fn):
             raise Failure(str(exc), 2) from None
         except LockBusy as exc:
             raise Failure(str(exc), 1) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted; what was done is recorded, the next run goes on from there", 130) from None
         except RemoteError as exc:
             _debug()
             raise Failure(f"the remote call failed: {exc}", 1) from None
@@ -60,8 +64,10 @@ def _debug() -> None:
         traceback.print_exc()
 
 
-def _settings(ctx: click.Context, paths: tuple[str, ...] = ()) -> Settings:
+def _settings(ctx: click.Context, paths: tuple[str, ...] = (), resolve: bool = True) -> Settings:
     settings: Settings = ctx.obj["settings"]
+    if paths and not resolve:
+        return settings
     if paths:
         settings = settings.with_paths([Path(p) for p in paths])
     if not settings.roots:
@@ -121,22 +127,39 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--allow-mass-delete", is_flag=True, help="Delete even when a large share of a store would go.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.option("--store", "store_name", help="Send the folders named to this store (their files keep their ids).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave files matching GLOB out (repeatable).")
 @click.pass_context
 @_guarded
 def sync(
-    ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool, allow_mass_delete: bool, wait: bool
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+    allow_mass_delete: bool,
+    wait: bool,
+    store_name: str | None,
+    exclude: tuple[str, ...],
 ) -> None:
     """Sync folders (or the configured roots) into their vector stores.
 
     \b
-    Example:
+    A folder inside a known root syncs that part of the root. Example:
         ingest sync ./docs --dry-run
     """
-    settings = _settings(ctx, paths)
+    from ingest.folders import run_sync
+
+    settings = _settings(ctx, paths, resolve=False)
+    if store_name and not paths:
+        raise Failure("--store needs the folders to send: ingest sync ./docs --store NAME", 2)
     options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete)
     with session(settings, "sync", wait=-1 if wait else 0) as (manifest, remote, _):
         progress = render.progress_bar() if sys.stderr.isatty() and not as_json else None
-        report = Engine(settings, manifest, remote, progress=progress).sync(options)
+        stop = getattr(remote, "stop", None) or threading.Event()
+        with Interrupt(stop):
+            report = run_sync(
+                settings, manifest, remote, [Path(p) for p in paths], options, store_name, exclude, progress, stop
+            )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -200,7 +223,11 @@ def watch(
     options = WatchOptions(
         settle=settle, poll_interval=poll_interval, rescan_interval=rescan_interval, force_polling=polling
     )
-    ctx.exit(daemon.run(settings, options, metrics_port))
+    try:
+        code = daemon.run(settings, options, metrics_port)
+    except daemon.DaemonError as exc:
+        raise Failure(str(exc), 2) from None
+    ctx.exit(code)
 
 
 @cli.command()
@@ -215,7 +242,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from ingest.daemon import read_heartbeat
 
     with session(settings, "status", lock=False) as (manifest, remote, backend):
-        data = collect(manifest, remote, backend)
+        data = collect(manifest, remote, backend, Engine(settings, manifest, remote).settings)
     data["daemon"] = read_heartbeat(settings)
     click.echo(json.dumps(data, indent=2) if as_json else render.status(data))
 
@@ -243,8 +270,9 @@ def search(
     Example:
         ingest search "json serialization" --filter ext=txt -n 3
     """
-    from ingest.remote.filters import parse_cli_filters
-    from ingest.status import UnknownStore, search_stores
+    from ingest.remote.filters import check_filter, parse_cli_filters
+    from ingest.status import UnknownStore, filter_schema, search_stores
+    from ingest.stores import ATTRIBUTE_HINTS
 
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
@@ -253,7 +281,11 @@ def search(
     settings: Settings = ctx.obj["settings"]
     with session(settings, "search", lock=False) as (manifest, remote, _):
         try:
+            if parsed:
+                parsed = check_filter(parsed, filter_schema(settings, manifest), ATTRIBUTE_HINTS)
             hits = search_stores(manifest, remote, query, store_name, parsed, max_results)
+        except ValueError as exc:
+            raise Failure(f"--filter: {exc}", 2) from None
         except UnknownStore as exc:
             raise Failure(str(exc), 2) from None
     if as_json:
@@ -315,7 +347,9 @@ def reindex(
     if allow_mass_delete:
         settings = _replace(settings, max_delete_fraction=1.0)
     with session(settings, "reindex", wait=-1 if wait else 0) as (manifest, remote, _):
-        repairs = run_reindex(Engine(settings, manifest, remote), rehash, retry_failed, dry_run)
+        stop = getattr(remote, "stop", None) or threading.Event()
+        with Interrupt(stop):
+            repairs = run_reindex(Engine(settings, manifest, remote, stop=stop), rehash, retry_failed, dry_run)
     report = repairs.report
     if as_json:
         click.echo(json.dumps(repairs.as_dict(), indent=2))
@@ -349,6 +383,123 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
     else:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {len(deleted)} unreferenced files" + "".join(f"\n  {f}" for f in deleted))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
+@click.option("--keep-store", is_flag=True, help="Keep a store the folder leaves empty.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.pass_context
+@_guarded
+def forget(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, keep_store: bool, as_json: bool, wait: bool):
+    """Stop syncing folders: delete the remote files ingest made for them, and their records.
+
+    \b
+    The folder need not exist any more. Example:
+        ingest forget /srv/share/old-handbook --dry-run
+    """
+    from ingest.forget import forget as run_forget
+    from ingest.forget import known_roots, resolve
+
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "forget", wait=-1 if wait else 0) as (manifest, remote, _):
+        folders = resolve([Path(p) for p in paths], known_roots(settings, manifest))
+        done = run_forget(settings, manifest, remote, folders, dry_run, keep_store)
+    click.echo(json.dumps(done.as_dict(), indent=2) if as_json else render.forgotten(done))
+    ctx.exit(done.exit_code)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--undo", is_flag=True, help="Look at the files again.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def ignore(ctx: click.Context, paths: tuple[str, ...], undo: bool, as_json: bool) -> None:
+    """Acknowledge files with a permanent problem: verify and reindex pass over them until they change.
+
+    \b
+    Example:
+        ingest ignore /srv/share/scans/huge-table.pdf
+    """
+    from ingest.forget import known_roots
+    from ingest.ignores import ignore as run_ignore
+
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "ignore") as (manifest, _remote, _):
+        done = run_ignore(manifest, known_roots(settings, manifest), [Path(p) for p in paths], undo)
+    if as_json:
+        click.echo(json.dumps([{"path": i.path, "reason": i.reason, "changed": i.done} for i in done], indent=2))
+    else:
+        click.echo(render.ignored(done, undo))
+
+
+@cli.command(name="ls")
+@click.argument("path", required=False, type=click.Path())
+@click.option("--store", "store_name", help="Only the files of this store.")
+@click.option("--state", type=click.Choice(list(STATES)), help="Only files in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def ls(ctx: click.Context, path: str | None, store_name: str | None, state: str | None, as_json: bool) -> None:
+    """List the files ingest knows: store, state, file id, size, last sync and reason.
+
+    \b
+    Example:
+        ingest ls ./docs --state failed
+    """
+    from ingest.folders import known
+    from ingest.status import listing
+
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "ls", lock=False) as (manifest, _remote, _):
+        where = Path(os.path.abspath(path)) if path else None
+        files = listing(manifest, known(settings, manifest), where, store_name, state)
+    click.echo(json.dumps(files, indent=2) if as_json else render.listing(files))
+
+
+@cli.group()
+def store() -> None:
+    """Rename or remove a logical store and its vector stores."""
+
+
+@store.command(name="rename")
+@click.argument("old")
+@click.argument("new")
+@click.pass_context
+@_guarded
+def store_rename(ctx: click.Context, old: str, new: str) -> None:
+    """Rename a store in place: its vector stores and files stay as they are.
+
+    \b
+    Example:
+        ingest store rename docs handbook
+    """
+    from ingest.relocate import rename
+
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "store rename") as (manifest, remote, _):
+        notes = rename(manifest, remote, old, new)
+    for i, root in enumerate(settings.roots):
+        if root.store == old:
+            notes.append(f"{settings.source}: roots[{i}].store still says {old!r}: change it to {new!r}")
+    click.echo("\n".join(notes))
+
+
+@store.command(name="remove")
+@click.argument("name")
+@click.pass_context
+@_guarded
+def store_remove(ctx: click.Context, name: str) -> None:
+    """Delete an empty store of ingest's (one a config change left behind)."""
+    from ingest.relocate import remove
+
+    settings: Settings = ctx.obj["settings"]
+    with session(settings, "store remove") as (manifest, remote, _):
+        notes = remove(manifest, remote, name, Engine(settings, manifest, remote).settings)
+    click.echo("\n".join(notes))
 
 
 def main() -> None:  # pragma: no cover

@@ -125,12 +125,13 @@ class Settings:
         for raw in paths:
             path = Path(os.path.abspath(raw.expanduser()))  # '..' folded: the same folder, the same root key
             owner = next((r for r in self.roots if path == r.path or r.path in path.parents), None)
-            roots.append(owner or Root(path=path, store=_store_name(path)))
+            roots.append(owner or Root(path=path, store=default_store(path)))
         unique = {r.key: r for r in roots}
         return replace(self, roots=tuple(unique.values()))
 
 
-def _store_name(path: Path) -> str:
+def default_store(path: Path) -> str:
+    """A root's store when none is named: the folder's name."""
     return path.name or "documents"
 
 
@@ -355,7 +356,7 @@ class _Reader:
             raise self.fail(prefix + "ignore_defaults", "must be true or false")
         return Root(
             path=path,
-            store=self.string(data, "store", prefix, None) or _store_name(path),
+            store=self.string(data, "store", prefix, None) or default_store(path),
             include=self.strings(data, "include", prefix, ("**",)),
             exclude=self.strings(data, "exclude", prefix, ()),
             ignore_defaults=ignore,

@@ -23,6 +23,12 @@ from ingest.sync import Engine, Options, Report
 from ingest.watch import Watcher, WatchOptions
 
 log = logging.getLogger("ingest.watch")
+
+
+class DaemonError(Exception):
+    """The daemon cannot start: another one has the manifest, or the metrics port is taken."""
+
+
 HEARTBEAT_EVERY = 2.0
 
 
@@ -110,7 +116,13 @@ def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise DaemonError(
+            f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+            "another program has it: choose another port"
+        ) from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
@@ -119,10 +131,32 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
     """Watch until SIGTERM/SIGINT; exit 0 after checkpointing what was in flight."""
     backend = choose_backend(settings)
     ensure_state_dir(settings.state_dir)
+    # One daemon per manifest, for its whole life (the manifest lock is taken per pass, so that a
+    # sync or a cron reindex can run between them: it cannot tell two daemons apart).
+    instance = ManifestLock(Path(f"{backend.manifest}.watch"), "watch")
+    try:
+        instance.acquire()
+    except LockBusy:
+        raise DaemonError(
+            f"another 'ingest watch' (pid {instance.holder_pid() or 'unknown'}) already keeps {backend.manifest} "
+            "in step; stop it first, or give this one another state_dir"
+        ) from None
+    try:
+        return _run(settings, options, metrics_port, backend)
+    finally:
+        instance.release()
+
+
+def _run(settings: Settings, options: WatchOptions, metrics_port: int | None, backend) -> int:
     remote = make_remote(settings, backend)
     stop = getattr(remote, "stop", None) or threading.Event()  # one event: SIGTERM also ends retry waits
+
+    def on_signal(signum: int, _frame) -> None:
+        stop.reason = signal.Signals(signum).name  # type: ignore[attr-defined]  # the pass it cuts short says so
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     metrics = Metrics.create()
     beat = heartbeat_path(settings)
     last_beat = [0.0]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.config import ConfigError, Settings
+from ingest.folders import known
 from ingest.indexing import Indexer
 from ingest.manifest import RETIRE, FileRow, Manifest
 from ingest.remote.base import Remote
@@ -52,7 +53,7 @@ class Forgotten:
 
 def known_roots(settings: Settings, manifest: Manifest) -> set[str]:
     """Every root the configuration or the manifest knows."""
-    return {r.key for r in settings.roots} | set(manifest.remembered_roots()) | set(manifest.known_roots())
+    return set(known(settings, manifest))
 
 
 def resolve(paths: list[Path], roots: set[str]) -> list[Folder]:

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ INDEXED = "indexed"  # completed in its vector store
 FAILED = "failed"  # the upload or indexing failed; retryable says whether another try may help
 ERROR = "error"  # the scan could not read it; the last good remote state is kept
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
+STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
 
 # Ledger statuses of every remote file id this tool created.
 LIVE = "live"
@@ -152,6 +154,10 @@ def m006_folders(db: sqlite_utils.Database) -> None:
     )
     # The signal that ended a run (SIGINT, SIGTERM): its counts are what it did before it stopped.
     db.table("runs").add_column("interrupted", str)
+
+
+class _Undo(Exception):
+    """Rolls a scratch transaction back."""
 
 
 class ManifestError(Exception):
@@ -289,6 +295,16 @@ class Manifest:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Whatever is written inside is undone at the end: a dry run plays its bookkeeping out here."""
+        try:
+            with self.db.atomic():
+                yield
+                raise _Undo
+        except _Undo:
+            pass
+
     def transaction(self):
         """A context manager: everything inside commits together, or not at all (nested: a savepoint)."""
         # Not `with self.db.conn`: sqlite-utils 4 commits each write on its own outside atomic().
@@ -329,6 +345,13 @@ class Manifest:
             )
         ]
         return settled, others
+
+    def stats(self, root: str) -> dict[str, tuple]:
+        """path -> (size, mtime_ns, inode) of every row of a root, as last seen."""
+        return {
+            r[0]: r[1:]
+            for r in self.db.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
+        }
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}
@@ -571,15 +594,32 @@ class Manifest:
     # folders ---------------------------------------------------------------------------------
     def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
         """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
-        if not prefix:
-            return list(self.rows(root).values())
-        head = prefix + "/"
-        return [
-            FileRow.from_db(r)
-            for r in self.db.table("files").rows_where(
-                "root = ? and (path = ? or substr(path, 1, ?) = ?)", [root, prefix, len(head), head]
-            )
-        ]
+        return self.listing(root, prefix, None, None)
+
+    def roots_by_store(self) -> dict[str, dict[str, int]]:
+        """store -> root -> how many files of the root are in it."""
+        out: dict[str, dict[str, int]] = {}
+        for store, root, n in self.db.execute(
+            "select store, root, count(*) from files where store is not null group by store, root order by root"
+        ):
+            out.setdefault(store, {})[root] = n
+        return out
+
+    def listing(self, root: str | None, prefix: str, store: str | None, state: str | None) -> list[FileRow]:
+        """Rows of `ingest ls`, by root and path: under root/prefix, in a store, in a state (None: any)."""
+        where, args = ["1"], []
+        if root is not None:
+            where.append("root = ?")
+            args.append(root)
+            if prefix:
+                where.append("(path = ? or substr(path, 1, ?) = ?)")
+                args += [prefix, len(prefix) + 1, prefix + "/"]
+        for column, value in (("store", store), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = " and ".join(where)
+        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(sql, args, order_by="root, path")]
 
     def forget_root(self, root: str) -> None:
         """Drop what the manifest remembers of a root: its settings and its acknowledged files."""

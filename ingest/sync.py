@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ingest import scan as scanning
-from ingest.config import NO_CONFIG, Root, Settings, StoreSpec
+from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store
 from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.interrupt import EXIT_CODES
@@ -129,7 +129,11 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
     if not settings.roots:
         roots = tuple(Root(Path(key), **how) for key, how in known.items())
     else:
-        roots = tuple(Root(r.path, **known[r.key]) if r.key in known else r for r in settings.roots)
+        # A root named on the command line with settings of its own (sync --store, --exclude) keeps them.
+        roots = tuple(
+            Root(r.path, **known[r.key]) if r.key in known and r == Root(r.path, default_store(r.path)) else r
+            for r in settings.roots
+        )
     if settings.source != NO_CONFIG or any(r.key not in known for r in roots):
         return replace(settings, roots=roots)
     specs = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs())
@@ -153,6 +157,12 @@ class Engine:
         self._network: dict[str, bool] = {}
 
     def sync(self, options: Options = Options(), scopes: Scopes | None = None) -> Report:
+        if options.dry_run:  # the plan sees the bookkeeping the run would do first (a store renamed)
+            with self.manifest.scratch():
+                return self._sync(options, scopes)
+        return self._sync(options, scopes)
+
+    def _sync(self, options: Options, scopes: Scopes | None) -> Report:
         started = time.monotonic()
         report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
@@ -163,6 +173,7 @@ class Engine:
                 # Before remember(): a store renamed in the configuration is renamed in place, not refilled.
                 for old, new in pending_renames(self.settings, self.manifest):
                     if options.dry_run:
+                        self.manifest.rename_store(old, new)
                         report.notes.append(f"store {old!r} would be renamed to {new!r} in place")
                     else:
                         report.notes += rename(self.manifest, self.remote, old, new)
