@@ -262,9 +262,7 @@ def test_a_route_moves_files_with_their_ids_make_before_break(world, share):
     world.cli("sync")
     ids, files = ids_by_path(world), world.file_ids()
     (kb,) = world.stores()["kb"]
-    world.config(
-        f'[[roots]]\npath = "{share}"\nstore = "kb"\n[[stores]]\nname = "guides"\npaths = ["guides/**"]\n'
-    )
+    world.config(f'[[roots]]\npath = "{share}"\nstore = "kb"\n[[stores]]\nname = "guides"\npaths = ["guides/**"]\n')
     plan = world.cli.json("sync", "--dry-run")
     assert plan["counts"]["moved_store"] == 1 and plan["plan"]["moved_store"] == [
         f"{share / 'guides/install.md'}: kb -> guides"
@@ -449,9 +447,7 @@ def test_an_interrupted_sync_records_what_it_did(world, share, monkeypatch, sig)
     world.config("upload_concurrency = 1\n")
     for i in range(6):
         (share / f"extra{i}.md").write_text(f"extra document {i}\n")
-    remote_class = (
-        "ingest.remote.openai.OpenAIRemote" if world.emu is not None else "ingest.remote.local.LocalRemote"
-    )
+    remote_class = "ingest.remote.openai.OpenAIRemote" if world.emu is not None else "ingest.remote.local.LocalRemote"
     import importlib
 
     module, name = remote_class.rsplit(".", 1)
@@ -491,3 +487,65 @@ def test_filters_that_cannot_match_are_errors_and_ext_is_normalised(world, share
     assert "mtime takes a Unix time in seconds" in result.stderr
     result = world.cli("search", "x", "--filter", "colour=red", check=2)
     assert "'colour'" in result.stderr and "ext" in result.stderr
+
+
+# 10. one daemon per manifest ----------------------------------------------------------------------
+def _until(condition, what: str, log: Path, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{log.read_text(errors='replace')}")
+        time.sleep(0.05)
+
+
+def test_a_second_daemon_refuses_with_the_first_ones_pid(world, share, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as err:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "watch", str(share), "--settle", "0.1"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        _until(lambda: "full sync:" in log.read_text() or first.poll() is not None, "the first full sync", log)
+        assert first.poll() is None, log.read_text()
+        runs, files = len(world.runs()), world.file_ids()
+        second = subprocess.run(
+            [sys.executable, "-m", "ingest", "watch", str(share)], capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 2 and f"pid {first.pid}" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        assert len(world.runs()) == runs and world.file_ids() == files and len(files) == 4
+        (vs,) = world.stores()["share"]
+        assert len(world.store_files(vs)) == 4
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    assert first.returncode == 0
+
+
+def test_a_metrics_port_in_use_is_one_sentence_and_exit_2(world, share):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ingest", "watch", str(share), "--metrics-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2 and f"--metrics-port {port}" in result.stderr
+    said = [line for line in result.stderr.splitlines() if "metrics-port" in line]
+    assert len(said) == 1 and said[0].startswith("Error: ") and "Traceback" not in result.stderr
+    assert world.rows() == {} and world.file_ids() == set(), "it stops before syncing anything"
