@@ -80,16 +80,19 @@ def target(
             root = replace(root, store=store)
         chosen[root.key] = root
         scopes.setdefault(root.key, set()).add("")
-        for inner in roots.values():
-            if root.path in inner.path.parents:
-                if inner.key in configured:
-                    raise ConfigError(
-                        f"{path} holds {inner.path}, configured as roots[{configured[inner.key]}] in "
-                        f"{settings.source}; make {path} a root there instead of it, or sync it alone"
-                    )
-                adoptions.append(Adoption(inner.key, root.key, inner.path.relative_to(root.path).as_posix()))
     if not paths:
         chosen = {r.key: r for r in settings.roots}
+        scopes = {key: {""} for key in chosen}
+    for key in (k for k, p in scopes.items() if "" in p):
+        outer = chosen[key]
+        for inner in roots.values():
+            if outer.path in inner.path.parents:
+                if inner.key in configured:
+                    raise ConfigError(
+                        f"{outer.path} holds {inner.path}, configured as roots[{configured[inner.key]}] in "
+                        f"{settings.source}; make {outer.path} a root there instead of it, or sync it alone"
+                    )
+                adoptions.append(Adoption(inner.key, outer.key, inner.path.relative_to(outer.path).as_posix()))
     if exclude:
         chosen = {k: replace(r, exclude=(*r.exclude, *exclude)) for k, r in chosen.items()}
     partial = any(p != {""} for p in scopes.values())

@@ -248,6 +248,20 @@ def test_a_parent_sent_to_an_existing_store_takes_the_files_over_make_before_bre
     world.cli("verify")
 
 
+def test_a_configured_parent_adopts_a_folder_synced_without_the_config(world, share):
+    world.cli("sync", str(share / "notes"))
+    ids, files = ids_by_path(world), world.file_ids()
+    world.config(f'[[roots]]\npath = "{share}"\nstore = "notes"\n')
+    report = world.cli.json("sync")
+    assert report["counts"]["uploaded"] == 2 and report["counts"]["unchanged"] == 2, report["counts"]
+    assert len(world.file_ids() - files) == 2
+    rows = world.rows()
+    assert {rows[str(share / "notes/a.md")].file_id, rows[str(share / "notes/b.txt")].file_id} == set(ids.values())
+    (vs,) = world.stores()["notes"]
+    assert set(world.store_files(vs)) == {"intro.md", "guides/install.md", "notes/a.md", "notes/b.txt"}
+    world.cli("verify")
+
+
 def test_two_configured_roots_that_overlap_are_a_config_error(world, share):
     world.config(f'[[roots]]\npath = "{share}"\n[[roots]]\npath = "{share / "notes"}"\nstore = "n"\n')
     result = world.cli("sync", check=2)
