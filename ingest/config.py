@@ -7,10 +7,12 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from ingest.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,10 +69,6 @@ DEFAULT_IGNORES = (
 )
 
 
-class ConfigError(Exception):
-    """A configuration problem a user can fix; the message names the file and the key."""
-
-
 @dataclass(frozen=True)
 class Root:
     path: Path
@@ -94,24 +92,36 @@ class StoreSpec:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
+def xdg_dir(env: str, fallback: str) -> Path:
+    base = os.environ.get(env)
+    return (Path(base) if base else Path.home() / fallback) / "ingest"
+
+
+def _bounded(default: float, lo: float, hi: float) -> Any:
+    """A numeric setting: its default and its bounds, declared here once (the TOML reader checks them)."""
+    return field(default=default, metadata={"bounds": (lo, hi)})
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, with the defaults a config file gets too (so Settings() in Python is a run without one)."""
+
     roots: tuple[Root, ...] = ()
     stores: tuple[StoreSpec, ...] = ()
     backend: str = "auto"
-    base_url: str | None = None
-    state_dir: Path = Path()
+    base_url: str | None = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or None)
+    state_dir: Path = field(default_factory=lambda: xdg_dir("XDG_STATE_HOME", ".local/state"))
     manifest: Path | None = None  # None: a default per backend under state_dir
     max_size: int = MAX_FILE_SIZE
     types: tuple[str, ...] = SUPPORTED_TYPES
-    upload_concurrency: int = 8
-    index_timeout: float = 600.0
-    max_delete_fraction: float = 0.2
-    max_delete_floor: int = 5
-    server_error_retries: int = 2
-    request_retries: int = 6
-    request_timeout: float = 120.0
-    source: str = "defaults"  # the config file's path, or NO_CONFIG
+    upload_concurrency: int = _bounded(8, 1, 64)
+    index_timeout: float = _bounded(600.0, 1, 86_400)
+    max_delete_fraction: float = _bounded(0.2, 0, 1)
+    max_delete_floor: int = _bounded(5, 0, 1_000_000)
+    server_error_retries: int = _bounded(2, 0, 10)
+    request_retries: int = _bounded(6, 0, 20)
+    request_timeout: float = _bounded(120.0, 1, 3600)
+    source: str = NO_CONFIG  # the config file's path, or NO_CONFIG
 
     def store_spec(self, name: str) -> StoreSpec:
         for spec in self.stores:
@@ -130,14 +140,20 @@ class Settings:
         return replace(self, roots=tuple(unique.values()))
 
 
+@dataclass(frozen=True)
+class WatchOptions:
+    """How `ingest watch` watches (its command-line options, with their defaults)."""
+
+    settle: float = 2.0
+    poll_interval: float = 5.0
+    rescan_interval: float = 3600.0
+    force_polling: bool = False
+    tick: float = 0.2
+
+
 def default_store(path: Path) -> str:
     """A root's store when none is named: the folder's name."""
     return path.name or "documents"
-
-
-def xdg_dir(env: str, fallback: str) -> Path:
-    base = os.environ.get(env)
-    return (Path(base) if base else Path.home() / fallback) / "ingest"
 
 
 def find_config(explicit: str | None) -> Path | None:
@@ -175,22 +191,8 @@ def load(explicit: str | None = None) -> Settings:
     return parse(data, str(path) if path else NO_CONFIG, base=path.parent if path else Path.cwd())
 
 
-_TOP_KEYS = {
-    "backend",
-    "base_url",
-    "state_dir",
-    "manifest",
-    "upload_concurrency",
-    "index_timeout",
-    "max_delete_fraction",
-    "max_delete_floor",
-    "server_error_retries",
-    "request_retries",
-    "request_timeout",
-    "limits",
-    "roots",
-    "stores",
-}
+_NUMBERS = {f.name: f for f in fields(Settings) if "bounds" in f.metadata}
+_TOP_KEYS = {"backend", "base_url", "state_dir", "manifest", "limits", "roots", "stores", *_NUMBERS}
 
 
 def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
@@ -198,7 +200,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     cfg = _Reader(source)
     cfg.known(data, _TOP_KEYS, "")
     backend = cfg.choice(data, "backend", ("auto", "local", "openai"), "auto")
-    state_dir = cfg.path(data, "state_dir", base) or xdg_dir("XDG_STATE_HOME", ".local/state")
+    state_dir = cfg.path(data, "state_dir", base)
     manifest = cfg.path(data, "manifest", base)
     limits = cfg.table(data, "limits")
     cfg.known(limits, {"max_size", "types"}, "limits.")
@@ -220,23 +222,22 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     roots = tuple(cfg.root(r, i, base) for i, r in enumerate(cfg.list_of_tables(data, "roots")))
     _check_layout(source, roots, stores, [bool(r.get("store")) for r in data.get("roots", [])])
 
+    numbers = {
+        name: (cfg.integer if f.type == "int" else cfg.number)(data, name, "", f.default, *f.metadata["bounds"])
+        for name, f in _NUMBERS.items()
+    }
+    base_url = cfg.string(data, "base_url", "", None)
     return Settings(
         roots=roots,
         stores=stores,
         backend=backend,
-        base_url=cfg.string(data, "base_url", "", None) or os.environ.get("OPENAI_BASE_URL") or None,
-        state_dir=state_dir,
+        **({"base_url": base_url} if base_url else {}),
+        **({"state_dir": state_dir} if state_dir else {}),
         manifest=manifest,
         max_size=max_size,
         types=types,
-        upload_concurrency=cfg.integer(data, "upload_concurrency", "", 8, 1, 64),
-        index_timeout=cfg.number(data, "index_timeout", "", 600.0, 1, 86_400),
-        max_delete_fraction=cfg.number(data, "max_delete_fraction", "", 0.2, 0, 1),
-        max_delete_floor=cfg.integer(data, "max_delete_floor", "", 5, 0, 1_000_000),
-        server_error_retries=cfg.integer(data, "server_error_retries", "", 2, 0, 10),
-        request_retries=cfg.integer(data, "request_retries", "", 6, 0, 20),
-        request_timeout=cfg.number(data, "request_timeout", "", 120.0, 1, 3600),
         source=source,
+        **numbers,
     )
 
 
@@ -387,7 +388,7 @@ class _Reader:
         return StoreSpec(
             name=name,
             paths=self.strings(data, "paths", prefix, ()),
-            max_files=self.integer(data, "max_files", prefix, 10_000, 1, 100_000_000),
+            max_files=self.integer(data, "max_files", prefix, StoreSpec.max_files, 1, 100_000_000),
             chunking=self.chunking(data.get("chunking"), prefix + "chunking"),
             expires_after_days=days,
             attributes=dict(attributes),

@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ingest.config import ConfigError, Root, Settings, default_store
+from ingest.config import NO_CONFIG, Root, Settings, default_store
+from ingest.errors import ConfigError
 from ingest.manifest import Manifest
 
 Scopes = dict[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
@@ -54,7 +55,7 @@ def target(
 ) -> Target:
     """The roots and scopes a run over PATHs works on (no PATH: the configured roots)."""
     roots = known(settings, manifest)
-    configured = {r.key: i for i, r in enumerate(settings.roots)}
+    configured = {r.key: i for i, r in enumerate(settings.roots)} if settings.source != NO_CONFIG else {}
     chosen: dict[str, Root] = {}
     scopes: dict[str, set[str]] = {}
     adoptions: list[Adoption] = []
@@ -117,27 +118,3 @@ def adopt(manifest: Manifest, adoptions: tuple[Adoption, ...]) -> int:
                 manifest.ignore(a.parent, f"{a.prefix}/{path}", how["size"], how["mtime_ns"], how["reason"])
             manifest.forget_root(a.child)
     return moved
-
-
-def run_sync(settings, manifest, remote, paths, options, store=None, exclude=(), progress=None, stop=None):
-    """A sync over PATHs: adopt the known roots they hold, then sync the roots and scopes they name."""
-    from ingest.sync import Engine
-
-    goal = target(settings, manifest, paths, store, exclude)
-
-    def once():
-        report = Engine(goal.settings, manifest, remote, progress=progress, stop=stop).sync(options, goal.scopes)
-        if goal.adoptions:
-            report.notes[:0] = [
-                f"{a.parent}: {'would take' if options.dry_run else 'took'} over the files of {a.child}, "
-                "with their file ids"
-                for a in goal.adoptions
-            ]
-        return report
-
-    if not options.dry_run:
-        adopt(manifest, goal.adoptions)
-        return once()
-    with manifest.scratch():  # the plan is made as if the files were adopted; then nothing is kept
-        adopt(manifest, goal.adoptions)
-        return once()

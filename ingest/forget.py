@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingest.config import ConfigError, Settings
-from ingest.folders import known
+from ingest.config import Settings
+from ingest.errors import ConfigError
+from ingest.events import DELETED, RETIRE_FAILED, Event, FileEvent, Note
 from ingest.indexing import Indexer
 from ingest.manifest import RETIRE, FileRow, Manifest
-from ingest.remote.base import Remote
 from ingest.stores import Stores
+
+if TYPE_CHECKING:
+    from ingest.sync import Engine
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,15 @@ class Folder:
 @dataclass
 class Forgotten:
     folders: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)  # files whose remote copies go (or would go)
+    events: list[FileEvent] = field(default_factory=list)  # a deleted event per file whose remote copy goes
     stores_removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # remote files that could not be deleted yet
     dry_run: bool = False
+
+    @property
+    def deleted(self) -> list[str]:
+        return [e.shown for e in self.events if e.action == DELETED]
 
     @property
     def exit_code(self) -> int:
@@ -44,16 +52,12 @@ class Forgotten:
             "folders": self.folders,
             "counts": {"deleted": len(self.deleted), "stores_removed": len(self.stores_removed)},
             "deleted": self.deleted,
+            "files": [e.as_dict() for e in self.events],
             "stores_removed": self.stores_removed,
             "notes": self.notes,
-            "failed": [{"path": p, "reason": r} for p, r in self.failures],
+            "failed": self.failures,
             "exit_code": self.exit_code,
         }
-
-
-def known_roots(settings: Settings, manifest: Manifest) -> set[str]:
-    """Every root the configuration or the manifest knows."""
-    return set(known(settings, manifest))
 
 
 def resolve(paths: list[Path], roots: set[str]) -> list[Folder]:
@@ -73,21 +77,19 @@ def resolve(paths: list[Path], roots: set[str]) -> list[Folder]:
     return list(dict.fromkeys(out))
 
 
-def forget(
-    settings: Settings,
-    manifest: Manifest,
-    remote: Remote,
-    folders: list[Folder],
-    dry_run: bool = False,
-    keep_store: bool = False,
-) -> Forgotten:
+def forget(engine: Engine, folders: list[Folder], dry_run: bool = False, keep_store: bool = False) -> Forgotten:
     """Retire every remote file ingest made for the folders, drop their rows and remembered settings,
     and delete each store of ingest's they leave empty (unless keep_store)."""
+    settings, manifest, remote = engine.settings, engine.manifest, engine.remote
     done = Forgotten(folders=[f.show() for f in folders], dry_run=dry_run)
     rows: list[FileRow] = []
     for folder in folders:
         rows += manifest.rows_under(folder.root, folder.prefix)
-    done.deleted = [os.path.join(r.root, r.path) for r in rows if r.file_id or r.old_file_id]
+    done.events = [
+        FileEvent(r.path, r.root, DELETED, r.store, r.file_id, "forgotten") for r in rows if r.file_id or r.old_file_id
+    ]
+    for event in done.events:
+        engine.emit(event)
     gone = {(r.root, r.path) for r in rows}
     whole = {f.root for f in folders if not f.prefix}
     stores = {r.store for r in rows if r.store} | {
@@ -112,9 +114,18 @@ def forget(
         for folder in folders:
             if folder.prefix:
                 _exclude_from_remembered(manifest, folder)
-    indexer = Indexer(settings, manifest, remote, Stores(settings, manifest, remote))
-    indexer.retire()
-    done.failures += [(note, "kept in the ledger; the next run deletes it") for note in indexer.outcome.notes]
+    said: list[Event] = []
+
+    def heard(event: Event) -> None:
+        said.append(event)
+        engine.emit(event)
+
+    Indexer(
+        settings, manifest, remote, Stores(settings, manifest, remote, heard), stop=engine.stop, emit=heard
+    ).retire()
+    done.failures += [
+        f"{e.detail}; the next run deletes it" for e in said if isinstance(e, Note) and e.kind == RETIRE_FAILED
+    ]
     if keep_store:
         return done
     removed = set()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.config import ConfigError
+from ingest.errors import ConfigError
 from ingest.manifest import Manifest
 from ingest.scan import Entry, Problem
 

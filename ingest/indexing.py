@@ -9,10 +9,26 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.config import BATCH_LIMIT, Settings
+from ingest.events import FAILED as EVENT_FAILED
+from ingest.events import (
+    INDEXING,
+    LEFT_BEHIND,
+    MOVED,
+    REPLACED,
+    RETIRE_FAILED,
+    RETRIED,
+    SKIPPED,
+    STOPPED,
+    FileEvent,
+    Note,
+    OnEvent,
+    ignore,
+)
+from ingest.events import UPLOADED as EVENT_UPLOADED
 from ingest.manifest import (
     ATTACHING,
     DELETED,
@@ -40,13 +56,6 @@ from ingest.remote.base import (
 )
 from ingest.stores import Stores
 
-
-def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx: worth another run's try."""
-    status = getattr(exc, "status_code", None)
-    return status is None or status in (408, 409, 429) or status >= 500
-
-
 log = logging.getLogger("ingest")
 SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 Progress = Callable[[str, int, int], None]
@@ -58,10 +67,6 @@ class Outcome:
     indexed: int = 0
     deleted_remote: int = 0
     duplicates_removed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    still_indexing: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    kept_failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -70,8 +75,8 @@ class _Batch:
     rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
 
 
-def _show(row: FileRow) -> str:
-    return os.path.join(row.root, row.path)
+def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
+    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
 
 
 class Indexer:
@@ -84,11 +89,13 @@ class Indexer:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        emit: OnEvent = ignore,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
         self.clock = clock
+        self.emit = emit
         self.outcome = Outcome()
         self.batches: dict[str, _Batch] = {}
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
@@ -153,7 +160,7 @@ class Indexer:
         except FileNotFoundError:
             self.manifest.ledger_failed(future.upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
-            self.outcome.notes.append(f"{_show(row)}: vanished before it could be uploaded")
+            self.emit(event(row, SKIPPED, "vanished before it could be uploaded"))
             return
         except OSError as exc:
             self.manifest.ledger_failed(future.upload_id, ambiguous=False)
@@ -164,17 +171,16 @@ class Indexer:
             self.manifest.update(row, state=PENDING)
             raise
         except RemoteError as exc:
-            self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
+            self.manifest.ledger_failed(future.upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
-            cause = exc.__cause__
-            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and is_retryable(cause))
+            self._fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
         changes = {"state": UPLOADED, "file_id": remote_file.id}
         try:
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
                 changes["hashed_at_ns"] = None  # it changed while we sent it: hash and send again next run
-                self.outcome.notes.append(f"{_show(row)}: changed during upload; it is synced again next run")
+                self.emit(event(row, SKIPPED, "changed during upload; it is synced again next run"))
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
@@ -188,8 +194,8 @@ class Indexer:
             self._flush(row.vector_store_id)
 
     def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
-        self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
-        self.outcome.failures.append((_show(row), reason))
+        row = self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.emit(event(row, EVENT_FAILED, reason))
 
     # attach ------------------------------------------------------------------------------------
     def _flush(self, store_id: str) -> None:
@@ -211,14 +217,15 @@ class Indexer:
                     self.manifest.ledger_set(row.file_id, RETIRE)
                     self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
             # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-            self.outcome.failures += [
-                (
-                    _show(r),
-                    "not attached: the vector store or the uploaded file was "
-                    "gone remotely; it is uploaded again next run",
+            for row in rows:
+                self.emit(
+                    event(
+                        row,
+                        EVENT_FAILED,
+                        "not attached: the vector store or the uploaded file was gone remotely; "
+                        "it is uploaded again next run",
+                    )
                 )
-                for r in rows
-            ]
             return
         except RemoteError as exc:
             for row in rows:
@@ -259,15 +266,12 @@ class Indexer:
             if not self.batches:
                 break
             if self.stop.is_set():
-                self.outcome.notes.append("stopped while files were indexing; the next run checks them")
+                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
-                    self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
-                self.outcome.notes.append(
-                    f"{len(self.outcome.still_indexing)} files still indexing after "
-                    f"{self.settings.index_timeout:.0f} s; the next run checks them again"
-                )
+                    for row in tracked.rows.values():
+                        self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
             self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
 
@@ -301,6 +305,7 @@ class Indexer:
                     # documented: the failed store file goes first.
                     self._detach(tracked.store_id, file_id, "attaching it again anyway")
                     self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
+                    self.emit(event(row, RETRIED, f"indexing failed ({code}); attached again"))
                 else:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
@@ -321,6 +326,10 @@ class Indexer:
         kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
         if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
             kept = None
+        if row.old_vector_store_id:
+            self.emit(event(row, MOVED, "to another store, with its file id"))
+        else:
+            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
             state=INDEXED,
@@ -341,7 +350,12 @@ class Indexer:
         except AuthError:
             raise
         except RemoteError as exc:
-            self.outcome.notes.append(f"{_show(row)}: still in its old store {store_id} ({exc}); detached next run")
+            self.emit(
+                Note(
+                    LEFT_BEHIND,
+                    f"{os.path.join(row.root, row.path)}: still in its old store {store_id} ({exc}); detached next run",
+                )
+            )
             return False
         return True
 
@@ -363,7 +377,13 @@ class Indexer:
                     except AuthError:
                         raise
                     except RemoteError as exc:
-                        self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
+                        self.emit(
+                            Note(
+                                RETIRE_FAILED,
+                                f"could not delete remote file {upload.file_id} yet: {exc}",
+                                upload.file_id,
+                            )
+                        )
                         continue
                     self.manifest.ledger_set(upload.file_id, DELETED)
                     self.outcome.deleted_remote += 1

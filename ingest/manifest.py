@@ -15,6 +15,9 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from ingest.errors import ManifestError
+from ingest.observe import SETTLED_SQL, racy_ns
+
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
 PENDING = "pending"  # valid, to be uploaded
@@ -158,10 +161,6 @@ def m006_folders(db: sqlite_utils.Database) -> None:
 
 class _Undo(Exception):
     """Rolls a scratch transaction back."""
-
-
-class ManifestError(Exception):
-    """The manifest cannot be used; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -315,24 +314,17 @@ class Manifest:
         where, args = ("root = ?", [root]) if root is not None else (None, None)
         return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
-    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
-    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    _SETTLED = (
-        "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-        "and mtime_ns < hashed_at_ns - ?"
-    )
-
     def settled(
-        self, root: str, racy_ns: int, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
         columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
         where, args = (
-            (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store])
+            (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
             if store is not None
-            else (self._SETTLED, [INDEXED, racy_ns])
+            else (SETTLED_SQL, [INDEXED, racy_ns(network)])
         )
         conn = self.db.conn
         settled = {
@@ -607,7 +599,8 @@ class Manifest:
 
     def listing(self, root: str | None, prefix: str, store: str | None, state: str | None) -> list[FileRow]:
         """Rows of `ingest ls`, by root and path: under root/prefix, in a store, in a state (None: any)."""
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[str | int] = []
         if root is not None:
             where.append("root = ?")
             args.append(root)

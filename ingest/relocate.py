@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from ingest.config import ConfigError, Root, Settings
+from ingest.config import Root, Settings
+from ingest.errors import ConfigError
 from ingest.manifest import UPLOADED, FileRow, Manifest
 from ingest.plan import Observed
 from ingest.remote.base import Remote

@@ -82,12 +82,7 @@ def gc(engine: Engine, dry_run: bool = False) -> list[str]:
     if dry_run:
         return ours_unreferenced(engine.manifest, found.remote_files)
     deleted = _delete_unreferenced(engine.manifest, engine.remote, found)
-    from ingest.indexing import Indexer
-    from ingest.stores import Stores
-
-    sweeper = Indexer(
-        engine.settings, engine.manifest, engine.remote, Stores(engine.settings, engine.manifest, engine.remote)
-    )
+    sweeper = engine.indexer()
     sweeper.sweep()
     return deleted + [f"a lost upload's copy ({n})" for n in range(sweeper.outcome.duplicates_removed)]
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ingest import scan as scanning
-from ingest.app import Backend
 from ingest.config import NO_CONFIG, Settings, StoreSpec
+from ingest.errors import ConfigError
+from ingest.errors import UnknownStore as UnknownStore
 from ingest.manifest import Manifest
 from ingest.remote.base import Remote, RemoteError
 from ingest.stores import attribute_schema
@@ -20,15 +21,13 @@ NO_STORE = "(not in a store: rejected or unreadable)"
 PRICE_PER_GIB_DAY = 0.10  # after the first free GiB
 
 
-class UnknownStore(ValueError):
-    """`--store NAME` names no store the manifest knows."""
-
-
 def storage_cost_per_day(usage_bytes: int) -> float:
     return round(max(0.0, usage_bytes / GIB - 1.0) * PRICE_PER_GIB_DAY, 4)
 
 
-def collect(manifest: Manifest, remote: Remote, backend: Backend, settings: Settings) -> dict[str, Any]:
+def collect(
+    manifest: Manifest, remote: Remote, backend: str, manifest_path: Path, settings: Settings
+) -> dict[str, Any]:
     stores: dict[str, dict[str, Any]] = {}
     for store in manifest.stores():
         entry = stores.setdefault(
@@ -68,8 +67,8 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend, settings: Sett
         for r in manifest.recent_runs()
     ]
     return {
-        "backend": backend.kind,
-        "manifest": str(backend.manifest),
+        "backend": backend,
+        "manifest": str(manifest_path),
         "config": settings.source if settings.source == NO_CONFIG else os.path.abspath(settings.source),
         "local_changes": local_changes(settings, manifest),
         "ignored": [
@@ -169,7 +168,7 @@ def listing(
         elif inside:
             scopes = [(key, "") for key in sorted(inside)]
         else:
-            raise UnknownStore(f"{path}: ingest syncs no folder there")
+            raise ConfigError(f"{path}: ingest syncs no folder there")
     out = []
     for root, prefix in scopes:
         for row in manifest.listing(root, prefix, store, state):

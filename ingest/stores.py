@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import posixpath
 import secrets
 import time
@@ -12,12 +11,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
+from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
-log = logging.getLogger("ingest")
 MAX_VALUE = 256
 
 
@@ -78,26 +77,23 @@ def fingerprint(spec: StoreSpec) -> str:
 class Stores:
     """Finds or creates the vector stores behind each logical name, once per run; shards when full."""
 
-    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote):
-        self.settings, self.manifest, self.remote = settings, manifest, remote
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, emit: OnEvent = ignore):
+        self.settings, self.manifest, self.remote, self.emit = settings, manifest, remote, emit
         self._assigned: dict[str, int] = {}
 
-    def check_all(self) -> list[str]:
+    def check_all(self) -> None:
         """Settle store creations a crash interrupted; notice stores deleted or expired remotely (their
-        files go back to pending). Returns notes."""
-        notes = settle_creations(self.manifest, self.remote)
+        files go back to pending)."""
+        for event in settle_creations(self.manifest, self.remote):
+            self.emit(event)
         for store in self.manifest.stores():
             try:
                 status = self.remote.get_store(store.id).status
             except NotFound:
                 status = "deleted"
             if status in ("expired", "deleted"):
-                notes.append(
-                    f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "
-                    "and its files uploaded again"
-                )
+                self.emit(StoreEvent(store.name, RECREATED, old_vector_store_id=store.id, reason=status))
                 self._forget(store)
-        return notes
 
     def _forget(self, store: StoreRow) -> None:
         with self.manifest.transaction():
@@ -148,7 +144,7 @@ class Stores:
 
     def _create(self, spec: StoreSpec, shard: int) -> StoreRow:
         row = create_store(self.manifest, self.remote, spec, shard, ACTIVE)
-        log.info("created vector store %s for %r", row.id, spec.name)
+        self.emit(StoreEvent(spec.name, CREATED, row.id))
         return row
 
     def chunking(self, name: str) -> Mapping[str, Any] | None:
@@ -170,7 +166,7 @@ def create_store(
     return _record(manifest, intent, store.id, status)
 
 
-def settle_creations(manifest: Manifest, remote: Remote) -> list[str]:
+def settle_creations(manifest: Manifest, remote: Remote) -> list[StoreEvent]:
     """Store creations a crash interrupted: adopt the store if the call reached the server, else forget it."""
     notes = []
     for intent in manifest.stores(status=CREATING):
@@ -180,7 +176,7 @@ def settle_creations(manifest: Manifest, remote: Remote) -> list[str]:
             manifest.remove_store(intent.id)
             continue
         _record(manifest, intent, found.id, BUILDING if intent.replaces else ACTIVE)
-        notes.append(f"store {intent.name!r}: adopted {found.id}, whose creation an interrupted run left unrecorded")
+        notes.append(StoreEvent(intent.name, ADOPTED, found.id))
     return notes
 
 

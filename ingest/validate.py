@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.config import SUPPORTED_TYPES
+from ingest.errors import MagicUnavailable
 
 # The text types file_search takes, with the MIME type it documents for each: what the manifest
 # records once the content is known to be text (libmagic's quick answer is only "text/plain").
@@ -58,10 +59,6 @@ DISGUISES = (b"%PDF-", b"{\\rtf", b"%!PS")
 # Charsets libmagic names that tell nothing about which legacy encoding to convert from.
 NOT_LEGACY = {"", "us-ascii", "utf-8", "binary", "unknown-8bit"}
 _NAMES = {".pdf": "PDF", ".doc": "Word 97-2003", ".docx": "Word", ".pptx": "PowerPoint"}
-
-
-class MagicUnavailable(Exception):
-    """libmagic could not be loaded."""
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def verify(engine: Engine, local: bool = True) -> Findings:
                         else f"{kind}: not synced yet",
                     )
                 )
-        found.drifts += [Drift(UNREADABLE, path, reason) for path, reason in report.failures]
+        found.drifts += [Drift(UNREADABLE, e.shown, e.reason) for e in report.failures]
     return found
 
 

@@ -15,22 +15,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ingest.config import Root, Settings
+from ingest.config import Root, Settings, WatchOptions
+from ingest.events import Report
 from ingest.remote.base import AuthError, RemoteError
 from ingest.scan import is_network_fs, wanted
-from ingest.sync import Report
 
 log = logging.getLogger("ingest.watch")
 RunSync = Callable[[dict[str, tuple[str, ...]] | None], Report]  # None: a full run of every root
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    settle: float = 2.0
-    poll_interval: float = 5.0
-    rescan_interval: float = 3600.0
-    force_polling: bool = False
-    tick: float = 0.2
 
 
 class Recorder(FileSystemEventHandler):

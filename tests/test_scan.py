@@ -14,7 +14,8 @@ import pytest
 
 from ingest import scan as scanning
 from ingest.config import Root
-from ingest.scan import RACY_NS, Entry, filesystem_type, glob_match, is_network_fs, needs_hash, scan, sha256_file
+from ingest.observe import RACY_NS, needs_hash
+from ingest.scan import Entry, filesystem_type, glob_match, is_network_fs, scan, sha256_file
 from tests.conftest import as_unprivileged
 
 
