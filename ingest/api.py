@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingest")
 ROOTS_REQUIRED = ("sync", "watch")  # the commands that act on named folders only, never on remembered ones
+PYTHON = "<Settings>"  # the source of settings built in Python
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,12 @@ def settings_for(
     command: str = "sync",
 ) -> Settings:
     """The settings of a run: a config file (or a Settings object), the environment, and the PATHs named."""
-    settings = config if isinstance(config, Settings) else load(str(config) if config is not None else None)
+    if isinstance(config, Settings):
+        # Settings built in Python are the caller's configuration, used as given (like a config
+        # file's), not a run without one that takes the stores' remembered entries.
+        settings = config if config.source != NO_CONFIG else replace(config, source=PYTHON)
+    else:
+        settings = load(str(config) if config is not None else None)
     if backend and backend != "auto":
         settings = replace(settings, backend=backend)
     named = [Path(p) for p in paths]

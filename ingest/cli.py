@@ -22,9 +22,19 @@ log = logging.getLogger("ingest")
 class Failure(click.ClickException):
     """A known failure: one sentence, no traceback (INGEST_DEBUG=1 shows it)."""
 
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 1
+
+
+class UsageFailure(Failure):
+    exit_code = USAGE
+
+
+class Interrupted(Failure):
+    exit_code = 130
+
+
+def failure(message: str, code: int) -> Failure:
+    return UsageFailure(message) if code == USAGE else Failure(message)
 
 
 def _guarded(fn):
@@ -37,9 +47,9 @@ def _guarded(fn):
             return fn(*args, **kwargs)
         except IngestError as exc:
             _debug()
-            raise Failure(exc.sentence(), exc.exit_code) from None
+            raise failure(exc.sentence(), exc.exit_code) from None
         except KeyboardInterrupt:  # a second Ctrl-C: the first one lets the run wind down and record itself
-            raise Failure("interrupted; what was done is recorded, the next run goes on from there", 130) from None
+            raise Interrupted("interrupted; what was done is recorded, the next run goes on from there") from None
 
     return wrapper
 
@@ -125,7 +135,7 @@ def sync(
         ingest sync ./docs --dry-run
     """
     if store_name and not paths:
-        raise Failure("--store needs the folders to send: ingest sync ./docs --store NAME", USAGE)
+        raise UsageFailure("--store needs the folders to send: ingest sync ./docs --store NAME")
     with (
         _open(ctx, paths, wait) as ingest,
         render.progress_bar(sys.stderr.isatty() and not as_json) as progress,
@@ -243,7 +253,7 @@ def search(
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
     except ValueError as exc:
-        raise Failure(str(exc), USAGE) from None
+        raise UsageFailure(str(exc)) from None
     with _open(ctx, lock=False) as ingest:
         hits = ingest.search(query, store=store_name, filters=parsed, max_results=max_results)
     if as_json:

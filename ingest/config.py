@@ -13,40 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import ConfigError
+from ingest.limits import (
+    AUTO_CHUNK_OVERLAP,
+    AUTO_CHUNK_TOKENS,
+    CHUNK_TOKENS,
+    EXPIRES_AFTER_DAYS,
+    MAX_ATTRIBUTE_KEY,
+    MAX_ATTRIBUTE_VALUE,
+    MAX_ATTRIBUTES,
+    MAX_FILE_SIZE,
+    SUPPORTED_TYPES,
+)
+
+TOOL_ATTRIBUTES = 6  # path, folder, ext, mtime, sha256, root: what stores.attributes sets on every file
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# The extensions file_search accepts (openai-api.md); .csv/.xlsx/.xml and images are not among them.
-SUPPORTED_TYPES = (
-    ".c",
-    ".cpp",
-    ".cs",
-    ".css",
-    ".doc",
-    ".docx",
-    ".go",
-    ".html",
-    ".java",
-    ".js",
-    ".json",
-    ".md",
-    ".pdf",
-    ".php",
-    ".pptx",
-    ".py",
-    ".rb",
-    ".sh",
-    ".tex",
-    ".ts",
-    ".txt",
-)
-MAX_FILE_SIZE = 512 * 1024 * 1024
 NO_CONFIG = "defaults"  # Settings.source when no config file was found
-BATCH_LIMIT = 500  # the guide's figure; the spec's 2,000 is not honoured everywhere
-MAX_ATTRIBUTES = 16
 
 # Editor, office and download temporaries: never documents, never reported.
 DEFAULT_IGNORES = (
@@ -213,7 +199,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
             )
     max_size = cfg.size(limits, "max_size", "limits.", MAX_FILE_SIZE)
     if not 1 <= max_size <= MAX_FILE_SIZE:
-        raise ConfigError(f"{source}: limits.max_size must be between 1 byte and 512MB")
+        raise ConfigError(f"{source}: limits.max_size must be between 1 byte and {MAX_FILE_SIZE // 1024**2}MB")
 
     stores = tuple(cfg.store(s, i) for i, s in enumerate(cfg.list_of_tables(data, "stores")))
     names = [s.name for s in stores]
@@ -371,20 +357,25 @@ class _Reader:
             raise self.fail(prefix + "name", "is required")
         days = data.get("expires_after_days")
         if days is not None:
-            days = self.integer(data, "expires_after_days", prefix, None, 1, 365)
+            days = self.integer(data, "expires_after_days", prefix, None, *EXPIRES_AFTER_DAYS)
         attributes = self.table(data, "attributes", prefix) if "attributes" in data else {}
         for key, value in attributes.items():
             if (
-                len(key) > 64
+                len(key) > MAX_ATTRIBUTE_KEY
                 or not isinstance(value, (str, int, float, bool))
-                or (isinstance(value, str) and len(value) > 256)
+                or (isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE)
             ):
                 raise self.fail(
                     f"{prefix}attributes.{key}",
-                    "keys ≤ 64 characters; values a string ≤ 256 characters, a number or a bool",
+                    f"keys ≤ {MAX_ATTRIBUTE_KEY} characters; values a string ≤ {MAX_ATTRIBUTE_VALUE} characters, "
+                    "a number or a bool",
                 )
-        if len(attributes) > 10:
-            raise self.fail(prefix + "attributes", "at most 10 static attributes (16 in all, 6 are the tool's)")
+        static = MAX_ATTRIBUTES - TOOL_ATTRIBUTES
+        if len(attributes) > static:
+            raise self.fail(
+                prefix + "attributes",
+                f"at most {static} static attributes ({MAX_ATTRIBUTES} in all, {TOOL_ATTRIBUTES} are the tool's)",
+            )
         return StoreSpec(
             name=name,
             paths=self.strings(data, "paths", prefix, ()),
@@ -401,10 +392,11 @@ class _Reader:
             raise self.fail(
                 key, 'must be "auto" or { type = "static", max_chunk_size_tokens = N, chunk_overlap_tokens = M }'
             )
-        size = value.get("max_chunk_size_tokens", 800)
-        overlap = value.get("chunk_overlap_tokens", 400)
-        if not isinstance(size, int) or not 100 <= size <= 4096:
-            raise self.fail(key + ".max_chunk_size_tokens", "must be from 100 to 4096")
+        size = value.get("max_chunk_size_tokens", AUTO_CHUNK_TOKENS)
+        overlap = value.get("chunk_overlap_tokens", AUTO_CHUNK_OVERLAP)
+        lo, hi = CHUNK_TOKENS
+        if not isinstance(size, int) or not lo <= size <= hi:
+            raise self.fail(key + ".max_chunk_size_tokens", f"must be from {lo} to {hi}")
         if not isinstance(overlap, int) or not 0 <= overlap <= size // 2:
             raise self.fail(key + ".chunk_overlap_tokens", "must be from 0 to half of max_chunk_size_tokens")
         unknown = set(value) - {"type", "max_chunk_size_tokens", "chunk_overlap_tokens"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ingest.interrupt import EXIT_CODES
@@ -94,14 +94,7 @@ class FileEvent:
         return f"{self.shown}: {self.reason}" if self.reason else f"{self.shown}: {self.action}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "root": self.root,
-            "action": self.action,
-            "store": self.store,
-            "file_id": self.file_id,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -134,14 +127,7 @@ class StoreEvent:
         }[self.action]
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "action": self.action,
-            "vector_store_id": self.vector_store_id,
-            "old_vector_store_id": self.old_vector_store_id,
-            "count": self.count,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -156,7 +142,7 @@ class Note:
         return self.detail
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "detail": self.detail, "file_id": self.file_id}
+        return asdict(self)
 
 
 Event = FileEvent | StoreEvent | Note

@@ -7,16 +7,19 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from sqlite_utils import Migrations
 
 from ingest.errors import ManifestError
 from ingest.observe import SETTLED_SQL, racy_ns
+from ingest.records import FolderRecords
+from ingest.rows import FileRow as FileRow
+from ingest.rows import StoreRow as StoreRow
+from ingest.rows import Upload as Upload
+from ingest.schema import migrations
 
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
@@ -37,198 +40,6 @@ DELETED = "deleted"
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
 STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
 
-migrations = Migrations("ingest")
-
-
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.table("files").create(
-        {
-            "root": str,
-            "path": str,
-            "store": str,
-            "size": int,
-            "mtime_ns": int,
-            "inode": int,
-            "hashed_at_ns": int,
-            "sha256": str,
-            "mime": str,
-            "state": str,
-            "reason": str,
-            "error_code": str,
-            "retryable": int,
-            "file_id": str,
-            "vector_store_id": str,
-            "batch_id": str,
-            "old_file_id": str,
-            "attributes": str,
-            "attempts": int,
-            "first_seen": float,
-            "updated_at": float,
-            "indexed_at": float,
-        },
-        pk=("root", "path"),
-        not_null={"root", "path", "state"},
-    )
-    db.table("files").create_index(["file_id"])
-    db.table("files").create_index(["state"])
-    db.table("stores").create(
-        {
-            "id": str,
-            "name": str,
-            "shard": int,
-            "status": str,
-            "fingerprint": str,
-            "created_at": float,
-        },
-        pk="id",
-    )
-    db.table("stores").create_index(["name", "shard"])
-    db.table("uploads").create(
-        {
-            "id": int,
-            "file_id": str,
-            "root": str,
-            "path": str,
-            "filename": str,
-            "bytes": int,
-            "sha256": str,
-            "vector_store_id": str,
-            "status": str,
-            "started_at": float,
-            "finished_at": float,
-            "suspect": int,
-        },
-        pk="id",
-    )
-    db.table("uploads").create_index(["file_id"])
-    db.table("uploads").create_index(["status"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "command": str,
-            "started_at": float,
-            "finished_at": float,
-            "exit_code": int,
-            "counts": str,
-            "held": str,
-        },
-        pk="id",
-    )
-
-
-@migrations()
-def m002_store_replaces(db: sqlite_utils.Database) -> None:
-    # A store being rebuilt records which store it will replace once it is complete.
-    db.table("stores").add_column("replaces", str)
-
-
-@migrations()
-def m003_upload_server_time(db: sqlite_utils.Database) -> None:
-    # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
-    db.table("uploads").add_column("remote_created_at", int)
-
-
-@migrations()
-def m004_roots(db: sqlite_utils.Database) -> None:
-    # Each root's and each store's settings as last synced: a run without the config file (a cron job
-    # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create(
-        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
-    )
-    db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
-
-
-@migrations()
-def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
-    # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
-    db.table("runs").add_column("alive_at", float)
-
-
-@migrations()
-def m006_folders(db: sqlite_utils.Database) -> None:
-    # A file attached to a new store keeps its file id; the store it leaves is detached only once it is
-    # indexed in the new one (make before break).
-    db.table("files").add_column("old_vector_store_id", str)
-    # Files a user acknowledged (`ingest ignore`): left as they are while their size and mtime stay.
-    db.table("ignores").create(
-        {"root": str, "path": str, "size": int, "mtime_ns": int, "reason": str, "created_at": float},
-        pk=("root", "path"),
-    )
-    # The signal that ended a run (SIGINT, SIGTERM): its counts are what it did before it stopped.
-    db.table("runs").add_column("interrupted", str)
-
-
-class _Undo(Exception):
-    """Rolls a scratch transaction back."""
-
-
-@dataclass(frozen=True)
-class FileRow:
-    root: str
-    path: str
-    state: str
-    store: str | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    inode: int | None = None
-    hashed_at_ns: int | None = None
-    sha256: str | None = None
-    mime: str | None = None
-    reason: str | None = None
-    error_code: str | None = None
-    retryable: int | None = None
-    file_id: str | None = None
-    vector_store_id: str | None = None
-    batch_id: str | None = None
-    old_file_id: str | None = None
-    attributes: str | None = None
-    attempts: int = 0
-    first_seen: float | None = None
-    updated_at: float | None = None
-    indexed_at: float | None = None
-    old_vector_store_id: str | None = None
-
-    @classmethod
-    def from_db(cls, row: dict[str, Any]) -> FileRow:
-        return cls(
-            **{
-                f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts" else 0
-                for f in fields(cls)
-            }
-        )
-
-    def attrs(self) -> dict[str, Any]:
-        return json.loads(self.attributes) if self.attributes else {}
-
-
-@dataclass(frozen=True)
-class StoreRow:
-    id: str
-    name: str
-    shard: int
-    status: str
-    fingerprint: str | None = None
-    created_at: float | None = None
-    replaces: str | None = None
-
-
-@dataclass(frozen=True)
-class Upload:
-    id: int
-    file_id: str | None
-    root: str
-    path: str
-    filename: str
-    bytes: int
-    sha256: str | None
-    vector_store_id: str | None
-    status: str
-    started_at: float
-    finished_at: float | None
-    suspect: int | None = None
-    remote_created_at: int | None = None
-
 
 def _prepare_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -244,7 +55,7 @@ _PUT_FILE = (
 )
 
 
-class Manifest:
+class Manifest(FolderRecords):
     """Reads and writes the manifest. Open one per process; use it from one thread."""
 
     def __init__(self, path: Path):
@@ -294,16 +105,6 @@ class Manifest:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def scratch(self) -> Iterator[None]:
-        """Whatever is written inside is undone at the end: a dry run plays its bookkeeping out here."""
-        try:
-            with self.db.atomic():
-                yield
-                raise _Undo
-        except _Undo:
-            pass
-
     def transaction(self):
         """A context manager: everything inside commits together, or not at all (nested: a savepoint)."""
         # Not `with self.db.conn`: sqlite-utils 4 commits each write on its own outside atomic().
@@ -337,13 +138,6 @@ class Manifest:
             )
         ]
         return settled, others
-
-    def stats(self, root: str) -> dict[str, tuple]:
-        """path -> (size, mtime_ns, inode) of every row of a root, as last seen."""
-        return {
-            r[0]: r[1:]
-            for r in self.db.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
-        }
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}
@@ -469,11 +263,14 @@ class Manifest:
 
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        return self.db.execute(
+        cursor = self.db.execute(
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
             "values (?, ?, ?, ?, ?, ?, ?)",
             [root, path, filename, size, sha256, STARTED, time.time()],
-        ).lastrowid
+        )
+        if cursor.lastrowid is None:  # pragma: no cover - sqlite always gives an insert its rowid
+            raise ManifestError(f"the upload of {path} was not recorded")
+        return cursor.lastrowid
 
     def ledger_done(
         self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
@@ -525,7 +322,8 @@ class Manifest:
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        self._run = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        run_id = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        self._run = int(run_id or 0)
         self._alive = 0.0
         return self._run
 
@@ -561,73 +359,6 @@ class Manifest:
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
-
-    # ignores ---------------------------------------------------------------------------------
-    def ignore(self, root: str, path: str, size: int, mtime_ns: int, reason: str | None) -> None:
-        self.db.table("ignores").upsert(
-            {
-                "root": root,
-                "path": path,
-                "size": size,
-                "mtime_ns": mtime_ns,
-                "reason": reason,
-                "created_at": time.time(),
-            },
-            pk=("root", "path"),
-        )
-
-    def unignore(self, root: str, path: str) -> bool:
-        return self.db.execute("delete from ignores where root = ? and path = ?", [root, path]).rowcount > 0
-
-    def ignores(self, root: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-        where, args = ("root = ?", [root]) if root is not None else (None, None)
-        return {(r["root"], r["path"]): r for r in self.db.table("ignores").rows_where(where, args)}
-
-    # folders ---------------------------------------------------------------------------------
-    def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
-        """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
-        return self.listing(root, prefix, None, None)
-
-    def roots_by_store(self) -> dict[str, dict[str, int]]:
-        """store -> root -> how many files of the root are in it."""
-        out: dict[str, dict[str, int]] = {}
-        for store, root, n in self.db.execute(
-            "select store, root, count(*) from files where store is not null group by store, root order by root"
-        ):
-            out.setdefault(store, {})[root] = n
-        return out
-
-    def listing(self, root: str | None, prefix: str, store: str | None, state: str | None) -> list[FileRow]:
-        """Rows of `ingest ls`, by root and path: under root/prefix, in a store, in a state (None: any)."""
-        where: list[str] = ["1"]
-        args: list[str | int] = []
-        if root is not None:
-            where.append("root = ?")
-            args.append(root)
-            if prefix:
-                where.append("(path = ? or substr(path, 1, ?) = ?)")
-                args += [prefix, len(prefix) + 1, prefix + "/"]
-        for column, value in (("store", store), ("state", state)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = " and ".join(where)
-        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(sql, args, order_by="root, path")]
-
-    def forget_root(self, root: str) -> None:
-        """Drop what the manifest remembers of a root: its settings and its acknowledged files."""
-        self.db.execute("delete from roots where key = ?", [root])
-        self.db.execute("delete from ignores where root = ?", [root])
-
-    def rename_store(self, old: str, new: str) -> None:
-        """Every record of logical store `old` now says `new`: store rows, files, root settings, specs."""
-        with self.transaction():
-            for table, column in (("stores", "name"), ("files", "store"), ("roots", "store")):
-                self.db.execute(f"update {table} set {column} = ? where {column} = ?", [new, old])
-            for r in list(self.db.table("store_specs").rows_where("name = ?", [old])):
-                spec = {**json.loads(r["spec"]), "name": new}
-                self.db.table("store_specs").delete(old)
-                self.db.table("store_specs").upsert({"name": new, "spec": json.dumps(spec)}, pk="name")
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
         for r in self.db.table("files").rows_where(

@@ -8,9 +8,11 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from ingest.config import BATCH_LIMIT, Root, Settings
+from ingest.config import Root, Settings
 from ingest.events import REBUILD_WAITING, REBUILDING, REBUILT, OnEvent, StoreEvent, ignore
+from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
 from ingest.stores import BUILDING, attributes, create_store, fingerprint
@@ -57,11 +59,11 @@ def rebuild(
             continue
         with manifest.transaction():
             for row in rows:
-                changes = {"vector_store_id": new.id, "attributes": json.dumps(wanted[row.file_id])}
+                changes: dict[str, Any] = {"vector_store_id": new.id, "attributes": json.dumps(wanted[row.file_id])}
                 if row.file_id in failed:  # one bad file must not block the switch: it is reported instead
                     changes.update(state=FAILED, retryable=1, reason="indexing failed in the rebuilt store")
                 manifest.update(row, **changes)
-                manifest.ledger_set(row.file_id, "live", new.id)
+                manifest.ledger_set(row.known_file_id, "live", new.id)
             for row in manifest.rows_in_store(old.id):  # half-done files follow to the new store
                 manifest.update(
                     row, vector_store_id=new.id, state=UPLOADED if row.state == ATTACHING else row.state, batch_id=None

@@ -201,7 +201,7 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
     plain = root.include == ("**",) and not root.exclude
     key, entries, calm, settled = root.key, result.entries, result.calm, result.settled.get
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
-    stack = [(start, prefix)]
+    stack: list[tuple[str | Path, str]] = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
         try:

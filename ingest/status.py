@@ -106,7 +106,7 @@ def search_stores(
         for file_id in (row.file_id, row.old_file_id):
             if file_id:
                 by_file[file_id] = os.path.join(row.root, row.path)
-    hits = []
+    hits: list[dict[str, Any]] = []
     for store in stores:
         for hit in remote.search(store.id, query, filters, max_results):
             hits.append(
@@ -121,8 +121,8 @@ def search_stores(
             )
     hits.sort(key=lambda h: -h["score"])
     best: dict[str, dict[str, Any]] = {}
-    for hit in hits:  # one line per document: its best chunk
-        best.setdefault(hit["path"], hit)
+    for found in hits:  # one line per document: its best chunk
+        best.setdefault(found["path"], found)
     return list(best.values())[:max_results]
 
 

@@ -10,14 +10,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
+from ingest.config import Root, Settings, StoreSpec
 from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
+from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
-MAX_VALUE = 256
 
 
 def route(settings: Settings, root: Root, path: str) -> str:
@@ -30,11 +30,11 @@ def route(settings: Settings, root: Root, path: str) -> str:
 
 def _fit(value: str) -> str:
     # Keep the tail: the file name is what a person recognises in a long path.
-    return value if len(value) <= MAX_VALUE else "…" + value[-(MAX_VALUE - 1) :]
+    return value if len(value) <= MAX_ATTRIBUTE_VALUE else "…" + value[-(MAX_ATTRIBUTE_VALUE - 1) :]
 
 
 def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
-    """The per-file attributes file_search filters on: ≤ 16 keys, strings ≤ 256 characters."""
+    """The per-file attributes file_search filters on, within the API's limits on keys and values."""
     attrs: dict[str, Any] = dict(spec.attributes)
     attrs.update(
         {
@@ -161,7 +161,12 @@ def create_store(
     intent = StoreRow(f"{CREATING}:{token}", spec.name, shard, CREATING, fingerprint(spec), time.time(), replaces)
     manifest.add_store(intent)
     name = spec.name if shard == 0 else f"{spec.name}-{shard + 1}"
-    metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard), CREATE_TOKEN: token}
+    metadata = {
+        "managed_by": "ingest",
+        "logical_store": spec.name[:MAX_METADATA_VALUE],
+        "shard": str(shard),
+        CREATE_TOKEN: token,
+    }
     store = remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
     return _record(manifest, intent, store.id, status)
 

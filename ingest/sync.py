@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ingest import scan as scanning
-from ingest.config import Root, Settings
-from ingest.errors import RemoteError, exit_code
+from ingest.config import Settings
+from ingest.errors import exit_code
+from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
-    ATTRIBUTES,
-    DELETED,
-    EXCLUDED,
-    FAILED_EARLIER,
     HELD,
     LEFT_EMPTY,
     MASS_DELETE_HELD,
-    MOVED,
     REBUILD_DUE,
     RENAME_DUE,
     RENAMED,
-    RETRIED,
     Event,
     FileEvent,
     OnEvent,
@@ -35,33 +28,25 @@ from ingest.events import (
     StoreEvent,
     ignore,
 )
-from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import REJECTED as EVENT_REJECTED
+from ingest.execute import Executor, event_of
 from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
-    ATTACHING,
-    ERROR,
     FAILED,
-    INDEXED,
-    PENDING,
     REJECTED,
-    RETIRE,
-    UPLOADED,
-    UPLOADING,
     FileRow,
     Manifest,
 )
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
-from ingest.relocate import empty_stores, pending_renames, rename, transfer
-from ingest.remote.base import AuthError, Remote
-from ingest.stores import Stores, attributes
+from ingest.relocate import empty_stores, pending_renames, rename
+from ingest.remote.base import Remote
+from ingest.stores import Stores
 from ingest.survey import Survey
 
 log = logging.getLogger("ingest")
-MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
 MISSING_ROOT = "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
 
 
@@ -138,7 +123,8 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                self._fold(report, self._apply(plan, options, indexer))
+                executor = Executor(self.settings, self.manifest, self.remote, self.survey, self.emit)
+                self._fold(report, executor.apply(plan, options, indexer))
                 if scopes is None:
                     for name in empty_stores(self.settings, self.manifest):
                         self.emit(StoreEvent(name, LEFT_EMPTY))
@@ -163,7 +149,7 @@ class Engine:
             if scan.missing and scan.full:
                 self.emit(FileEvent("", scan.root, EVENT_FAILED, reason=MISSING_ROOT))
         for obs, row in plan.rejected:
-            self.emit(_event(obs, EVENT_REJECTED, row, obs.reason))
+            self.emit(event_of(obs, EVENT_REJECTED, row, obs.reason))
         for problem, row in plan.refused:
             self.emit(
                 FileEvent(problem.path, problem.root, EVENT_REJECTED, row.store if row else None, None, problem.reason)
@@ -173,7 +159,7 @@ class Engine:
                 FileEvent(problem.path, problem.root, EVENT_FAILED, row.store if row else None, None, problem.reason)
             )
         for row, why in plan.held:
-            self.emit(_event(row, HELD, row, why))
+            self.emit(event_of(row, HELD, row, why))
         for store, count in plan.mass_held.items():
             self.emit(StoreEvent(store, MASS_DELETE_HELD, count=count))
         self._report.newly_rejected = sum(
@@ -244,209 +230,6 @@ class Engine:
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
 
-    # apply -------------------------------------------------------------------------------------
-    def _apply(self, plan: Plan, options: Options, indexer: Indexer) -> Outcome:
-        m, stores = self.manifest, indexer.stores
-        roots = {r.key: r for r in self.settings.roots}
-        stale = []
-        with m.transaction():
-            for obs, row in plan.unchanged:
-                if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
-                    obs.size,
-                    obs.mtime_ns,
-                    obs.inode,
-                    obs.hashed_at_ns or row.hashed_at_ns,
-                ):
-                    row = m.update(
-                        row,
-                        size=obs.size,
-                        mtime_ns=obs.mtime_ns,
-                        inode=obs.inode,
-                        hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
-                    )
-                    stale.append((obs, row))
-                elif self.survey.static_moved(row.store, row.attributes):
-                    stale.append((obs, row))
-            for row in plan.retirements():
-                self._retire_ids(row)
-            for obs, row in plan.rejected:
-                m.put(
-                    _row_from(
-                        obs,
-                        row,
-                        state=REJECTED,
-                        reason=obs.reason,
-                        file_id=None,
-                        old_file_id=None,
-                        vector_store_id=None,
-                        batch_id=None,
-                    )
-                )
-            for problem, row in plan.refused:
-                m.put(
-                    FileRow(
-                        problem.root,
-                        problem.path,
-                        REJECTED,
-                        reason=problem.reason,
-                        first_seen=row.first_seen if row else None,
-                    )
-                )
-            for problem, row in plan.unreadable:
-                if row is None:
-                    m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
-                else:
-                    m.update(row, reason=problem.reason)
-            for gone, action in ((plan.deletes, DELETED), (plan.excluded, EXCLUDED)):
-                for row in gone:
-                    m.remove(row.root, row.path)
-                    if row.file_id or row.old_file_id:
-                        self.emit(_event(row, action, row))
-        failed_moves = self._move(plan.moves, roots)
-        self._refresh(stale, roots)
-
-        uploads: list[FileRow] = []
-        attach: list[FileRow] = []
-        attaching: list[FileRow] = []
-        stores.reserve(
-            Counter(
-                obs.store
-                for obs, row in plan.uploads + plan.resumes + failed_moves + plan.transfers
-                if row is None or not row.vector_store_id or row.store != obs.store
-            )
-        )
-        with m.transaction():
-            for obs, row in plan.uploads + failed_moves:
-                uploads.append(self._prepare_upload(obs, row, roots[obs.root], stores))
-            for obs, row in plan.resumes:
-                if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
-                    self.emit(_event(obs, FAILED_EARLIER, row, row.reason or "failed"))
-        attach += transfer(m, self.settings, stores, roots, plan.transfers)
-        indexer.run(uploads, attach, attaching)
-        indexer.retire()
-        indexer.sweep()
-        return indexer.outcome
-
-    def _retire_ids(self, row: FileRow) -> None:
-        for file_id in (row.file_id, row.old_file_id):
-            if file_id:
-                self.manifest.ledger_set(file_id, RETIRE)
-
-    def _move(self, moves: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> list[tuple[Observed, FileRow]]:
-        """Renames are attribute updates; those the remote refuses come back to be uploaded afresh."""
-        again = []
-        for obs, old in moves:
-            attrs = self._attributes(obs, roots[obs.root])
-            if not self._set_attributes(old, attrs):
-                with self.manifest.transaction():
-                    self.manifest.remove(old.root, old.path)
-                    again.append((obs, self.manifest.put(replace(old, root=obs.root, path=obs.path))))
-                continue
-            with self.manifest.transaction():
-                self.manifest.remove(old.root, old.path)
-                self.manifest.put(_row_from(obs, old, state=INDEXED, attributes=json.dumps(attrs)))
-            self.emit(_event(obs, MOVED, old, f"from {os.path.join(old.root, old.path)}"))
-        return again
-
-    def _refresh(self, stale: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> None:
-        """Same content, other attributes (a touched mtime, a new static value): update them in place."""
-        for obs, row in stale:
-            attrs = self._attributes(obs, roots[obs.root])
-            if attrs != row.attrs() and self._set_attributes(row, attrs):
-                self.manifest.update(row, attributes=json.dumps(attrs))
-                self.emit(_event(obs, ATTRIBUTES, row))
-
-    def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
-        try:
-            self.remote.update_attributes(row.vector_store_id, row.file_id, attrs)
-        except AuthError:
-            raise
-        except RemoteError as exc:
-            log.warning("%s: could not update attributes: %s", os.path.join(row.root, row.path), exc)
-            return False
-        return True
-
-    def _attributes(self, obs: Observed, root: Root) -> dict:
-        return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
-
-    def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
-        """Record the intent before the call: a changed file keeps serving its old version until then."""
-        old = None
-        if row is not None:
-            old = row.old_file_id if row.old_file_id else (row.file_id if row.state == INDEXED else None)
-            if row.file_id and row.file_id != old:
-                self.manifest.ledger_set(row.file_id, RETIRE)  # an unfinished newer version: superseded
-            if old and row.store != obs.store:
-                self.manifest.ledger_set(old, RETIRE)  # routed to another store: nothing to keep serving
-                old = None
-        spec = self.settings.store_spec(obs.store)
-        store_id = (
-            row.vector_store_id
-            if row is not None and row.vector_store_id and row.store == obs.store
-            else stores.place(obs.store)
-        )
-        attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
-        same = row is not None and row.sha256 == obs.sha256 and row.state != INDEXED
-        return self.manifest.put(
-            _row_from(
-                obs,
-                row,
-                state=PENDING,
-                file_id=None,
-                old_file_id=old,
-                vector_store_id=store_id,
-                batch_id=None,
-                attributes=json.dumps(attrs),
-                attempts=row.attempts if same else 0,
-            )
-        )
-
-    def _resume(
-        self,
-        obs: Observed,
-        row: FileRow,
-        root: Root,
-        stores: Stores,
-        options: Options,
-        uploads: list[FileRow],
-        attach: list[FileRow],
-        attaching: list[FileRow],
-    ) -> bool:
-        """Carry a half-done row on from its state; False when it stays failed (not retried)."""
-        row = self.manifest.update(
-            row,
-            size=obs.size,
-            mtime_ns=obs.mtime_ns,
-            inode=obs.inode,
-            hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
-        )
-        if row.state == FAILED:
-            if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
-                return False
-            self.emit(_event(obs, RETRIED, row, f"failed before: {row.reason or 'unknown error'}"))
-            row = self.manifest.update(
-                row, state=UPLOADED if row.file_id else PENDING, attempts=row.attempts + (1 if row.file_id else 0)
-            )
-        if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
-            uploads.append(self._prepare_upload(obs, row, root, stores))
-        elif row.state == UPLOADED:
-            attach.append(row)
-        elif row.state == ATTACHING:
-            attaching.append(row)
-        elif row.state == INDEXED and row.old_file_id:
-            self.manifest.ledger_set(row.old_file_id, RETIRE)
-            self.manifest.update(row, old_file_id=None)
-        elif row.state == INDEXED and row.old_vector_store_id and row.file_id:
-            try:  # indexed in its new store already: what is left is to leave the old one
-                self.remote.detach(row.old_vector_store_id, row.file_id)
-            except AuthError:
-                raise
-            except RemoteError as exc:
-                log.warning("%s: still in its old store %s: %s", _show(row), row.old_vector_store_id, exc)
-            else:
-                self.manifest.update(row, old_vector_store_id=None)
-        return True
-
     def _fold(self, report: Report, outcome: Outcome) -> None:
         report.counts.update(
             uploaded=outcome.uploaded,
@@ -457,38 +240,12 @@ class Engine:
         )
 
 
-def _row_from(obs: Observed, row: FileRow | None, **changes) -> FileRow:
-    base = row or FileRow(obs.root, obs.path, PENDING)
-    values = {
-        "root": obs.root,
-        "path": obs.path,
-        "store": obs.store,
-        "size": obs.size,
-        "mtime_ns": obs.mtime_ns,
-        "inode": obs.inode,
-        "hashed_at_ns": obs.hashed_at_ns,
-        "sha256": obs.sha256,
-        "mime": obs.mime,
-        "reason": None,
-        "error_code": None,
-        "retryable": None,
-    }
-    values.update(changes)
-    return replace(base, **values)
-
-
 def _within(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
 
 
 def _show(item: Observed | FileRow | scanning.Problem) -> str:
     return os.path.join(item.root, item.path)
-
-
-def _event(item: Observed | FileRow, action: str, row: FileRow | None, reason: str = "") -> FileEvent:
-    """An event for the file `item` names; the store and file id are those `row` held."""
-    store = item.store or (row.store if row else None)
-    return FileEvent(item.path, item.root, action, store, row.file_id if row else None, reason)
 
 
 def _describe(plan: Plan) -> dict[str, list[str]]:

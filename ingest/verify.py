@@ -31,6 +31,12 @@ class Drift:
     store_id: str | None = None
     file_id: str | None = None
 
+    def where(self) -> tuple[str, str]:
+        """(vector store id, file id) of a drift about a file in a store."""
+        if not (self.store_id and self.file_id):
+            raise ValueError(f"{self.kind} drift of {self.path} names no store file")
+        return self.store_id, self.file_id
+
 
 @dataclass
 class Findings:
@@ -135,7 +141,7 @@ def _compare_store(
             drifts.append(
                 Drift(
                     EXTRA,
-                    sf.attributes.get("path", file_id) if sf.attributes else file_id,
+                    str(sf.attributes.get("path", file_id)) if sf.attributes else file_id,
                     f"attached but not in the manifest ({owner})",
                     store_id,
                     file_id,

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -65,7 +66,7 @@ class DirtySet:
 
     def take_ready(self, settle: float) -> dict[str, set[str]]:
         """Paths with no event and no change of size or mtime for `settle` seconds."""
-        now, ready = self.clock(), {}
+        now, ready = self.clock(), dict[str, set[str]]()
         with self._lock:
             quiet = []
             for key, item in self._items.items():
@@ -127,7 +128,7 @@ class Watcher:
         self.dirty = DirtySet()
         self.on_heartbeat = on_heartbeat or (lambda state: None)
         self.observers: list = []
-        self.health = {
+        self.health: dict[str, Any] = {
             "started_at": time.time(),
             "last_success_at": None,
             "last_error": None,

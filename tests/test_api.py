@@ -9,9 +9,20 @@ import pytest
 
 import ingest
 from ingest import FileEvent, Ingest, IngestError, Report
-from ingest.config import Settings
+from ingest.config import Settings, StoreSpec
 from ingest.errors import AuthError, ConfigError, LockBusy, NothingToDo, RemoteError, UnknownStore
-from ingest.events import DELETED, FAILED, MOVED, REJECTED, REPLACED, UPLOADED, StoreEvent
+from ingest.events import (
+    DELETED,
+    FAILED,
+    MASS_DELETE_HELD,
+    MOVED,
+    REBUILT,
+    RECREATED,
+    REJECTED,
+    REPLACED,
+    UPLOADED,
+    StoreEvent,
+)
 from ingest.lock import ManifestLock
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -26,11 +37,17 @@ def local(state_dir, docs_root):
 
 
 @pytest.fixture
-def emulated(state_dir, docs_root, fake_openai, monkeypatch):
-    """An Ingest on the docs root, on the OpenAI path against the emulator."""
+def emulator_env(state_dir, fake_openai, monkeypatch):
+    """A key and the emulator's URL in the environment: the OpenAI path, for real."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    with Ingest.open([docs_root], config=Settings(request_timeout=5, index_timeout=30)) as opened:
+    return lambda **settings: Settings(request_timeout=5, index_timeout=30, **settings)
+
+
+@pytest.fixture
+def emulated(emulator_env, docs_root):
+    """An Ingest on the docs root, on the OpenAI path against the emulator."""
+    with Ingest.open([docs_root], config=emulator_env()) as opened:
         yield opened
 
 
@@ -131,6 +148,35 @@ def test_a_failure_is_an_event_and_fails_the_run(emulated, fake_openai):
     failed = report.of(FAILED)
     assert [e.path for e in failed] == ["guides/usage.txt"] and "server_error" in failed[0].reason
     assert failed[0].file_id and report.exit_code == 1
+
+
+def test_a_store_lost_remotely_and_a_rebuild_are_events_of_their_own(emulator_env, fake_openai, docs_root):
+    with Ingest.open([docs_root], config=emulator_env()) as opened:
+        opened.sync()
+        old = fake_openai.stores()[0]["id"]
+        fake_openai.delete_store(old)
+        report = opened.sync()
+    lost = [e for e in report.events if isinstance(e, StoreEvent) and e.action == RECREATED]
+    assert [(e.store, e.old_vector_store_id, e.reason) for e in lost] == [("docs", old, "deleted")]
+    assert {e.path for e in report.of(UPLOADED)} == DOCS, "its files are uploaded again"
+    static = {"type": "static", "static": {"max_chunk_size_tokens": 300, "chunk_overlap_tokens": 100}}
+    with Ingest.open([docs_root], config=emulator_env(stores=(StoreSpec("docs", chunking=static),))) as opened:
+        report = opened.sync()
+    rebuilt = [e for e in report.events if isinstance(e, StoreEvent) and e.action == REBUILT]
+    current = {s["id"] for s in fake_openai.stores()}
+    assert len(rebuilt) == 1 and {rebuilt[0].vector_store_id} == current, "the new vector store id is named"
+
+
+def test_a_held_mass_deletion_is_an_event_per_file_and_one_for_the_store(local, docs_root):
+    for i in range(8):
+        (docs_root / f"memo{i}.md").write_text(f"memo {i} about the capybara\n")
+    local.sync()
+    for i in range(8):
+        (docs_root / f"memo{i}.md").unlink()
+    report = local.sync()
+    assert len(report.held) == 8 and all("allow-mass-delete" in e.reason for e in report.held)
+    mass = [e for e in report.events if isinstance(e, StoreEvent) and e.action == MASS_DELETE_HELD]
+    assert [(e.store, e.count) for e in mass] == [("docs", 8)]
 
 
 def test_the_readme_python_example_runs(state_dir, docs_root):
