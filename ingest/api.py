@@ -52,6 +52,11 @@ def settings_for(
         settings = load(str(config) if config is not None else None)
     if backend and backend != "auto":
         settings = replace(settings, backend=backend)
+    return restricted(settings, paths, command)
+
+
+def restricted(settings: Settings, paths: Iterable[str | os.PathLike[str]], command: str) -> Settings:
+    """The settings for a run over PATHs (none: the configured roots)."""
     named = [Path(p) for p in paths]
     if named:
         settings = settings.with_paths(named)
@@ -201,7 +206,7 @@ class Ingest:
         taken with lock=False, for read-only views), open the manifest and the remote. `backend`
         "auto" keeps the config's choice; "local" or "openai" overrides it."""
         configured = settings_for((), config, backend, "open")
-        settings = settings_for(paths, configured, None, command)
+        settings = restricted(configured, paths, command)
         chosen = choose_backend(settings)
         ensure_state_dir(settings.state_dir)
         guard = ManifestLock(chosen.manifest, command)
@@ -270,7 +275,7 @@ class Ingest:
         from ingest.folders import known
         from ingest.forget import forget, resolve
 
-        folders = resolve([Path(p) for p in paths], set(known(self.configured, self.manifest)))
+        folders = resolve([Path(p) for p in paths], set(known(self.configured, self.manifest, thorough=True)))
         return forget(self.engine, folders, dry_run, keep_store)
 
     def ignore(self, paths: Iterable[str | os.PathLike[str]], *, undo: bool = False):
@@ -278,7 +283,9 @@ class Ingest:
         from ingest.folders import known
         from ingest.ignores import ignore
 
-        return ignore(self.manifest, set(known(self.configured, self.manifest)), [Path(p) for p in paths], undo)
+        return ignore(
+            self.manifest, set(known(self.configured, self.manifest, thorough=True)), [Path(p) for p in paths], undo
+        )
 
     def ls(
         self, path: str | os.PathLike[str] | None = None, *, store: str | None = None, state: str | None = None
@@ -288,7 +295,7 @@ class Ingest:
         from ingest.status import listing
 
         where = Path(os.path.abspath(path)) if path is not None else None
-        return listing(self.manifest, known(self.configured, self.manifest), where, store, state)
+        return listing(self.manifest, known(self.configured, self.manifest, thorough=True), where, store, state)
 
     def rename_store(self, old: str, new: str) -> list[str]:
         """Rename a logical store and its vector stores in place."""

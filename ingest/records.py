@@ -64,6 +64,10 @@ class FolderRecords:
         """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
         return self.listing(root, prefix, None, None)
 
+    def roots_of_store(self, store: str) -> set[str]:
+        """The roots with files in a logical store (none: the store is empty)."""
+        return {r[0] for r in self.db.execute("select distinct root from files where store = ?", [store])}
+
     def roots_by_store(self) -> dict[str, dict[str, int]]:
         """store -> root -> how many files of the root are in it."""
         out: dict[str, dict[str, int]] = {}

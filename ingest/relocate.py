@@ -59,9 +59,10 @@ def pending_renames(settings: Settings, manifest: Manifest) -> list[tuple[str, s
     for name, store in existing.items():
         if name in feeding:
             continue
+        holders = manifest.roots_of_store(name)
+        if not holders or not holders <= roots.keys():
+            continue  # empty, or a store of folders this run does not cover: not ours to judge
         rows = [r for s in manifest.stores(name) for r in manifest.rows_in_store(s.id)]
-        if not rows or any(r.root not in roots for r in rows):
-            continue  # a store of folders this run does not cover: not ours to judge
         targets = {route(settings, roots[r.root], r.path) for r in rows}
         if len(targets) != 1:
             continue
@@ -88,8 +89,8 @@ def rename(manifest: Manifest, remote: Remote, old: str, new: str) -> list[str]:
 
 def empty_stores(settings: Settings, manifest: Manifest) -> list[str]:
     """Stores no file of the manifest is in and this configuration sends nothing to."""
-    used = set(manifest.store_sizes()) | {r.store for r in manifest.rows_in_states(["pending", "uploading"])}
-    return sorted({s.name for s in manifest.stores()} - used - fed(settings))
+    unfed = {s.name for s in manifest.stores()} - fed(settings)
+    return sorted(name for name in unfed if not manifest.roots_of_store(name))
 
 
 def remove(manifest: Manifest, remote: Remote, name: str, settings: Settings) -> list[str]:
