@@ -314,7 +314,7 @@ class Indexer:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
 
-    def _detach(self, store_id: str, file_id: str, then: str) -> None:
+    def _detach(self, store_id: str, file_id: str, then: str) -> bool:
         """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
         try:
             self.remote.detach(store_id, file_id)
@@ -322,6 +322,8 @@ class Indexer:
             raise
         except RemoteError as exc:
             log.info("detach of %s failed (%s); %s", file_id, exc, then)
+            return False
+        return True
 
     def _indexed(self, row: FileRow) -> None:
         if row.old_file_id:
@@ -349,19 +351,10 @@ class Indexer:
 
     def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
         """A file that moved store leaves the old one: only now that the new one has indexed it."""
-        try:
-            self.remote.detach(store_id, file_id)
-        except AuthError:
-            raise
-        except RemoteError as exc:
-            self.emit(
-                Note(
-                    LEFT_BEHIND,
-                    f"{os.path.join(row.root, row.path)}: still in its old store {store_id} ({exc}); detached next run",
-                )
-            )
-            return False
-        return True
+        if self._detach(store_id, file_id, "it is detached next run"):
+            return True
+        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
+        return False
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:

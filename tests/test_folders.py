@@ -14,6 +14,7 @@ import pytest
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.remote.base import NotFound
 from tests.conftest import Cli
+from tests.test_watch import until
 
 BASE = "request_timeout = 5\nindex_timeout = 30\n"
 
@@ -398,7 +399,8 @@ def test_status_shows_folders_config_and_local_changes(world, share):
 
 
 # 8. ignore --------------------------------------------------------------------------------------------
-def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, monkeypatch):
+def too_large_to_index(world: World, share: Path, monkeypatch) -> Path:
+    """A file both stores refuse for good (over their token limit, lowered here), after a sync."""
     big = share / "huge.txt"
     big.write_text("word " * 400)
     if world.emu is not None:
@@ -406,6 +408,11 @@ def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, 
     else:
         monkeypatch.setattr("ingest.remote.local.store.MAX_FILE_TOKENS", 200)
     world.cli("sync", str(share), check=1)
+    return big
+
+
+def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, monkeypatch):
+    big = too_large_to_index(world, share, monkeypatch)
     assert world.rows()[str(big)].state == FAILED
     assert world.cli("verify", check=1).exit_code == 1
     done = world.cli.json("ignore", str(big))
@@ -424,13 +431,7 @@ def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, 
 
 
 def test_nothing_is_ignored_implicitly_and_undo_looks_again(world, share, monkeypatch):
-    big = share / "huge.txt"
-    big.write_text("word " * 400)
-    if world.emu is not None:
-        world.emu.configure(max_file_tokens=200)
-    else:
-        monkeypatch.setattr("ingest.remote.local.store.MAX_FILE_TOKENS", 200)
-    world.cli("sync", str(share), check=1)
+    big = too_large_to_index(world, share, monkeypatch)
     world.cli("verify", check=1)
     world.cli("verify", check=1)  # the second night too: nothing was acknowledged
     world.cli("ignore", str(big))
@@ -504,16 +505,6 @@ def test_filters_that_cannot_match_are_errors_and_ext_is_normalised(world, share
 
 
 # 10. one daemon per manifest ----------------------------------------------------------------------
-def _until(condition, what: str, log: Path, timeout: float = 30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{log.read_text(errors='replace')}")
-        time.sleep(0.05)
-
-
 def test_a_second_daemon_refuses_with_the_first_ones_pid(world, share, tmp_path):
     import subprocess
     import sys
@@ -527,7 +518,12 @@ def test_a_second_daemon_refuses_with_the_first_ones_pid(world, share, tmp_path)
             stderr=err,
         )
     try:
-        _until(lambda: "full sync:" in log.read_text() or first.poll() is not None, "the first full sync", log)
+        until(
+            lambda: "full sync:" in log.read_text() or first.poll() is not None,
+            "the first full sync",
+            30,
+            lambda: log.read_text(errors="replace"),
+        )
         assert first.poll() is None, log.read_text()
         runs, files = len(world.runs()), world.file_ids()
         second = subprocess.run(
