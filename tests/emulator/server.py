@@ -165,7 +165,10 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             self._count("requests", f"{self.command} (unknown)")
             return self._send_error(err, started)
-        self._count("requests", endpoint)
+        with emu.state.lock:
+            emu.state.counters["requests"][endpoint] += 1
+            seen = emu.state.counters["requests"][endpoint]
+        emu.arrived(endpoint, seen)
         state = emu.state
         with state.lock:
             state.in_flight[endpoint] += 1
@@ -189,13 +192,12 @@ class Handler(BaseHTTPRequestHandler):
 
         decision = emu.plan.before(endpoint)
         rl_headers = (
-            ratelimit_headers(opts.upload_rps, decision.remaining, 1.0 / opts.upload_rps if opts.upload_rps else 0)
+            ratelimit_headers(opts.upload_rps, decision.remaining, decision.reset_s)
             if endpoint == "POST /files"
             else {}
         )
         if decision.kind == "ratelimit":
             self._count("totals", "rate_limited")
-            rl_headers["x-ratelimit-reset-requests"] = f"{max(1, int(decision.retry_after * 1000))}ms"
             return self._send_error(
                 ApiError(
                     429,
