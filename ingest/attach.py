@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from ingest.config import Settings
 from ingest.events import FAILED as EVENT_FAILED
-from ingest.events import INDEXING, REPLACED, RETRIED, STOPPED, FileEvent, Note, OnEvent
+from ingest.events import INDEXING, LEFT_BEHIND, MOVED, REPLACED, RETRIED, STOPPED, FileEvent, Note, OnEvent
 from ingest.events import UPLOADED as EVENT_UPLOADED
 from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, INDEXED, PENDING, RETIRE, UPLOADED, FileRow, Manifest
@@ -391,7 +391,7 @@ class Attacher:
                 else:
                     self._observed(tracked.store_id, row, sf)
 
-    def detach(self, store_id: str, file_id: str, then: str) -> None:
+    def detach(self, store_id: str, file_id: str, then: str) -> bool:
         """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
         try:
             self.remote.detach(store_id, file_id)
@@ -399,16 +399,31 @@ class Attacher:
             raise
         except RemoteError as exc:
             log.info("detach of %s failed (%s); %s", file_id, exc, then)
+            return False
+        return True
+
+    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
+        """A file that moved store leaves the old one: only now that the new one has indexed it."""
+        if self.detach(store_id, file_id, "it is detached next run"):
+            return True
+        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
+        return False
 
     def _indexed(self, row: FileRow) -> None:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
-        if row.known_file_id not in self.moved:
+        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
+        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
+            kept = None
+        if row.old_vector_store_id:
+            self.emit(event(row, MOVED, "to another store, with its file id"))
+        elif row.known_file_id not in self.moved:
             self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
             state=INDEXED,
+            old_vector_store_id=kept,
             old_file_id=None,
             reason=None,
             error_code=None,

@@ -16,8 +16,11 @@ from ingest.errors import exit_code
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
     HELD,
+    LEFT_EMPTY,
     MASS_DELETE_HELD,
     REBUILD_DUE,
+    RENAME_DUE,
+    RENAMED,
     Event,
     FileEvent,
     OnEvent,
@@ -27,7 +30,9 @@ from ingest.events import (
 )
 from ingest.events import REJECTED as EVENT_REJECTED
 from ingest.execute import Executor, event_of, retry_due
+from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
+from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     FAILED,
     REJECTED,
@@ -36,6 +41,7 @@ from ingest.manifest import (
 )
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
+from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import Stores, server_profile
@@ -95,11 +101,25 @@ class Engine:
     def sync(
         self, options: Options = Options(), scopes: Scopes | None = None, progress: Progress | None = None
     ) -> Report:
+        if options.dry_run:  # the plan sees the bookkeeping the run would do first (a store renamed)
+            with self.manifest.scratch():
+                return self._sync(options, scopes, progress)
+        return self._sync(options, scopes, progress)
+
+    def _sync(self, options: Options, scopes: Scopes | None, progress: Progress | None) -> Report:
         started = time.monotonic()
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         died = None
         try:
+            if scopes is None:
+                # A store renamed in the configuration is renamed in place, not refilled.
+                for old, new in pending_renames(self.settings, self.manifest):
+                    if options.dry_run:
+                        self.manifest.rename_store(old, new)
+                    else:
+                        rename(self.manifest, self.remote, old, new)
+                    self.emit(StoreEvent(new, RENAME_DUE if options.dry_run else RENAMED, reason=old))
             if not options.dry_run:
                 self.profile = server_profile(self.manifest, self.remote, self.settings.server)
             indexer = self.indexer(progress)
@@ -117,18 +137,27 @@ class Engine:
             if options.dry_run:
                 report.planned = _describe(plan)
                 return report
-            executor = Executor(
-                self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
-            )
-            self._fold(report, executor.apply(plan, options, indexer))
+            if not self.stop.is_set():
+                executor = Executor(
+                    self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
+                )
+                self._fold(report, executor.apply(plan, options, indexer))
+                if scopes is None:
+                    for name in empty_stores(self.settings, self.manifest):
+                        self.emit(StoreEvent(name, LEFT_EMPTY))
+            report.interrupted = stopped_by(self.stop)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success
+            if isinstance(exc, KeyboardInterrupt):
+                died, report.interrupted = 130, stopped_by(self.stop) or "SIGINT"
             raise
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
                 held = [e.shown for e in report.held]
-                self.manifest.finish_run(run_id, report.exit_code if died is None else died, report.counts, held)
+                self.manifest.finish_run(
+                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
+                )
         return report
 
     def _report_plan(self, plan: Plan, scans: list[RootScan]) -> None:
@@ -158,7 +187,10 @@ class Engine:
 
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
-        observed, problems, scans, rows, quiet = [], [], [], {}, []
+        observed, problems, scans, quiet, ignored = [], [], [], [], []
+        rows: dict[tuple[str, str], FileRow] = {}
+        ignores = self.manifest.ignores()
+        roots = {r.key: r for r in self.settings.roots}
         if scopes is not None:
             scopes = self._with_retries(scopes, options)
         for root in self.settings.roots:
@@ -171,12 +203,19 @@ class Engine:
             settled, others = self.survey.settled(root)
             result = scanning.scan(root, prefixes, network, None if options.rehash else settled)
             fresh, calm = self.survey.calm(root, result, settled)
+            fresh, result.problems, skipped, lapsed = split_ignored(
+                root.key, root.path, fresh, result.problems, ignores
+            )
+            ignored += [(root.key, p) for p in skipped]
+            if lapsed and not options.dry_run:
+                for path in lapsed:  # changed since it was acknowledged: looked at again
+                    self.manifest.unignore(root.key, path)
             quiet += [(root.key, p) for p in calm]
             unsure = settled.keys() - set(calm) if calm else settled.keys()
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
             )
-            rows.update(known)
+            rows.update((k, v) for k, v in known.items() if k[1] not in skipped)
             for entry in fresh:
                 obs = self.survey.observe(root, entry, known.get((root.key, entry.path)), options.rehash)
                 if not obs.ok and obs.reason.startswith("cannot read"):
@@ -198,8 +237,16 @@ class Engine:
         policy = GuardPolicy(
             self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
         )
-        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
-        plan.quiet = quiet
+        plan = make_plan(
+            observed,
+            problems,
+            rows,
+            scans,
+            self.manifest.store_sizes,
+            policy,
+            lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
+        )
+        plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
 
     def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
@@ -235,7 +282,10 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "new": [_show(o) for o, r in plan.uploads if r is None or not r.file_id],
         "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
         "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
+        "moved_store": [f"{_show(o)}: {r.store} -> {o.store}" for o, r in plan.transfers],
         "deleted": [_show(r) for r in plan.deletes],
+        "excluded": [_show(r) for r in plan.excluded],
+        "ignored": [os.path.join(r, p) for r, p in plan.ignored],
         "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
