@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingest.attach import Limit, attach_each
 from ingest.config import Root, Settings
 from ingest.events import REBUILD_WAITING, REBUILDING, REBUILT, OnEvent, StoreEvent, ignore
 from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote, Unsupported
 from ingest.remote.profile import PROFILES, Profile
+from ingest.singles import Limit, attach_each
 from ingest.stores import BUILDING, attributes, create_store, fingerprint
 
 log = logging.getLogger("ingest")

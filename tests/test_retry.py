@@ -15,7 +15,8 @@ from ingest.config import Settings
 from ingest.indexing import Indexer
 from ingest.manifest import Manifest
 from ingest.remote.base import RemoteError
-from ingest.remote.openai import Backoff, OpenAIRemote, retry_after
+from ingest.remote.openai import OpenAIRemote
+from ingest.remote.retry import Backoff, retry_after
 from ingest.stores import Stores
 from tests.emulator import Emulator
 

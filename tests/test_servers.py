@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from ingest.attach import Limit
 from ingest.manifest import FAILED, INDEXED, Manifest
-from ingest.remote.openai import _server_message
 from ingest.remote.profile import COMPATIBLE, PROFILES
+from ingest.remote.retry import server_message as _server_message
+from ingest.singles import Limit
 from ingest.stores import remember_profile, server_profile
 from tests.docs import make_docx
 from tests.emulator import Emulator

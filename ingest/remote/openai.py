@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import secrets
 import threading
 import time
@@ -16,7 +14,7 @@ from typing import Any, TypeVar, cast
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from ingest.pacing import NEUTRAL, OVERLOADED, THROTTLED, Pacer, rate_headers
+from ingest.pacing import Pacer, rate_headers
 from ingest.remote import profile
 from ingest.remote.base import (
     CREATE_TOKEN,
@@ -32,80 +30,24 @@ from ingest.remote.base import (
     StoreFile,
     Unsupported,
 )
+from ingest.remote.replies import as_batch, as_store, as_store_file, poll_after
+from ingest.remote.retry import (
+    Backoff,
+    describe,
+    is_transient,
+    may_have_reached_server,
+    pacing_outcome,
+    refuses_per_file,
+    remote_error,
+    retry_after,
+    status_of,
+)
 
 log = logging.getLogger("ingest.remote")
 ATTACH_TIMEOUT = 900.0  # seconds for a one-file attach, which some servers answer only once it is embedded
 T = TypeVar("T")
 # An upload this small takes about a round trip: its latency tells how loaded the server is.
 TIMED_BYTES = 1 << 20
-
-
-def _status(exc: BaseException | None) -> int | None:
-    return getattr(exc, "status_code", None)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """429, 408, 409, 5xx, connection errors and timeouts are worth another try; the rest are not.
-    As the SDK does: the server's x-should-retry decides when given, and a Retry-After beyond
-    MAX_RETRY_AFTER means stop. An exhausted quota is a 429 that no wait cures."""
-    if isinstance(exc, openai.APIConnectionError):
-        return True
-    response = getattr(exc, "response", None)
-    should = response.headers.get("x-should-retry") if response is not None else None
-    if should in ("true", "false"):
-        return should == "true"
-    if getattr(exc, "code", None) == "insufficient_quota":
-        return False
-    hinted = retry_after(exc)
-    if hinted is not None and hinted > MAX_RETRY_AFTER:
-        return False
-    status = _status(exc)
-    return status is not None and (status in (408, 409, 429) or status >= 500)
-
-
-def worth_a_later_try(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx: a later run may succeed where this one gave up
-    (a quota refilled, a long Retry-After passed); a 400 or a refused file stays refused."""
-    status = _status(exc)
-    return status is None or status in (408, 409, 429) or status >= 500
-
-
-def may_have_reached_server(exc: BaseException) -> bool:
-    """A failure after which a non-idempotent POST may still have taken effect."""
-    status = _status(exc)
-    return isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500)
-
-
-def retry_after(exc: BaseException | None) -> float | None:
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = response.headers.get(header)
-        if value is not None:
-            try:
-                return max(0.0, float(value) / divisor)
-            except ValueError:
-                pass
-            try:  # Retry-After may also be an HTTP date
-                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                continue
-    return None
-
-
-class Backoff:
-    """Wait the server's Retry-After when it gives one, else exponential backoff with full jitter."""
-
-    def __init__(self, base: float = 0.5, cap: float = 8.0, rng: random.Random | None = None):
-        self.base, self.cap, self.rng = base, cap, rng or random.Random()
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after(exc) if exc else None
-        if hinted is not None:
-            return min(hinted, MAX_RETRY_AFTER) + self.rng.uniform(0, 0.1)
-        return self.rng.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
 
 
 class OpenAIRemote:
@@ -125,7 +67,7 @@ class OpenAIRemote:
     def _stop(self, state: RetryCallState) -> bool:
         # Being told to slow down is not a failure: a 429 gets a larger budget than an error does.
         exc = state.outcome.exception() if state.outcome else None
-        budget = self.attempts * 4 if _status(exc) == 429 else self.attempts
+        budget = self.attempts * 4 if status_of(exc) == 429 else self.attempts
         return state.attempt_number >= budget
 
     def _sleep(self, seconds: float) -> None:
@@ -160,7 +102,7 @@ class OpenAIRemote:
             if on_retry and exc is not None:
                 on_retry(exc)
             log.info(
-                "%s: %s; retrying (attempt %d of %d)", what, _describe(exc), state.attempt_number + 1, self.attempts
+                "%s: %s; retrying (attempt %d of %d)", what, describe(exc), state.attempt_number + 1, self.attempts
             )
 
         try:
@@ -183,23 +125,13 @@ class OpenAIRemote:
                         said = rate_headers(response.headers) if learns and response is not None else None
                         hinted = retry_after(exc)
                         pause = min(hinted, MAX_RETRY_AFTER) if hinted is not None else None
-                        pacer.release(ticket, _outcome(exc), pause, said)
+                        pacer.release(ticket, pacing_outcome(exc), pause, said)
                         raise
                     pacer.release(ticket, rate=rate_headers(getattr(result, "headers", None)) if learns else None)
                     return result
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None
-        except openai.NotFoundError as exc:
-            raise NotFound(f"{what}: not found") from exc
-        except openai.BadRequestError as exc:
-            # Some servers (llama-stack) answer an unknown store, store file or batch with 400 "… not found".
-            if "not found" in _server_message(exc.body).lower():
-                raise NotFound(f"{what}: not found ({_describe(exc)})") from exc
-            raise RemoteError(f"{what}: {_describe(exc)}") from exc
-        except openai.APIConnectionError as exc:  # name the server: a wrong OPENAI_BASE_URL shows at once
-            raise RemoteError(f"{what}: {_describe(exc)} ({self.client.base_url})", retryable=True) from exc
         except openai.OpenAIError as exc:
-            raise RemoteError(f"{what}: {_describe(exc)}", retryable=worth_a_later_try(exc)) from exc
+            error = remote_error(what, exc, self.client.base_url)
+            raise error from (None if isinstance(error, AuthError) else exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @property
@@ -288,11 +220,11 @@ class OpenAIRemote:
             if may_have_reached_server(exc):
                 ambiguous.set()
 
-        return _store(self._call(f"create store {name}", create, on_retry=note))
+        return as_store(self._call(f"create store {name}", create, on_retry=note))
 
     def find_store(self, token: str, since: float) -> Store | None:
         found = self._call("list stores", lambda: self._find_store(token, since))
-        return _store(found) if found is not None else None
+        return as_store(found) if found is not None else None
 
     def _find_store(self, token: str, since: float):
         # Newest first, so the walk stops at the first store older than `since` (10 min of clock skew allowed).
@@ -306,13 +238,13 @@ class OpenAIRemote:
     def list_stores(self) -> Iterator[Store]:
         page = self._call("list stores", lambda: self.client.vector_stores.list(limit=100))
         while True:
-            yield from (_store(vs) for vs in page.data)
+            yield from (as_store(vs) for vs in page.data)
             if not page.has_next_page():
                 return
             page = self._call("list stores", page.get_next_page)
 
     def get_store(self, store_id: str) -> Store:
-        return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
+        return as_store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
 
     def delete_store(self, store_id: str) -> None:
         try:
@@ -340,10 +272,10 @@ class OpenAIRemote:
                 lambda: self.client.vector_stores.file_batches.create(store_id, files=cast(Any, files)),
             )
         except RemoteError as exc:
-            if _refuses_per_file(exc.__cause__):
+            if refuses_per_file(exc.__cause__):
                 raise Unsupported(f"{self.client.base_url} does not take per-file attributes in a batch") from exc
             raise
-        return _batch(b, None)
+        return as_batch(b, None)
 
     def attach_file(self, store_id: str, item: AttachItem) -> StoreFile:
         args: dict[str, Any] = {"file_id": item.file_id, "attributes": dict(item.attributes)}
@@ -351,7 +283,7 @@ class OpenAIRemote:
             args["chunking_strategy"] = dict(item.chunking)
         # Some servers embed before they answer (llama-stack: ~20 s per MB of text): a long wait is no fault,
         # and says nothing of how busy the server is.
-        return _store_file(
+        return as_store_file(
             self._call(
                 f"attach {item.file_id} to {store_id}",
                 lambda: self.client.vector_stores.files.create(store_id, timeout=ATTACH_TIMEOUT, **args),
@@ -366,7 +298,7 @@ class OpenAIRemote:
                 batch_id, vector_store_id=store_id
             ),
         )
-        return _batch(raw.parse(), _poll_after(raw.headers))
+        return as_batch(raw.parse(), poll_after(raw.headers))
 
     def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]:
         args: dict[str, Any] = {"vector_store_id": store_id, "limit": 100}
@@ -379,7 +311,7 @@ class OpenAIRemote:
 
     # store files -------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
-        return _store_file(
+        return as_store_file(
             self._call(
                 f"file {file_id} in {store_id}",
                 lambda: self.client.vector_stores.files.retrieve(file_id, vector_store_id=store_id),
@@ -396,7 +328,7 @@ class OpenAIRemote:
     def _pages(self, page, what: str) -> Iterator[StoreFile]:
         while True:
             for f in page.data:
-                yield _store_file(f)
+                yield as_store_file(f)
             if not page.has_next_page():
                 return
             page = self._call(what, page.get_next_page)
@@ -428,99 +360,3 @@ class OpenAIRemote:
             Hit(r.file_id, r.filename, r.score, dict(r.attributes or {}), "\n".join(c.text for c in r.content))
             for r in page.data
         ]
-
-
-def _outcome(exc: BaseException) -> str:
-    """What a failed call says about load: a 429 is a rate, 5xx and lost connections are strain."""
-    status = _status(exc)
-    if status == 429:
-        return THROTTLED
-    if isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500):
-        return OVERLOADED
-    return NEUTRAL
-
-
-def _describe(exc: BaseException | None) -> str:
-    status = _status(exc)
-    if status is not None:
-        return f"HTTP {status}: {_server_message(getattr(exc, 'body', None)) or 'no reason given'}"[:300]
-    if isinstance(exc, openai.APITimeoutError):
-        return "the request timed out"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection error"
-    return str(exc)[:300]
-
-
-def _server_message(body: object) -> str:
-    """The server's reason in one sentence, from whichever envelope it uses: OpenAI's {"error": {message}}
-    (the SDK hands over the inner object), {"errors": [{loc, msg}]} or FastAPI's {"detail": …}."""
-    if isinstance(body, str):
-        return body.strip()
-    if not isinstance(body, dict):
-        return ""
-    if isinstance(body.get("message"), str):
-        return body["message"]
-    for key in ("errors", "detail", "error"):
-        value = body.get(key)
-        if isinstance(value, (str, dict)):
-            return _server_message(value)
-        if isinstance(value, list) and value:
-            more = f" (and {len(value) - 3} more)" if len(value) > 3 else ""
-            return "; ".join(_one_problem(p) for p in value[:3]) + more
-    return ""
-
-
-def _one_problem(problem: object) -> str:
-    if not isinstance(problem, dict):
-        return str(problem)
-    where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
-    message = str(problem.get("msg") or problem.get("message") or "invalid")
-    return f"{where}: {message}" if where else message
-
-
-def _refuses_per_file(exc: BaseException | None) -> bool:
-    """A 400 saying the batch wants file_ids (llama-stack) or does not know `files`: per-file attributes are
-    not taken in a batch. A 400 about anything else (a bad attribute) is not this."""
-    if _status(exc) not in (400, 422):
-        return False
-    said = _server_message(getattr(exc, "body", None)).lower()
-    return ("file_ids" in said and ("required" in said or "missing" in said)) or (
-        "files" in said and any(w in said for w in ("extra", "unknown", "not permitted", "unrecognized"))
-    )
-
-
-def _poll_after(headers) -> int | None:
-    value = headers.get("openai-poll-after-ms")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _store(vs) -> Store:
-    counts = vs.file_counts
-    return Store(
-        vs.id,
-        vs.name or "",
-        vs.status,
-        vs.usage_bytes or 0,
-        {k: getattr(counts, k) for k in ("in_progress", "completed", "failed", "cancelled", "total")},
-        dict(vs.metadata or {}),
-    )
-
-
-def _batch(b, poll_after_ms: int | None) -> Batch:
-    c = b.file_counts
-    return Batch(b.id, b.status, c.in_progress, c.completed, c.failed, c.cancelled, c.total, poll_after_ms)
-
-
-def _store_file(f) -> StoreFile:
-    err = f.last_error
-    return StoreFile(
-        f.id,
-        f.status,
-        dict(f.attributes or {}),
-        err.code if err else None,
-        err.message if err else None,
-        f.usage_bytes or 0,
-    )
