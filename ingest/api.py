@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store, load
+from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store
+from ingest.configfile import load
 from ingest.errors import ConfigError, NothingToDo
 from ingest.events import OnEvent, Report, ignore
 from ingest.lock import ManifestLock

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import ConfigError, Root, Settings, find_config, load
+from ingest.config import Root, Settings
+from ingest.configfile import find_config, load
+from ingest.errors import ConfigError
 from ingest.limits import MAX_FILE_SIZE, SUPPORTED_TYPES
 from tests.conftest import as_unprivileged
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from ingest import validate
-from ingest.config import ConfigError, Settings, parse
+from ingest.config import Settings
+from ingest.configfile import parse
+from ingest.errors import ConfigError
 from ingest.limits import FILE_TYPES, MAX_ATTRIBUTE_VALUE, SUPPORTED_TYPES
 from ingest.remote.filters import validate_attributes
 from ingest.remote.local import extract
