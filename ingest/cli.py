@@ -16,7 +16,6 @@ from ingest.config import ConfigError, Settings, load
 from ingest.lock import LockBusy
 from ingest.manifest import ManifestError
 from ingest.remote.base import AuthError, RemoteError
-from ingest.sync import Engine, Options
 from ingest.validate import MagicUnavailable
 
 log = logging.getLogger("ingest")
@@ -133,6 +132,8 @@ def sync(
         ingest sync ./docs --dry-run
     """
     settings = _settings(ctx, paths)
+    from ingest.sync import Engine, Options
+
     options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete)
     with session(settings, "sync", wait=-1 if wait else 0) as (manifest, remote, _):
         progress = render.progress_bar() if sys.stderr.isatty() and not as_json else None
@@ -274,6 +275,7 @@ def verify(ctx: click.Context, as_json: bool, wait: bool) -> None:
     Exit 0 when all is in sync, 1 when anything drifted. Example:
         ingest verify --json | jq .counts
     """
+    from ingest.sync import Engine
     from ingest.verify import verify as run_verify
 
     settings: Settings = ctx.obj["settings"]
@@ -310,6 +312,7 @@ def reindex(
     from dataclasses import replace as _replace
 
     from ingest.repair import reindex as run_reindex
+    from ingest.sync import Engine
 
     settings: Settings = ctx.obj["settings"]
     if allow_mass_delete:
@@ -340,6 +343,7 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
         ingest gc --dry-run
     """
     from ingest.repair import gc as run_gc
+    from ingest.sync import Engine
 
     settings: Settings = ctx.obj["settings"]
     with session(settings, "gc", wait=-1 if wait else 0) as (manifest, remote, _):

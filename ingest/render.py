@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.sync import Report
+if TYPE_CHECKING:  # a search imports render: not the whole sync pipeline with it
+    from ingest.sync import Report
 
 ORDER = ("new", "changed", "resumed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once

@@ -82,24 +82,19 @@ def search_stores(
     if store_name and not stores:
         known = sorted({s.name for s in manifest.stores()})
         raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
-    by_file = {}
-    for row in manifest.rows().values():
-        for file_id in (row.file_id, row.old_file_id):
-            if file_id:
-                by_file[file_id] = os.path.join(row.root, row.path)
-    hits = []
-    for store in stores:
-        for hit in remote.search(store.id, query, filters, max_results):
-            hits.append(
-                {
-                    "path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
-                    "score": round(hit.score, 4),
-                    "store": store.name,
-                    "file_id": hit.file_id,
-                    "attributes": dict(hit.attributes),
-                    "text": hit.text,
-                }
-            )
+    found = [(store, hit) for store in stores for hit in remote.search(store.id, query, filters, max_results)]
+    by_file = manifest.paths_of(hit.file_id for _, hit in found)
+    hits = [
+        {
+            "path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
+            "score": round(hit.score, 4),
+            "store": store.name,
+            "file_id": hit.file_id,
+            "attributes": dict(hit.attributes),
+            "text": hit.text,
+        }
+        for store, hit in found
+    ]
     hits.sort(key=lambda h: -h["score"])
     best: dict[str, dict[str, Any]] = {}
     for hit in hits:  # one line per document: its best chunk

@@ -14,12 +14,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.remote.base import INVALID_FILE, SERVER_ERROR
+
+if TYPE_CHECKING:  # the pool's modules load when a pool starts: a search never needs them
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 MAX_FILE_TOKENS = 5_000_000
 POOL_MIN_BYTES = 2 * 1024 * 1024
@@ -148,6 +150,9 @@ class Preparer:
             return self._pool
 
     def _run_pooled(self, pool: ProcessPoolExecutor, groups: Iterator[list[Job]], deadline: float):
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
         in_flight: dict[Future, list[Job]] = {}
         suspects: list[Job] = []  # in flight when a worker died
         started = False
@@ -193,6 +198,8 @@ class Preparer:
 
     def _isolated(self, job: Job) -> Prepared:
         """Prepare one file in a process of its own, so a crash is pinned on the file that caused it."""
+        from concurrent.futures.process import BrokenProcessPool
+
         with _new_pool(1) as alone:
             try:
                 return alone.submit(_prepare_group, [job], self._fn).result()[0]
@@ -202,6 +209,7 @@ class Preparer:
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the store's process has threads (uploads, the daemon's watchers) whose locks a
     # forked child would inherit held.
