@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ingest.remote import filters as attribute_filters
 from ingest.remote.base import (
@@ -43,9 +44,11 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import chunking
 from ingest.remote.local.prepare import Job, Prepared, Preparer
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
+
+if TYPE_CHECKING:
+    from ingest.remote.local.chunking import ChunkingStrategy
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_BATCH_FILES = 2000
@@ -458,8 +461,10 @@ def _store_file(row: tuple) -> StoreFile:
     return StoreFile(file_id, status, json.loads(attributes), code, message, usage)
 
 
-def _check_chunking(rule: Mapping[str, object] | None) -> chunking.ChunkingStrategy:
+def _check_chunking(rule: Mapping[str, object] | None) -> ChunkingStrategy:
     """Validate a chunking_strategy as the API would (its 400 is a RemoteError here)."""
+    from ingest.remote.local import chunking  # its patterns take a search's start-up time to compile
+
     try:
         return chunking.parse_strategy(rule)
     except ValueError as e:
