@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ingest.limits import MAX_FILE_TOKENS
 from ingest.remote.base import INVALID_FILE, SERVER_ERROR
 
 if TYPE_CHECKING:  # the pool's modules load when a pool starts: a search never needs them
     from concurrent.futures import Future, ProcessPoolExecutor
 
-MAX_FILE_TOKENS = 5_000_000
 POOL_MIN_BYTES = 2 * 1024 * 1024
 # Files go to a worker in groups: one hand-over per file cost the store's process more in waking
 # threads than in writing the file, and a group is written in one transaction (a segment of the
