@@ -240,23 +240,6 @@ class Manifest(FolderRecords):
     def remembered_store_specs(self) -> list[dict[str, Any]]:
         return [json.loads(r["spec"]) for r in self.db.table("store_specs").rows]
 
-    def paths_of(self, file_ids: Iterable[str]) -> dict[str, str]:
-        """The local path of each of these remote file ids that a row holds (as its file or its old one)."""
-        ids = list(dict.fromkeys(file_ids))
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for root, path, file_id, old_file_id in self.db.execute(
-                f"SELECT root, path, file_id, old_file_id FROM files WHERE file_id IN ({marks})"
-                f" OR old_file_id IN ({marks})",
-                [*part, *part],
-            ):
-                for fid in (file_id, old_file_id):
-                    if fid in part:
-                        found[fid] = os.path.join(root, path)
-        return found
-
     def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
         return [FileRow.from_db(r) for r in self.db.table("files").rows_where("vector_store_id = ?", [vector_store_id])]
 
@@ -338,6 +321,25 @@ class Manifest(FolderRecords):
     def ledger_resolved(self, upload: Upload) -> None:
         values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
         self.db.table("uploads").update(upload.id, values)
+
+    # the server ------------------------------------------------------------------------------
+    def server(self, base_url: str) -> dict[str, Any] | None:
+        found = list(self.db.table("server").rows_where("base_url = ?", [base_url]))
+        return found[0] if found else None
+
+    def remember_server(self, base_url: str, profile: str, version: str | None, per_file_batches: bool | None) -> None:
+        with self.transaction():  # one server at a time: the profile of a URL no longer used is stale
+            self.db.table("server").delete_where()
+            self.db.table("server").insert(
+                {
+                    "base_url": base_url,
+                    "profile": profile,
+                    "version": version,
+                    "per_file_batches": None if per_file_batches is None else int(per_file_batches),
+                    "checked_at": time.time(),
+                },
+                pk="base_url",
+            )
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:

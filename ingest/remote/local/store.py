@@ -47,6 +47,7 @@ from ingest.remote.base import (
 )
 from ingest.remote.local.prepare import Job, Prepared, Preparer
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
+from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 if TYPE_CHECKING:
     from ingest.remote.local.chunking import ChunkingStrategy
@@ -62,6 +63,7 @@ class LocalRemote:
     """A Remote backed by one SQLite database and a folder of blobs; safe to share across threads."""
 
     kind = "local"
+    base_url = "local"
 
     def __init__(
         self,
@@ -209,6 +211,9 @@ class LocalRemote:
             status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
         return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
 
+    def list_stores(self) -> Iterator[Store]:
+        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
             rows = self._db.execute(
@@ -269,6 +274,13 @@ class LocalRemote:
             db.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch_id, store_id, now))
             self._touch(db, store_id)
         return self._batch(store_id, batch_id)
+
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile:
+        self.attach_batch(store_id, [item])
+        return self.get_store_file(store_id, item.file_id)
+
+    def probe(self) -> Profile:
+        return PROFILES[LOCAL]
 
     def get_batch(self, store_id: str, batch_id: str) -> Batch:
         self._check_batch(store_id, batch_id)
