@@ -136,11 +136,15 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
 
     def run_sync(scopes) -> Report:
         lock = ManifestLock(backend.manifest, "watch")
+        said = False
         while True:  # queue behind a sync or a cron reindex, but stay responsive to SIGTERM
             try:
                 lock.acquire(wait=0.5)
                 break
-            except LockBusy:
+            except LockBusy as busy:
+                if not said:
+                    log.info("waiting for the manifest: %s", busy)
+                    said = True
                 if stop.is_set():
                     return Report()
         try:
@@ -167,6 +171,10 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
 
     watcher = Watcher(settings, run_sync, options, stop, heartbeat)
     server = _serve(metrics_port, metrics, watcher.health) if metrics_port is not None else None
+    if server:
+        # Port 0 asks the kernel for a free one: the heartbeat and /healthz say which.
+        watcher.health["metrics_port"] = server.server_address[1]
+        log.info("serving /metrics and /healthz on 127.0.0.1:%d", server.server_address[1])
     try:
         watcher.run()
     finally:
