@@ -28,7 +28,7 @@ from bench import compat_corpus as corpus
 from bench import compat_servers as servers
 from bench.common import ROOT, isolated_env
 from bench.compat_checks import Doc, ServerLog, client, files_gone, observe, stray_hits, tail
-from bench.compat_report import Ran, Step, describe_checkout, report, table
+from bench.compat_report import Ran, Step, checkout_state, describe_checkout, report, table
 
 STORE = "compat-docs"  # the root folder's name: zero-config ingest names the store after it
 COMMAND_TIMEOUT_S = 900.0
@@ -215,7 +215,8 @@ class Compat:
             step.observed += f"; store now {new}"
 
     def outage(self, step: Step) -> None:
-        self.queries.update(corpus.outage_files(self.root))
+        added = corpus.outage_files(self.root)
+        self.queries.update(added)
         baseline = {f.id for f in self.api.files.list(purpose="assistants")}
         store_id = self.store_id(step)
         out, err = (self.run_dir / "outage-sync.out").open("w+"), (self.run_dir / "outage-sync.err").open("w+")
@@ -225,9 +226,8 @@ class Compat:
             [str(self.checkout / "scripts/run"), *args],
             env=self.env, cwd=self.run_dir, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        when = self.stop_embedder_mid_sync(store_id, baseline, started)
+        when, mid_sync = self.stop_embedder_mid_sync(store_id, baseline, started, len(added))
         step.details.append(when)
-        mid_sync = not when.startswith("embedder stopped after")
         try:
             rc = self.background.wait(COMMAND_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -248,9 +248,12 @@ class Compat:
         restart = self.embed.start()
         step.details.append(f"embedder started again in {restart:.1f} s")
 
-    def stop_embedder_mid_sync(self, store_id: str | None, baseline: set[str], started: float) -> str:
-        """Stop the embedder once the sync has a new file completed (or has uploaded for 3 s)."""
-        first_upload = None
+    def stop_embedder_mid_sync(
+        self, store_id: str | None, baseline: set[str], started: float, total: int
+    ) -> tuple[str, bool]:
+        """Stop the embedder once the sync has a new file completed (or has uploaded for 3 s).
+        Mid-sync means: the sync still runs and fewer than all `total` new files are completed."""
+        first_upload, new, completed = None, set(), 0
         assert self.background is not None
         while self.background.poll() is None and time.monotonic() - started < 300:
             try:
@@ -260,18 +263,19 @@ class Compat:
                     listed = self.api.vector_stores.files.list(vector_store_id=store_id, limit=100)
                     completed = sum(1 for f in listed if f.id in new and f.status == "completed")
             except Exception:
-                new, completed = set(), 0  # a store being recreated answers 400 for a moment
+                pass  # an answer missed while the server is busy; the next poll asks again
             if new and first_upload is None:
                 first_upload = time.monotonic()
             if completed or (first_upload and time.monotonic() - first_upload > 3):
-                self.embed.stop(grace_s=0)
-                return (
-                    f"embedder stopped {time.monotonic() - started:.1f} s into the sync: {len(new)} new uploads "
-                    f"seen, {completed} of them completed in the store"
-                )
+                break
             time.sleep(0.2)
+        running = self.background.poll() is None
         self.embed.stop(grace_s=0)
-        return f"embedder stopped after the sync had ended (exit {self.background.poll()}): not mid-sync"
+        at = f"{time.monotonic() - started:.1f} s into the sync"
+        if not running:
+            return f"embedder stopped after the sync had ended (exit {self.background.poll()}), {at}", False
+        mid = completed < total
+        return f"embedder stopped {at}: {len(new)} new uploads seen, {completed}/{total} completed in the store", mid
 
     def verify(self, step: Step) -> None:
         ran = self.ingest(step, "verify", "--json")
@@ -385,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Run {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {describe_checkout(checkout)}; "
         f"install {time.monotonic() - started:.0f} s ({installed})."
     )
+    before = checkout_state(checkout)
     try:
         c.run()
     except KeyboardInterrupt:
@@ -392,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         c.steps.append(Step("interrupted", "", "stopped by a signal", False))
     finally:
         c.stop()
+    if checkout_state(checkout) != before:
+        header += " The checkout CHANGED during the run: later steps ran other code than earlier ones."
     text = report(c.steps, header, time.monotonic() - started, run_dir)
     (run_dir / "report.md").write_text(text)
     if args.report:

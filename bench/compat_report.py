@@ -3,6 +3,7 @@ seconds), then each step's commands, ingest's output and what the server answere
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -42,6 +43,14 @@ def describe_checkout(checkout: Path) -> str:
     dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
     branch, commit = git("rev-parse", "--abbrev-ref", "HEAD"), git("rev-parse", "--short", "HEAD")
     return f"{checkout} (branch {branch}, commit {commit}{dirty})"
+
+
+def checkout_state(checkout: Path) -> str:
+    """HEAD and the uncommitted diff: a run whose checkout changes under it tests no one version."""
+    git = ["git", "-C", str(checkout)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    diff = subprocess.run([*git, "diff", "HEAD"], capture_output=True, text=True).stdout
+    return hashlib.sha256((head + diff).encode()).hexdigest()
 
 
 def table(steps: list[Step]) -> str:
