@@ -238,6 +238,9 @@ class Compat:
         err.seek(0)
         ran = Ran(rc, out.read(), err.read(), time.monotonic() - started)
         self.record(step, args, ran)
+        # Searching needs the embedder: start it before asking the server what the sync left.
+        restart = self.embed.start()
+        step.details.append(f"embedder started again in {restart:.1f} s")
         ok, seen = self.check(step)
         failed = len(ran.summary().get("failed", []))
         # With the embedder gone some files cannot be indexed: honest is exit 1 naming them.
@@ -245,13 +248,11 @@ class Compat:
         step.observed = f"{when.split(':')[0]}; sync exit {ran.rc}, {failed} failed per ingest; server: {seen}"
         if not mid_sync:
             step.observed = "NOT EXERCISED: " + step.observed
-        restart = self.embed.start()
-        step.details.append(f"embedder started again in {restart:.1f} s")
 
     def stop_embedder_mid_sync(
         self, store_id: str | None, baseline: set[str], started: float, total: int
     ) -> tuple[str, bool]:
-        """Stop the embedder once the sync has a new file completed (or has uploaded for 3 s).
+        """Stop the embedder once the sync has a new file completed (or has uploaded for 20 s).
         Mid-sync means: the sync still runs and fewer than all `total` new files are completed."""
         first_upload, new, completed = None, set(), 0
         assert self.background is not None
@@ -266,7 +267,7 @@ class Compat:
                 pass  # an answer missed while the server is busy; the next poll asks again
             if new and first_upload is None:
                 first_upload = time.monotonic()
-            if completed or (first_upload and time.monotonic() - first_upload > 3):
+            if completed or (first_upload and time.monotonic() - first_upload > 20):
                 break
             time.sleep(0.2)
         running = self.background.poll() is None
@@ -282,6 +283,8 @@ class Compat:
         ok, seen = self.check(step)
         step.ok = ran.rc == 0 and ok
         step.observed = f"verify exit {ran.rc}; {seen}"
+        status = self.ingest(step, "status", quiet=True)
+        step.details.append("`ingest status` (not judged):\n" + tail(status.stdout, 30))
 
     def search(self, step: Step, query: str, filters: dict[str, str], want: str) -> bool:
         args = ["search", query, "--json", *[f"--filter={k}={v}" for k, v in filters.items()]]

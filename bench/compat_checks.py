@@ -97,6 +97,14 @@ def observe(api: openai.OpenAI, store_id: str | None, root: Path, docs: list[Doc
     except openai.APIError as exc:
         obs.problems.append(f"store {store_id} unreadable: {describe(exc)}")
         return obs
+    try:
+        unattached = [f.id for f in api.files.list(purpose="assistants") if f.id not in obs.files]
+        if unattached:
+            obs.notes.append(
+                f"{len(unattached)} file(s) in the Files API are in no listing of this store: {unattached}"
+            )
+    except openai.APIError as exc:
+        obs.notes.append(f"files.list failed: {describe(exc)}")
     wanted = {d.path: d for d in docs}
     by_path: dict[str, list[str]] = {}
     for file_id, info in obs.files.items():
