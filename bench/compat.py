@@ -363,15 +363,40 @@ class Compat:
         self.embed.stop()
 
 
+def snapshot(repo: Path, ref: str, into: Path) -> Path:
+    """A clean clone of `repo` at `ref`, kept under the cache (its .venv too) and moved to the new
+    tip on each run: a working tree someone is editing or merging in is no one version of the code."""
+    target = into / "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in ref)
+
+    def git(*args: str, cwd: Path = target) -> None:
+        subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True)
+
+    if not (target / ".git").exists():
+        into.mkdir(parents=True, exist_ok=True)
+        git("clone", "--quiet", "--shared", "--no-checkout", str(repo), str(target), cwd=repo)
+    git("fetch", "--quiet", str(repo), ref)
+    git("checkout", "--quiet", "--force", "--detach", "FETCH_HEAD")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/compat", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the ingest checkout to test (its scripts/run)")
     parser.add_argument(
         "--cache", type=Path, default=servers.default_cache(), help="venvs and runs (default %(default)s)"
     )
+    parser.add_argument(
+        "--ref", help="test this branch or commit of the checkout's repository in a clean clone under the cache"
+    )
     parser.add_argument("--report", type=Path, help="also write the full report (markdown) here")
     args = parser.parse_args(argv)
     checkout = args.checkout.resolve()
+    if args.ref:
+        try:
+            checkout = snapshot(checkout, args.ref, args.cache / "checkouts")
+        except subprocess.CalledProcessError as exc:
+            print(f"compat: cannot check out {args.ref!r} of {checkout}: {exc.stderr.strip()}", file=sys.stderr)
+            return 2
     started = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -389,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True)
     c = Compat(checkout, run_dir, inst)
     header = (
-        f"Run {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {describe_checkout(checkout)}; "
+        f"Run {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {describe_checkout(checkout, args.ref)}; "
         f"install {time.monotonic() - started:.0f} s ({installed})."
     )
     before = checkout_state(checkout)

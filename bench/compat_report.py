@@ -36,13 +36,14 @@ class Ran:
         return out if isinstance(out, dict) else {"items": out}
 
 
-def describe_checkout(checkout: Path) -> str:
+def describe_checkout(checkout: Path, ref: str | None = None) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
 
     dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
-    branch, commit = git("rev-parse", "--abbrev-ref", "HEAD"), git("rev-parse", "--short", "HEAD")
-    return f"{checkout} (branch {branch}, commit {commit}{dirty})"
+    branch, commit = ref or git("rev-parse", "--abbrev-ref", "HEAD"), git("rev-parse", "--short", "HEAD")
+    subject = git("log", "-1", "--format=%s")[:100]
+    return f"{checkout} (branch {branch}, commit {commit} “{subject}”{dirty})"
 
 
 def checkout_state(checkout: Path) -> str:
