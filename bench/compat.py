@@ -12,6 +12,7 @@ failure and on Ctrl-C. Not part of the test suite: it needs the installs (~10 mi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ class Compat:
     def __init__(self, checkout: Path, run_dir: Path, inst: servers.Install):
         self.checkout, self.run_dir, self.inst = checkout, run_dir, inst
         self.root = run_dir / STORE
-        self.queries: dict[str, str] = {}
+        self.queries: dict[str, Doc] = {}
         self.steps: list[Step] = []
         self.embed_port, self.stack_port = servers.free_port(), servers.free_port()
         self.embed = servers.embedder(inst, run_dir, self.embed_port)
@@ -92,7 +93,7 @@ class Compat:
         return None
 
     def docs(self) -> list[Doc]:
-        return [Doc(path, query) for path, query in sorted(self.queries.items())]
+        return [self.queries[path] for path in sorted(self.queries)]
 
     def check(self, step: Step, superseded: Sequence[str] = ()) -> tuple[bool, str]:
         """The server's own answer: listing, filtered searches, stray chunks, superseded files."""
@@ -168,17 +169,17 @@ class Compat:
 
     def edit(self, step: Step) -> None:
         old = self.known.get(corpus.EDITED)
-        (self.root / corpus.EDITED).write_text(corpus.GUIDE_V2)
-        self.queries[corpus.EDITED] = corpus.GUIDE_V2_QUERY
+        (self.root / corpus.EDITED).write_text(corpus.GUIDE_V2_TEXT)
+        self.queries[corpus.EDITED] = corpus.GUIDE_V2
         self.sync_and_check(step, superseded=[old] if old else [])
 
     def rename(self, step: Step) -> None:
         old, new = corpus.RENAMED
         (self.root / new).parent.mkdir(parents=True, exist_ok=True)
         (self.root / old).rename(self.root / new)
-        self.queries[new] = self.queries.pop(old)
+        self.queries[new] = dataclasses.replace(self.queries.pop(old), path=new)
         ran = self.sync_and_check(step)
-        found = self.search(step, self.queries[new], {"folder": "kitchen"}, new)
+        found = self.search(step, self.queries[new].query, {"folder": "kitchen"}, new)
         uploaded = ran.summary().get("counts", {}).get("uploaded")
         step.ok = step.ok and found and uploaded == 0
         step.observed += f"; re-uploads {uploaded}; `ingest search --filter folder=kitchen` " + (
@@ -305,7 +306,7 @@ class Compat:
             ("guide.md", {"path": "guide.md"}),
             ("outage/night-trains.md", {"folder": "outage"}),
         ]
-        missed = [want for want, filters in cases if not self.search(step, self.queries[want], filters, want)]
+        missed = [want for want, filters in cases if not self.search(step, self.queries[want].query, filters, want)]
         step.ok = not missed
         step.observed = f"{len(cases) - len(missed)}/{len(cases)} filtered searches find their document" + (
             f"; not: {', '.join(missed)}" if missed else ""

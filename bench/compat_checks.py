@@ -14,6 +14,7 @@ from typing import Any
 import openai
 
 OUR_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")
+MARKUP = re.compile(r"</?(html|head|body|p|div|h1|style|nav|title|meta)\b[^>]*>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Doc:
 
     path: str  # relative to the root, '/'-separated
     query: str
+    marker: str  # a phrase of its text: hits without it are not this document's text
 
 
 def expected_attributes(root: Path, path: str) -> dict[str, Any]:
@@ -153,6 +155,12 @@ def _check_doc(api: openai.OpenAI, obs: Observation, root: Path, doc: Doc, ids: 
         drift = attribute_drift(want, dict(hit.attributes or {}))
         if drift:
             return [f"{doc.path}: search hits carry {', '.join(drift)}"]
+    text = " ".join(c.text for hit in hits for c in hit.content)
+    if doc.marker.lower() not in text.lower():
+        return [f"{doc.path}: its search hits lack {doc.marker!r}; they read {text[:120]!r}"]
+    markup = MARKUP.search(text)
+    if markup:
+        return [f"{doc.path}: its search hits are raw markup: {markup[0]!r} in {text[:120]!r}"]
     obs.current[doc.path] = file_id
     return []
 
@@ -200,7 +208,7 @@ class ServerLog:
     the errors it logged, counted, with IDs folded so that equal failures group."""
 
     ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
-    IDS = re.compile(r"(file-[0-9a-f]+|vs_[0-9a-f-]+|vsfb_[0-9a-f-]+|batch_[0-9a-f-]+)")
+    IDS = re.compile(r"(file-[0-9a-f]+|vs_[0-9a-f-]+|vsfb_[0-9a-f-]+|batch_[0-9a-f-]+|0x[0-9a-f]+)")
 
     def __init__(self, path: Path):
         self.path, self.offset = path, 0

@@ -1,10 +1,11 @@
 """The small corpus `scripts/compat` syncs: real Markdown, HTML, PDF and DOCX files, each on its own
-topic so that a search for its query lands in it. Returns path → query for the checks."""
+topic so that a search for its query lands in it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.compat_checks import Doc
 from tests.docs import make_docx, make_pdf
 
 GUIDE_V1 = """# Onboarding guide
@@ -19,7 +20,7 @@ Your account is created by the people team one week before you start. Change the
 within a day; the service desk resets it if you are locked out.
 """
 
-GUIDE_V2 = """# Onboarding guide (revised)
+GUIDE_V2_TEXT = """# Onboarding guide (revised)
 
 From this quarter, new employees collect a tablet instead of a laptop at the reception desk, and
 the parking permit is issued with the badge. Bicycle racks are in the north courtyard; showers and
@@ -72,15 +73,20 @@ SAFETY_MEMO = [
     "Fire wardens wear yellow vests and count the people of their floor.",
 ]
 
-QUERIES = {
-    "guide.md": "how do new employees get a laptop and book a desk",
-    "web/holidays.html": "how many vacation days do employees get",
-    "reports/annual-report.pdf": "how much did revenue grow with the solar farm",
-    "reports/safety-memo.docx": "where to gather during a fire drill",
-    "notes/recipes.md": "how to bake sourdough bread with a starter",
-    "notes/minutes.md": "what will the garden committee plant",
+# path → (a query its text answers, a word its search hits must show)
+DOCS = {
+    "guide.md": Doc("guide.md", "how do new employees get a laptop and book a desk", "laptop"),
+    "web/holidays.html": Doc("web/holidays.html", "how many vacation days do employees get", "vacation"),
+    "reports/annual-report.pdf": Doc(
+        "reports/annual-report.pdf", "how much did revenue grow with the solar farm", "solar"
+    ),
+    "reports/safety-memo.docx": Doc(
+        "reports/safety-memo.docx", "where to gather during a fire drill", "assembly point"
+    ),
+    "notes/recipes.md": Doc("notes/recipes.md", "how to bake sourdough bread with a starter", "sourdough"),
+    "notes/minutes.md": Doc("notes/minutes.md", "what will the garden committee plant", "compost"),
 }
-GUIDE_V2_QUERY = "where do new employees collect a tablet and a parking permit"
+GUIDE_V2 = Doc("guide.md", "where do new employees collect a tablet and a parking permit", "tablet")
 RENAMED = ("notes/recipes.md", "kitchen/sourdough.md")
 DELETED = "notes/minutes.md"
 EDITED = "guide.md"
@@ -99,8 +105,8 @@ OUTAGE_TOPICS = [
 ]
 
 
-def write_corpus(root: Path) -> dict[str, str]:
-    """The first state: Markdown, HTML, PDF and DOCX. Returns path → query."""
+def write_corpus(root: Path) -> dict[str, Doc]:
+    """The first state: Markdown, HTML, PDF and DOCX."""
     for folder in ("web", "reports", "notes"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     (root / "guide.md").write_text(GUIDE_V1)
@@ -113,10 +119,10 @@ def write_corpus(root: Path) -> dict[str, str]:
     )
     (root / "notes/recipes.md").write_text(RECIPES)
     (root / "notes/minutes.md").write_text(MINUTES)
-    return dict(QUERIES)
+    return dict(DOCS)
 
 
-def outage_files(root: Path) -> dict[str, str]:
+def outage_files(root: Path) -> dict[str, Doc]:
     """Ten new Markdown files of about 30 KB each (≈ 0.6 s of embedding each on 2 cores): enough work
     that the embedder can be stopped while the sync is still attaching."""
     (root / "outage").mkdir(exist_ok=True)
@@ -129,5 +135,5 @@ def outage_files(root: Path) -> dict[str, str]:
             for s in range(150)
         )
         (root / path).write_text(f"# {topic.title()}\n\n{body}\n")
-        queries[path] = f"notes on {topic}"
+        queries[path] = Doc(path, f"notes on {topic}", topic)
     return queries
