@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -402,17 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         print(f"compat: installing into {args.cache} (once: ~10 min on 2 cores) …", file=sys.stderr, flush=True)
-        inst = servers.install(args.cache)
+        with servers.locked(args.cache / ".install.lock"):
+            inst = servers.install(args.cache)
     except servers.SetupError as exc:
         print(f"compat: {exc}", file=sys.stderr)
         return 2
     installed = (
         f"installed now: {', '.join(inst.installed_now)}" if inst.installed_now else "venvs reused from the cache"
     )
-    runs = args.cache / "runs"
-    shutil.rmtree(runs, ignore_errors=True)  # only the last run's logs are kept
-    run_dir = runs / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
+    run_dir, held = servers.new_run_dir(args.cache / "runs")
     c = Compat(checkout, run_dir, inst)
     header = (
         f"Run {datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {describe_checkout(checkout, args.ref)}; "
@@ -430,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         header += " The checkout CHANGED during the run: later steps ran other code than earlier ones."
     text = report(c.steps, header, time.monotonic() - started, run_dir)
     (run_dir / "report.md").write_text(text)
+    held.close()
     if args.report:
         args.report.write_text(text)
     print(header)

@@ -8,6 +8,7 @@ starts in seconds. Every server binds 127.0.0.1 on a free port and gets a fresh 
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -18,8 +19,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 LLAMA_STACK = "llama-stack==0.7.3"
@@ -125,6 +130,41 @@ def install(cache: Path) -> Install:
         shutil.copyfile(sources[0], target)
     (shim_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
     return Install(cache, stack / "bin/python", embed / "bin/python", tiktoken_dir, shim_dir, tuple(done))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One install at a time in a cache folder (two runs started together share it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def new_run_dir(runs: Path) -> tuple[Path, IO[str]]:
+    """A fresh folder for this run's state and logs, held by a lock for the run's life. Earlier runs
+    are removed, except those another run still holds."""
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in runs.iterdir():
+        try:
+            with (old / ".lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(old, ignore_errors=True)
+        except BlockingIOError:
+            continue  # in use by a run going on beside this one
+        except OSError:
+            shutil.rmtree(old, ignore_errors=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        run_dir = runs / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        held = (run_dir / ".lock").open("w")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        return run_dir, held
+    raise SetupError(f"no free run folder under {runs}")
 
 
 def free_port() -> int:
