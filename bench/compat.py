@@ -134,6 +134,10 @@ class Compat:
         print(f"compat: {name} …", file=sys.stderr, flush=True)
         try:
             body(step)
+        except KeyboardInterrupt:
+            step.observed = "interrupted during this step"
+            step.seconds = time.monotonic() - started
+            raise
         except Exception as exc:  # a broken step is a FAIL with its traceback; the next steps still run
             step.ok = False
             step.observed = f"the step itself broke: {type(exc).__name__}: {str(exc)[:200]}"
@@ -419,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         c.run()
     except KeyboardInterrupt:
-        print("compat: interrupted; stopping the servers", file=sys.stderr)
+        # Ctrl-C also ends a pipe's reader (| tee): the report goes to files before anything is printed.
         c.steps.append(Step("interrupted", "", "stopped by a signal", False))
     finally:
         c.stop()
@@ -430,9 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     held.close()
     if args.report:
         args.report.write_text(text)
-    print(header)
-    print(table(c.steps))
-    print(f"\nfull report: {args.report or run_dir / 'report.md'}")
+    try:
+        print(header)
+        print(table(c.steps))
+        print(f"\nfull report: {args.report or run_dir / 'report.md'}")
+    except BrokenPipeError:
+        pass
     return 0 if c.steps and all(s.ok for s in c.steps) else 1
 
 
