@@ -11,7 +11,7 @@ import pstats
 import stat
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import INGEST, PYTHON, Child, Context, Outcome, isolated_env, patched_environ, run_child
@@ -129,6 +129,12 @@ def run(ctx: Context) -> Outcome:
         None,
         f"the walk: {walk_s / n * 1e6:.1f} µs",
     )
+    pending_s = statistics.median(_pending_count(synced))
+    out.details["status_local_changes_s"] = pending_s
+    out.add(
+        "noop", "`ingest status` local-changes stat pass, median", pending_s, "s", None, f"of {REPEATS}, {n:,} files"
+    )
+    out.add("noop", "status stat pass / walk ratio", pending_s / walk_s, "x", ("<=", RATIO))
     if profile_text:
         path = ctx.out / "noop-profile.txt"
         path.write_text(profile_text)
@@ -163,28 +169,40 @@ def _walk(root: Path) -> tuple[float, int]:
     return time.perf_counter() - started, files
 
 
+def _pending_count(synced: SyncedTree) -> list[float]:
+    """What `ingest status` pays to count the local changes not synced yet: a stat pass, no hashing."""
+    from ingest.api import Ingest
+    from ingest.status import local_changes
+
+    times = []
+    with (
+        patched_environ(synced.env, synced.home),
+        Ingest.open([synced.tree], backend="local", lock=False, command="status") as ingest,
+    ):
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            counts = local_changes(ingest.settings, ingest.manifest)
+            times.append(time.perf_counter() - started)
+    if any(counts.values()):
+        raise RuntimeError(f"the status stat pass saw changes in an unchanged tree: {counts}")
+    return times
+
+
 def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
     """Engine.sync timed without process start-up, then once under cProfile."""
-    from ingest.app import session
-    from ingest.config import load
-    from ingest.sync import Engine, Options
+    from ingest.api import Ingest
 
     times = []
     logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
-    with patched_environ(synced.env, synced.home):
-        settings = replace(load(None).with_paths([synced.tree]), backend="local")
-        with session(settings, "sync") as (manifest, remote, _):
-            for _ in range(REPEATS):
-                started = time.perf_counter()
-                Engine(settings, manifest, remote).sync(Options())
-                times.append(time.perf_counter() - started)
-            profiler = cProfile.Profile()
-            profiler.enable()
-            Engine(settings, manifest, remote).sync(Options())
-            profiler.disable()
-            close = getattr(remote, "close", None)
-            if close:
-                close()
+    with patched_environ(synced.env, synced.home), Ingest.open([synced.tree], backend="local") as ingest:
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            ingest.sync()
+            times.append(time.perf_counter() - started)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        ingest.sync()
+        profiler.disable()
     text = io.StringIO()
     text.write(
         f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "

@@ -7,12 +7,19 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from sqlite_utils import Migrations
+
+from ingest.errors import ManifestError
+from ingest.observe import SETTLED_SQL, racy_ns
+from ingest.records import FolderRecords
+from ingest.rows import FileRow as FileRow
+from ingest.rows import StoreRow as StoreRow
+from ingest.rows import Upload as Upload
+from ingest.schema import migrations
 
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
@@ -24,6 +31,7 @@ INDEXED = "indexed"  # completed in its vector store
 FAILED = "failed"  # the upload or indexing failed; retryable says whether another try may help
 ERROR = "error"  # the scan could not read it; the last good remote state is kept
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
+STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
 
 # Ledger statuses of every remote file id this tool created.
 LIVE = "live"
@@ -31,183 +39,6 @@ RETIRE = "retire"  # no longer wanted: to be detached and deleted
 DELETED = "deleted"
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
 STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
-
-migrations = Migrations("ingest")
-
-
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.table("files").create(
-        {
-            "root": str,
-            "path": str,
-            "store": str,
-            "size": int,
-            "mtime_ns": int,
-            "inode": int,
-            "hashed_at_ns": int,
-            "sha256": str,
-            "mime": str,
-            "state": str,
-            "reason": str,
-            "error_code": str,
-            "retryable": int,
-            "file_id": str,
-            "vector_store_id": str,
-            "batch_id": str,
-            "old_file_id": str,
-            "attributes": str,
-            "attempts": int,
-            "first_seen": float,
-            "updated_at": float,
-            "indexed_at": float,
-        },
-        pk=("root", "path"),
-        not_null={"root", "path", "state"},
-    )
-    db.table("files").create_index(["file_id"])
-    db.table("files").create_index(["state"])
-    db.table("stores").create(
-        {
-            "id": str,
-            "name": str,
-            "shard": int,
-            "status": str,
-            "fingerprint": str,
-            "created_at": float,
-        },
-        pk="id",
-    )
-    db.table("stores").create_index(["name", "shard"])
-    db.table("uploads").create(
-        {
-            "id": int,
-            "file_id": str,
-            "root": str,
-            "path": str,
-            "filename": str,
-            "bytes": int,
-            "sha256": str,
-            "vector_store_id": str,
-            "status": str,
-            "started_at": float,
-            "finished_at": float,
-            "suspect": int,
-        },
-        pk="id",
-    )
-    db.table("uploads").create_index(["file_id"])
-    db.table("uploads").create_index(["status"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "command": str,
-            "started_at": float,
-            "finished_at": float,
-            "exit_code": int,
-            "counts": str,
-            "held": str,
-        },
-        pk="id",
-    )
-
-
-@migrations()
-def m002_store_replaces(db: sqlite_utils.Database) -> None:
-    # A store being rebuilt records which store it will replace once it is complete.
-    db.table("stores").add_column("replaces", str)
-
-
-@migrations()
-def m003_upload_server_time(db: sqlite_utils.Database) -> None:
-    # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
-    db.table("uploads").add_column("remote_created_at", int)
-
-
-@migrations()
-def m004_roots(db: sqlite_utils.Database) -> None:
-    # Each root's and each store's settings as last synced: a run without the config file (a cron job
-    # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create(
-        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
-    )
-    db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
-
-
-@migrations()
-def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
-    # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
-    db.table("runs").add_column("alive_at", float)
-
-
-class ManifestError(Exception):
-    """The manifest cannot be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class FileRow:
-    root: str
-    path: str
-    state: str
-    store: str | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    inode: int | None = None
-    hashed_at_ns: int | None = None
-    sha256: str | None = None
-    mime: str | None = None
-    reason: str | None = None
-    error_code: str | None = None
-    retryable: int | None = None
-    file_id: str | None = None
-    vector_store_id: str | None = None
-    batch_id: str | None = None
-    old_file_id: str | None = None
-    attributes: str | None = None
-    attempts: int = 0
-    first_seen: float | None = None
-    updated_at: float | None = None
-    indexed_at: float | None = None
-
-    @classmethod
-    def from_db(cls, row: dict[str, Any]) -> FileRow:
-        return cls(
-            **{
-                f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts" else 0
-                for f in fields(cls)
-            }
-        )
-
-    def attrs(self) -> dict[str, Any]:
-        return json.loads(self.attributes) if self.attributes else {}
-
-
-@dataclass(frozen=True)
-class StoreRow:
-    id: str
-    name: str
-    shard: int
-    status: str
-    fingerprint: str | None = None
-    created_at: float | None = None
-    replaces: str | None = None
-
-
-@dataclass(frozen=True)
-class Upload:
-    id: int
-    file_id: str | None
-    root: str
-    path: str
-    filename: str
-    bytes: int
-    sha256: str | None
-    vector_store_id: str | None
-    status: str
-    started_at: float
-    finished_at: float | None
-    suspect: int | None = None
-    remote_created_at: int | None = None
 
 
 def _prepare_file(path: Path) -> None:
@@ -224,7 +55,7 @@ _PUT_FILE = (
 )
 
 
-class Manifest:
+class Manifest(FolderRecords):
     """Reads and writes the manifest. Open one per process; use it from one thread."""
 
     def __init__(self, path: Path):
@@ -284,24 +115,17 @@ class Manifest:
         where, args = ("root = ?", [root]) if root is not None else (None, None)
         return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
-    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
-    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    _SETTLED = (
-        "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-        "and mtime_ns < hashed_at_ns - ?"
-    )
-
     def settled(
-        self, root: str, racy_ns: int, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
         columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
         where, args = (
-            (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store])
+            (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
             if store is not None
-            else (self._SETTLED, [INDEXED, racy_ns])
+            else (SETTLED_SQL, [INDEXED, racy_ns(network)])
         )
         conn = self.db.conn
         settled = {
@@ -439,11 +263,14 @@ class Manifest:
 
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        return self.db.execute(
+        cursor = self.db.execute(
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
             "values (?, ?, ?, ?, ?, ?, ?)",
             [root, path, filename, size, sha256, STARTED, time.time()],
-        ).lastrowid
+        )
+        if cursor.lastrowid is None:  # pragma: no cover - sqlite always gives an insert its rowid
+            raise ManifestError(f"the upload of {path} was not recorded")
+        return cursor.lastrowid
 
     def ledger_done(
         self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
@@ -495,7 +322,8 @@ class Manifest:
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        self._run = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        run_id = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        self._run = int(run_id or 0)
         self._alive = 0.0
         return self._run
 
@@ -515,7 +343,9 @@ class Manifest:
         ).fetchone()
         return found[0] if found else None
 
-    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
+    def finish_run(
+        self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str], interrupted: str | None = None
+    ) -> None:
         self.db.table("runs").update(
             run_id,
             {
@@ -523,6 +353,7 @@ class Manifest:
                 "exit_code": exit_code,
                 "counts": json.dumps(counts),
                 "held": json.dumps(held),
+                "interrupted": interrupted,
             },
         )
 

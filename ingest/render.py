@@ -4,12 +4,33 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from ingest.sync import Report
+import click
 
-ORDER = ("new", "changed", "resumed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
+from ingest.events import FileEvent, Report
+from ingest.indexing import Progress
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
+ORDER = (
+    "new",
+    "changed",
+    "resumed",
+    "moved",
+    "moved_store",
+    "deleted",
+    "excluded",
+    "unchanged",
+    "ignored",
+    "rejected",
+    "failed",
+    "held",
+)
+OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
 
 
@@ -18,7 +39,7 @@ def summary(report: Report, verbose: bool = True) -> str:
     head = "plan" if report.dry_run else "synced"
     lines = [
         f"{head}: "
-        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k != "resumed" or c[k])) or k == "failed")
+        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k not in OPTIONAL or c[k])) or k == "failed")
         + (f" in {report.seconds:.1f} s" if not report.dry_run else "")
     ]
     if not report.dry_run:
@@ -43,15 +64,22 @@ def summary(report: Report, verbose: bool = True) -> str:
             lines += _grouped(items)
     if report.still_indexing:
         lines.append(f"still indexing: {len(report.still_indexing)} files")
-    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"note: {n.describe()}" for n in report.notes]
+    if report.interrupted:
+        lines.append(f"interrupted by {report.interrupted}: what was done is recorded; the next run goes on")
     return "\n".join(lines)
 
 
-def _grouped(items: list[tuple[str, str]]) -> list[str]:
+def files(report: Report) -> str:
+    """One line per file acted on, as `rclone -v` prints them: the action, the path, why."""
+    return "\n".join(f"{e.action:<10} {e.shown}" + (f"  ({e.reason})" if e.reason else "") for e in report.files)
+
+
+def _grouped(items: list[FileEvent]) -> list[str]:
     """One line per file; but a reason shared by many files (a mass deletion held back) is said once."""
     by_reason: dict[str, list[str]] = {}
-    for path, reason in items:
-        by_reason.setdefault(reason, []).append(path)
+    for event in items:
+        by_reason.setdefault(event.reason, []).append(event.shown)
     lines = []
     for reason, paths in by_reason.items():
         if len(paths) > SHOWN_ALIKE:
@@ -63,7 +91,19 @@ def _grouped(items: list[tuple[str, str]]) -> list[str]:
 
 
 def status(data: dict[str, Any]) -> str:
-    lines = [f"backend: {data['backend']}   manifest: {data['manifest']}"]
+    lines = [f"backend: {data['backend']}   manifest: {data['manifest']}", f"config: {data['config']}"]
+    changes = data.get("local_changes") or {}
+    pending = sum(changes.get(k, 0) for k in ("new", "changed", "deleted"))
+    if changes:
+        lines.append(
+            f"local changes not synced yet: {pending}"
+            + (
+                f" ({', '.join(f'{changes[k]} {k}' for k in ('new', 'changed', 'deleted') if changes[k])})"
+                if pending
+                else ""
+            )
+            + (f"; {changes['unreachable_roots']} folders missing" if changes.get("unreachable_roots") else "")
+        )
     daemon = data.get("daemon")
     if daemon:
         beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(daemon["heartbeat_at"]))
@@ -74,6 +114,8 @@ def status(data: dict[str, Any]) -> str:
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
         lines.append(f"store {store['name']}: {ids}")
         lines.append(f"  files: {files}")
+        for folder in store.get("folders", []):
+            lines.append(f"  from: {folder}")
         if store["vector_store_ids"]:
             lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
         unknown = [s for s in store["remote_status"] if s.startswith("unknown")]
@@ -84,11 +126,45 @@ def status(data: dict[str, Any]) -> str:
         for run in data["recent_runs"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
             counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
-            lines.append(f"  {when} {run['command']} exit {run['exit_code']}: {counts or 'nothing to do'}")
+            cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
+            lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:
         lines.append("problems:")
         lines += [f"  {p['state']:<8} {p['path']}: {p['reason']}" for p in data["problems"]]
+    if data.get("ignored"):
+        lines.append("ignored (ingest ignore --undo PATH to look again):")
+        lines += [f"  {i['path']}: {i['reason'] or 'acknowledged'}" for i in data["ignored"]]
     return "\n".join(lines)
+
+
+def forgotten(done) -> str:
+    verb = "would delete" if done.dry_run else "deleted"
+    lines = [f"{'plan' if done.dry_run else 'forgot'}: {', '.join(done.folders)}"]
+    lines.append(f"{verb} {len(done.deleted)} remote files" + (":" if done.deleted else ""))
+    lines += [f"  deleted   {path}" for path in done.deleted]
+    for name in done.stores_removed:
+        lines.append(f"{'would remove' if done.dry_run else 'removed'} the store {name!r}, left empty")
+    lines += [f"failed: {path}: {reason}" for path, reason in done.failures]
+    lines += [f"note: {n}" for n in done.notes]
+    return "\n".join(lines)
+
+
+def ignored(done, undo: bool) -> str:
+    if undo:
+        return "\n".join(f"{'looking at' if i.done else 'was not ignored:'} {i.path}" for i in done)
+    return "\n".join(f"ignored {i.path}" + (f" ({i.reason})" if i.reason else "") for i in done)
+
+
+def listing(files: list[dict[str, Any]]) -> str:
+    if not files:
+        return "no files"
+    out = []
+    for f in files:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["synced_at"])) if f["synced_at"] else "-"
+        size = f"{f['size']:,}" if f["size"] is not None else "-"
+        line = f"{f['state']:<9} {f['store'] or '-':<14} {f['file_id'] or '-':<30} {size:>12} {when}  {f['path']}"
+        out.append(line + (f"  ({f['reason']})" if f["reason"] else ""))
+    return "\n".join(out)
 
 
 def hits(results: list[dict[str, Any]]) -> str:
@@ -101,19 +177,35 @@ def hits(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def progress_bar() -> Callable[[str, int, int], None]:
-    """A one-line progress display on stderr (only used on a TTY)."""
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
+    """click's progress bars on stderr, one per phase (upload, index); None when not enabled (not a TTY)."""
+    if not enabled:
+        yield None
+        return
+    bars: dict[str, ProgressBar[int]] = {}
+    drawn: set[str] = set()  # phases whose bar is finished on screen (click's `finished` is set by the last step)
 
     def show(phase: str, done: int, total: int) -> None:
-        if total:
-            width = 30
-            filled = int(width * done / total)
-            sys.stderr.write(f"\r{phase:<7}[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        if not total or phase in drawn:
+            return
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = click.progressbar(length=total, label=f"{phase:<7}", file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.length = total
+        if done > bar.pos:
+            bar.update(done - bar.pos)
+        if done >= total:
+            bar.render_finish()
+            drawn.add(phase)
 
-    return show
+    try:
+        yield show
+    finally:
+        for phase, bar in bars.items():
+            if phase not in drawn:
+                bar.render_finish()
 
 
 def findings(found) -> str:

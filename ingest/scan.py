@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
+from ingest.observe import inode_of, same_stat
 
-# A file modified this close to the moment it was hashed may change again within the same
-# mtime tick ("racy clean"): hash it again next time. SMB rounds mtimes, so it gets more.
-RACY_NS = 2_000_000_000
-RACY_NS_NETWORK = 3_000_000_000
 NETWORK_FS = {
     "nfs",
     "nfs4",
@@ -69,14 +66,9 @@ class ScanResult:
     settled: Mapping[str, tuple] = field(default_factory=dict)  # path -> (size, mtime_ns, inode, ...)
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
-        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
+        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, inode_of(st, network)
         known = self.settled.get(path)
-        if (
-            known is not None
-            and known[0] == size
-            and known[1] == mtime_ns
-            and (not inode or not known[2] or known[2] == inode)
-        ):
+        if known is not None and same_stat(known, size, mtime_ns, inode):
             self.calm.append(path)
         else:
             self.entries.append(Entry(self.root.key, path, size, mtime_ns, inode))
@@ -209,7 +201,7 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
     plain = root.include == ("**",) and not root.exclude
     key, entries, calm, settled = root.key, result.entries, result.calm, result.settled.get
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
-    stack = [(start, prefix)]
+    stack: list[tuple[str | Path, str]] = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
         try:
@@ -239,14 +231,9 @@ def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, r
                     stack.append((item.path, path))
             elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
                 # ScanResult.add, inline
-                size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
+                size, mtime_ns, inode = st.st_size, st.st_mtime_ns, inode_of(st, network)
                 known = settled(path)
-                if (
-                    known is not None
-                    and known[0] == size
-                    and known[1] == mtime_ns
-                    and (not inode or not known[2] or known[2] == inode)
-                ):
+                if known is not None and same_stat(known, size, mtime_ns, inode):
                     calm.append(path)
                 else:
                     entries.append(Entry(key, path, size, mtime_ns, inode))
@@ -322,25 +309,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def needs_hash(
-    entry: Entry,
-    size: int | None,
-    mtime_ns: int | None,
-    inode: int | None,
-    hashed_at_ns: int | None,
-    network: bool = False,
-) -> bool:
-    """True when the stat fingerprint moved, or the last hash was taken too close to the mtime."""
-    if size is None or hashed_at_ns is None:
-        return True
-    if (entry.size, entry.mtime_ns) != (size, mtime_ns):
-        return True
-    if entry.inode and inode and entry.inode != inode:
-        return True
-    window = RACY_NS_NETWORK if network else RACY_NS
-    return entry.mtime_ns >= hashed_at_ns - window
 
 
 def iter_files(results: Iterable[ScanResult]) -> Iterator[Entry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -10,16 +11,12 @@ import pytest
 
 from ingest.manifest import FAILED, INDEXED, Manifest
 from tests.emulator import Emulator
+from tests.helpers import manifest_rows
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
 
 
-def rows(state_dir: Path) -> dict:
-    m = Manifest(state_dir / "manifest.db")
-    try:
-        return {r.path: r for r in m.rows().values()}
-    finally:
-        m.close()
+rows = functools.partial(manifest_rows, backend="openai")
 
 
 def remote_by_path(emu: Emulator) -> dict[str, dict]:

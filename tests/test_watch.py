@@ -22,6 +22,7 @@ import pytest
 from ingest.lock import ManifestLock
 from ingest.manifest import INDEXED, FileRow, Manifest
 from ingest.remote.local import LocalRemote
+from tests.helpers import manifest_rows
 
 T = TypeVar("T")
 SETTLE = "0.3"
@@ -76,14 +77,6 @@ class Daemon:
     def terminate(self, timeout: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
-
-
-def manifest_rows(state_dir: Path) -> dict[str, FileRow]:
-    m = Manifest(state_dir / "local" / "manifest.db")
-    try:
-        return {row.path: row for row in m.rows().values()}
-    finally:
-        m.close()
 
 
 def uploads_of(state_dir: Path, path: str) -> list[dict]:
@@ -261,6 +254,28 @@ def test_a_file_written_slowly_is_uploaded_once_and_whole(watch, docs_root, stat
     assert list(remote_files(state_dir).values()).count("slow.txt") == 1
     hits = ingest.json("search", "manatee")
     assert hits and hits[0]["path"].endswith("guides/slow.txt"), "its indexed text is the whole file"
+
+
+def test_the_json_log_names_each_file_acted_on_and_why(watch, docs_root):
+    (docs_root / "binary.txt").write_bytes(b"\x7fELF\x00\x01" * 100)
+    daemon = watch(docs_root, "--log-format", "json")
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in daemon.log_path.read_text().splitlines() if line.startswith("{")]
+
+    rejected = daemon.until(
+        lambda: next((e for e in lines() if e.get("action") == "rejected"), None), "the rejection in the log"
+    )
+    assert rejected["path"] == "binary.txt" and rejected["root"] == str(docs_root) and rejected["reason"]
+    assert rejected["level"] == "warning" and rejected["store"] == "docs"
+    uploaded = {e["path"]: e for e in lines() if e.get("action") == "uploaded"}
+    assert set(uploaded) == {"guides/install.md", "guides/usage.txt", "faq.html", "notes.py"}
+    assert all(e["level"] == "info" and e["file_id"] for e in uploaded.values())
+    (docs_root / "faq.html").unlink()
+    deleted = daemon.until(
+        lambda: next((e for e in lines() if e.get("action") == "deleted"), None), "the deletion in the log"
+    )
+    assert deleted["path"] == "faq.html" and deleted["file_id"] == uploaded["faq.html"]["file_id"]
 
 
 def test_status_metrics_and_healthz_while_running_and_sigterm_stops_cleanly(watch, docs_root, state_dir, ingest):

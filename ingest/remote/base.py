@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+# Where the backends have always found them.
+from ingest.errors import AuthError as AuthError
+from ingest.errors import NotFound as NotFound
+from ingest.errors import RemoteError as RemoteError
+
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
 CREATE_TOKEN = "ingest_create_token"
@@ -24,18 +29,6 @@ CANCELLED = "cancelled"
 SERVER_ERROR = "server_error"
 UNSUPPORTED_FILE = "unsupported_file"
 INVALID_FILE = "invalid_file"
-
-
-class RemoteError(Exception):
-    """A remote call failed after the retries it was allowed."""
-
-
-class NotFound(RemoteError):
-    """The object does not exist remotely (404)."""
-
-
-class AuthError(RemoteError):
-    """The credentials were refused (401/403): nothing else will work, stop the run."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +109,7 @@ class Remote(Protocol):
     def get_store(self, store_id: str) -> Store: ...  # raises NotFound
     def find_store(self, token: str, since: float) -> Store | None: ...  # created since, carrying CREATE_TOKEN
     def delete_store(self, store_id: str) -> None: ...
+    def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None: ...
 
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch: ...
     def get_batch(self, store_id: str, batch_id: str) -> Batch: ...

@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ingest.limits import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
 
 COMPARISONS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
 COMPOUNDS = frozenset({"and", "or"})
@@ -30,7 +33,7 @@ def _is_number(value: object) -> bool:
 
 def _is_scalar(value: object) -> bool:
     """True for the attribute value types: string, number, bool."""
-    return isinstance(value, (str, bool)) or (_is_number(value) and math.isfinite(value))
+    return isinstance(value, (str, bool)) or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
 def validate_filter(flt: object, where: str = "filters") -> None:
@@ -73,16 +76,17 @@ def validate_filter(flt: object, where: str = "filters") -> None:
 
 
 def validate_attributes(attributes: Mapping[str, object]) -> None:
-    """Raise ValueError unless `attributes` fit the API: ≤ 16 keys of 1-64 characters, values
-    strings of ≤ 512 characters, finite numbers or booleans."""
-    if len(attributes) > 16:
-        raise ValueError(f"attributes take at most 16 keys, got {len(attributes)}")
+    """Raise ValueError unless `attributes` fit the API's limits (ingest.limits): so many keys of so
+    many characters, values strings of so many characters, finite numbers or booleans."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"attributes take at most {MAX_ATTRIBUTES} keys, got {len(attributes)}")
     for key, value in attributes.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 64:
-            raise ValueError(f"attribute key {key!r} must be a string of 1-64 characters")
-        if not _is_scalar(value) or (isinstance(value, str) and len(value) > 512):
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"attribute key {key!r} must be a string of 1-{MAX_ATTRIBUTE_KEY} characters")
+        if not _is_scalar(value) or (isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE):
             raise ValueError(
-                f"attribute {key!r}: {value!r} is not a string of at most 512 characters, a finite number or a boolean"
+                f"attribute {key!r}: {value!r} is not a string of at most {MAX_ATTRIBUTE_VALUE} characters, "
+                "a finite number or a boolean"
             )
 
 
@@ -95,7 +99,7 @@ def _same(a: object, b: object) -> bool:
     return isinstance(a, str) and isinstance(b, str) and a == b
 
 
-def _ordered(kind: str, a: object, b: object) -> bool:
+def _ordered(kind: str, a: Any, b: Any) -> bool:
     """a <kind> b for two numbers or two strings; False for any other pair."""
     if not ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))):
         return False
@@ -108,7 +112,7 @@ def _ordered(kind: str, a: object, b: object) -> bool:
     return a <= b
 
 
-def matches(flt: Mapping[str, object] | None, attributes: Mapping[str, object]) -> bool:
+def matches(flt: Mapping[str, Any] | None, attributes: Mapping[str, object]) -> bool:
     """True when `attributes` satisfy the filter; None matches everything. Assumes a valid filter
     (call validate_filter first on anything a user wrote)."""
     if flt is None:
@@ -176,3 +180,33 @@ def parse_cli_filters(specs: Sequence[str]) -> dict | None:
     if len(comparisons) == 1:
         return comparisons[0]
     return {"type": "and", "filters": comparisons}
+
+
+# What a value of each kind of attribute looks like, for the messages of check_filter.
+_KINDS = {str: "a string", float: "a number", bool: "true or false"}
+
+
+def _kind(value: object) -> type:
+    if isinstance(value, bool):
+        return bool
+    return float if _is_number(value) else str
+
+
+def check_filter(flt: Mapping[str, object], schema: Mapping[str, type], hints: Mapping[str, str] | None = None) -> dict:
+    """The filter with each value normalised where a user's habit is unambiguous (ext=.md is ext=md),
+    or ValueError when it cannot match any file: a key no file carries, or a value of another type
+    than the key's (schema: key -> str, float or bool). hints: key -> what its values look like."""
+    kind = flt["type"]
+    if kind in COMPOUNDS:
+        return {"type": kind, "filters": [check_filter(sub, schema, hints) for sub in flt["filters"]]}  # type: ignore[attr-defined]
+    key, value = str(flt["key"]), flt["value"]
+    if key not in schema:
+        raise ValueError(f"no file carries the attribute {key!r}; the attributes are: {', '.join(sorted(schema))}")
+    values = list(value) if kind in ("in", "nin") else [value]  # type: ignore[call-overload]
+    if key == "ext":
+        values = [v.lstrip(".").lower() if isinstance(v, str) else v for v in values]
+    for v in values:
+        if _kind(v) is not schema[key]:
+            takes = (hints or {}).get(key) or _KINDS[schema[key]]
+            raise ValueError(f"{key} takes {takes}, not {v!r}")
+    return {"type": kind, "key": key, "value": values if kind in ("in", "nin") else values[0]}

@@ -14,10 +14,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-AUTO_MAX_TOKENS = 800
-AUTO_OVERLAP_TOKENS = 400
-MIN_MAX_TOKENS = 100
-MAX_MAX_TOKENS = 4096
+from ingest.limits import AUTO_CHUNK_OVERLAP as AUTO_OVERLAP_TOKENS
+from ingest.limits import AUTO_CHUNK_TOKENS as AUTO_MAX_TOKENS
+from ingest.limits import CHUNK_TOKENS
+
+MIN_MAX_TOKENS, MAX_MAX_TOKENS = CHUNK_TOKENS
 
 # Capping word runs keeps every piece ≤ 20 tokens, far below the smallest window (100).
 _PIECE = re.compile(r"\w{1,20}|[^\w\s]")
@@ -62,11 +63,7 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
     static = strategy.get("static")
     if not isinstance(static, Mapping):
         raise ValueError('chunking_strategy of type "static" needs a "static" object')
-    size = static.get("max_chunk_size_tokens")
-    overlap = static.get("chunk_overlap_tokens")
-    for name, value in (("max_chunk_size_tokens", size), ("chunk_overlap_tokens", overlap)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
+    size, overlap = _integer(static, "max_chunk_size_tokens"), _integer(static, "chunk_overlap_tokens")
     if not MIN_MAX_TOKENS <= size <= MAX_MAX_TOKENS:
         raise ValueError(
             f"chunking_strategy.static.max_chunk_size_tokens must be between "
@@ -78,6 +75,13 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
             f"half of max_chunk_size_tokens ({size // 2}), got {overlap}"
         )
     return ChunkingStrategy(size, overlap)
+
+
+def _integer(static: Mapping[str, object], name: str) -> int:
+    value = static.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
+    return value
 
 
 def _piece_tokens(piece: str) -> int:

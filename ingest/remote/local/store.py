@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_FILE_TOKENS
 from ingest.remote import filters as attribute_filters
 from ingest.remote.base import (
     CANCELLED,
@@ -49,9 +50,7 @@ from ingest.remote.local import chunking
 from ingest.remote.local.extract import ExtractError, extract_text
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
-MAX_FILE_TOKENS = 5_000_000
-MAX_BATCH_FILES = 2000
+MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 # Expiry is measured in days: recording activity once a minute is plenty.
 ACTIVITY_RESOLUTION_S = 60
@@ -219,6 +218,14 @@ class LocalRemote:
                 "DELETE FROM stores WHERE id = ?",
             ):
                 db.execute(sql, (store_id,))
+
+    def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None:
+        _check_metadata(metadata)
+        with self._tx() as db:
+            self._require_store(db, store_id)
+            db.execute(
+                "UPDATE stores SET name = ?, metadata = ? WHERE id = ?", (name, json.dumps(dict(metadata)), store_id)
+            )
 
     # Attaching and indexing -------------------------------------------------------------------------
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch:
