@@ -128,3 +128,13 @@ def m006_folders(db: sqlite_utils.Database) -> None:
     )
     # The signal that ended a run (SIGINT, SIGTERM): its counts are what it did before it stopped.
     db.table("runs").add_column("interrupted", str)
+
+
+@migrations()
+def m007_server(db: sqlite_utils.Database) -> None:
+    # The server's profile as last found (by identity, and what it refused), keyed by its base URL: another
+    # URL is another server, found out again.
+    db.table("server").create(
+        {"base_url": str, "profile": str, "version": str, "per_file_batches": int, "checked_at": float},
+        pk="base_url",
+    )
