@@ -116,6 +116,7 @@ class Child:
     stderr: str
     seconds: float
     maxrss_mb: float  # the child's own peak RSS (VmHWM at exit), see bench/peakhook
+    cpu_s: float = 0.0  # user + system time of the child and of the processes it waited for
 
 
 PEAK_HOOK = Path(__file__).resolve().parent / "peakhook"
@@ -152,7 +153,8 @@ def run_child(
         err.seek(0)
         written = peak.read().strip()
         maxrss_kb = int(written) if written.isdigit() else usage.ru_maxrss
-        return Child(proc.returncode, out.read(), err.read(), seconds, maxrss_kb / 1024)
+        cpu = usage.ru_utime + usage.ru_stime
+        return Child(proc.returncode, out.read(), err.read(), seconds, maxrss_kb / 1024, cpu)
 
 
 def percentile(values: list[float], q: float) -> float:

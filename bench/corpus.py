@@ -54,7 +54,7 @@ def python_docs(ctx: Context) -> Corpus:
     if marker.is_file() and corpus.is_dir():
         info = json.loads(marker.read_text())
         return Corpus(corpus, info["files"], info["bytes"], info["label"], True)
-    deb, why = _download(ctx, base / "pkg")
+    deb, why = download_deb(ctx, base / "pkg")
     if deb is None:
         return _fallback(ctx, why)
     extracted = base / "extracted"
@@ -81,24 +81,25 @@ def python_docs(ctx: Context) -> Corpus:
     return Corpus(corpus, files, size, label, True)
 
 
-def _download(ctx: Context, where: Path) -> tuple[Path | None, str]:
+def download_deb(ctx: Context, where: Path, package: str = DOC_PACKAGE) -> tuple[Path | None, str]:
+    """A Debian package's .deb, fetched once into `where` with apt-get; (None, why) when it cannot be."""
     where.mkdir(parents=True, exist_ok=True)
-    found = sorted(where.glob(f"{DOC_PACKAGE}_*.deb"))
+    found = sorted(where.glob(f"{package}_*.deb"))
     if found:
         return found[-1], ""
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         return None, "apt-get/dpkg-deb are not available on this machine"
     # As root apt drops to the _apt user, which cannot write into the cache dir: stay root for this.
-    cmd = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", DOC_PACKAGE]
+    cmd = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package]
     for attempt in range(2):
-        ctx.log(f"downloading {DOC_PACKAGE} with apt-get into {where}")
+        ctx.log(f"downloading {package} with apt-get into {where}")
         done = subprocess.run(cmd, cwd=where, capture_output=True, text=True)
-        found = sorted(where.glob(f"{DOC_PACKAGE}_*.deb"))
+        found = sorted(where.glob(f"{package}_*.deb"))
         if done.returncode == 0 and found:
             return found[-1], ""
         if attempt == 0 and os.geteuid() == 0:
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-    return None, f"apt-get download {DOC_PACKAGE} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    return None, f"apt-get download {package} failed: {(done.stderr or done.stdout).strip()[-300:]}"
 
 
 def _fallback(ctx: Context, why: str) -> Corpus:

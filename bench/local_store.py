@@ -1,8 +1,9 @@
-"""Issue 3: the embedded store on real documents — `ingest sync` throughput and search latency."""
+"""Issues 3 and 14: the embedded store on real documents — `ingest sync` throughput and search latency."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import statistics
@@ -13,6 +14,7 @@ from bench.common import INGEST, Context, Outcome, isolated_env, patched_environ
 from bench.corpus import MIN_DOCS, python_docs
 
 QUERIES = 120
+CLI_SEARCHES = 11
 _ROLE = re.compile(r":[\w:]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
 _UNDERLINE = re.compile(r"^([=\-~*#^\"'`+])\1{2,}\s*$")
 
@@ -47,11 +49,19 @@ def run(ctx: Context) -> Outcome:
     label = "python3.11-doc" if corpus.real else "replicated examples (fallback)"
     out.add(
         "local",
-        f"indexing: {label}, {corpus.files} docs",
+        f"indexing (first sync): {label}, {corpus.files} docs",
         indexed / child.seconds,
         "docs/s",
-        (">=", 20.0),
+        (">=", 60.0),
         f"{indexed} indexed, {counts.get('failed', '?')} failed, exit {child.returncode}",
+    )
+    out.add(
+        "local",
+        "indexing CPU time per doc (CLI and its extraction workers)",
+        1000 * child.cpu_s / max(1, indexed),
+        "ms",
+        None,
+        f"CPU {child.cpu_s:.1f} s over {child.seconds:.1f} s wall on {os.cpu_count()} cores: the rest was other load",
     )
     out.add(
         "local",
@@ -93,14 +103,35 @@ def run(ctx: Context) -> Outcome:
         None,
         "a sanity check of ranking, not a target",
     )
-    cli_times = []
-    for q, _ in queries[:5]:
-        c = run_child([*INGEST, "--backend", "local", "search", q, "-n", "10"], env, home)
-        cli_times.append(c.seconds * 1000)
+    cli_ms, note = _cli_search(ctx, env, home, [q for q, _ in queries])
     out.add(
-        "local", "`ingest search` CLI incl. process start-up, median of 5", statistics.median(cli_times), "ms", None
+        "local",
+        f"`ingest search` CLI incl. process start-up, median of {CLI_SEARCHES}",
+        cli_ms,
+        "ms",
+        ("<=", 150.0),
+        note,
     )
     return out
+
+
+def _cli_search(ctx: Context, env: dict[str, str], home: Path, queries: list[str]) -> tuple[float, str]:
+    """Median wall time of `ingest search` from the shell, beside a bare interpreter's start-up.
+
+    With byte-code caching, as an installed ingest has it (pip compiles on install), kept in the
+    bench's cache; a first untimed run writes it."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(ctx.cache / "pycache")
+    search = [*INGEST, "--backend", "local", "search"]
+    run_child([*search, queries[0], "-n", "10"], env, home)
+    cli, cpu, bare = [], [], []
+    for q in queries[:CLI_SEARCHES]:
+        c = run_child([*search, q, "-n", "10"], env, home)
+        cli.append(c.seconds * 1000)
+        cpu.append(c.cpu_s * 1000)
+        bare.append(run_child([INGEST[0], "-c", "pass"], env, home).seconds * 1000)
+    note = f"CPU {statistics.median(cpu):.0f} ms; a bare `python -c pass` {statistics.median(bare):.0f} ms"
+    return statistics.median(cli), note
 
 
 def _json(text: str) -> dict:

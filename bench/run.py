@@ -25,6 +25,7 @@ from bench.common import ROOT, Context, Outcome, Result, remove_tree
 
 BENCHES = {  # name: (module, what it measures)
     "local": ("bench.local_store", "issue 3: embedded store, indexing throughput and search latency"),
+    "extract": ("bench.extract_quality", "issue 14: the embedded store's PDF text against pypdf's, speed and quality"),
     "watch": ("bench.watch_latency", "issue 4: ingest watch, event → indexed latency"),
     "noop": ("bench.noop", "issue 7 P1: no-op resync of a large tree vs a bare stat walk"),
     "upload": ("bench.upload", "issue 7 P2: cold sync against the emulator vs the SDK's upload_and_poll"),

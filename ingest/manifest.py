@@ -74,7 +74,9 @@ class Manifest(FolderRecords):
                 "itself is fine); fix the permissions or run ingest as the user that owns it"
             )
         try:
-            self.db = sqlite_utils.Database(path)
+            # No sqlite-utils plugins: none is meant to touch the manifest's connection, and finding
+            # them reads every installed package's entry points (a third of a search's start-up).
+            self.db = sqlite_utils.Database(path, execute_plugins=False)
             self.db.conn.execute("PRAGMA journal_mode=WAL")
             self.db.conn.execute("PRAGMA synchronous=NORMAL")
             self.db.conn.execute("PRAGMA busy_timeout=10000")

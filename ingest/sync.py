@@ -219,6 +219,8 @@ class Engine:
             for entry in fresh:
                 obs = self.survey.observe(root, entry, known.get((root.key, entry.path)), options.rehash)
                 if not obs.ok and obs.reason.startswith("cannot read"):
+                    if not os.path.lexists(root.path / entry.path):
+                        continue  # deleted since the scan listed it: gone, as the next scan would say
                     # Unreadable now (permissions, a share hiccup) is an error, not a verdict on the file:
                     # its indexed version stays and deletions are held.
                     result.problems.append(scanning.Problem(root.key, entry.path, obs.reason, True))

@@ -334,6 +334,23 @@ def test_unreadable_folder_holds_deletions_back(ingest, root, state_dir):
 
 
 # ---- files that move under the tool's feet ---------------------------------------------------------------
+def test_file_vanishing_between_scan_and_read_is_gone_not_failed(ingest, root, state_dir, monkeypatch):
+    (root / "keep.md").write_text("stays put\n")
+    (root / "ghost.md").write_text("listed by the scan, deleted before it is read\n")
+    real = Validator.check
+
+    def check(self, path, size):
+        if path.name == "ghost.md":
+            path.unlink()
+        return real(self, path, size)
+
+    monkeypatch.setattr(Validator, "check", check)
+    report = sync(ingest, root)
+    assert report["exit_code"] == 0 and report["failed"] == []
+    assert "ghost.md" not in rows(state_dir) and "keep.md" in rows(state_dir)
+    assert_kept(state_dir)
+
+
 def test_file_vanishing_between_scan_and_upload(ingest, root, state_dir, monkeypatch):
     (root / "ghost.md").write_text("here at scan time, gone at upload time\n")
     real = LocalRemote.upload

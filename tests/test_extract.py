@@ -116,11 +116,34 @@ def test_html_that_never_closes_head_keeps_its_body(tmp_path):
     assert "body text here" in extract_text(path, ".html")
 
 
+def test_xhtml_declaring_its_encoding_gives_its_text(tmp_path):
+    path = tmp_path / "page.xhtml.html"
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+        "<title>Menu</title></head><body><p>café <!-- draft: remove --> au lait</p><p>croissant</p></body></html>",
+        encoding="utf-8",
+    )
+    assert extract_text(path, ".html") == "Menu\n\ncafé au lait\ncroissant"
+
+
+def test_html_of_only_whitespace_has_no_text(tmp_path):
+    path = tmp_path / "blank.html"
+    path.write_text("  \n ")
+    with pytest.raises(ExtractError) as err:
+        extract_text(path, ".html")
+    assert err.value.message == "no text could be extracted"
+
+
 def test_pdf_text_comes_back(tmp_path):
     path = make_pdf(tmp_path / "report.pdf", ["Quarterly revenue grew (a lot)", "Page two text"])
     text = extract_text(path, "application/pdf")
     assert "Quarterly revenue grew (a lot)" in text
     assert "Page two text" in text
+
+
+def test_pdf_word_hyphenated_at_a_line_end_is_one_word(tmp_path):
+    path = make_pdf(tmp_path / "columns.pdf", "the index holds pack-\nages of text\nand lines stay lines")
+    assert extract_text(path, ".pdf") == "the index holds packages of text\nand lines stay lines"
 
 
 def test_corrupt_pdf_is_invalid_file(tmp_path):

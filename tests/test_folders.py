@@ -406,7 +406,7 @@ def too_large_to_index(world: World, share: Path, monkeypatch) -> Path:
     if world.emu is not None:
         world.emu.configure(max_file_tokens=200)
     else:
-        monkeypatch.setattr("ingest.remote.local.store.MAX_FILE_TOKENS", 200)
+        monkeypatch.setattr("ingest.remote.local.prepare.MAX_FILE_TOKENS", 200)  # counted where files are extracted
     world.cli("sync", str(share), check=1)
     return big
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ingest.limits import AUTO_CHUNK_OVERLAP as AUTO_OVERLAP_TOKENS
 from ingest.limits import AUTO_CHUNK_TOKENS as AUTO_MAX_TOKENS
@@ -22,7 +23,7 @@ MIN_MAX_TOKENS, MAX_MAX_TOKENS = CHUNK_TOKENS
 
 # Capping word runs keeps every piece ≤ 20 tokens, far below the smallest window (100).
 _PIECE = re.compile(r"\w{1,20}|[^\w\s]")
-_SENTENCE_END = frozenset(".!?;:")
+_PIECES_AND_GAPS = re.compile(f"({_PIECE.pattern})")  # the group makes split() keep the pieces
 # No boundary is looked for in the first 3/4 of a window: breaking early would waste the window
 # and shrink the stride between overlapping chunks.
 _BOUNDARY_SEARCH_FROM = 0.75
@@ -78,6 +79,7 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
 
 
 def _integer(static: Mapping[str, object], name: str) -> int:
+    """static[name], which must be an integer (not a bool)."""
     value = static.get(name)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
@@ -91,9 +93,21 @@ def _piece_tokens(piece: str) -> int:
     return -(-len(piece) // 5)
 
 
+# _piece_tokens as a table: index = length + 21 × is-ASCII (pieces are 1–20 characters long).
+_TOKENS = tuple(n for n in range(21)) + tuple(-(-n // 5) for n in range(21))
+
+
+def _tokens_of(text: str, pieces: list[str]) -> Iterator[int]:
+    """_piece_tokens of each piece of `text`, looked up in C loops: a Python call per piece cost most."""
+    if text.isascii():
+        return map(_TOKENS.__getitem__, map((21).__add__, map(len, pieces)))
+    keys = map(int.__add__, map(len, pieces), map((21).__mul__, map(str.isascii, pieces)))
+    return map(_TOKENS.__getitem__, keys)
+
+
 def estimate_tokens(text: str) -> int:
     """Estimated number of tokens in `text`."""
-    return sum(_piece_tokens(m.group()) for m in _PIECE.finditer(text))
+    return sum(_tokens_of(text, _PIECE.findall(text)))
 
 
 def chunk_text(text: str, strategy: StrategyLike = None) -> list[str]:
@@ -102,29 +116,19 @@ def chunk_text(text: str, strategy: StrategyLike = None) -> list[str]:
     quarter of its window when there is one. Whitespace-only text gives no chunks.
     """
     rule = parse_strategy(strategy)
-    starts: list[int] = []
-    ends: list[int] = []
-    cum = [0]  # cum[k] = tokens of pieces[:k]; strictly increasing since every piece costs ≥ 1
-    level = [0]  # level[k] = how good a break lies before piece k: 2 paragraph, 1 sentence/line
-    for m in _PIECE.finditer(text):
-        start, end = m.span()
-        if starts:
-            gap = text[ends[-1] : start]
-            if gap.count("\n") >= 2:
-                level.append(2)
-            elif "\n" in gap or (gap and text[ends[-1] - 1] in _SENTENCE_END):
-                level.append(1)
-            else:
-                level.append(0)
-        starts.append(start)
-        ends.append(end)
-        cum.append(cum[-1] + _piece_tokens(m.group()))
-    n = len(starts)
+    # Pieces and the whitespace between them alternate: [gap, piece, gap, piece, ..., gap]. Offsets
+    # and running token counts come from C loops (map, accumulate); a Python loop per piece cost
+    # more than the full-text search index does.
+    parts = _PIECES_AND_GAPS.split(text)
+    pieces = parts[1::2]
+    n = len(pieces)
     if n == 0:
         return []
-    # level[n]: the end of the text is the best break of all.
-    level.append(2)
-
+    offsets = list(accumulate(map(len, parts), initial=0))
+    starts = offsets[1::2]  # starts[k] = where piece k begins
+    ends = offsets[2::2]  # ends[k] = where piece k ends
+    cum = list(accumulate(_tokens_of(text, pieces), initial=0))  # strictly increasing: each piece ≥ 1
+    window = _Window(text, starts, ends, cum, rule)
     chunks: list[str] = []
     i = 0
     while True:
@@ -133,20 +137,44 @@ def chunk_text(text: str, strategy: StrategyLike = None) -> list[str]:
         if j >= n:
             chunks.append(text[starts[i] : ends[n - 1]])
             return chunks
-        cut = _best_cut(cum, level, i, j, rule)
+        cut = window.best_cut(i, j)
         chunks.append(text[starts[i] : ends[cut - 1]])
         # The next chunk starts overlap_tokens back from the cut, but always moves forward.
         i = max(bisect.bisect_left(cum, cum[cut] - rule.overlap_tokens), i + 1)
 
 
-def _best_cut(cum: list[int], level: list[int], i: int, j: int, rule: ChunkingStrategy) -> int:
-    """The piece index to end the window [i, j) at: the latest strongest boundary near its end."""
-    floor = max(cum[i] + int(rule.max_tokens * _BOUNDARY_SEARCH_FROM), cum[i] + rule.overlap_tokens + 1)
-    lo = max(bisect.bisect_left(cum, floor), i + 1)
-    best, best_level = j, level[j]
-    for k in range(j - 1, lo - 1, -1):
-        if best_level == 2:
-            break
-        if level[k] > best_level:
-            best, best_level = k, level[k]
-    return best
+# A break before piece k is the whitespace between pieces k-1 and k: a paragraph break holds two
+# line ends; a line or sentence break one line end, or follows a sentence's closing mark.
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
+_LINE_OR_SENTENCE_BREAK = re.compile(r"\n|[.!?;:]\s")
+
+
+@dataclass(frozen=True)
+class _Window:
+    text: str
+    starts: list[int]
+    ends: list[int]
+    cum: list[int]
+    rule: ChunkingStrategy
+
+    def best_cut(self, i: int, j: int) -> int:
+        """The piece index to end the window [i, j) at: the latest strongest break in its last part.
+
+        Only the last quarter of a window is searched, so breaks are found there with a regex
+        rather than classified for every piece of the text.
+        """
+        cum, rule = self.cum, self.rule
+        floor = max(cum[i] + int(rule.max_tokens * _BOUNDARY_SEARCH_FROM), cum[i] + rule.overlap_tokens + 1)
+        lo = max(bisect.bisect_left(cum, floor), i + 1)
+        if lo > j:
+            return j
+        # From the last character of piece lo-1 (a sentence's closing mark) to the start of piece j.
+        first, last = self.ends[lo - 1] - 1, self.starts[j]
+        for pattern in (_PARAGRAPH_BREAK, _LINE_OR_SENTENCE_BREAK):
+            found = None
+            for found in pattern.finditer(self.text, first, last):  # noqa: B007 (the last one is wanted)
+                pass
+            if found is not None:
+                # The break's last whitespace character comes just before the piece it precedes.
+                return bisect.bisect_left(self.starts, found.end() - 1, lo, j + 1)
+        return j

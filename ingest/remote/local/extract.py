@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from html.parser import HTMLParser
+import threading
 from pathlib import Path
 
 from ingest.limits import FILE_TYPES
@@ -90,114 +90,116 @@ def decode_text(data: bytes) -> str:
     return text
 
 
-class _VisibleText(HTMLParser):
-    """Collects the text a browser would show, dropping scripts, styles and markup."""
-
-    # Not "head": pages that never close it would lose their whole body.
-    HIDDEN = frozenset({"script", "style", "noscript", "template", "title"})
-    # Block elements end a line so words from adjacent blocks do not run together.
-    BLOCKS = frozenset(
-        {
-            "p",
-            "div",
-            "br",
-            "li",
-            "ul",
-            "ol",
-            "tr",
-            "table",
-            "section",
-            "article",
-            "header",
-            "footer",
-            "h1",
-            "h2",
-            "h3",
-            "h4",
-            "h5",
-            "h6",
-            "pre",
-            "blockquote",
-            "dt",
-            "dd",
-            "hr",
-            "nav",
-            "aside",
-            "main",
-            "figure",
-            "figcaption",
-            "td",
-            "th",
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: list[str] = []
-        self._hidden: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.HIDDEN:
-            self._hidden.append(tag)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_startendtag(self, tag, attrs):
-        if tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.HIDDEN:
-            # Pop back to the matching open tag; tolerates unclosed inner hidden tags.
-            if tag in self._hidden:
-                while self._hidden and self._hidden.pop() != tag:
-                    pass
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self._hidden:
-            self.parts.append(data)
-        elif self._hidden[-1] == "title":
-            self.title.append(data)
+# Text inside these is not shown. Not "head": pages that never close it would lose their whole body.
+HIDDEN_TAGS = ("script", "style", "noscript", "template", "title")
+# Block elements end a line so words from adjacent blocks do not run together.
+BLOCK_TAGS = (
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "blockquote",
+    "dt",
+    "dd",
+    "hr",
+    "nav",
+    "aside",
+    "main",
+    "figure",
+    "figcaption",
+    "td",
+    "th",
+)
+# The visible text as one transform inside libxml2: walking the tree from Python costs as much as
+# parsing it. Text nodes are copied as they are; hidden elements give nothing; blocks add line breaks.
+_VISIBLE_TEXT_XSLT = f"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">
+<xsl:output method="text" encoding="utf-8"/>
+<xsl:template match="{"|".join(HIDDEN_TAGS)}"/>
+<xsl:template match="{"|".join(BLOCK_TAGS)}">
+<xsl:text>&#10;</xsl:text><xsl:apply-templates/><xsl:text>&#10;</xsl:text>
+</xsl:template>
+</xsl:stylesheet>"""
+_per_thread = threading.local()  # a compiled XSLT belongs to the thread that made it
 
 
 def html_to_text(html: str) -> str:
     """Visible text of an HTML page: one line per block, whitespace collapsed."""
-    parser = _VisibleText()
-    parser.feed(html)
-    parser.close()
-    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    from lxml import etree
+
+    transform = getattr(_per_thread, "visible_text", None)
+    if transform is None:
+        transform = _per_thread.visible_text = etree.XSLT(etree.XML(_VISIBLE_TEXT_XSLT))
+    # Bytes, not str: lxml refuses a str whose XML declaration names an encoding. Comments are never shown.
+    parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True)
+    root = etree.fromstring(html.encode("utf-8"), parser)
+    if root is None:  # nothing but whitespace
+        return ""
+    title = " ".join("".join(t.text or "" for t in root.iter("title")).split())
+    lines = [" ".join(line.split()) for line in str(transform(root)).splitlines()]
     body = "\n".join(line for line in lines if line)
-    title = " ".join("".join(parser.title).split())
     # The title is visible in the tab and often the best search handle for the page.
     return f"{title}\n\n{body}" if title and title not in body[: len(title) + 1] else body
 
 
+# PDFium marks a word hyphenated across a line end with \x02 and drops the line break: joining the
+# halves finds the word. It ends lines with \r\n. Other control characters are glyphs it could not
+# map to Unicode.
+_PDF_CLEANUP = {0x02: None, 0x0D: None} | {c: " " for c in range(0x20) if c not in (0x02, 0x09, 0x0A, 0x0D)}
+# PDFium is not thread-safe, not even across documents; worker processes each have their own.
+_pdfium_lock = threading.Lock()
+
+
 def _pdf_text(path: Path) -> str:
     """Text of every page of a PDF, pages separated by a blank line."""
-    from pypdf import PdfReader
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
-    try:
-        reader = PdfReader(path)
-        if reader.is_encrypted:
-            # Many "protected" PDFs only restrict printing and open with an empty password.
-            try:
-                if not reader.decrypt(""):
-                    raise ExtractError("invalid_file", "the PDF is password-protected")
-            except ExtractError:
-                raise
-            except Exception as e:
-                raise ExtractError(
-                    "invalid_file", f"the PDF is encrypted and could not be opened ({_detail(e, path)})"
-                ) from e
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except ExtractError:
-        raise
-    except Exception as e:  # pypdf raises anything from PdfReadError to KeyError on damaged files
-        raise ExtractError("invalid_file", f"the PDF is damaged or not a PDF ({_detail(e, path)})") from e
-    return "\n\n".join(p.strip() for p in pages if p.strip())
+    with _pdfium_lock:
+        try:
+            # No password: PDFium still opens files "protected" only against printing or copying.
+            pdf = pdfium.PdfDocument(Path(path))
+        except pdfium.PdfiumError as e:
+            if e.err_code == pdfium_c.FPDF_ERR_PASSWORD:
+                raise ExtractError("invalid_file", "the PDF is password-protected") from e
+            if e.err_code == pdfium_c.FPDF_ERR_SUCCESS:  # opened, but has no pages
+                return ""
+            if e.err_code == pdfium_c.FPDF_ERR_FILE:
+                raise ExtractError("invalid_file", "the file could not be read") from e
+            raise ExtractError("invalid_file", f"the PDF is damaged or not a PDF ({_pdfium_reason(e)})") from e
+        try:
+            pages = []
+            for page in pdf:
+                textpage = page.get_textpage()
+                # get_text_bounded, not get_text_range: the latter is limited to UCS-2.
+                pages.append(textpage.get_text_bounded().translate(_PDF_CLEANUP).strip())
+                textpage.close()
+                page.close()
+        except pdfium.PdfiumError as e:
+            raise ExtractError("invalid_file", f"the PDF is damaged ({_pdfium_reason(e)})") from e
+        finally:
+            pdf.close()
+    return "\n\n".join(p for p in pages if p)
+
+
+def _pdfium_reason(e: Exception) -> str:
+    """PDFium's reason without pypdfium2's wrapping ("Failed to load document (PDFium: Data format error).")."""
+    found = re.search(r"PDFium: ([^)]+)", str(e))
+    return found[1].lower() if found else str(e)
 
 
 def _docx_text(path: Path) -> str:

@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_FILE_TOKENS
+from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE
 from ingest.remote import filters as attribute_filters
 from ingest.remote.base import (
     CANCELLED,
@@ -34,8 +35,6 @@ from ingest.remote.base import (
     CREATE_TOKEN,
     FAILED,
     IN_PROGRESS,
-    INVALID_FILE,
-    SERVER_ERROR,
     AttachItem,
     AttrValue,
     Batch,
@@ -46,10 +45,12 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import chunking
-from ingest.remote.local.extract import ExtractError, extract_text
+from ingest.remote.local.prepare import Job, Prepared, Preparer
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
 from ingest.remote.profile import LOCAL, PROFILES, Profile
+
+if TYPE_CHECKING:
+    from ingest.remote.local.chunking import ChunkingStrategy
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
@@ -64,7 +65,14 @@ class LocalRemote:
     kind = "local"
     base_url = "local"
 
-    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time, work_budget_s: float = 2.0):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        work_budget_s: float = 2.0,
+        preparer: Preparer | None = None,
+    ):
         self.directory = Path(directory)
         self.blobs = self.directory / "blobs"
         for folder in (self.directory, self.blobs):
@@ -73,6 +81,8 @@ class LocalRemote:
                 os.chmod(folder, 0o700)  # mkdir's mode is reduced by the umask
         self._clock = clock
         self._budget = work_budget_s
+        # Extraction and chunking, in worker processes when there is enough to do (see prepare.py).
+        self._preparer = preparer or Preparer()
         # One connection behind one lock: simple, and SQLite serialises writers anyway.
         self._lock = threading.RLock()
         self._claimed: set[tuple[str, str]] = set()
@@ -91,7 +101,8 @@ class LocalRemote:
                 )
 
     def close(self) -> None:
-        """Close the database; the object is unusable afterwards."""
+        """Stop the extraction workers and close the database; the object is unusable afterwards."""
+        self._preparer.close()
         with self._lock:
             self._db.close()
 
@@ -322,7 +333,7 @@ class LocalRemote:
         """Index pending files of a store (or of one batch, or one file) for about the budget."""
         deadline = time.monotonic() + self._budget
         sql = (
-            "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename FROM store_files sf"
+            "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename, f.bytes FROM store_files sf"
             " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
             " WHERE sf.store_id = ? AND sf.status = 'in_progress'"
         )
@@ -339,51 +350,37 @@ class LocalRemote:
                 r for r in self._db.execute(sql + " ORDER BY sf.rowid", args) if (store_id, r[0]) not in self._claimed
             ]
             self._claimed.update((store_id, r[0]) for r in rows)
+        jobs = [
+            Job((fid, gen), self.blobs / fid, filename, json.loads(rule) if rule else None, size)
+            for fid, gen, rule, filename, size in rows
+        ]
         try:
-            for n, (fid, gen, rule, filename) in enumerate(rows):
-                if n and time.monotonic() > deadline:
-                    return
-                self._index_one(store_id, fid, gen, json.loads(rule) if rule else None, filename)
+            for group in self._preparer.run(jobs, deadline):
+                self._save(store_id, [(*job.key, prepared) for job, prepared in group])
         finally:
             with self._lock:
                 self._claimed.difference_update((store_id, r[0]) for r in rows)
 
-    def _index_one(self, store_id: str, file_id: str, gen: int, rule, filename: str) -> None:
-        """Extract and chunk one file outside the lock, then swap its chunks in atomically."""
-        texts: list[str] = []
-        usage, error = 0, None
-        try:
-            blob = self.blobs / file_id
-            if not blob.exists():
-                raise ExtractError(SERVER_ERROR, "the local store's copy of the file is missing")
-            text = extract_text(blob, Path(filename).suffix)
-            tokens = chunking.estimate_tokens(text)
-            if tokens > MAX_FILE_TOKENS:
-                raise ExtractError(
-                    INVALID_FILE, f"the file is too large: about {tokens:,} tokens, the limit is {MAX_FILE_TOKENS:,}"
-                )
-            texts = chunking.chunk_text(text, rule)
-            usage = len(text.encode("utf-8"))
-        except ExtractError as e:
-            error = (e.code, e.message)
-        except Exception as e:  # a library bug must fail one file, not wedge the queue forever
-            error = (SERVER_ERROR, f"the local store could not index the file: {type(e).__name__}: {e}")
+    def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
+        """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""
         with self._tx() as db:
-            current = db.execute(
-                "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
-            ).fetchone()
-            if current is None or current[0] != gen:
-                return  # detached or re-attached while we worked: the newer state wins
-            db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
-            db.executemany(
-                "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
-                [(store_id, file_id, i, t) for i, t in enumerate(texts)],
-            )
-            db.execute(
-                "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
-                " WHERE store_id = ? AND file_id = ?",
-                (FAILED if error else COMPLETED, *(error or (None, None)), usage, store_id, file_id),
-            )
+            for file_id, gen, prepared in results:
+                current = db.execute(
+                    "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
+                ).fetchone()
+                if current is None or current[0] != gen:
+                    continue  # detached or re-attached while we worked: the newer state wins
+                db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
+                db.executemany(
+                    "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
+                    [(store_id, file_id, i, t) for i, t in enumerate(prepared.chunks)],
+                )
+                error = prepared.error
+                db.execute(
+                    "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
+                    " WHERE store_id = ? AND file_id = ?",
+                    (FAILED if error else COMPLETED, *(error or (None, None)), prepared.usage_bytes, store_id, file_id),
+                )
 
     # Store files ------------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
@@ -484,8 +481,10 @@ def _store_file(row: tuple) -> StoreFile:
     return StoreFile(file_id, status, json.loads(attributes), code, message, usage)
 
 
-def _check_chunking(rule: Mapping[str, object] | None) -> chunking.ChunkingStrategy:
+def _check_chunking(rule: Mapping[str, object] | None) -> ChunkingStrategy:
     """Validate a chunking_strategy as the API would (its 400 is a RemoteError here)."""
+    from ingest.remote.local import chunking  # its patterns take a search's start-up time to compile
+
     try:
         return chunking.parse_strategy(rule)
     except ValueError as e:
