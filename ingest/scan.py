@@ -7,13 +7,14 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
+from ingest.walk import Walker, threads_for
 
 # A file modified this close to the moment it was hashed may change again within the same
 # mtime tick ("racy clean"): hash it again next time. SMB rounds mtimes, so it gets more.
@@ -59,6 +60,10 @@ class Problem:
     is_error: bool  # an error (unreadable) holds deletions back; a refusal (FIFO, symlink out) does not
 
 
+Seen = tuple[str, int, int, int]  # (path, size, mtime_ns, inode) of a file the walk found
+Settled = Mapping[str, tuple]  # path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed
+
+
 @dataclass
 class ScanResult:
     root: Root
@@ -66,20 +71,27 @@ class ScanResult:
     problems: list[Problem] = field(default_factory=list)
     missing: bool = False  # the root (or a scoped prefix's parent) does not exist or is not a directory
     calm: list[str] = field(default_factory=list)  # files whose stat matched the `settled` fingerprint given
-    settled: Mapping[str, tuple] = field(default_factory=dict)  # path -> (size, mtime_ns, inode, ...)
+    seen: list[Seen] = field(default_factory=list)  # every file found, in walk order, until sort_out
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
-        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
-        known = self.settled.get(path)
-        if (
-            known is not None
-            and known[0] == size
-            and known[1] == mtime_ns
-            and (not inode or not known[2] or known[2] == inode)
-        ):
-            self.calm.append(path)
-        else:
-            self.entries.append(Entry(self.root.key, path, size, mtime_ns, inode))
+        self.seen.append((path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
+
+    def sort_out(self, settled: Settled) -> None:
+        """Split what the walk found into calm paths (the stat matches a settled row) and entries."""
+        key, entries, calm, known_at = self.root.key, self.entries, self.calm, settled.get
+        for seen in self.seen:
+            path, size, mtime_ns, inode = seen
+            known = known_at(path)
+            if (
+                known is not None
+                and known[0] == size
+                and known[1] == mtime_ns
+                and (not inode or not known[2] or known[2] == inode)
+            ):
+                calm.append(path)
+            else:
+                entries.append(Entry(key, *seen))
+        self.seen = []
 
     @property
     def has_errors(self) -> bool:
@@ -158,37 +170,50 @@ def _excluded_folder(root: Root, path: str) -> bool:
 
 
 def scan(
-    root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None, settled: Mapping[str, tuple] | None = None
+    root: Root,
+    prefixes: Iterable[str] = ("",),
+    network: bool | None = None,
+    settled: Settled | Callable[[], Settled] | None = None,
+    threads: int | None = None,
 ) -> ScanResult:
-    """Every wanted file under root (or under the given relative prefixes of it). With `settled`
-    (path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed), a file whose
-    stat still matches goes to result.calm as a bare path instead of result.entries: the no-op pass
-    over a large share is this loop, so it builds nothing it does not need."""
-    result = ScanResult(root=root, settled=settled or {})
+    """Every wanted file under root (or under the given relative prefixes of it). With `settled`, a
+    file whose stat still matches goes to result.calm as a bare path instead of result.entries: the
+    no-op pass over a large share is this. `settled` may be a callable (a manifest read running beside
+    the walk): it is asked for once the walk is done. `threads` > 1 overlaps the listings and stats
+    (default: as many as the filesystem's latency calls for)."""
+    result = ScanResult(root=root)
     if not root.path.is_dir():
         result.missing = True
         return result
-    if network is None:
-        network = is_network_fs(root.path)
+    if network is None or threads is None:
+        fstype = filesystem_type(root.path)
+        network = fstype in NETWORK_FS if network is None else network
+        threads = threads_for(fstype, network) if threads is None else threads
     real_root = os.path.realpath(root.path)
-    for prefix in _collapse(prefixes):
-        start = root.path / prefix if prefix else root.path
-        parent = os.path.realpath(start.parent) if prefix else real_root
-        if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
-            # A folder on the way is a symlink out of the root (polling observers follow them).
-            result.problems.append(Problem(root.key, prefix, "symlink points outside the root: not followed", False))
-            continue
-        try:
-            st = os.lstat(start)
-        except FileNotFoundError:
-            continue  # a scoped path that is gone: the plan sees its rows as deleted
-        except OSError as exc:
-            result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            _walk(root, start, prefix, real_root, network, result)
-        else:
-            _consider(root, prefix, start, st, real_root, network, result)
+    skip = _IGNORED.match if root.ignore_defaults else None
+    descend = lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)  # noqa: E731
+    with Walker(threads, skip, descend) as walker:
+        for prefix in _collapse(prefixes):
+            start = root.path / prefix if prefix else root.path
+            parent = os.path.realpath(start.parent) if prefix else real_root
+            if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
+                # A folder on the way is a symlink out of the root (polling observers follow them).
+                result.problems.append(
+                    Problem(root.key, prefix, "symlink points outside the root: not followed", False)
+                )
+                continue
+            try:
+                st = os.lstat(start)
+            except FileNotFoundError:
+                continue  # a scoped path that is gone: the plan sees its rows as deleted
+            except OSError as exc:
+                result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                _walk(root, walker, start, prefix, real_root, network, result)
+            else:
+                _consider(root, prefix, start, st, real_root, network, result)
+    result.sort_out((settled() if callable(settled) else settled) or {})
     return result
 
 
@@ -202,54 +227,39 @@ def _collapse(prefixes: Iterable[str]) -> list[str]:
     return kept
 
 
-def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult) -> None:
+def _walk(
+    root: Root, walker: Walker, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult
+) -> None:
     # The per-file path is the hot loop of every no-op pass: the common case (a world-readable
     # regular file, no globs to apply) is decided inline; everything else goes through _consider.
-    ignored = _IGNORED.match if root.ignore_defaults else None
     plain = root.include == ("**",) and not root.exclude
-    key, entries, calm, settled = root.key, result.entries, result.calm, result.settled.get
+    key, seen = root.key, result.seen
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
     stack = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
         try:
-            with os.scandir(folder) as it:
-                items = list(it)
+            pairs = walker.folder(folder, rel)
         except OSError as exc:
             result.problems.append(Problem(key, rel or ".", f"cannot list folder: {exc.strerror}", True))
             continue
         head = f"{rel}/" if rel else ""
-        for item in items:
+        for item, st in pairs:
             name = item.name
-            if ignored is not None and ignored(name) is not None:
-                continue
             path = head + name
             if not name.isascii() and _unencodable(name):
                 # A folder's files cannot be seen: an error, so that they do not look deleted.
                 result.problems.append(Problem(key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
                 continue
-            try:
-                st = item.stat(follow_symlinks=False)
-            except OSError as exc:
-                result.problems.append(Problem(key, path, f"cannot read: {exc.strerror}", True))
+            if isinstance(st, OSError):
+                result.problems.append(Problem(key, path, f"cannot read: {st.strerror}", True))
                 continue
             mode = st.st_mode
             if S_ISDIR(mode):
                 if not _excluded_folder(root, path):
                     stack.append((item.path, path))
             elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
-                # ScanResult.add, inline
-                size, mtime_ns, inode = st.st_size, st.st_mtime_ns, 0 if network else st.st_ino
-                known = settled(path)
-                if (
-                    known is not None
-                    and known[0] == size
-                    and known[1] == mtime_ns
-                    and (not inode or not known[2] or known[2] == inode)
-                ):
-                    calm.append(path)
-                else:
-                    entries.append(Entry(key, path, size, mtime_ns, inode))
+                seen.append((path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))  # ScanResult.add
             else:
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
