@@ -128,7 +128,9 @@ def m003_upload_server_time(db: sqlite_utils.Database) -> None:
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create({"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key")
+    db.table("roots").create(
+        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
+    )
     db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
@@ -528,5 +530,7 @@ class Manifest:
         return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db.table("files").rows_where("state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"):
+        for r in self.db.table("files").rows_where(
+            "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
+        ):
             yield FileRow.from_db(r)

@@ -164,6 +164,12 @@ def is_network_fs(path: Path) -> bool:
     return filesystem_type(path) in NETWORK_FS
 
 
+def walk_rules(root: Root) -> tuple[Callable[[str], object] | None, Callable[[str], bool]]:
+    """What a walk of root never looks at: (names to skip, whether to go into a relative folder)."""
+    skip = _IGNORED.match if root.ignore_defaults else None
+    return skip, lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)
+
+
 def _excluded_folder(root: Root, path: str) -> bool:
     """A folder an exclude pattern like 'lost+found/**' covers whole is not walked at all."""
     return any(p.endswith("/**") and glob_match(path, p[:-3]) for p in root.exclude)
@@ -190,9 +196,7 @@ def scan(
         network = fstype in NETWORK_FS if network is None else network
         threads = threads_for(fstype, network) if threads is None else threads
     real_root = os.path.realpath(root.path)
-    skip = _IGNORED.match if root.ignore_defaults else None
-    descend = lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)  # noqa: E731
-    with Walker(threads, skip, descend) as walker:
+    with Walker(threads, *walk_rules(root)) as walker:
         for prefix in _collapse(prefixes):
             start = root.path / prefix if prefix else root.path
             parent = os.path.realpath(start.parent) if prefix else real_root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -13,12 +14,13 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
 
 from ingest.config import Root, Settings
+from ingest.poll import StatPoller
 from ingest.remote.base import AuthError, RemoteError
-from ingest.scan import is_network_fs, wanted
+from ingest.scan import NETWORK_FS, filesystem_type, walk_rules, wanted
 from ingest.sync import Report
+from ingest.walk import threads_for
 
 log = logging.getLogger("ingest.watch")
 RunSync = Callable[[dict[str, tuple[str, ...]] | None], Report]  # None: a full run of every root
@@ -157,9 +159,20 @@ class Watcher:
             if not root.path.is_dir():
                 log.warning("root %s is missing; waiting for it to come back", root.path)
                 continue
-            polling = self.options.force_polling or is_network_fs(root.path)
-            observer = PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
-            observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
+            fstype = filesystem_type(root.path)
+            network = fstype in NETWORK_FS
+            polling = self.options.force_polling or network
+            if polling:
+                observer = StatPoller(
+                    root,
+                    functools.partial(self.dirty.add, root.key),
+                    self.options.poll_interval,
+                    threads_for(fstype, network),
+                    *walk_rules(root),
+                )
+            else:
+                observer = Observer()
+                observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
             observer.start()
             self.observers.append((root.key, observer))
             self.health["mode"][root.key] = "polling" if polling else "events"
