@@ -163,18 +163,20 @@ class Watcher:
             network = fstype in NETWORK_FS
             polling = self.options.force_polling or network
             if polling:
-                observer = StatPoller(
+                poller = StatPoller(
                     root,
                     functools.partial(self.dirty.add, root.key),
                     self.options.poll_interval,
                     threads_for(fstype, network),
                     *walk_rules(root),
                 )
+                poller.start()
+                self.observers.append((root.key, poller))
             else:
                 observer = Observer()
                 observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
-            observer.start()
-            self.observers.append((root.key, observer))
+                observer.start()
+                self.observers.append((root.key, observer))
             self.health["mode"][root.key] = "polling" if polling else "events"
             self._devices[root.key] = (_device(root.path), os.path.ismount(root.path))
             log.info("watching %s (%s)", root.path, "polling" if polling else "native events")
