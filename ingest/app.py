@@ -12,7 +12,7 @@ from pathlib import Path
 from ingest.config import ConfigError, Settings
 from ingest.lock import ManifestLock
 from ingest.manifest import Manifest
-from ingest.remote.base import Remote
+from ingest.remote.base import LazyRemote, Remote
 
 log = logging.getLogger("ingest")
 
@@ -39,21 +39,30 @@ def choose_backend(settings: Settings, env: dict[str, str] | None = None) -> Bac
 
 
 def make_remote(settings: Settings, backend: Backend, env: dict[str, str] | None = None) -> Remote:
+    """The backend's remote, built on its first call (a no-op pass never makes one)."""
     env = dict(os.environ) if env is None else env
     if backend.kind == "openai":
-        from ingest.remote.openai import OpenAIRemote
 
-        return OpenAIRemote.connect(
-            env.get("OPENAI_API_KEY") or "no-key",
-            settings.base_url,
-            settings.request_retries,
-            settings.request_timeout,
-            settings.upload_concurrency,
-        )
-    from ingest.remote.local import LocalRemote
+        def build() -> Remote:
+            from ingest.remote.openai import OpenAIRemote
 
+            return OpenAIRemote.connect(
+                env.get("OPENAI_API_KEY") or "no-key",
+                settings.base_url,
+                settings.request_retries,
+                settings.request_timeout,
+                settings.upload_concurrency,
+            )
+
+        return LazyRemote(backend.kind, build)
     log.warning("no OPENAI_API_KEY: using the embedded local store in %s", backend.store_dir)
-    return LocalRemote(backend.store_dir)
+
+    def build_local() -> Remote:
+        from ingest.remote.local import LocalRemote
+
+        return LocalRemote(backend.store_dir)
+
+    return LazyRemote(backend.kind, build_local)
 
 
 def ensure_state_dir(path: Path) -> None:

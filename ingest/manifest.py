@@ -6,7 +6,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,15 @@ def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("alive_at", float)
 
 
+@migrations()
+def m006_store_checked_at(db: sqlite_utils.Database) -> None:
+    # When each store was last seen alive remotely: a pass with nothing to upload asks again only
+    # every so often, so a no-op makes no remote call.
+    db.table("stores").add_column("checked_at", float)
+    # The sweep looks for suspect uploads on every pass: without an index, a scan of every upload.
+    db.table("uploads").create_index(["suspect"])
+
+
 class ManifestError(Exception):
     """The manifest cannot be used; the message says why and what to do."""
 
@@ -191,6 +201,7 @@ class StoreRow:
     fingerprint: str | None = None
     created_at: float | None = None
     replaces: str | None = None
+    checked_at: float | None = None  # when the remote last confirmed it exists
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,33 @@ class Upload:
     finished_at: float | None
     suspect: int | None = None
     remote_created_at: int | None = None
+
+
+_SETTLED = (
+    "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
+    "and mtime_ns < hashed_at_ns - ?"
+)
+
+
+def _settled(
+    conn: sqlite3.Connection, root: str, racy_ns: int, store: str | None, attributes: bool
+) -> tuple[dict[str, tuple], list[str]]:
+    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
+    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
+    columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+    where, args = (
+        (f"{_SETTLED} and store = ?", [INDEXED, racy_ns, store])
+        if store is not None
+        else (_SETTLED, [INDEXED, racy_ns])
+    )
+    settled = {
+        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
+    }
+    others = [
+        r[0]
+        for r in conn.execute(f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])
+    ]
+    return settled, others
 
 
 def _prepare_file(path: Path) -> None:
@@ -284,36 +322,33 @@ class Manifest:
         where, args = ("root = ?", [root]) if root is not None else (None, None)
         return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
-    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
-    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    _SETTLED = (
-        "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-        "and mtime_ns < hashed_at_ns - ?"
-    )
-
     def settled(
         self, root: str, racy_ns: int, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
-        columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
-        where, args = (
-            (f"{self._SETTLED} and store = ?", [INDEXED, racy_ns, store])
-            if store is not None
-            else (self._SETTLED, [INDEXED, racy_ns])
-        )
-        conn = self.db.conn
-        settled = {
-            r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
-        }
-        others = [
-            r[0]
-            for r in conn.execute(
-                f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args]
-            )
-        ]
-        return settled, others
+        return _settled(self.db.conn, root, racy_ns, store, attributes)
+
+    def settled_beside(
+        self, root: str, racy_ns: int, store: str | None, attributes: bool
+    ) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
+        """settled(), read on a connection of its own in another thread while the caller walks the
+        root (SQLite leaves the interpreter lock while it steps); call the result to wait for it."""
+        path = self.path
+
+        def read() -> tuple[dict[str, tuple], list[str]]:
+            conn = sqlite3.connect(path, timeout=10)
+            try:
+                conn.execute("PRAGMA query_only = 1")
+                return _settled(conn, root, racy_ns, store, attributes)
+            finally:
+                conn.close()
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="manifest")
+        future = pool.submit(read)
+        pool.shutdown(wait=False)
+        return future.result
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}
@@ -436,6 +471,9 @@ class Manifest:
 
     def set_store_status(self, store_id: str, status: str) -> None:
         self.db.table("stores").update(store_id, {"status": status})
+
+    def store_checked(self, store_id: str, at: float) -> None:
+        self.db.execute("update stores set checked_at = ? where id = ?", [at, store_id])
 
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:

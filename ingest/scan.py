@@ -127,11 +127,31 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
-_IGNORED = re.compile("|".join(fnmatch.translate(p) for p in DEFAULT_IGNORES))
+def _name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test of a name against fnmatch patterns. It runs once per name in every pass, so the plain
+    shapes ('x*', '*x', 'x') are string tests; only the others go to a regular expression."""
+    prefixes, suffixes, exact, others = [], [], set(), []
+    for p in patterns:
+        if not any(c in p for c in "*?["):
+            exact.add(p)
+        elif p.endswith("*") and not any(c in p[:-1] for c in "*?["):
+            prefixes.append(p[:-1])
+        elif p.startswith("*") and not any(c in p[1:] for c in "*?["):
+            suffixes.append(p[1:])
+        else:
+            others.append(p)
+    rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
+    starts, ends = tuple(prefixes), tuple(suffixes)
+
+    def matches(name: str) -> bool:
+        if name.startswith(starts) or name.endswith(ends) or name in exact:
+            return True
+        return rest is not None and rest.match(name) is not None
+
+    return matches
 
 
-def is_ignored_name(name: str) -> bool:
-    return _IGNORED.match(name) is not None
+is_ignored_name = _name_matcher(DEFAULT_IGNORES)
 
 
 def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
@@ -166,7 +186,7 @@ def is_network_fs(path: Path) -> bool:
 
 def walk_rules(root: Root) -> tuple[Callable[[str], object] | None, Callable[[str], bool]]:
     """What a walk of root never looks at: (names to skip, whether to go into a relative folder)."""
-    skip = _IGNORED.match if root.ignore_defaults else None
+    skip = is_ignored_name if root.ignore_defaults else None
     return skip, lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)
 
 

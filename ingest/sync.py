@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class Options:
     retry_failed: bool = False
     rehash: bool = False
     command: str = "sync"
+    check_stores: bool = False  # ask the remote about every store, however recently it was confirmed
 
 
 @dataclass
@@ -153,9 +154,13 @@ class Engine:
         try:
             if not options.dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
-            if not options.dry_run:
+            # A pass with nothing to do makes no remote call: the stores are asked about only when
+            # there is work for them, when they have not been confirmed for a while, or by a reindex.
+            checked = not options.dry_run and (options.check_stores or stores.check_due())
+            if checked:
                 report.notes += stores.check_all()
-                indexer.sweep()
+            if not options.dry_run:
+                indexer.sweep()  # remote calls only for uploads whose reply never came
                 if scopes is None:
                     report.notes += rebuild(self.settings, self.manifest, self.remote, self.stop)
             elif pending_rebuilds(self.settings, self.manifest):
@@ -164,6 +169,11 @@ class Engine:
                     for s in pending_rebuilds(self.settings, self.manifest)
                 ]
             plan, scans = self._plan(options, scopes)
+            if not options.dry_run and not checked and self._remote_work(plan):
+                lost = stores.check_all()
+                report.notes += lost
+                if lost:  # a store gone remotely sent its files back to pending: plan again
+                    plan, scans = self._plan(options, scopes)
             report.counts = plan.counts()
             report.failures = [
                 (scan.root, "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there")
@@ -208,8 +218,10 @@ class Engine:
             network = self._network.setdefault(root.key, scanning.is_network_fs(root.path))
             # The common case is "nothing changed": the scan compares each file's stat with the settled
             # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
-            settled, others = self._settled(root, network)
-            result = scanning.scan(root, prefixes, network, None if options.rehash else settled)
+            # The manifest's rows are read beside the walk, on a connection of their own.
+            reading = self._settled(root, network)
+            result = scanning.scan(root, prefixes, network, None if options.rehash else (lambda: reading()[0]))
+            settled, others = reading()
             fresh, calm = self._quiet(root, result, settled)
             quiet += [(root.key, p) for p in calm]
             unsure = settled.keys() - set(calm) if calm else settled.keys()
@@ -242,6 +254,17 @@ class Engine:
         plan.quiet = quiet
         return plan, scans
 
+    def _remote_work(self, plan: Plan) -> bool:
+        """Whether carrying the plan out may call the remote: something to upload, move, resume or
+        retire, or an unchanged file whose attributes are to be refreshed (see _apply)."""
+        if plan.uploads or plan.resumes or plan.moves or plan.retirements() or self.manifest.ledger(RETIRE):
+            return True
+        return any(
+            (row.size, row.mtime_ns, row.inode) != (obs.size, obs.mtime_ns, obs.inode)
+            or self._static_moved(row.store, row.attributes)
+            for obs, row in plan.unchanged
+        )
+
     def _store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
         """Whether any store takes files by path, and which stores (of this root) set static attributes."""
         routed = any(spec.paths for spec in self.settings.stores)
@@ -251,10 +274,11 @@ class Engine:
         }
         return routed, static
 
-    def _settled(self, root: Root, network: bool) -> tuple[dict[str, tuple], list[str]]:
-        """The root's rows a stat match may vouch for, and the paths of its other rows."""
+    def _settled(self, root: Root, network: bool) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
+        """The root's rows a stat match may vouch for, and the paths of its other rows (read meanwhile:
+        call the result for them)."""
         routed, static = self._store_rules(root)
-        return self.manifest.settled(
+        return self.manifest.settled_beside(
             root.key,
             scanning.RACY_NS_NETWORK if network else scanning.RACY_NS,
             store=None if routed else root.store,

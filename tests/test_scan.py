@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -443,3 +444,13 @@ def test_a_scoped_path_through_a_symlinked_folder_out_of_the_root_is_refused(tmp
     result = scan(Root(root_dir, "s"), prefixes=("link/salary.txt",))
     assert result.entries == []
     assert result.problems and "outside the root" in result.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".x", "a.tmp", "~$a.docx", "#a#", "#a", "Thumbs.db", "thumbs.db", "a~", "x.lnk", "a.md", ".~lock.a#", "a.TMP"],
+)
+def test_the_ignore_test_is_fnmatch_over_the_default_patterns(name):
+    from ingest.config import DEFAULT_IGNORES
+
+    assert scanning.is_ignored_name(name) is any(fnmatch.fnmatchcase(name, p) for p in DEFAULT_IGNORES)
