@@ -220,7 +220,7 @@ class Engine:
             # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
             # The manifest's rows are read beside the walk, on a connection of their own.
             reading = self._settled(root, network)
-            result = scanning.scan(root, prefixes, network, None if options.rehash else (lambda: reading()[0]))
+            result = scanning.scan(root, prefixes, network, None if options.rehash else (lambda r=reading: r()[0]))
             settled, others = reading()
             fresh, calm = self._quiet(root, result, settled)
             quiet += [(root.key, p) for p in calm]
