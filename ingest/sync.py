@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -220,7 +221,9 @@ class Engine:
             # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
             # The manifest's rows are read beside the walk, on a connection of their own.
             reading = self._settled(root, network)
-            result = scanning.scan(root, prefixes, network, None if options.rehash else (lambda r=reading: r()[0]))
+            result = scanning.scan(
+                root, prefixes, network, None if options.rehash else functools.partial(_first, reading)
+            )
             settled, others = reading()
             fresh, calm = self._quiet(root, result, settled)
             quiet += [(root.key, p) for p in calm]
@@ -581,6 +584,10 @@ def _row_from(obs: Observed, row: FileRow | None, **changes) -> FileRow:
     }
     values.update(changes)
     return replace(base, **values)
+
+
+def _first(read: Callable[[], tuple[dict[str, tuple], list[str]]]) -> dict[str, tuple]:
+    return read()[0]
 
 
 def _within(path: str, prefixes: tuple[str, ...]) -> bool:
