@@ -35,13 +35,14 @@ def tree_size(ctx: Context) -> int:
     return 10_000 if ctx.quick else 100_000
 
 
-def synced_tree(ctx: Context) -> SyncedTree:
-    """The tiny-file tree after a full initial sync on the local backend; built once per run."""
-    count = tree_size(ctx)
+def synced_tree(ctx: Context, count: int | None = None) -> SyncedTree:
+    """The tiny-file tree (of the run's size unless told) after a full initial sync on the local
+    backend; built once per run."""
+    count = count or tree_size(ctx)
     key = f"synced-{count}"
     if key not in ctx.shared:
         tree = tiny_tree(ctx, count)
-        home = ctx.scratch("noop")
+        home = ctx.scratch(f"noop-{count}")
         env = isolated_env(home)
         ctx.log(f"noop: initial sync of {count:,} tiny files on the local backend (takes a while)")
         child = run_child([*INGEST, "--backend", "local", "sync", str(tree), "--json"], env, home)

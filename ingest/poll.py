@@ -23,22 +23,28 @@ log = logging.getLogger("ingest.watch")
 Snapshot = dict[str, tuple]  # relative path -> what a change of it would change
 
 
+OnChange = Callable[[str, float, tuple | None], None]  # (path, when it was seen so, its (size, mtime_ns))
+
+
 class StatPoller(threading.Thread):
-    """Calls on_change(rel) for each path created, changed or removed since the last pass: files by
-    (type, size, mtime, inode), folders only when they appear or go (their scoped scan covers the rest)."""
+    """Calls on_change for each path created, changed or removed since the last pass: files by (type,
+    size, mtime, inode), folders only when they appear or go (their scoped scan covers the rest). A
+    change is told as soon as its folder is read, with the moment its stat was taken and the stat:
+    the quiet period before a sync counts from then, not from the end of a long pass."""
 
     def __init__(
         self,
         root: Root,
-        on_change: Callable[[str], None],
+        on_change: OnChange,
         interval: float,
         threads: int,
         skip: Callable[[str], object] | None = None,
         descend: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         super().__init__(name=f"poll {root.path}", daemon=True)
         self.root, self.on_change, self.interval, self.threads = root, on_change, interval, threads
-        self.skip, self.descend = skip, descend
+        self.skip, self.descend, self.clock = skip, descend, clock
         self.passes = 0
         self._halt = threading.Event()
         self._snapshot: Snapshot = {}
@@ -53,9 +59,9 @@ class StatPoller(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        started = time.monotonic()
-        while not self._halt.wait(max(0.0, started + self.interval - time.monotonic())):
-            started = time.monotonic()
+        started = self.clock()
+        while not self._halt.wait(max(0.0, started + self.interval - self.clock())):
+            started = self.clock()
             try:
                 self.poll()
             except Exception:  # a failing pass must not end the watch: the next one tries again
@@ -63,21 +69,29 @@ class StatPoller(threading.Thread):
 
     def poll(self) -> list[str]:
         """One pass: report and return the changed paths."""
-        current, unlisted = self.take()
-        changed = diff(self._snapshot, current, unlisted)
+        changed: list[str] = []
+
+        def tell(rel: str, at: float, fingerprint: tuple | None) -> None:
+            changed.append(rel)
+            self.on_change(rel, at, fingerprint)
+
+        current, unlisted = self.take(self._snapshot, tell)
+        at = self.clock()
+        for rel in gone(self._snapshot, current, unlisted):
+            tell(rel, at, ("gone",))
         for rel in unlisted:  # a folder that could not be listed this time keeps what it had
             current.update((p, v) for p, v in self._snapshot.items() if _under(p, rel))
         self._snapshot = current
         self.passes += 1
-        for rel in changed:
-            self.on_change(rel)
         return changed
 
-    def take(self) -> tuple[Snapshot, list[str]]:
-        """A snapshot of the root, and the folders it could not list."""
+    def take(self, before: Snapshot | None = None, tell: OnChange | None = None) -> tuple[Snapshot, list[str]]:
+        """A snapshot of the root, and the folders it could not list; with `before`, each path that
+        appeared or changed is told as its folder is read (not what lies under a folder that appeared)."""
         snapshot: Snapshot = {}
         unlisted: list[str] = []
         descend = self.descend or (lambda rel: True)
+        fresh: set[str] = set()  # folders that appeared: their content is theirs to tell
         with Walker(self.threads, self.skip, self.descend) as walker:
             stack = [(str(self.root.path), "")]
             while stack:
@@ -88,32 +102,44 @@ class StatPoller(threading.Thread):
                     unlisted.append(rel)
                     continue
                 head = f"{rel}/" if rel else ""
+                inside_fresh = rel in fresh
                 for item, st in pairs:
                     path = head + item.name
-                    if isinstance(st, OSError):
-                        snapshot[path] = ("error", st.errno)
+                    value = _value(item.path, st)
+                    snapshot[path] = value
+                    is_dir = value[0] == "dir"
+                    if is_dir and not descend(path):
                         continue
-                    if stat.S_ISDIR(st.st_mode):
-                        snapshot[path] = ("dir", st.st_ino)
-                        if descend(path):
-                            stack.append((item.path, path))
+                    if is_dir:
+                        stack.append((item.path, path))
+                    if tell is None or before is None or before.get(path) == value:
                         continue
-                    if stat.S_ISLNK(st.st_mode):  # a link's own stat does not move when its file is edited
-                        try:
-                            st = os.stat(item.path)
-                        except OSError:
-                            pass
-                    snapshot[path] = (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino)
+                    if is_dir:
+                        fresh.add(path)
+                    if not inside_fresh:
+                        tell(path, self.clock(), value[1:3] if isinstance(value[0], int) else None)
         return snapshot, unlisted
 
 
-def diff(before: Snapshot, after: Snapshot, unlisted: Sequence[str] = ()) -> list[str]:
-    """Paths that appeared, changed or went, in order; a folder that appeared or went is one change (its
-    scoped scan covers what lies below), and what lies under a folder that could not be listed is not gone."""
-    changed = [p for p, v in after.items() if before.get(p) != v]
-    changed += sorted(p for p in before.keys() - after.keys() if not any(_under(p, rel) for rel in unlisted))
-    folders = {p for p in changed if (after.get(p) or before[p])[0] == "dir"}
-    return [p for p in changed if not _parents(p) & folders]
+def _value(path: str, st: os.stat_result | OSError) -> tuple:
+    if isinstance(st, OSError):
+        return ("error", st.errno)
+    if stat.S_ISDIR(st.st_mode):
+        return ("dir", st.st_ino)
+    if stat.S_ISLNK(st.st_mode):  # a link's own stat does not move when its file is edited
+        try:
+            st = os.stat(path)
+        except OSError:
+            pass
+    return (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def gone(before: Snapshot, after: Snapshot, unlisted: Sequence[str] = ()) -> list[str]:
+    """Paths that went, in order; a folder that went is one change (its scoped scan finds what was
+    below it gone), and what lies under a folder that could not be listed is not gone."""
+    went = sorted(p for p in before.keys() - after.keys() if not any(_under(p, rel) for rel in unlisted))
+    folders = {p for p in went if before[p][0] == "dir"}
+    return [p for p in went if not _parents(p) & folders]
 
 
 def _parents(path: str) -> set[str]:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,6 +38,8 @@ NETWORK_FS = {
     "glusterfs",
     "ceph",
     "fuse.glusterfs",
+    "afpfs",  # macOS: AFP
+    "webdav",  # macOS: WebDAV
 }
 
 
@@ -164,20 +167,50 @@ def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
 
 
 def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str:
-    """The type of the filesystem holding path, from the mount table ('' if unknown)."""
+    """The type of the filesystem holding path ('' if unknown): from the kernel's mount table on
+    Linux, else (macOS, the BSDs) from what the `mount` command prints."""
     try:
-        lines = Path(mounts_file).read_text().splitlines()
+        mounts = _proc_mounts(Path(mounts_file).read_text())
     except OSError:
-        return ""
+        mounts = _mount_command() if sys.platform != "linux" else []
     target, best, fstype = os.path.realpath(path), "", ""
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mount = parts[1].replace("\\040", " ")
+    for mount, kind in mounts:
         if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-            best, fstype = mount, parts[2]
+            best, fstype = mount, kind
     return fstype
+
+
+def _proc_mounts(text: str) -> list[tuple[str, str]]:
+    """(mount point, type) of each line of /proc/mounts, whose spaces are written as \\040."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out.append((parts[1].replace("\\040", " "), parts[2]))
+    return out
+
+
+# "SOURCE on POINT (TYPE, options…)" on macOS and the BSDs; "SOURCE on POINT type TYPE (options)" elsewhere.
+_MOUNT_LINE = re.compile(r"^.*? on (?P<point>/.*?) (?:type (?P<type>\S+) \(|\((?P<bsd>[^,)]+)[,)])")
+
+
+def parse_mount_output(text: str) -> list[tuple[str, str]]:
+    out = []
+    for line in text.splitlines():
+        m = _MOUNT_LINE.match(line)
+        if m:
+            out.append((m["point"], m["type"] or m["bsd"]))
+    return out
+
+
+def _mount_command() -> list[tuple[str, str]]:
+    import subprocess
+
+    try:
+        done = subprocess.run(["mount"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_mount_output(done.stdout)
 
 
 def is_network_fs(path: Path) -> bool:

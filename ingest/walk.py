@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Threads for a filesystem where each call waits on a server. Local disks answer from the kernel's
 # caches in a microsecond or two: threads there only add hand-offs of the interpreter lock.
-NETWORK_THREADS = 16
+NETWORK_THREADS = 32
 CHUNK = 64  # entries stat-ed by one task: a large folder is spread over the pool, a small one is one task
 
 Stat = os.stat_result | OSError  # what lstat gave: the stat, or the error to report for that entry

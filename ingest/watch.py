@@ -66,9 +66,11 @@ class DirtySet:
     _items: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, root: str, rel: str) -> None:
+    def add(self, root: str, rel: str, seen_at: float | None = None, fingerprint: tuple | None = None) -> None:
+        """A path moved. A poller tells when it saw the path and its (size, mtime_ns) then: the quiet
+        period counts from that moment, and any change since starts it again."""
         with self._lock:
-            self._items[(root, rel)] = _Pending(self.clock())
+            self._items[(root, rel)] = _Pending(self.clock() if seen_at is None else seen_at, fingerprint)
 
     def __len__(self) -> int:
         with self._lock:

@@ -7,15 +7,15 @@ import threading
 from pathlib import Path
 
 from ingest.config import Root
-from ingest.poll import StatPoller, diff
+from ingest.poll import StatPoller, gone
 from ingest.scan import walk_rules
 from tests.conftest import as_unprivileged
 from tests.test_scan import shared_root, touch  # noqa: F401  (a fixture)
 
 
-def poller(root: Path, changes: list[str], threads: int = 4) -> StatPoller:
+def poller(root: Path, changes: list[tuple], threads: int = 4) -> StatPoller:
     r = Root(root, "docs")
-    return StatPoller(r, changes.append, 3600.0, threads, *walk_rules(r))
+    return StatPoller(r, lambda *change: changes.append(change), 3600.0, threads, *walk_rules(r))
 
 
 def bump(path: Path, text: str) -> None:
@@ -32,7 +32,7 @@ def test_a_pass_reports_files_created_changed_and_removed_and_folders_whole(tmp_
     touch(root / "old" / "x.md")
     touch(root / "old" / "deep" / "y.md")
     touch(root / "keep" / "z.md")
-    changes: list[str] = []
+    changes: list[tuple] = []
     p = poller(root, changes)
     p._snapshot, _ = p.take()
     assert p.poll() == [] and changes == []
@@ -42,6 +42,10 @@ def test_a_pass_reports_files_created_changed_and_removed_and_folders_whole(tmp_
     touch(root / "keep" / "fresh.md")
     touch(root / ".~lock.a.md#")  # ignored by default: never reported
     assert sorted(p.poll()) == ["a.md", "b.md", "keep/fresh.md", "new", "old"]
+    told = {rel: fingerprint for rel, _, fingerprint in changes}
+    st = (root / "a.md").stat()
+    assert told["a.md"] == (st.st_size, st.st_mtime_ns), "the stat the change was seen with"
+    assert told["b.md"] == told["old"] == ("gone",) and told["new"] is None
     assert p.poll() == [], "a change is reported once"
 
 
@@ -52,7 +56,7 @@ def test_a_folder_that_cannot_be_listed_this_time_is_not_reported_gone(shared_ro
     locked.chmod(0o755)
 
     def passes():
-        changes: list[str] = []
+        changes: list[tuple] = []
         p = poller(shared_root, changes)
         p._snapshot, _ = p.take()
         return p
@@ -65,8 +69,8 @@ def test_a_folder_that_cannot_be_listed_this_time_is_not_reported_gone(shared_ro
     finally:
         locked.chmod(0o755)
     assert unlisted == ["locked"]
-    assert diff(p._snapshot, current, unlisted) == []
-    assert "locked/inside.md" in diff(p._snapshot, current, [])
+    assert gone(p._snapshot, current, unlisted) == []
+    assert gone(p._snapshot, current, []) == ["locked/inside.md"]
 
 
 def test_a_parallel_pass_takes_the_serial_snapshot(tmp_path):
@@ -84,7 +88,7 @@ def test_the_running_poller_sees_an_edit(tmp_path):
     seen = threading.Event()
     changes: list[str] = []
 
-    def on_change(rel: str) -> None:
+    def on_change(rel: str, at: float, fingerprint: tuple | None) -> None:
         changes.append(rel)
         seen.set()
 
@@ -99,3 +103,22 @@ def test_the_running_poller_sees_an_edit(tmp_path):
         p.join(10)
     assert changes[0] == "sub/a.md"
     assert not p.is_alive()
+
+
+def test_a_polled_change_settles_from_when_it_was_seen_and_a_later_write_starts_again(tmp_path):
+    from ingest.watch import DirtySet
+
+    now = [100.0]
+    dirty = DirtySet(clock=lambda: now[0])
+    doc = touch(tmp_path / "a.md", "one\n")
+    st = doc.stat()
+    dirty.add(str(tmp_path), "a.md", seen_at=97.0, fingerprint=(st.st_size, st.st_mtime_ns))
+    assert dirty.take_ready(2.0) == {str(tmp_path): {"a.md"}}, "quiet since it was seen 3 s ago"
+
+    dirty.add(str(tmp_path), "a.md", seen_at=97.0, fingerprint=(st.st_size, st.st_mtime_ns))
+    bump(doc, "two\n")  # written again after the poller saw it
+    assert dirty.take_ready(2.0) == {}
+    now[0] = 101.5
+    assert dirty.take_ready(2.0) == {}, "the quiet period restarted at 100"
+    now[0] = 102.0
+    assert dirty.take_ready(2.0) == {str(tmp_path): {"a.md"}}

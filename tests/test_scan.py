@@ -454,3 +454,26 @@ def test_the_ignore_test_is_fnmatch_over_the_default_patterns(name):
     from ingest.config import DEFAULT_IGNORES
 
     assert scanning.is_ignored_name(name) is any(fnmatch.fnmatchcase(name, p) for p in DEFAULT_IGNORES)
+
+
+def test_the_mount_commands_output_gives_the_type_on_macos_and_elsewhere(base, monkeypatch):
+    text = (
+        "/dev/disk3s1s1 on / (apfs, sealed, local, read-only, journaled)\n"
+        "//ann@nas.local/Team Docs on /Volumes/Team Docs (smbfs, nodev, nosuid, mounted by ann)\n"
+        "nas:/export on /Volumes/nfs (nfs, asynchronous)\n"
+        "server:/x on /mnt/with space type nfs4 (rw,relatime)\n"
+    )
+    assert scanning.parse_mount_output(text) == [
+        ("/", "apfs"),
+        ("/Volumes/Team Docs", "smbfs"),
+        ("/Volumes/nfs", "nfs"),
+        ("/mnt/with space", "nfs4"),
+    ]
+    share = base / "Team Docs"
+    share.mkdir()
+    monkeypatch.setattr(scanning.sys, "platform", "darwin")
+    monkeypatch.setattr(scanning, "_mount_command", lambda: [("/", "apfs"), (str(share), "smbfs")])
+    assert filesystem_type(share / "a.md", str(base / "no-proc-mounts")) == "smbfs"
+    assert filesystem_type(base, str(base / "no-proc-mounts")) == "apfs"
+    monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(base / "no-proc-mounts"),))
+    assert is_network_fs(share) is True
