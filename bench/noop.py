@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pstats
+import sqlite3
 import stat
 import statistics
 import time
@@ -94,9 +95,7 @@ def run(ctx: Context) -> Outcome:
     inproc, profile_text = _in_process(synced, ctx)
     inproc_s = statistics.median(inproc)
     start_s = statistics.median(
-        run_child(
-            [PYTHON, "-c", "import ingest.cli, ingest.sync, ingest.remote.local"], synced.env, synced.home
-        ).seconds
+        run_child([PYTHON, "-c", "import ingest.cli, ingest.sync"], synced.env, synced.home).seconds
         for _ in range(REPEATS)
     )
     out.details.update(
@@ -130,11 +129,56 @@ def run(ctx: Context) -> Outcome:
         None,
         f"the walk: {walk_s / n * 1e6:.1f} µs",
     )
+    _openai_noop(ctx, synced, walk_s, out)
     if profile_text:
         path = ctx.out / "noop-profile.txt"
         path.write_text(profile_text)
         out.notes.append(f"noop: cProfile of the in-process no-op in {path}")
     return out
+
+
+def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) -> None:
+    """The same no-op on the OpenAI backend: the local sync's manifest where the OpenAI backend keeps
+    its own, an emulator as the server. A no-op makes no remote call, so the emulator only counts."""
+    from tests.emulator import Emulator
+
+    state = Path(synced.env["XDG_STATE_HOME"]) / "ingest"
+    source, target = sqlite3.connect(state / "local" / "manifest.db"), sqlite3.connect(state / "manifest.db")
+    with target:
+        source.backup(target)
+    source.close()
+    target.close()
+    ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses on the OpenAI backend (the emulator counting)")
+    with Emulator() as emu:
+        env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=emu.base_url)
+        command = [*INGEST, "sync", str(synced.tree), "--json"]
+        runs = [run_child(command, env, synced.home) for _ in range(REPEATS)]
+        for child in runs:
+            _check_noop(_json(child.stdout), synced.files, out)
+        inproc, _ = _in_process(synced, ctx, env, "openai", profile=False)
+        requests = sum(emu.counters()["requests"].values())
+    cli_s, inproc_s = statistics.median(c.seconds for c in runs), statistics.median(inproc)
+    out.details.update(
+        openai_cli_noop_s=[c.seconds for c in runs], openai_in_process_s=inproc, openai_requests=requests
+    )
+    out.add("noop", "`ingest sync` no-op, OpenAI backend (subprocess), median", cli_s, "s", None, f"of {REPEATS}")
+    out.add("noop", "no-op / walk ratio, CLI, OpenAI backend", cli_s / walk_s, "x", ("<=", RATIO))
+    out.add(
+        "noop",
+        "no-op / walk ratio, in-process Engine.sync, OpenAI backend",
+        inproc_s / walk_s,
+        "x",
+        ("<=", RATIO),
+        f"median of {REPEATS}: {inproc_s:.2f} s",
+    )
+    out.add(
+        "noop",
+        "remote requests made by the OpenAI no-ops",
+        requests,
+        "requests",
+        ("<=", 0),
+        f"{REPEATS} from the CLI, {REPEATS} in-process; peak RSS {max(c.maxrss_mb for c in runs):.0f} MB",
+    )
 
 
 def _json(text: str) -> dict:
@@ -164,7 +208,9 @@ def _walk(root: Path) -> tuple[float, int]:
     return time.perf_counter() - started, files
 
 
-def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
+def _in_process(
+    synced: SyncedTree, ctx: Context, env: dict[str, str] | None = None, backend: str = "local", profile: bool = True
+) -> tuple[list[float], str]:
     """Engine.sync timed without process start-up, then once under cProfile."""
     from ingest.app import session
     from ingest.config import load
@@ -172,20 +218,19 @@ def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
 
     times = []
     logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
-    with patched_environ(synced.env, synced.home):
-        settings = replace(load(None).with_paths([synced.tree]), backend="local")
+    with patched_environ(env or synced.env, synced.home):
+        settings = replace(load(None).with_paths([synced.tree]), backend=backend)
         with session(settings, "sync") as (manifest, remote, _):
             for _ in range(REPEATS):
                 started = time.perf_counter()
                 Engine(settings, manifest, remote).sync(Options())
                 times.append(time.perf_counter() - started)
+            if not profile:
+                return times, ""
             profiler = cProfile.Profile()
             profiler.enable()
             Engine(settings, manifest, remote).sync(Options())
             profiler.disable()
-            close = getattr(remote, "close", None)
-            if close:
-                close()
     text = io.StringIO()
     text.write(
         f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "
