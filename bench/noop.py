@@ -12,7 +12,7 @@ import sqlite3
 import stat
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import INGEST, PYTHON, Child, Context, Outcome, isolated_env, patched_environ, run_child
@@ -212,25 +212,21 @@ def _in_process(
     synced: SyncedTree, ctx: Context, env: dict[str, str] | None = None, backend: str = "local", profile: bool = True
 ) -> tuple[list[float], str]:
     """Engine.sync timed without process start-up, then once under cProfile."""
-    from ingest.app import session
-    from ingest.config import load
-    from ingest.sync import Engine, Options
+    from ingest.api import Ingest
 
     times = []
     logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
-    with patched_environ(env or synced.env, synced.home):
-        settings = replace(load(None).with_paths([synced.tree]), backend=backend)
-        with session(settings, "sync") as (manifest, remote, _):
-            for _ in range(REPEATS):
-                started = time.perf_counter()
-                Engine(settings, manifest, remote).sync(Options())
-                times.append(time.perf_counter() - started)
-            if not profile:
-                return times, ""
-            profiler = cProfile.Profile()
-            profiler.enable()
-            Engine(settings, manifest, remote).sync(Options())
-            profiler.disable()
+    with patched_environ(env or synced.env, synced.home), Ingest.open([synced.tree], backend=backend) as ingest:
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            ingest.sync()
+            times.append(time.perf_counter() - started)
+        if not profile:
+            return times, ""
+        profiler = cProfile.Profile()
+        profiler.enable()
+        ingest.sync()
+        profiler.disable()
     text = io.StringIO()
     text.write(
         f"cProfile of Engine.sync, a no-op over {synced.files:,} files (unprofiled median "

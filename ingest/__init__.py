@@ -1,3 +1,13 @@
-"""Keep folders of documents in sync with OpenAI vector stores."""
+"""Keep folders of documents in sync with OpenAI vector stores: `ingest.sync("docs")`, or
+`with ingest.Ingest.open(["docs"]) as docs: docs.sync()`; the README's "Python API" section."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # before the imports: cli.py reads it
+
+# The engine module is loaded first: loading it later would rebind the name `ingest.sync` from the
+# function below to the submodule.
+import ingest.sync as _engine  # noqa: F401
+from ingest.api import Ingest, sync
+from ingest.errors import IngestError
+from ingest.events import FileEvent, Report
+
+__all__ = ["FileEvent", "Ingest", "IngestError", "Report", "__version__", "sync"]

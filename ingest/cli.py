@@ -6,18 +6,13 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from ingest import __version__, render
-from ingest.app import session
-from ingest.config import ConfigError, Settings, load
-from ingest.lock import LockBusy
-from ingest.manifest import ManifestError
-from ingest.remote.base import AuthError, RemoteError
-from ingest.sync import Engine, Options
-from ingest.validate import MagicUnavailable
+from ingest.api import Ingest
+from ingest.config import WatchOptions
+from ingest.errors import USAGE, IngestError
 
 log = logging.getLogger("ingest")
 
@@ -25,30 +20,28 @@ log = logging.getLogger("ingest")
 class Failure(click.ClickException):
     """A known failure: one sentence, no traceback (INGEST_DEBUG=1 shows it)."""
 
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = 1
+
+
+class UsageFailure(Failure):
+    exit_code = USAGE
+
+
+def failure(message: str, code: int) -> Failure:
+    return UsageFailure(message) if code == USAGE else Failure(message)
 
 
 def _guarded(fn):
-    """Known errors become one clear sentence and the documented exit code."""
+    """Known errors become one clear sentence and the exit code they carry: the one place they are mapped."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ManifestError, MagicUnavailable) as exc:
+        except IngestError as exc:
             _debug()
-            raise Failure(str(exc), 2) from None
-        except AuthError as exc:
-            _debug()
-            raise Failure(str(exc), 2) from None
-        except LockBusy as exc:
-            raise Failure(str(exc), 1) from None
-        except RemoteError as exc:
-            _debug()
-            raise Failure(f"the remote call failed: {exc}", 1) from None
+            raise failure(exc.sentence(), exc.exit_code) from None
 
     return wrapper
 
@@ -60,16 +53,16 @@ def _debug() -> None:
         traceback.print_exc()
 
 
-def _settings(ctx: click.Context, paths: tuple[str, ...] = ()) -> Settings:
-    settings: Settings = ctx.obj["settings"]
-    if paths:
-        settings = settings.with_paths([Path(p) for p in paths])
-    if not settings.roots:
-        command = ctx.info_name or "sync"
-        raise Failure(
-            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config", 2
-        )
-    return settings
+def _open(ctx: click.Context, paths: tuple[str, ...] = (), wait: bool = False, lock: bool = True):
+    """The API, opened as the global options say, for this command."""
+    return Ingest.open(
+        paths,
+        config=ctx.obj["config"],
+        backend=ctx.obj["backend"],
+        wait=-1 if wait else 0,
+        command=ctx.info_name or "sync",
+        lock=lock,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,15 +97,7 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
     # One line per HTTP request only when asked for (-v): not in a daemon's log, which polls all day.
     for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
         logging.getLogger(name).setLevel((logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
-    try:
-        settings = load(config_path)
-    except ConfigError as exc:
-        raise Failure(str(exc), 2) from None
-    if backend:
-        from dataclasses import replace
-
-        settings = replace(settings, backend=backend)
-    ctx.obj = {"settings": settings, "quiet": quiet}
+    ctx.obj = {"config": config_path, "backend": backend or "auto", "quiet": quiet, "verbose": verbose}
 
 
 @cli.command()
@@ -132,14 +117,13 @@ def sync(
     Example:
         ingest sync ./docs --dry-run
     """
-    settings = _settings(ctx, paths)
-    options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete)
-    with session(settings, "sync", wait=-1 if wait else 0) as (manifest, remote, _):
-        progress = render.progress_bar() if sys.stderr.isatty() and not as_json else None
-        report = Engine(settings, manifest, remote, progress=progress).sync(options)
+    with _open(ctx, paths, wait) as ingest, render.progress_bar(sys.stderr.isatty() and not as_json) as progress:
+        report = ingest.sync(dry_run=dry_run, allow_mass_delete=allow_mass_delete, progress=progress)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
+        if ctx.obj["verbose"] and report.files:
+            click.echo(render.files(report))
         click.echo(render.summary(report, verbose=ctx.obj["quiet"] is False))
     ctx.exit(report.exit_code)
 
@@ -149,21 +133,21 @@ def sync(
 @click.option("--polling", is_flag=True, help="Poll instead of OS events (automatic on NFS/SMB/sshfs).")
 @click.option(
     "--poll-interval",
-    default=5.0,
+    default=WatchOptions.poll_interval,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
     help="Seconds between polls when polling.",
 )
 @click.option(
     "--settle",
-    default=2.0,
+    default=WatchOptions.settle,
     show_default=True,
     type=click.FloatRange(0, 3600),
     help="Seconds a file's size and mtime must stay still before it is synced.",
 )
 @click.option(
     "--rescan-interval",
-    default=3600.0,
+    default=WatchOptions.rescan_interval,
     show_default=True,
     type=click.FloatRange(1, 7 * 86400),
     help="Seconds between full rescans that catch missed events.",
@@ -189,18 +173,16 @@ def watch(
         ingest watch /srv/share/handbook --metrics-port 9108 --log-format json
     """
     from ingest import daemon
-    from ingest.watch import WatchOptions
 
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(daemon.JsonFormatter())
     if not ctx.obj["quiet"] and logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its operator's only view
-    settings = _settings(ctx, paths)
     options = WatchOptions(
         settle=settle, poll_interval=poll_interval, rescan_interval=rescan_interval, force_polling=polling
     )
-    ctx.exit(daemon.run(settings, options, metrics_port))
+    ctx.exit(daemon.run(paths, ctx.obj["config"], ctx.obj["backend"], options, metrics_port))
 
 
 @cli.command()
@@ -209,14 +191,8 @@ def watch(
 @_guarded
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show files by state per store, storage cost, recent runs and every problem file."""
-    from ingest.status import collect
-
-    settings: Settings = ctx.obj["settings"]
-    from ingest.daemon import read_heartbeat
-
-    with session(settings, "status", lock=False) as (manifest, remote, backend):
-        data = collect(manifest, remote, backend)
-    data["daemon"] = read_heartbeat(settings)
+    with _open(ctx, lock=False) as ingest:
+        data = ingest.status()
     click.echo(json.dumps(data, indent=2) if as_json else render.status(data))
 
 
@@ -244,18 +220,13 @@ def search(
         ingest search "json serialization" --filter ext=txt -n 3
     """
     from ingest.remote.filters import parse_cli_filters
-    from ingest.status import UnknownStore, search_stores
 
     try:
         parsed = parse_cli_filters(list(filters)) if filters else None
     except ValueError as exc:
-        raise Failure(str(exc), 2) from None
-    settings: Settings = ctx.obj["settings"]
-    with session(settings, "search", lock=False) as (manifest, remote, _):
-        try:
-            hits = search_stores(manifest, remote, query, store_name, parsed, max_results)
-        except UnknownStore as exc:
-            raise Failure(str(exc), 2) from None
+        raise UsageFailure(str(exc)) from None
+    with _open(ctx, lock=False) as ingest:
+        hits = ingest.search(query, store=store_name, filters=parsed, max_results=max_results)
     if as_json:
         click.echo(json.dumps(hits, indent=2))
     else:
@@ -274,11 +245,8 @@ def verify(ctx: click.Context, as_json: bool, wait: bool) -> None:
     Exit 0 when all is in sync, 1 when anything drifted. Example:
         ingest verify --json | jq .counts
     """
-    from ingest.verify import verify as run_verify
-
-    settings: Settings = ctx.obj["settings"]
-    with session(settings, "verify", wait=-1 if wait else 0) as (manifest, remote, _):
-        found = run_verify(Engine(settings, manifest, remote))
+    with _open(ctx, wait=wait) as ingest:
+        found = ingest.verify()
     click.echo(json.dumps(found.as_dict(), indent=2) if as_json else render.findings(found))
     ctx.exit(1 if found.drifts else 0)
 
@@ -307,15 +275,10 @@ def reindex(
     Example (crontab):
         17 3 * * *  ingest reindex --wait
     """
-    from dataclasses import replace as _replace
-
-    from ingest.repair import reindex as run_reindex
-
-    settings: Settings = ctx.obj["settings"]
-    if allow_mass_delete:
-        settings = _replace(settings, max_delete_fraction=1.0)
-    with session(settings, "reindex", wait=-1 if wait else 0) as (manifest, remote, _):
-        repairs = run_reindex(Engine(settings, manifest, remote), rehash, retry_failed, dry_run)
+    with _open(ctx, wait=wait) as ingest:
+        repairs = ingest.reindex(
+            rehash=rehash, retry_failed=retry_failed, dry_run=dry_run, allow_mass_delete=allow_mass_delete
+        )
     report = repairs.report
     if as_json:
         click.echo(json.dumps(repairs.as_dict(), indent=2))
@@ -339,11 +302,8 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
     Example:
         ingest gc --dry-run
     """
-    from ingest.repair import gc as run_gc
-
-    settings: Settings = ctx.obj["settings"]
-    with session(settings, "gc", wait=-1 if wait else 0) as (manifest, remote, _):
-        deleted = run_gc(Engine(settings, manifest, remote), dry_run)
+    with _open(ctx, wait=wait) as ingest:
+        deleted = ingest.gc(dry_run=dry_run)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "files": deleted}, indent=2))
     else:

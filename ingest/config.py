@@ -6,44 +6,32 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from ingest.errors import ConfigError
+from ingest.limits import (
+    AUTO_CHUNK_OVERLAP,
+    AUTO_CHUNK_TOKENS,
+    CHUNK_TOKENS,
+    EXPIRES_AFTER_DAYS,
+    MAX_ATTRIBUTE_KEY,
+    MAX_ATTRIBUTE_VALUE,
+    MAX_ATTRIBUTES,
+    MAX_FILE_SIZE,
+    SUPPORTED_TYPES,
+)
+
+TOOL_ATTRIBUTES = 6  # path, folder, ext, mtime, sha256, root: what stores.attributes sets on every file
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-# The extensions file_search accepts (openai-api.md); .csv/.xlsx/.xml and images are not among them.
-SUPPORTED_TYPES = (
-    ".c",
-    ".cpp",
-    ".cs",
-    ".css",
-    ".doc",
-    ".docx",
-    ".go",
-    ".html",
-    ".java",
-    ".js",
-    ".json",
-    ".md",
-    ".pdf",
-    ".php",
-    ".pptx",
-    ".py",
-    ".rb",
-    ".sh",
-    ".tex",
-    ".ts",
-    ".txt",
-)
-MAX_FILE_SIZE = 512 * 1024 * 1024
 NO_CONFIG = "defaults"  # Settings.source when no config file was found
-BATCH_LIMIT = 500  # the guide's figure; the spec's 2,000 is not honoured everywhere
-MAX_ATTRIBUTES = 16
 
 # Editor, office and download temporaries: never documents, never reported.
 DEFAULT_IGNORES = (
@@ -64,10 +52,6 @@ DEFAULT_IGNORES = (
     "desktop.ini",
     "*.lnk",
 )
-
-
-class ConfigError(Exception):
-    """A configuration problem a user can fix; the message names the file and the key."""
 
 
 @dataclass(frozen=True)
@@ -93,24 +77,36 @@ class StoreSpec:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
+def xdg_dir(env: str, fallback: str) -> Path:
+    base = os.environ.get(env)
+    return (Path(base) if base else Path.home() / fallback) / "ingest"
+
+
+def _bounded(default: float, lo: float, hi: float) -> Any:
+    """A numeric setting: its default and its bounds, declared here once (the TOML reader checks them)."""
+    return field(default=default, metadata={"bounds": (lo, hi)})
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, with the defaults a config file gets too (so Settings() in Python is a run without one)."""
+
     roots: tuple[Root, ...] = ()
     stores: tuple[StoreSpec, ...] = ()
     backend: str = "auto"
-    base_url: str | None = None
-    state_dir: Path = Path()
+    base_url: str | None = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or None)
+    state_dir: Path = field(default_factory=lambda: xdg_dir("XDG_STATE_HOME", ".local/state"))
     manifest: Path | None = None  # None: a default per backend under state_dir
     max_size: int = MAX_FILE_SIZE
     types: tuple[str, ...] = SUPPORTED_TYPES
-    upload_concurrency: int = 8
-    index_timeout: float = 600.0
-    max_delete_fraction: float = 0.2
-    max_delete_floor: int = 5
-    server_error_retries: int = 2
-    request_retries: int = 6
-    request_timeout: float = 120.0
-    source: str = "defaults"  # the config file's path, or NO_CONFIG
+    upload_concurrency: int = _bounded(8, 1, 64)
+    index_timeout: float = _bounded(600.0, 1, 86_400)
+    max_delete_fraction: float = _bounded(0.2, 0, 1)
+    max_delete_floor: int = _bounded(5, 0, 1_000_000)
+    server_error_retries: int = _bounded(2, 0, 10)
+    request_retries: int = _bounded(6, 0, 20)
+    request_timeout: float = _bounded(120.0, 1, 3600)
+    source: str = NO_CONFIG  # the config file's path, or NO_CONFIG
 
     def store_spec(self, name: str) -> StoreSpec:
         for spec in self.stores:
@@ -129,13 +125,19 @@ class Settings:
         return replace(self, roots=tuple(unique.values()))
 
 
+@dataclass(frozen=True)
+class WatchOptions:
+    """How `ingest watch` watches (its command-line options, with their defaults)."""
+
+    settle: float = 2.0
+    poll_interval: float = 5.0
+    rescan_interval: float = 3600.0
+    force_polling: bool = False
+    tick: float = 0.2
+
+
 def _store_name(path: Path) -> str:
     return path.name or "documents"
-
-
-def xdg_dir(env: str, fallback: str) -> Path:
-    base = os.environ.get(env)
-    return (Path(base) if base else Path.home() / fallback) / "ingest"
 
 
 def find_config(explicit: str | None) -> Path | None:
@@ -173,22 +175,8 @@ def load(explicit: str | None = None) -> Settings:
     return parse(data, str(path) if path else NO_CONFIG, base=path.parent if path else Path.cwd())
 
 
-_TOP_KEYS = {
-    "backend",
-    "base_url",
-    "state_dir",
-    "manifest",
-    "upload_concurrency",
-    "index_timeout",
-    "max_delete_fraction",
-    "max_delete_floor",
-    "server_error_retries",
-    "request_retries",
-    "request_timeout",
-    "limits",
-    "roots",
-    "stores",
-}
+_NUMBERS = {f.name: f for f in fields(Settings) if "bounds" in f.metadata}
+_TOP_KEYS = {"backend", "base_url", "state_dir", "manifest", "limits", "roots", "stores", *_NUMBERS}
 
 
 def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
@@ -196,7 +184,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     cfg = _Reader(source)
     cfg.known(data, _TOP_KEYS, "")
     backend = cfg.choice(data, "backend", ("auto", "local", "openai"), "auto")
-    state_dir = cfg.path(data, "state_dir", base) or xdg_dir("XDG_STATE_HOME", ".local/state")
+    state_dir = cfg.path(data, "state_dir", base)
     manifest = cfg.path(data, "manifest", base)
     limits = cfg.table(data, "limits")
     cfg.known(limits, {"max_size", "types"}, "limits.")
@@ -209,7 +197,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
             )
     max_size = cfg.size(limits, "max_size", "limits.", MAX_FILE_SIZE)
     if not 1 <= max_size <= MAX_FILE_SIZE:
-        raise ConfigError(f"{source}: limits.max_size must be between 1 byte and 512MB")
+        raise ConfigError(f"{source}: limits.max_size must be between 1 byte and {MAX_FILE_SIZE // 1024**2}MB")
 
     stores = tuple(cfg.store(s, i) for i, s in enumerate(cfg.list_of_tables(data, "stores")))
     names = [s.name for s in stores]
@@ -217,23 +205,22 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
         raise ConfigError(f"{source}: stores: two stores share a name")
     roots = tuple(cfg.root(r, i, base) for i, r in enumerate(cfg.list_of_tables(data, "roots")))
 
+    numbers = {
+        name: (cfg.integer if f.type == "int" else cfg.number)(data, name, "", f.default, *f.metadata["bounds"])
+        for name, f in _NUMBERS.items()
+    }
+    base_url = cfg.string(data, "base_url", "", None)
     return Settings(
         roots=roots,
         stores=stores,
         backend=backend,
-        base_url=cfg.string(data, "base_url", "", None) or os.environ.get("OPENAI_BASE_URL") or None,
-        state_dir=state_dir,
+        **({"base_url": base_url} if base_url else {}),
+        **({"state_dir": state_dir} if state_dir else {}),
         manifest=manifest,
         max_size=max_size,
         types=types,
-        upload_concurrency=cfg.integer(data, "upload_concurrency", "", 8, 1, 64),
-        index_timeout=cfg.number(data, "index_timeout", "", 600.0, 1, 86_400),
-        max_delete_fraction=cfg.number(data, "max_delete_fraction", "", 0.2, 0, 1),
-        max_delete_floor=cfg.integer(data, "max_delete_floor", "", 5, 0, 1_000_000),
-        server_error_retries=cfg.integer(data, "server_error_retries", "", 2, 0, 10),
-        request_retries=cfg.integer(data, "request_retries", "", 6, 0, 20),
-        request_timeout=cfg.number(data, "request_timeout", "", 120.0, 1, 3600),
         source=source,
+        **numbers,
     )
 
 
@@ -338,24 +325,29 @@ class _Reader:
             raise self.fail(prefix + "name", "is required")
         days = data.get("expires_after_days")
         if days is not None:
-            days = self.integer(data, "expires_after_days", prefix, None, 1, 365)
+            days = self.integer(data, "expires_after_days", prefix, None, *EXPIRES_AFTER_DAYS)
         attributes = self.table(data, "attributes", prefix) if "attributes" in data else {}
         for key, value in attributes.items():
             if (
-                len(key) > 64
+                len(key) > MAX_ATTRIBUTE_KEY
                 or not isinstance(value, (str, int, float, bool))
-                or (isinstance(value, str) and len(value) > 256)
+                or (isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE)
             ):
                 raise self.fail(
                     f"{prefix}attributes.{key}",
-                    "keys ≤ 64 characters; values a string ≤ 256 characters, a number or a bool",
+                    f"keys ≤ {MAX_ATTRIBUTE_KEY} characters; values a string ≤ {MAX_ATTRIBUTE_VALUE} characters, "
+                    "a number or a bool",
                 )
-        if len(attributes) > 10:
-            raise self.fail(prefix + "attributes", "at most 10 static attributes (16 in all, 6 are the tool's)")
+        static = MAX_ATTRIBUTES - TOOL_ATTRIBUTES
+        if len(attributes) > static:
+            raise self.fail(
+                prefix + "attributes",
+                f"at most {static} static attributes ({MAX_ATTRIBUTES} in all, {TOOL_ATTRIBUTES} are the tool's)",
+            )
         return StoreSpec(
             name=name,
             paths=self.strings(data, "paths", prefix, ()),
-            max_files=self.integer(data, "max_files", prefix, 10_000, 1, 100_000_000),
+            max_files=self.integer(data, "max_files", prefix, StoreSpec.max_files, 1, 100_000_000),
             chunking=self.chunking(data.get("chunking"), prefix + "chunking"),
             expires_after_days=days,
             attributes=dict(attributes),
@@ -368,10 +360,11 @@ class _Reader:
             raise self.fail(
                 key, 'must be "auto" or { type = "static", max_chunk_size_tokens = N, chunk_overlap_tokens = M }'
             )
-        size = value.get("max_chunk_size_tokens", 800)
-        overlap = value.get("chunk_overlap_tokens", 400)
-        if not isinstance(size, int) or not 100 <= size <= 4096:
-            raise self.fail(key + ".max_chunk_size_tokens", "must be from 100 to 4096")
+        size = value.get("max_chunk_size_tokens", AUTO_CHUNK_TOKENS)
+        overlap = value.get("chunk_overlap_tokens", AUTO_CHUNK_OVERLAP)
+        lo, hi = CHUNK_TOKENS
+        if not isinstance(size, int) or not lo <= size <= hi:
+            raise self.fail(key + ".max_chunk_size_tokens", f"must be from {lo} to {hi}")
         if not isinstance(overlap, int) or not 0 <= overlap <= size // 2:
             raise self.fail(key + ".chunk_overlap_tokens", "must be from 0 to half of max_chunk_size_tokens")
         unknown = set(value) - {"type", "max_chunk_size_tokens", "chunk_overlap_tokens"}

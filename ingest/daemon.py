@@ -9,39 +9,59 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import MetricsHandler
 
-from ingest.app import choose_backend, ensure_state_dir, make_remote
-from ingest.config import Settings
-from ingest.lock import LockBusy, ManifestLock
-from ingest.manifest import Manifest
-from ingest.sync import Engine, Options, Report
-from ingest.watch import Watcher, WatchOptions
+from ingest.api import Ingest, connect, settings_for
+from ingest.config import Settings, WatchOptions
+from ingest.errors import LockBusy
+from ingest.events import FAILED, REPLACED, STORE_WARNINGS, UPLOADED, WARNINGS, Event, FileEvent, Report, StoreEvent
+from ingest.sync import Scopes
+from ingest.watch import Watcher
 
 log = logging.getLogger("ingest.watch")
 HEARTBEAT_EVERY = 2.0
 
 
+# The fields of an event that go into a JSON log line as fields of their own.
+EVENT_FIELDS = ("path", "root", "action", "store", "file_id", "reason", "vector_store_id", "old_vector_store_id")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": round(record.created, 3),
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
+        line = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "event", None)
+        if fields:
+            line.update({k: v for k, v in fields.items() if k in EVENT_FIELDS or k == "kind"})
+        return json.dumps(line)
+
+
+def log_event(event: Event) -> None:
+    """One log line per event: failures, rejections, held deletions and lost stores at WARNING."""
+    if isinstance(event, FileEvent):
+        warn = event.action in WARNINGS
+        text = f"{event.action} {event.shown}" + (f": {event.reason}" if event.reason else "")
+    elif isinstance(event, StoreEvent):
+        warn = event.action in STORE_WARNINGS
+        text = event.describe()
+    else:
+        warn, text = False, event.describe()
+    log.log(logging.WARNING if warn else logging.INFO, "%s", text, extra={"event": event.as_dict()})
 
 
 @dataclass
 class Metrics:
     registry: CollectorRegistry
     files: Gauge
+    actions: Counter
     uploads: Counter
     failures: Counter
     queue: Gauge
@@ -53,11 +73,22 @@ class Metrics:
         return cls(
             r,
             Gauge("ingest_files", "Files in the manifest by state", ["state"], registry=r),
-            Counter("ingest_uploads", "Files uploaded", registry=r),
+            Counter(
+                "ingest_file_actions", "Actions on files, by action (the events of sync -v)", ["action"], registry=r
+            ),
+            Counter("ingest_uploads", "Files uploaded and indexed", registry=r),
             Counter("ingest_failures", "Files that failed to upload or index", registry=r),
             Gauge("ingest_queue_depth", "Changed paths waiting to settle", registry=r),
             Gauge("ingest_last_success_timestamp_seconds", "Unix time of the last clean sync", registry=r),
         )
+
+    def count(self, event: Event) -> None:
+        if isinstance(event, FileEvent):
+            self.actions.labels(event.action).inc()
+            if event.action in (UPLOADED, REPLACED):
+                self.uploads.inc()
+            elif event.action == FAILED:
+                self.failures.inc()
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -91,11 +122,16 @@ def _write_heartbeat(path: Path, health: dict, stopped: bool = False) -> None:
 
 
 def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
+    """prometheus_client's handler for /metrics, with /healthz beside it."""
+
+    class Handler(MetricsHandler):
+        registry = metrics.registry
+
+        def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
-                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
-            elif self.path.startswith("/healthz"):
+                super().do_GET()
+                return
+            if self.path.startswith("/healthz"):
                 ok = not health.get("root_missing") and health.get("last_success_at") is not None
                 body = json.dumps({"ok": ok, **{k: v for k, v in health.items() if k != "last_report"}}).encode()
                 ctype, code = "application/json", 200 if ok else 503
@@ -107,19 +143,21 @@ def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
 
-def run(settings: Settings, options: WatchOptions, metrics_port: int | None = None) -> int:
+def run(
+    paths: tuple[str, ...],
+    config: str | None,
+    backend: str,
+    options: WatchOptions,
+    metrics_port: int | None = None,
+) -> int:
     """Watch until SIGTERM/SIGINT; exit 0 after checkpointing what was in flight."""
-    backend = choose_backend(settings)
-    ensure_state_dir(settings.state_dir)
-    remote = make_remote(settings, backend)
+    settings = settings_for(paths, config, backend, "watch")
+    remote = connect(settings)
     stop = getattr(remote, "stop", None) or threading.Event()  # one event: SIGTERM also ends retry waits
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -134,33 +172,25 @@ def run(settings: Settings, options: WatchOptions, metrics_port: int | None = No
             last_beat[0] = time.monotonic()
             _write_heartbeat(beat, health)
 
-    def run_sync(scopes) -> Report:
-        lock = ManifestLock(backend.manifest, "watch")
+    def on_event(event: Event) -> None:
+        log_event(event)
+        metrics.count(event)
+
+    def run_sync(scopes: Scopes | None) -> Report:
         while True:  # queue behind a sync or a cron reindex, but stay responsive to SIGTERM
             try:
-                lock.acquire(wait=0.5)
+                with Ingest.open(
+                    config=settings, command="watch", wait=0.5, remote=remote, on_event=on_event, stop=stop
+                ) as ingest:
+                    report = ingest.sync(scopes=scopes, command="watch" if scopes else "watch-full")
+                    counts = ingest.counts()
                 break
             except LockBusy:
                 if stop.is_set():
                     return Report()
-        try:
-            manifest = Manifest(backend.manifest)
-            try:
-                report = Engine(settings, manifest, remote, stop=stop).sync(
-                    Options(command="watch" if scopes else "watch-full"), scopes
-                )
-                counts = {
-                    g["state"]: g["n"] for g in manifest.db.query("select state, count(*) n from files group by state")
-                }
-                for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
-                    metrics.files.labels(state).set(counts.get(state, 0))
-                seen_states.update(counts)
-            finally:
-                manifest.close()
-        finally:
-            lock.release()
-        metrics.uploads.inc(report.counts.get("uploaded", 0))
-        metrics.failures.inc(len(report.failures))
+        for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
+            metrics.files.labels(state).set(counts.get(state, 0))
+        seen_states.update(counts)
         if not report.failures:
             metrics.last_success.set(time.time())
         return report

@@ -8,11 +8,27 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ingest.config import BATCH_LIMIT, Settings
+from ingest.config import Settings
+from ingest.events import FAILED as EVENT_FAILED
+from ingest.events import (
+    INDEXING,
+    REPLACED,
+    RETIRE_FAILED,
+    RETRIED,
+    SKIPPED,
+    STOPPED,
+    FileEvent,
+    Note,
+    OnEvent,
+    ignore,
+)
+from ingest.events import UPLOADED as EVENT_UPLOADED
+from ingest.limits import BATCH_LIMIT
 from ingest.manifest import (
     ATTACHING,
     DELETED,
@@ -21,7 +37,6 @@ from ingest.manifest import (
     INDEXED,
     PENDING,
     RETIRE,
-    STARTED,
     UPLOADED,
     UPLOADING,
     FileRow,
@@ -30,25 +45,18 @@ from ingest.manifest import (
 from ingest.remote.base import (
     CANCELLED,
     IN_PROGRESS,
-    MAX_RETRY_AFTER,
     SERVER_ERROR,
     AttachItem,
     AuthError,
     NotFound,
     Remote,
     RemoteError,
+    RemoteFile,
 )
 from ingest.stores import Stores
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Timeouts, connection errors, 408/409/429 and 5xx: worth another run's try."""
-    status = getattr(exc, "status_code", None)
-    return status is None or status in (408, 409, 429) or status >= 500
-
+from ingest.sweep import sweep
 
 log = logging.getLogger("ingest")
-SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 Progress = Callable[[str, int, int], None]
 
 
@@ -58,10 +66,12 @@ class Outcome:
     indexed: int = 0
     deleted_remote: int = 0
     duplicates_removed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    still_indexing: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    kept_failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    row: FileRow  # as recorded when its upload started
+    upload_id: int  # its ledger entry
 
 
 @dataclass
@@ -70,8 +80,8 @@ class _Batch:
     rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
 
 
-def _show(row: FileRow) -> str:
-    return os.path.join(row.root, row.path)
+def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
+    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
 
 
 class Indexer:
@@ -84,11 +94,13 @@ class Indexer:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        emit: OnEvent = ignore,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
         self.clock = clock
+        self.emit = emit
         self.outcome = Outcome()
         self.batches: dict[str, _Batch] = {}
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
@@ -98,9 +110,10 @@ class Indexer:
     def run(self, uploads: list[FileRow], attach: list[FileRow], attaching: list[FileRow]) -> Outcome:
         """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch."""
         for row in attach:
-            self._queue[row.vector_store_id].append(row)
+            self._queue[row.known_store_id].append(row)
         for row in attaching:
-            self.batches.setdefault(row.batch_id, _Batch(row.vector_store_id, {})).rows[row.file_id] = row
+            batch = self.batches.setdefault(row.batch_id or "", _Batch(row.known_store_id, {}))
+            batch.rows[row.known_file_id] = row
         if uploads:
             self._upload_all(uploads)
         for store_id in list(self._queue):
@@ -111,7 +124,7 @@ class Indexer:
     def _upload_all(self, rows: list[FileRow]) -> None:
         total, done = len(rows), 0
         with ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="upload") as pool:
-            pending = {}
+            pending: dict[Future[RemoteFile], _InFlight] = {}
             todo = iter(rows)
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are.
@@ -120,76 +133,71 @@ class Indexer:
                     row = next(todo, None)
                     if row is None:
                         break
-                    pending[self._start(pool, row)] = row
+                    future, sent = self._start(pool, row)
+                    pending[future] = sent
                 if not pending:
                     break
                 finished, _ = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
                 self.manifest.alive()  # bounds how late a killed run can have created a file: see sweep()
                 for future in finished:
-                    row = pending.pop(future)
+                    sent = pending.pop(future)
                     try:
-                        self._uploaded(future, row)
+                        self._uploaded(future, sent)
                     except AuthError:
                         pool.shutdown(cancel_futures=True)
                         raise
                     done += 1
                     self.progress("upload", done, total)
 
-    def _start(self, pool: ThreadPoolExecutor, row: FileRow):
+    def _start(self, pool: ThreadPoolExecutor, row: FileRow) -> tuple[Future[RemoteFile], _InFlight]:
         path = Path(row.root) / row.path
         with self.manifest.transaction():  # one commit, not two: it is paid once per file
             upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
             row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
-        future = pool.submit(self.remote.upload, path, path.name)
-        future.upload_id = upload_id  # type: ignore[attr-defined]
-        future.row = row  # type: ignore[attr-defined]
-        return future
+        return pool.submit(self.remote.upload, path, path.name), _InFlight(row, upload_id)
 
-    def _uploaded(self, future, row: FileRow) -> None:
-        row = future.row
+    def _uploaded(self, future: Future[RemoteFile], sent: _InFlight) -> None:
+        row, upload_id = sent.row, sent.upload_id
         path = Path(row.root) / row.path
         try:
             remote_file = future.result()
         except FileNotFoundError:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
-            self.outcome.notes.append(f"{_show(row)}: vanished before it could be uploaded")
+            self.emit(event(row, SKIPPED, "vanished before it could be uploaded"))
             return
         except OSError as exc:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self._fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
             return
         except AuthError:
-            self.manifest.ledger_failed(future.upload_id, ambiguous=False)
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING)
             raise
         except RemoteError as exc:
-            self.manifest.ledger_failed(future.upload_id, getattr(exc, "maybe_duplicated", False))
+            self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
-            cause = exc.__cause__
-            self._fail(row, f"upload failed: {exc}", None, retryable=cause is not None and is_retryable(cause))
+            self._fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
-        changes = {"state": UPLOADED, "file_id": remote_file.id}
+        changes: dict[str, Any] = {"state": UPLOADED, "file_id": remote_file.id}
         try:
             st = os.stat(path)
             if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
                 changes["hashed_at_ns"] = None  # it changed while we sent it: hash and send again next run
-                self.outcome.notes.append(f"{_show(row)}: changed during upload; it is synced again next run")
+                self.emit(event(row, SKIPPED, "changed during upload; it is synced again next run"))
         except OSError:
             pass
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
-            self.manifest.ledger_done(
-                future.upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at
-            )
+            self.manifest.ledger_done(upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at)
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
-        self._queue[row.vector_store_id].append(row)
-        if len(self._queue[row.vector_store_id]) >= BATCH_LIMIT:
-            self._flush(row.vector_store_id)
+        self._queue[row.known_store_id].append(row)
+        if len(self._queue[row.known_store_id]) >= BATCH_LIMIT:
+            self._flush(row.known_store_id)
 
     def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
-        self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
-        self.outcome.failures.append((_show(row), reason))
+        row = self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.emit(event(row, EVENT_FAILED, reason))
 
     # attach ------------------------------------------------------------------------------------
     def _flush(self, store_id: str) -> None:
@@ -198,8 +206,8 @@ class Indexer:
             self._attach(store_id, rows[start : start + BATCH_LIMIT])
 
     def _attach(self, store_id: str, rows: list[FileRow]) -> None:
-        chunking = self.stores.chunking(rows[0].store) if rows else None
-        items = [AttachItem(r.file_id, r.attrs(), chunking) for r in rows]
+        chunking = self.stores.chunking(rows[0].store or "") if rows else None
+        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in rows]
         try:
             batch = self.remote.attach_batch(store_id, items)
         except AuthError:
@@ -208,17 +216,18 @@ class Indexer:
             # A file id of ours is gone remotely: the whole batch is refused. Upload these again.
             with self.manifest.transaction():
                 for row in rows:
-                    self.manifest.ledger_set(row.file_id, RETIRE)
+                    self.manifest.ledger_set(row.known_file_id, RETIRE)
                     self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
             # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-            self.outcome.failures += [
-                (
-                    _show(r),
-                    "not attached: the vector store or the uploaded file was "
-                    "gone remotely; it is uploaded again next run",
+            for row in rows:
+                self.emit(
+                    event(
+                        row,
+                        EVENT_FAILED,
+                        "not attached: the vector store or the uploaded file was gone remotely; "
+                        "it is uploaded again next run",
+                    )
                 )
-                for r in rows
-            ]
             return
         except RemoteError as exc:
             for row in rows:
@@ -227,8 +236,8 @@ class Indexer:
         tracked = _Batch(store_id, {})
         with self.manifest.transaction():
             for row in rows:
-                tracked.rows[row.file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
-                self.manifest.ledger_set(row.file_id, "live", store_id)
+                tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
+                self.manifest.ledger_set(row.known_file_id, "live", store_id)
         self.batches[batch.id] = tracked
 
     # wait --------------------------------------------------------------------------------------
@@ -259,15 +268,12 @@ class Indexer:
             if not self.batches:
                 break
             if self.stop.is_set():
-                self.outcome.notes.append("stopped while files were indexing; the next run checks them")
+                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
-                    self.outcome.still_indexing += [_show(r) for r in tracked.rows.values()]
-                self.outcome.notes.append(
-                    f"{len(self.outcome.still_indexing)} files still indexing after "
-                    f"{self.settings.index_timeout:.0f} s; the next run checks them again"
-                )
+                    for row in tracked.rows.values():
+                        self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
             self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
 
@@ -301,6 +307,7 @@ class Indexer:
                     # documented: the failed store file goes first.
                     self._detach(tracked.store_id, file_id, "attaching it again anyway")
                     self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
+                    self.emit(event(row, RETRIED, f"indexing failed ({code}); attached again"))
                 else:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
@@ -318,6 +325,7 @@ class Indexer:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
+        self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
             state=INDEXED,
@@ -348,9 +356,15 @@ class Indexer:
                     except AuthError:
                         raise
                     except RemoteError as exc:
-                        self.outcome.notes.append(f"could not delete remote file {upload.file_id} yet: {exc}")
+                        self.emit(
+                            Note(
+                                RETIRE_FAILED,
+                                f"could not delete remote file {upload.file_id} yet: {exc}",
+                                upload.file_id,
+                            )
+                        )
                         continue
-                    self.manifest.ledger_set(upload.file_id, DELETED)
+                    self.manifest.ledger_set(upload.known_file_id, DELETED)
                     self.outcome.deleted_remote += 1
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -365,52 +379,5 @@ class Indexer:
         return True
 
     def sweep(self) -> None:
-        """Find the files of uploads whose reply never came (a crash, a lost response) and delete them.
-
-        The Files API offers only a name, a size and a creation time to match on, so the window is kept
-        to seconds on the server's own clock: the span between the first try and the reply that came.
-        """
-        suspects = self.manifest.ledger(STARTED) + self.manifest.ledger_suspects()
-        if not suspects:
-            return
-        known = self.manifest.ledger_ids() | self.manifest.referenced_ids()
-        offset = self.manifest.clock_offset()
-        windows = [(s, _window(s, offset, self._latest(s))) for s in suspects]
-        for remote_file in self.remote.list_files():
-            if remote_file.id in known:
-                continue
-            for s, (lo, hi) in windows:
-                if (
-                    remote_file.filename == s.filename
-                    and remote_file.bytes == s.bytes
-                    and lo <= remote_file.created_at <= hi
-                ):
-                    self.remote.delete_file(remote_file.id)
-                    self.outcome.duplicates_removed += 1
-                    break
-        with self.manifest.transaction():
-            for s in suspects:
-                self.manifest.ledger_resolved(s)
-
-    def _latest(self, upload) -> float:
-        """The latest moment (our clock) the upload call can still have been running: the last sign of
-        life of the run that made it; with no run on record, the longest one call can last."""
-        if upload.finished_at is not None:
-            return upload.finished_at
-        seen = self.manifest.last_alive(upload.started_at)
-        if seen is not None:
-            return min(time.time(), max(seen, upload.started_at) + 3 * HEARTBEAT)
-        longest = max(1, self.settings.request_retries) * (self.settings.request_timeout + MAX_RETRY_AFTER)
-        return min(time.time(), upload.started_at + longest)
-
-
-def _window(upload, offset: float | None, now: float) -> tuple[float, float]:
-    """When, on the server's clock, a lost copy of this upload can have been created; `now` is the
-    latest moment the upload call can still have been running."""
-    if upload.remote_created_at is not None and upload.finished_at is not None:
-        # Copies come from earlier tries of the same upload: before its reply, after its first try.
-        span = upload.finished_at - upload.started_at
-        return upload.remote_created_at - span - 2, upload.remote_created_at + 1
-    if offset is None:
-        return upload.started_at - SWEEP_WINDOW, (upload.finished_at or now) + SWEEP_WINDOW
-    return upload.started_at + offset - 3, (upload.finished_at or now) + offset + 3
+        """Delete the copies that uploads whose reply never came may have left (see ingest.sweep)."""
+        self.outcome.duplicates_removed += sweep(self.settings, self.manifest, self.remote)

@@ -7,11 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from ingest.manifest import ManifestError
-
-
-class LockBusy(Exception):
-    """Another ingest process holds the manifest."""
+from ingest.errors import LockBusy as LockBusy
+from ingest.errors import ManifestError
 
 
 class ManifestLock:

@@ -8,12 +8,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from sqlite_utils import Migrations
+
+from ingest.errors import ManifestError
+from ingest.observe import SETTLED_SQL, racy_ns
+from ingest.rows import FileRow as FileRow
+from ingest.rows import StoreRow as StoreRow
+from ingest.rows import Upload as Upload
+from ingest.schema import migrations
 
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
@@ -32,220 +38,6 @@ RETIRE = "retire"  # no longer wanted: to be detached and deleted
 DELETED = "deleted"
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
 STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
-
-migrations = Migrations("ingest")
-
-
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db.table("files").create(
-        {
-            "root": str,
-            "path": str,
-            "store": str,
-            "size": int,
-            "mtime_ns": int,
-            "inode": int,
-            "hashed_at_ns": int,
-            "sha256": str,
-            "mime": str,
-            "state": str,
-            "reason": str,
-            "error_code": str,
-            "retryable": int,
-            "file_id": str,
-            "vector_store_id": str,
-            "batch_id": str,
-            "old_file_id": str,
-            "attributes": str,
-            "attempts": int,
-            "first_seen": float,
-            "updated_at": float,
-            "indexed_at": float,
-        },
-        pk=("root", "path"),
-        not_null={"root", "path", "state"},
-    )
-    db.table("files").create_index(["file_id"])
-    db.table("files").create_index(["state"])
-    db.table("stores").create(
-        {
-            "id": str,
-            "name": str,
-            "shard": int,
-            "status": str,
-            "fingerprint": str,
-            "created_at": float,
-        },
-        pk="id",
-    )
-    db.table("stores").create_index(["name", "shard"])
-    db.table("uploads").create(
-        {
-            "id": int,
-            "file_id": str,
-            "root": str,
-            "path": str,
-            "filename": str,
-            "bytes": int,
-            "sha256": str,
-            "vector_store_id": str,
-            "status": str,
-            "started_at": float,
-            "finished_at": float,
-            "suspect": int,
-        },
-        pk="id",
-    )
-    db.table("uploads").create_index(["file_id"])
-    db.table("uploads").create_index(["status"])
-    db.table("runs").create(
-        {
-            "id": int,
-            "command": str,
-            "started_at": float,
-            "finished_at": float,
-            "exit_code": int,
-            "counts": str,
-            "held": str,
-        },
-        pk="id",
-    )
-
-
-@migrations()
-def m002_store_replaces(db: sqlite_utils.Database) -> None:
-    # A store being rebuilt records which store it will replace once it is complete.
-    db.table("stores").add_column("replaces", str)
-
-
-@migrations()
-def m003_upload_server_time(db: sqlite_utils.Database) -> None:
-    # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
-    db.table("uploads").add_column("remote_created_at", int)
-
-
-@migrations()
-def m004_roots(db: sqlite_utils.Database) -> None:
-    # Each root's and each store's settings as last synced: a run without the config file (a cron job
-    # started in another folder) then does what the configured runs did, excludes, routes and all.
-    db.table("roots").create(
-        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
-    )
-    db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
-
-
-@migrations()
-def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
-    # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
-    db.table("runs").add_column("alive_at", float)
-
-
-@migrations()
-def m006_store_checked_at(db: sqlite_utils.Database) -> None:
-    # When each store was last seen alive remotely: a pass with nothing to upload asks again only
-    # every so often, so a no-op makes no remote call.
-    db.table("stores").add_column("checked_at", float)
-    # The sweep looks for suspect uploads on every pass: without an index, a scan of every upload.
-    db.table("uploads").create_index(["suspect"])
-
-
-class ManifestError(Exception):
-    """The manifest cannot be used; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class FileRow:
-    root: str
-    path: str
-    state: str
-    store: str | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    inode: int | None = None
-    hashed_at_ns: int | None = None
-    sha256: str | None = None
-    mime: str | None = None
-    reason: str | None = None
-    error_code: str | None = None
-    retryable: int | None = None
-    file_id: str | None = None
-    vector_store_id: str | None = None
-    batch_id: str | None = None
-    old_file_id: str | None = None
-    attributes: str | None = None
-    attempts: int = 0
-    first_seen: float | None = None
-    updated_at: float | None = None
-    indexed_at: float | None = None
-
-    @classmethod
-    def from_db(cls, row: dict[str, Any]) -> FileRow:
-        return cls(
-            **{
-                f.name: row.get(f.name) if row.get(f.name) is not None or f.name != "attempts" else 0
-                for f in fields(cls)
-            }
-        )
-
-    def attrs(self) -> dict[str, Any]:
-        return json.loads(self.attributes) if self.attributes else {}
-
-
-@dataclass(frozen=True)
-class StoreRow:
-    id: str
-    name: str
-    shard: int
-    status: str
-    fingerprint: str | None = None
-    created_at: float | None = None
-    replaces: str | None = None
-    checked_at: float | None = None  # when the remote last confirmed it exists
-
-
-@dataclass(frozen=True)
-class Upload:
-    id: int
-    file_id: str | None
-    root: str
-    path: str
-    filename: str
-    bytes: int
-    sha256: str | None
-    vector_store_id: str | None
-    status: str
-    started_at: float
-    finished_at: float | None
-    suspect: int | None = None
-    remote_created_at: int | None = None
-
-
-_SETTLED = (
-    "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-    "and mtime_ns < hashed_at_ns - ?"
-)
-
-
-def _settled(
-    conn: sqlite3.Connection, root: str, racy_ns: int, store: str | None, attributes: bool
-) -> tuple[dict[str, tuple], list[str]]:
-    # A row a no-op pass may trust by stat alone: indexed, nothing pending, and hashed well after its
-    # mtime (else the file may have changed again within the same mtime tick: "racy clean").
-    columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
-    where, args = (
-        (f"{_SETTLED} and store = ?", [INDEXED, racy_ns, store])
-        if store is not None
-        else (_SETTLED, [INDEXED, racy_ns])
-    )
-    settled = {
-        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
-    }
-    others = [
-        r[0]
-        for r in conn.execute(f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])
-    ]
-    return settled, others
 
 
 def _prepare_file(path: Path) -> None:
@@ -323,15 +115,15 @@ class Manifest:
         return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
 
     def settled(
-        self, root: str, racy_ns: int, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
-        return _settled(self.db.conn, root, racy_ns, store, attributes)
+        return _settled(self.db.conn, root, network, store, attributes)
 
     def settled_beside(
-        self, root: str, racy_ns: int, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool
     ) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
         """settled(), read on a connection of its own in another thread while the caller walks the
         root (SQLite leaves the interpreter lock while it steps); call the result to wait for it."""
@@ -341,7 +133,7 @@ class Manifest:
             conn = sqlite3.connect(path, timeout=10)
             try:
                 conn.execute("PRAGMA query_only = 1")
-                return _settled(conn, root, racy_ns, store, attributes)
+                return _settled(conn, root, network, store, attributes)
             finally:
                 conn.close()
 
@@ -469,19 +261,22 @@ class Manifest:
     def remove_store(self, store_id: str) -> None:
         self.db.table("stores").delete_where("id = ?", [store_id])
 
-    def set_store_status(self, store_id: str, status: str) -> None:
-        self.db.table("stores").update(store_id, {"status": status})
-
     def store_checked(self, store_id: str, at: float) -> None:
         self.db.execute("update stores set checked_at = ? where id = ?", [at, store_id])
 
+    def set_store_status(self, store_id: str, status: str) -> None:
+        self.db.table("stores").update(store_id, {"status": status})
+
     # ledger of created remote files ------------------------------------------------------------
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        return self.db.execute(
+        cursor = self.db.execute(
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
             "values (?, ?, ?, ?, ?, ?, ?)",
             [root, path, filename, size, sha256, STARTED, time.time()],
-        ).lastrowid
+        )
+        if cursor.lastrowid is None:  # pragma: no cover - sqlite always gives an insert its rowid
+            raise ManifestError(f"the upload of {path} was not recorded")
+        return cursor.lastrowid
 
     def ledger_done(
         self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
@@ -533,7 +328,8 @@ class Manifest:
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        self._run = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        run_id = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        self._run = int(run_id or 0)
         self._alive = 0.0
         return self._run
 
@@ -572,3 +368,22 @@ class Manifest:
             "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
         ):
             yield FileRow.from_db(r)
+
+
+def _settled(
+    conn: sqlite3.Connection, root: str, network: bool, store: str | None, attributes: bool
+) -> tuple[dict[str, tuple], list[str]]:
+    columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+    where, args = (
+        (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
+        if store is not None
+        else (SETTLED_SQL, [INDEXED, racy_ns(network)])
+    )
+    settled = {
+        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
+    }
+    others = [
+        r[0]
+        for r in conn.execute(f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])
+    ]
+    return settled, others

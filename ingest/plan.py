@@ -57,6 +57,7 @@ class Plan:
     deletes: list[FileRow] = field(default_factory=list)
     held: list[tuple[FileRow, str]] = field(default_factory=list)
     quiet: list[tuple[str, str]] = field(default_factory=list)  # unchanged by stat fingerprint: no row loaded
+    mass_held: dict[str, int] = field(default_factory=dict)  # store → deletions held as too large a share of it
 
     def counts(self) -> dict[str, int]:
         changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)
@@ -178,6 +179,7 @@ def _guard(
         for row in list(remaining):
             if row.store in over and row.file_id:
                 remaining.remove(row)
+                plan.mass_held[row.store or ""] = plan.mass_held.get(row.store or "", 0) + 1
                 plan.held.append(
                     (
                         row,
@@ -188,6 +190,7 @@ def _guard(
         for obs, row in invalid:
             if row.store in over:
                 plan.rejected.remove((obs, row))
+                plan.mass_held[row.store or ""] = plan.mass_held.get(row.store or "", 0) + 1
                 plan.held.append(
                     (
                         row,

@@ -8,8 +8,11 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from ingest.config import BATCH_LIMIT, Root, Settings
+from ingest.config import Root, Settings
+from ingest.events import REBUILD_WAITING, REBUILDING, REBUILT, OnEvent, StoreEvent, ignore
+from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
 from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
 from ingest.stores import BUILDING, attributes, create_store, fingerprint
@@ -30,16 +33,20 @@ def pending_rebuilds(settings: Settings, manifest: Manifest) -> list[StoreRow]:
 
 
 def rebuild(
-    settings: Settings, manifest: Manifest, remote: Remote, stop: threading.Event, timeout: float | None = None
-) -> list[str]:
-    """Run every rebuild due; returns notes for the run summary. Resumable: state lives in the stores table."""
-    notes = []
+    settings: Settings,
+    manifest: Manifest,
+    remote: Remote,
+    stop: threading.Event,
+    emit: OnEvent = ignore,
+    timeout: float | None = None,
+) -> None:
+    """Run every rebuild due. Resumable: state lives in the stores table."""
     for old in pending_rebuilds(settings, manifest):
         spec = settings.store_spec(old.name)
         new = next((s for s in manifest.stores(old.name, status=BUILDING) if s.replaces == old.id), None)
         if new is None:
             new = create_store(manifest, remote, spec, old.shard, BUILDING, replaces=old.id)
-            notes.append(f"store {old.name!r}: configuration changed; rebuilding into {new.id}")
+            emit(StoreEvent(old.name, REBUILDING, new.id, old.id))
         rows = [r for r in manifest.rows_in_store(old.id) if r.state == INDEXED and r.file_id]
         roots = {r.key: r for r in settings.roots}
         wanted = {}
@@ -48,15 +55,15 @@ def rebuild(
             wanted[row.file_id] = attributes(root, row.path, row.mtime_ns or 0, row.sha256 or "", spec)
         failed = _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout)
         if failed is None:
-            notes.append(f"store {old.name!r}: rebuild not finished yet; searches keep using {old.id}")
+            emit(StoreEvent(old.name, REBUILD_WAITING, new.id, old.id))
             continue
         with manifest.transaction():
             for row in rows:
-                changes = {"vector_store_id": new.id, "attributes": json.dumps(wanted[row.file_id])}
+                changes: dict[str, Any] = {"vector_store_id": new.id, "attributes": json.dumps(wanted[row.file_id])}
                 if row.file_id in failed:  # one bad file must not block the switch: it is reported instead
                     changes.update(state=FAILED, retryable=1, reason="indexing failed in the rebuilt store")
                 manifest.update(row, **changes)
-                manifest.ledger_set(row.file_id, "live", new.id)
+                manifest.ledger_set(row.known_file_id, "live", new.id)
             for row in manifest.rows_in_store(old.id):  # half-done files follow to the new store
                 manifest.update(
                     row, vector_store_id=new.id, state=UPLOADED if row.state == ATTACHING else row.state, batch_id=None
@@ -64,8 +71,7 @@ def rebuild(
             manifest.set_store_status(new.id, "active")
             manifest.set_store_status(old.id, "retired")
         remote.delete_store(old.id)  # the files stay: they are attached to the new store now
-        notes.append(f"store {old.name!r}: rebuilt; the vector store id is now {new.id}")
-    return notes
+        emit(StoreEvent(old.name, REBUILT, new.id, old.id))
 
 
 def _fill(

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from ingest.sync import Report
+import click
+
+from ingest.events import FileEvent, Report
+from ingest.indexing import Progress
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 ORDER = ("new", "changed", "resumed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
@@ -43,15 +50,20 @@ def summary(report: Report, verbose: bool = True) -> str:
             lines += _grouped(items)
     if report.still_indexing:
         lines.append(f"still indexing: {len(report.still_indexing)} files")
-    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"note: {n.describe()}" for n in report.notes]
     return "\n".join(lines)
 
 
-def _grouped(items: list[tuple[str, str]]) -> list[str]:
+def files(report: Report) -> str:
+    """One line per file acted on, as `rclone -v` prints them: the action, the path, why."""
+    return "\n".join(f"{e.action:<10} {e.shown}" + (f"  ({e.reason})" if e.reason else "") for e in report.files)
+
+
+def _grouped(items: list[FileEvent]) -> list[str]:
     """One line per file; but a reason shared by many files (a mass deletion held back) is said once."""
     by_reason: dict[str, list[str]] = {}
-    for path, reason in items:
-        by_reason.setdefault(reason, []).append(path)
+    for event in items:
+        by_reason.setdefault(event.reason, []).append(event.shown)
     lines = []
     for reason, paths in by_reason.items():
         if len(paths) > SHOWN_ALIKE:
@@ -101,19 +113,34 @@ def hits(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def progress_bar() -> Callable[[str, int, int], None]:
-    """A one-line progress display on stderr (only used on a TTY)."""
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
+    """click's progress bars on stderr, one per phase (upload, index); None when not enabled (not a TTY)."""
+    if not enabled:
+        yield None
+        return
+    bars: dict[str, ProgressBar[int]] = {}
 
     def show(phase: str, done: int, total: int) -> None:
-        if total:
-            width = 30
-            filled = int(width * done / total)
-            sys.stderr.write(f"\r{phase:<7}[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        if not total:
+            return
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = click.progressbar(length=total, label=f"{phase:<7}", file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.length = total
+        if done > bar.pos:
+            bar.update(done - bar.pos)
+        if done >= total and not bar.finished:
+            bar.render_finish()
+            bar.finished = True
 
-    return show
+    try:
+        yield show
+    finally:
+        for bar in bars.values():
+            if not bar.finished:
+                bar.render_finish()
 
 
 def findings(found) -> str:

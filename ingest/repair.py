@@ -42,24 +42,25 @@ def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dr
                 if exists:
                     m.update(row, state=UPLOADED, batch_id=None)
                 else:
-                    m.ledger_set(row.file_id, RETIRE)
+                    m.ledger_set(row.known_file_id, RETIRE)
                     m.update(row, state=PENDING, file_id=None, batch_id=None)
         elif drift.kind == REMOTE_FAILURE and row and row.state == INDEXED:
             out.actions.append(f"re-attach {drift.path} (failed in the store)")
             if not dry_run:
-                remote.detach(drift.store_id, drift.file_id)
+                remote.detach(*drift.where())
                 m.update(row, state=UPLOADED, batch_id=None)
         elif drift.kind == ATTRIBUTES and row:
             out.actions.append(f"restore the attributes of {drift.path}")
             if not dry_run:
-                remote.update_attributes(drift.store_id, drift.file_id, row.attrs())
+                remote.update_attributes(*drift.where(), row.attrs())
         elif drift.kind == EXTRA:
             if drift.file_id in m.ledger_ids():
                 out.actions.append(f"detach and delete {drift.path} ({drift.file_id}), which ingest created")
                 if not dry_run:
-                    remote.detach(drift.store_id, drift.file_id)
-                    remote.delete_file(drift.file_id)
-                    m.ledger_set(drift.file_id, DELETED)
+                    store_id, file_id = drift.where()
+                    remote.detach(store_id, file_id)
+                    remote.delete_file(file_id)
+                    m.ledger_set(file_id, DELETED)
             else:
                 # The store is ours, the file is not: take it out of the store, never delete it.
                 out.actions.append(
@@ -67,7 +68,7 @@ def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dr
                     "was not created by ingest and is kept"
                 )
                 if not dry_run:
-                    remote.detach(drift.store_id, drift.file_id)
+                    remote.detach(*drift.where())
     if not dry_run:
         out.actions += [f"deleted orphan {fid}" for fid in _delete_unreferenced(m, remote, found)]
     else:
@@ -84,12 +85,7 @@ def gc(engine: Engine, dry_run: bool = False) -> list[str]:
     if dry_run:
         return ours_unreferenced(engine.manifest, found.remote_files)
     deleted = _delete_unreferenced(engine.manifest, engine.remote, found)
-    from ingest.indexing import Indexer
-    from ingest.stores import Stores
-
-    sweeper = Indexer(
-        engine.settings, engine.manifest, engine.remote, Stores(engine.settings, engine.manifest, engine.remote)
-    )
+    sweeper = engine.indexer()
     sweeper.sweep()
     return deleted + [f"a lost upload's copy ({n})" for n in range(sweeper.outcome.duplicates_removed)]
 

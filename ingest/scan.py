@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
+from ingest.observe import inode_of, same_stat
 from ingest.walk import Walker, threads_for
 
-# A file modified this close to the moment it was hashed may change again within the same
-# mtime tick ("racy clean"): hash it again next time. SMB rounds mtimes, so it gets more.
-RACY_NS = 2_000_000_000
-RACY_NS_NETWORK = 3_000_000_000
 NETWORK_FS = {
     "nfs",
     "nfs4",
@@ -77,21 +74,16 @@ class ScanResult:
     seen: list[Seen] = field(default_factory=list)  # every file found, in walk order, until sort_out
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
-        self.seen.append((path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))
+        self.seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))
 
     def sort_out(self, settled: Settled) -> None:
-        """Split what the walk found into calm paths (the stat matches a settled row) and entries."""
+        """Split what the walk found into calm paths (the observe rule: the stat matches a settled
+        row) and entries to look at."""
         key, entries, calm, known_at = self.root.key, self.entries, self.calm, settled.get
         for seen in self.seen:
-            path, size, mtime_ns, inode = seen
-            known = known_at(path)
-            if (
-                known is not None
-                and known[0] == size
-                and known[1] == mtime_ns
-                and (not inode or not known[2] or known[2] == inode)
-            ):
-                calm.append(path)
+            known = known_at(seen[0])
+            if known is not None and same_stat(known, seen[1], seen[2], seen[3]):
+                calm.append(seen[0])
             else:
                 entries.append(Entry(key, *seen))
         self.seen = []
@@ -292,7 +284,7 @@ def _walk(
     plain = root.include == ("**",) and not root.exclude
     key, seen = root.key, result.seen
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
-    stack = [(start, prefix)]
+    stack: list[tuple[str | Path, str]] = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
         try:
@@ -316,7 +308,7 @@ def _walk(
                 if not _excluded_folder(root, path):
                     stack.append((item.path, path))
             elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
-                seen.append((path, st.st_size, st.st_mtime_ns, 0 if network else st.st_ino))  # ScanResult.add
+                seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))  # ScanResult.add
             else:
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
@@ -389,25 +381,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def needs_hash(
-    entry: Entry,
-    size: int | None,
-    mtime_ns: int | None,
-    inode: int | None,
-    hashed_at_ns: int | None,
-    network: bool = False,
-) -> bool:
-    """True when the stat fingerprint moved, or the last hash was taken too close to the mtime."""
-    if size is None or hashed_at_ns is None:
-        return True
-    if (entry.size, entry.mtime_ns) != (size, mtime_ns):
-        return True
-    if entry.inode and inode and entry.inode != inode:
-        return True
-    window = RACY_NS_NETWORK if network else RACY_NS
-    return entry.mtime_ns >= hashed_at_ns - window
 
 
 def iter_files(results: Iterable[ScanResult]) -> Iterator[Entry]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from ingest.app import Backend
+from ingest.errors import UnknownStore as UnknownStore
 from ingest.manifest import Manifest
 from ingest.remote.base import Remote, RemoteError
 
@@ -16,15 +17,11 @@ NO_STORE = "(not in a store: rejected or unreadable)"
 PRICE_PER_GIB_DAY = 0.10  # after the first free GiB
 
 
-class UnknownStore(ValueError):
-    """`--store NAME` names no store the manifest knows."""
-
-
 def storage_cost_per_day(usage_bytes: int) -> float:
     return round(max(0.0, usage_bytes / GIB - 1.0) * PRICE_PER_GIB_DAY, 4)
 
 
-def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, Any]:
+def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Path) -> dict[str, Any]:
     stores: dict[str, dict[str, Any]] = {}
     for store in manifest.stores():
         entry = stores.setdefault(
@@ -61,8 +58,8 @@ def collect(manifest: Manifest, remote: Remote, backend: Backend) -> dict[str, A
         for r in manifest.recent_runs()
     ]
     return {
-        "backend": backend.kind,
-        "manifest": str(backend.manifest),
+        "backend": backend,
+        "manifest": str(manifest_path),
         "stores": list(stores.values()),
         "problems": problems,
         "recent_runs": runs,
@@ -87,7 +84,7 @@ def search_stores(
         for file_id in (row.file_id, row.old_file_id):
             if file_id:
                 by_file[file_id] = os.path.join(row.root, row.path)
-    hits = []
+    hits: list[dict[str, Any]] = []
     for store in stores:
         for hit in remote.search(store.id, query, filters, max_results):
             hits.append(
@@ -102,6 +99,6 @@ def search_stores(
             )
     hits.sort(key=lambda h: -h["score"])
     best: dict[str, dict[str, Any]] = {}
-    for hit in hits:  # one line per document: its best chunk
-        best.setdefault(hit["path"], hit)
+    for found in hits:  # one line per document: its best chunk
+        best.setdefault(found["path"], found)
     return list(best.values())[:max_results]

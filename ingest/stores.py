@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import posixpath
 import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ingest.config import MAX_ATTRIBUTES, Root, Settings, StoreSpec
+from ingest.config import Root, Settings, StoreSpec
+from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
+from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
-log = logging.getLogger("ingest")
-MAX_VALUE = 256
 # A pass with nothing to upload asks whether its stores still exist remotely (deleted by hand,
 # expired by their expires_after policy) at most this often; a pass with work asks every time.
 CHECK_EVERY = 3600.0
@@ -34,11 +33,11 @@ def route(settings: Settings, root: Root, path: str) -> str:
 
 def _fit(value: str) -> str:
     # Keep the tail: the file name is what a person recognises in a long path.
-    return value if len(value) <= MAX_VALUE else "…" + value[-(MAX_VALUE - 1) :]
+    return value if len(value) <= MAX_ATTRIBUTE_VALUE else "…" + value[-(MAX_ATTRIBUTE_VALUE - 1) :]
 
 
 def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
-    """The per-file attributes file_search filters on: ≤ 16 keys, strings ≤ 256 characters."""
+    """The per-file attributes file_search filters on, within the API's limits on keys and values."""
     attrs: dict[str, Any] = dict(spec.attributes)
     attrs.update(
         {
@@ -62,8 +61,8 @@ def fingerprint(spec: StoreSpec) -> str:
 class Stores:
     """Finds or creates the vector stores behind each logical name, once per run; shards when full."""
 
-    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote):
-        self.settings, self.manifest, self.remote = settings, manifest, remote
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, emit: OnEvent = ignore):
+        self.settings, self.manifest, self.remote, self.emit = settings, manifest, remote, emit
         self._assigned: dict[str, int] = {}
 
     def check_due(self, now: float | None = None) -> bool:
@@ -74,24 +73,25 @@ class Stores:
             return True
         return any((s.checked_at or 0.0) < now - CHECK_EVERY for s in self.manifest.stores())
 
-    def check_all(self) -> list[str]:
+    def check_all(self) -> bool:
         """Settle store creations a crash interrupted; notice stores deleted or expired remotely (their
-        files go back to pending); record when each was confirmed. Returns notes."""
-        notes = settle_creations(self.manifest, self.remote)
+        files go back to pending); record when each was confirmed. True when anything changed."""
+        changed = False
+        for event in settle_creations(self.manifest, self.remote):
+            self.emit(event)
+            changed = True
         for store in self.manifest.stores():
             try:
                 status = self.remote.get_store(store.id).status
             except NotFound:
                 status = "deleted"
             if status in ("expired", "deleted"):
-                notes.append(
-                    f"store {store.name!r} ({store.id}) was {status} remotely; it is recreated "
-                    "and its files uploaded again"
-                )
+                self.emit(StoreEvent(store.name, RECREATED, old_vector_store_id=store.id, reason=status))
                 self._forget(store)
+                changed = True
             else:
                 self.manifest.store_checked(store.id, time.time())
-        return notes
+        return changed
 
     def _forget(self, store: StoreRow) -> None:
         with self.manifest.transaction():
@@ -142,7 +142,7 @@ class Stores:
 
     def _create(self, spec: StoreSpec, shard: int) -> StoreRow:
         row = create_store(self.manifest, self.remote, spec, shard, ACTIVE)
-        log.info("created vector store %s for %r", row.id, spec.name)
+        self.emit(StoreEvent(spec.name, CREATED, row.id))
         return row
 
     def chunking(self, name: str) -> Mapping[str, Any] | None:
@@ -159,12 +159,17 @@ def create_store(
     intent = StoreRow(f"{CREATING}:{token}", spec.name, shard, CREATING, fingerprint(spec), time.time(), replaces)
     manifest.add_store(intent)
     name = spec.name if shard == 0 else f"{spec.name}-{shard + 1}"
-    metadata = {"managed_by": "ingest", "logical_store": spec.name[:512], "shard": str(shard), CREATE_TOKEN: token}
+    metadata = {
+        "managed_by": "ingest",
+        "logical_store": spec.name[:MAX_METADATA_VALUE],
+        "shard": str(shard),
+        CREATE_TOKEN: token,
+    }
     store = remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
     return _record(manifest, intent, store.id, status)
 
 
-def settle_creations(manifest: Manifest, remote: Remote) -> list[str]:
+def settle_creations(manifest: Manifest, remote: Remote) -> list[StoreEvent]:
     """Store creations a crash interrupted: adopt the store if the call reached the server, else forget it."""
     notes = []
     for intent in manifest.stores(status=CREATING):
@@ -174,7 +179,7 @@ def settle_creations(manifest: Manifest, remote: Remote) -> list[str]:
             manifest.remove_store(intent.id)
             continue
         _record(manifest, intent, found.id, BUILDING if intent.replaces else ACTIVE)
-        notes.append(f"store {intent.name!r}: adopted {found.id}, whose creation an interrupted run left unrecorded")
+        notes.append(StoreEvent(intent.name, ADOPTED, found.id))
     return notes
 
 

@@ -9,39 +9,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.config import SUPPORTED_TYPES
+from ingest.errors import MagicUnavailable
+from ingest.limits import FILE_TYPES, SUPPORTED_TYPES
 
-# The text types file_search takes, with the MIME type it documents for each: what the manifest
-# records once the content is known to be text (libmagic's quick answer is only "text/plain").
-TEXT_MIMES = {
-    ".c": "text/x-c",
-    ".cpp": "text/x-c++",
-    ".cs": "text/x-csharp",
-    ".css": "text/css",
-    ".go": "text/x-golang",
-    ".html": "text/html",
-    ".java": "text/x-java",
-    ".js": "text/javascript",
-    ".json": "application/json",
-    ".md": "text/markdown",
-    ".php": "text/x-php",
-    ".py": "text/x-python",
-    ".rb": "text/x-ruby",
-    ".sh": "application/x-sh",
-    ".tex": "text/x-tex",
-    ".ts": "application/typescript",
-    ".txt": "text/plain",
-}
+# The MIME type each text type is recorded with once the content is known to be text (libmagic's
+# quick answer is only "text/plain"), what libmagic may call a valid file of each binary type, and the
+# part inside that tells an Office file from a plain zip (some tools write them so).
+TEXT_MIMES = {t.ext: t.mime for t in FILE_TYPES.values() if t.text}
 TEXT_TYPES = set(TEXT_MIMES)
-# What libmagic may call a valid file of each binary type.
-BINARY_MIMES = {
-    ".pdf": {"application/pdf"},
-    ".doc": {"application/msword", "application/cdfv2", "application/x-ole-storage", "application/vnd.ms-office"},
-    ".docx": {"application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
-    ".pptx": {"application/vnd.openxmlformats-officedocument.presentationml.presentation"},
-}
-# Office files written by some tools are seen as plain zips: the part inside decides.
-OOXML_PART = {".docx": "word/document.xml", ".pptx": "ppt/presentation.xml"}
+BINARY_MIMES = {t.ext: t.magic for t in FILE_TYPES.values() if not t.text}
+OOXML_PART = {t.ext: t.zip_part for t in FILE_TYPES.values() if t.zip_part}
 TEXT_LIKE_MIMES = {
     "application/json",
     "application/x-ndjson",
@@ -57,11 +34,6 @@ TEXT_LIKE_MIMES = {
 DISGUISES = (b"%PDF-", b"{\\rtf", b"%!PS")
 # Charsets libmagic names that tell nothing about which legacy encoding to convert from.
 NOT_LEGACY = {"", "us-ascii", "utf-8", "binary", "unknown-8bit"}
-_NAMES = {".pdf": "PDF", ".doc": "Word 97-2003", ".docx": "Word", ".pptx": "PowerPoint"}
-
-
-class MagicUnavailable(Exception):
-    """libmagic could not be loaded."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +162,7 @@ def _scan(path: Path, encoding: str) -> tuple[int | None, bool]:
         while not nul:
             block = fh.read(1 << 20)
             if bad is None:
-                start = offset - len(decoder.buffer)  # the decoder holds back a split character
+                start = offset - len(decoder.getstate()[0])  # the decoder holds back a split character
                 try:
                     nul = "\0" in decoder.decode(block, final=not block)
                 except UnicodeDecodeError as exc:
@@ -227,8 +199,8 @@ def _check_binary(path: Path, ext: str, mime: str) -> Verdict:
         try:
             with zipfile.ZipFile(path) as archive:
                 if OOXML_PART[ext] in archive.namelist():
-                    return Verdict(True, next(iter(BINARY_MIMES[ext])))
+                    return Verdict(True, FILE_TYPES[ext].mime)
         except (zipfile.BadZipFile, OSError):
             pass
-        return Verdict(False, mime, f"a zip archive that is not a {_NAMES[ext]} document")
-    return Verdict(False, mime, f"content is {mime}, not a {_NAMES[ext]} document as {ext} says")
+        return Verdict(False, mime, f"a zip archive that is not a {FILE_TYPES[ext].name} document")
+    return Verdict(False, mime, f"content is {mime}, not a {FILE_TYPES[ext].name} document as {ext} says")

@@ -31,6 +31,12 @@ class Drift:
     store_id: str | None = None
     file_id: str | None = None
 
+    def where(self) -> tuple[str, str]:
+        """(vector store id, file id) of a drift about a file in a store."""
+        if not (self.store_id and self.file_id):
+            raise ValueError(f"{self.kind} drift of {self.path} names no store file")
+        return self.store_id, self.file_id
+
 
 @dataclass
 class Findings:
@@ -103,7 +109,7 @@ def verify(engine: Engine, local: bool = True) -> Findings:
                         else f"{kind}: not synced yet",
                     )
                 )
-        found.drifts += [Drift(UNREADABLE, path, reason) for path, reason in report.failures]
+        found.drifts += [Drift(UNREADABLE, e.shown, e.reason) for e in report.failures]
     return found
 
 
@@ -131,7 +137,7 @@ def _compare_store(store_id: str, rows, remote_files: dict[str, StoreFile], ours
             drifts.append(
                 Drift(
                     EXTRA,
-                    sf.attributes.get("path", file_id) if sf.attributes else file_id,
+                    str(sf.attributes.get("path", file_id)) if sf.attributes else file_id,
                     f"attached but not in the manifest ({owner})",
                     store_id,
                     file_id,

@@ -11,28 +11,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from ingest.config import Root, Settings
+from ingest.config import Root, Settings, WatchOptions
+from ingest.events import Report
 from ingest.poll import StatPoller
 from ingest.remote.base import AuthError, RemoteError
 from ingest.scan import NETWORK_FS, filesystem_type, walk_rules, wanted
-from ingest.sync import Report
 from ingest.walk import threads_for
 
 log = logging.getLogger("ingest.watch")
 RunSync = Callable[[dict[str, tuple[str, ...]] | None], Report]  # None: a full run of every root
-
-
-@dataclass(frozen=True)
-class WatchOptions:
-    settle: float = 2.0
-    poll_interval: float = 5.0
-    rescan_interval: float = 3600.0
-    force_polling: bool = False
-    tick: float = 0.2
 
 
 class Recorder(FileSystemEventHandler):
@@ -78,7 +70,7 @@ class DirtySet:
 
     def take_ready(self, settle: float) -> dict[str, set[str]]:
         """Paths with no event and no change of size or mtime for `settle` seconds."""
-        now, ready = self.clock(), {}
+        now, ready = self.clock(), dict[str, set[str]]()
         with self._lock:
             quiet = []
             for key, item in self._items.items():
@@ -140,7 +132,7 @@ class Watcher:
         self.dirty = DirtySet()
         self.on_heartbeat = on_heartbeat or (lambda state: None)
         self.observers: list = []
-        self.health = {
+        self.health: dict[str, Any] = {
             "started_at": time.time(),
             "last_success_at": None,
             "last_error": None,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES, ConfigError, Root, Settings, find_config, load
+from ingest.config import ConfigError, Root, Settings, find_config, load
+from ingest.limits import MAX_FILE_SIZE, SUPPORTED_TYPES
 from tests.conftest import as_unprivileged
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "ingest.example.toml"

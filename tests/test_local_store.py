@@ -303,8 +303,8 @@ def test_bad_attributes_are_refused_like_the_api(remote, store, docs_root):
     f = remote.upload(_write(docs_root, "a.txt", "x"), "a.txt")
     with pytest.raises(RemoteError, match="16"):
         remote.attach_batch(store.id, [AttachItem(f.id, {f"k{i}": i for i in range(17)})])
-    with pytest.raises(RemoteError, match="512"):
-        remote.attach_batch(store.id, [AttachItem(f.id, {"k": "x" * 513})])
+    with pytest.raises(RemoteError, match="256"):
+        remote.attach_batch(store.id, [AttachItem(f.id, {"k": "x" * 257})])
 
 
 def test_store_expires_after_inactivity(tmp_path):

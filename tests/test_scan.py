@@ -15,7 +15,7 @@ import pytest
 
 from ingest import scan as scanning
 from ingest.config import Root
-from ingest.scan import RACY_NS, Entry, filesystem_type, glob_match, is_network_fs, needs_hash, scan, sha256_file
+from ingest.scan import Entry, filesystem_type, glob_match, is_network_fs, scan, sha256_file
 from tests.conftest import as_unprivileged
 
 
@@ -343,46 +343,6 @@ def test_scan_asks_the_mount_table_when_not_told(docs_root, monkeypatch, mount_t
     monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(table),))
     result = scan(Root(docs_root, "docs"))
     assert {e.inode for e in result.entries} == {0}, "NFS inodes are not a stable identity"
-
-
-# racy hashing ------------------------------------------------------------------------------------
-
-SECOND = 1_000_000_000
-MTIME = 1_700_000_000 * SECOND
-
-
-def entry(size=100, mtime_ns=MTIME, inode=42) -> Entry:
-    return Entry("/docs", "a.md", size, mtime_ns, inode)
-
-
-@pytest.mark.parametrize(
-    "stat, recorded, network, expected",
-    [
-        (entry(), (100, MTIME, 42, MTIME + 60 * SECOND), False, False),  # hashed long after: trusted
-        (entry(), (100, MTIME, 42, MTIME + RACY_NS - 1), False, True),  # hashed within 2 s of the mtime
-        (entry(), (100, MTIME, 42, MTIME + RACY_NS), False, True),
-        (entry(), (100, MTIME, 42, MTIME + RACY_NS + 1), False, False),
-        (entry(), (100, MTIME, 42, MTIME + 2_500_000_000), True, True),  # SMB rounds mtimes: 3 s there
-        (entry(), (100, MTIME, 42, MTIME + 3_500_000_000), True, False),
-        (entry(size=101), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),  # size moved
-        (entry(mtime_ns=MTIME + 1), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),
-        (entry(inode=43), (100, MTIME, 42, MTIME + 60 * SECOND), False, True),  # replaced by rename
-        (entry(inode=0), (100, MTIME, 42, MTIME + 60 * SECOND), True, False),  # network: inode not compared
-        (entry(), (None, None, None, None), False, True),  # never hashed
-        (entry(), (100, MTIME, 42, None), False, True),
-    ],
-)
-def test_needs_hash(stat, recorded, network, expected):
-    assert needs_hash(stat, *recorded, network=network) is expected
-
-
-def test_a_file_written_just_after_hashing_is_hashed_again(tmp_path):
-    path = touch(tmp_path / "a.md", "first")
-    hashed_at = time.time_ns()
-    path.write_text("again")  # same size, possibly the same mtime tick
-    st = path.stat()
-    current = Entry(str(tmp_path), "a.md", st.st_size, st.st_mtime_ns, st.st_ino)
-    assert needs_hash(current, st.st_size, st.st_mtime_ns, st.st_ino, hashed_at) is True
 
 
 # hashing -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ingest import validate
-from ingest.config import MAX_FILE_SIZE, SUPPORTED_TYPES
+from ingest.limits import MAX_FILE_SIZE, SUPPORTED_TYPES
 from ingest.validate import Validator, Verdict
 from tests.docs import make_docx, make_pdf, make_pptx
 

@@ -261,6 +261,28 @@ def test_a_file_written_slowly_is_uploaded_once_and_whole(watch, docs_root, stat
     assert hits and hits[0]["path"].endswith("guides/slow.txt"), "its indexed text is the whole file"
 
 
+def test_the_json_log_names_each_file_acted_on_and_why(watch, docs_root):
+    (docs_root / "binary.txt").write_bytes(b"\x7fELF\x00\x01" * 100)
+    daemon = watch(docs_root, "--log-format", "json")
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in daemon.log_path.read_text().splitlines() if line.startswith("{")]
+
+    rejected = daemon.until(
+        lambda: next((e for e in lines() if e.get("action") == "rejected"), None), "the rejection in the log"
+    )
+    assert rejected["path"] == "binary.txt" and rejected["root"] == str(docs_root) and rejected["reason"]
+    assert rejected["level"] == "warning" and rejected["store"] == "docs"
+    uploaded = {e["path"]: e for e in lines() if e.get("action") == "uploaded"}
+    assert set(uploaded) == {"guides/install.md", "guides/usage.txt", "faq.html", "notes.py"}
+    assert all(e["level"] == "info" and e["file_id"] for e in uploaded.values())
+    (docs_root / "faq.html").unlink()
+    deleted = daemon.until(
+        lambda: next((e for e in lines() if e.get("action") == "deleted"), None), "the deletion in the log"
+    )
+    assert deleted["path"] == "faq.html" and deleted["file_id"] == uploaded["faq.html"]["file_id"]
+
+
 def test_status_metrics_and_healthz_while_running_and_sigterm_stops_cleanly(watch, docs_root, state_dir, ingest):
     port = free_port()
     daemon = watch(docs_root, "--metrics-port", str(port))

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+# Where the backends have always found them.
+from ingest.errors import AuthError as AuthError
+from ingest.errors import NotFound as NotFound
+from ingest.errors import RemoteError as RemoteError
+
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
 CREATE_TOKEN = "ingest_create_token"
@@ -25,18 +30,6 @@ CANCELLED = "cancelled"
 SERVER_ERROR = "server_error"
 UNSUPPORTED_FILE = "unsupported_file"
 INVALID_FILE = "invalid_file"
-
-
-class RemoteError(Exception):
-    """A remote call failed after the retries it was allowed."""
-
-
-class NotFound(RemoteError):
-    """The object does not exist remotely (404)."""
-
-
-class AuthError(RemoteError):
-    """The credentials were refused (401/403): nothing else will work, stop the run."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +138,12 @@ class LazyRemote:
     @property
     def built(self) -> bool:
         return self._remote is not None
+
+    def close(self) -> None:
+        """Close the remote if it was ever built (building one only to close it would defeat the point)."""
+        close = getattr(self._remote, "close", None)
+        if close is not None:
+            close()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_build", "_remote", "_lock"):

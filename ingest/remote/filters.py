@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ingest.limits import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
 
 COMPARISONS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
 COMPOUNDS = frozenset({"and", "or"})
@@ -30,7 +33,7 @@ def _is_number(value: object) -> bool:
 
 def _is_scalar(value: object) -> bool:
     """True for the attribute value types: string, number, bool."""
-    return isinstance(value, (str, bool)) or (_is_number(value) and math.isfinite(value))
+    return isinstance(value, (str, bool)) or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
 def validate_filter(flt: object, where: str = "filters") -> None:
@@ -73,16 +76,17 @@ def validate_filter(flt: object, where: str = "filters") -> None:
 
 
 def validate_attributes(attributes: Mapping[str, object]) -> None:
-    """Raise ValueError unless `attributes` fit the API: ≤ 16 keys of 1-64 characters, values
-    strings of ≤ 512 characters, finite numbers or booleans."""
-    if len(attributes) > 16:
-        raise ValueError(f"attributes take at most 16 keys, got {len(attributes)}")
+    """Raise ValueError unless `attributes` fit the API's limits (ingest.limits): so many keys of so
+    many characters, values strings of so many characters, finite numbers or booleans."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise ValueError(f"attributes take at most {MAX_ATTRIBUTES} keys, got {len(attributes)}")
     for key, value in attributes.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 64:
-            raise ValueError(f"attribute key {key!r} must be a string of 1-64 characters")
-        if not _is_scalar(value) or (isinstance(value, str) and len(value) > 512):
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"attribute key {key!r} must be a string of 1-{MAX_ATTRIBUTE_KEY} characters")
+        if not _is_scalar(value) or (isinstance(value, str) and len(value) > MAX_ATTRIBUTE_VALUE):
             raise ValueError(
-                f"attribute {key!r}: {value!r} is not a string of at most 512 characters, a finite number or a boolean"
+                f"attribute {key!r}: {value!r} is not a string of at most {MAX_ATTRIBUTE_VALUE} characters, "
+                "a finite number or a boolean"
             )
 
 
@@ -95,7 +99,7 @@ def _same(a: object, b: object) -> bool:
     return isinstance(a, str) and isinstance(b, str) and a == b
 
 
-def _ordered(kind: str, a: object, b: object) -> bool:
+def _ordered(kind: str, a: Any, b: Any) -> bool:
     """a <kind> b for two numbers or two strings; False for any other pair."""
     if not ((_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))):
         return False
@@ -108,7 +112,7 @@ def _ordered(kind: str, a: object, b: object) -> bool:
     return a <= b
 
 
-def matches(flt: Mapping[str, object] | None, attributes: Mapping[str, object]) -> bool:
+def matches(flt: Mapping[str, Any] | None, attributes: Mapping[str, object]) -> bool:
     """True when `attributes` satisfy the filter; None matches everything. Assumes a valid filter
     (call validate_filter first on anything a user wrote)."""
     if flt is None:

@@ -56,6 +56,13 @@ def is_transient(exc: BaseException) -> bool:
     return status is not None and (status in (408, 409, 429) or status >= 500)
 
 
+def worth_a_later_try(exc: BaseException) -> bool:
+    """Timeouts, connection errors, 408/409/429 and 5xx: a later run may succeed where this one gave up
+    (a quota refilled, a long Retry-After passed); a 400 or a refused file stays refused."""
+    status = _status(exc)
+    return status is None or status in (408, 409, 429) or status >= 500
+
+
 def may_have_reached_server(exc: BaseException) -> bool:
     """A failure after which a non-idempotent POST may still have taken effect."""
     status = _status(exc)
@@ -180,7 +187,7 @@ class OpenAIRemote:
                 sleep=self.stop.wait,
             ):
                 if self.stop.is_set():
-                    raise RemoteError(f"{what}: stopped before it was sent")
+                    raise RemoteError(f"{what}: stopped before it was sent", retryable=True)
                 with attempt, self.throttle:
                     return fn()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -188,9 +195,9 @@ class OpenAIRemote:
         except openai.NotFoundError as exc:
             raise NotFound(f"{what}: not found") from exc
         except openai.APIConnectionError as exc:  # name the server: a wrong OPENAI_BASE_URL shows at once
-            raise RemoteError(f"{what}: {_describe(exc)} ({self.client.base_url})") from exc
+            raise RemoteError(f"{what}: {_describe(exc)} ({self.client.base_url})", retryable=True) from exc
         except openai.OpenAIError as exc:
-            raise RemoteError(f"{what}: {_describe(exc)}") from exc
+            raise RemoteError(f"{what}: {_describe(exc)}", retryable=worth_a_later_try(exc)) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     # files -------------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ class OpenAIRemote:
         except RemoteError as exc:
             if exc.__cause__ is not None and may_have_reached_server(exc.__cause__):
                 suspect.set()
-            exc.maybe_duplicated = suspect.is_set()  # type: ignore[attr-defined]
+            exc.maybe_duplicated = suspect.is_set()
             raise
         return RemoteFile(f.id, f.filename, f.bytes, f.created_at, maybe_duplicated=suspect.is_set())
 

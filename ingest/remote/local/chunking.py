@@ -14,10 +14,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-AUTO_MAX_TOKENS = 800
-AUTO_OVERLAP_TOKENS = 400
-MIN_MAX_TOKENS = 100
-MAX_MAX_TOKENS = 4096
+from ingest.limits import AUTO_CHUNK_OVERLAP as AUTO_OVERLAP_TOKENS
+from ingest.limits import AUTO_CHUNK_TOKENS as AUTO_MAX_TOKENS
+from ingest.limits import CHUNK_TOKENS
+
+MIN_MAX_TOKENS, MAX_MAX_TOKENS = CHUNK_TOKENS
 
 # Capping word runs keeps every piece ≤ 20 tokens, far below the smallest window (100).
 _PIECE = re.compile(r"\w{1,20}|[^\w\s]")

@@ -7,53 +7,13 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-# The file_search types (see shared/openai-api.md), keyed by extension.
-TEXT_EXTENSIONS = frozenset(
-    {
-        ".txt",
-        ".md",
-        ".py",
-        ".c",
-        ".cpp",
-        ".cs",
-        ".css",
-        ".go",
-        ".java",
-        ".js",
-        ".json",
-        ".php",
-        ".rb",
-        ".sh",
-        ".tex",
-        ".ts",
-    }
-)
-DOCUMENT_EXTENSIONS = frozenset({".html", ".pdf", ".docx", ".pptx", ".doc"})
-SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | DOCUMENT_EXTENSIONS
+from ingest.limits import FILE_TYPES
 
-MIME_TO_EXT = {
-    "text/plain": ".txt",
-    "text/markdown": ".md",
-    "text/x-python": ".py",
-    "text/x-c": ".c",
-    "text/x-c++": ".cpp",
-    "text/x-csharp": ".cs",
-    "text/css": ".css",
-    "text/x-golang": ".go",
-    "text/x-java": ".java",
-    "text/javascript": ".js",
-    "application/json": ".json",
-    "text/x-php": ".php",
-    "text/x-ruby": ".rb",
-    "application/x-sh": ".sh",
-    "text/x-tex": ".tex",
-    "application/typescript": ".ts",
-    "text/html": ".html",
-    "application/pdf": ".pdf",
-    "application/msword": ".doc",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
-}
+# The file_search types: read as plain text, or by their own extractor (html, pdf, docx, pptx).
+TEXT_EXTENSIONS = frozenset(t.ext for t in FILE_TYPES.values() if t.extractor == "text")
+DOCUMENT_EXTENSIONS = frozenset(FILE_TYPES) - TEXT_EXTENSIONS
+SUPPORTED_EXTENSIONS = frozenset(FILE_TYPES)
+MIME_TO_EXT = {t.mime: t.ext for t in FILE_TYPES.values()}
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
 _BREAKS = {_W + "tab": "\t", _W + "br": "\n", _W + "cr": "\n"}

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE, MAX_FILE_TOKENS
 from ingest.remote import filters as attribute_filters
 from ingest.remote.base import (
     CANCELLED,
@@ -49,9 +50,7 @@ from ingest.remote.local import chunking
 from ingest.remote.local.extract import ExtractError, extract_text
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
-MAX_FILE_TOKENS = 5_000_000
-MAX_BATCH_FILES = 2000
+MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 # Expiry is measured in days: recording activity once a minute is plenty.
 ACTIVITY_RESOLUTION_S = 60

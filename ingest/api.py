@@ -1,0 +1,314 @@
+"""The front door: `Ingest.open()` turns settings into a backend, a lock, the manifest and a remote, and
+offers one method per operation. The CLI's commands and the daemon's passes all come through here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, load
+from ingest.errors import ConfigError, NothingToDo
+from ingest.events import OnEvent, Report, ignore
+from ingest.lock import ManifestLock
+from ingest.manifest import Manifest
+from ingest.remote.base import LazyRemote, Remote
+
+if TYPE_CHECKING:
+    from ingest.indexing import Progress
+    from ingest.repair import Repairs
+    from ingest.sync import Engine, Scopes
+    from ingest.verify import Findings
+
+log = logging.getLogger("ingest")
+ROOTS_REQUIRED = ("sync", "watch")  # the commands that act on named folders only, never on remembered ones
+PYTHON = "<Settings>"  # the source of settings built in Python
+
+
+@dataclass(frozen=True)
+class Backend:
+    kind: str  # "openai" | "local"
+    manifest: Path
+    store_dir: Path | None
+
+
+def settings_for(
+    paths: Iterable[str | os.PathLike[str]] = (),
+    config: str | os.PathLike[str] | Settings | None = None,
+    backend: str | None = None,
+    command: str = "sync",
+) -> Settings:
+    """The settings of a run: a config file (or a Settings object), the environment, and the PATHs named."""
+    if isinstance(config, Settings):
+        # Settings built in Python are the caller's configuration, used as given (like a config
+        # file's), not a run without one that takes the stores' remembered entries.
+        settings = config if config.source != NO_CONFIG else replace(config, source=PYTHON)
+    else:
+        settings = load(str(config) if config is not None else None)
+    if backend and backend != "auto":
+        settings = replace(settings, backend=backend)
+    named = [Path(p) for p in paths]
+    if named:
+        settings = settings.with_paths(named)
+    if command in ROOTS_REQUIRED and not settings.roots:
+        raise NothingToDo(
+            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config"
+        )
+    return settings
+
+
+def choose_backend(settings: Settings, env: Mapping[str, str] | None = None) -> Backend:
+    env = os.environ if env is None else env
+    kind = settings.backend
+    if kind == "auto":  # a configured server means OpenAI's API, even one that wants no key
+        kind = "openai" if env.get("OPENAI_API_KEY") or settings.base_url else "local"
+    if kind == "openai" and not env.get("OPENAI_API_KEY") and not settings.base_url:
+        raise ConfigError(
+            "the openai backend needs an API key: set OPENAI_API_KEY (or use --backend local for the embedded store)"
+        )
+    base = settings.state_dir if kind == "openai" else settings.state_dir / "local"
+    manifest = settings.manifest or base / "manifest.db"
+    return Backend(kind, manifest, settings.state_dir / "local" / "store" if kind == "local" else None)
+
+
+def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str, str] | None = None) -> Remote:
+    """The remote of the chosen backend, built on its first call: the SDK and the extractors are
+    imported only then, so a pass with nothing to do never imports them."""
+    env = os.environ if env is None else env
+    backend = backend or choose_backend(settings, env)
+    ensure_state_dir(settings.state_dir)
+    if backend.kind == "openai":
+        key = env.get("OPENAI_API_KEY") or "no-key"
+
+        def build() -> Remote:
+            from ingest.remote.openai import OpenAIRemote
+
+            return OpenAIRemote.connect(
+                key, settings.base_url, settings.request_retries, settings.request_timeout, settings.upload_concurrency
+            )
+
+        return LazyRemote(backend.kind, build)
+    store_dir = backend.store_dir
+    assert store_dir is not None
+    log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)
+
+    def build_local() -> Remote:
+        from ingest.remote.local import LocalRemote
+
+        return LocalRemote(store_dir)
+
+    return LazyRemote(backend.kind, build_local)
+
+
+def ensure_state_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_uid == os.geteuid():
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the state folder {path} ({exc.strerror}): create it for this user, "
+            "or set XDG_STATE_HOME or state_dir in the config to a folder it can write"
+        ) from None
+
+
+def remember(settings: Settings, manifest: Manifest) -> None:
+    """Keep this run's roots and, when it has a config file, its [[stores]] entries (those of the last
+    config only) in the manifest, for the runs that come without one."""
+    manifest.remember_roots(
+        {
+            "key": r.key,
+            "store": r.store,
+            "include": r.include,
+            "exclude": r.exclude,
+            "ignore_defaults": r.ignore_defaults,
+        }
+        for r in settings.roots
+    )
+    if settings.source != NO_CONFIG:
+        manifest.remember_store_specs([asdict(spec) for spec in settings.stores])
+
+
+def remembered(settings: Settings, manifest: Manifest) -> Settings:
+    """A run that names no folder (a verify or reindex) works on every folder synced before, walked
+    as it was (store, excludes). A run without a config file over folders synced before does what
+    the configured runs did: the stores keep their last [[stores]] entries, so it rebuilds nothing,
+    strips no attribute and moves no file. A folder new to the manifest gets the defaults and brings
+    no other store's entries into play; a config file's own entries are used alone."""
+    if settings.roots and settings.source != NO_CONFIG:
+        return settings
+    known = manifest.remembered_roots()
+    if not settings.roots or any(r.key not in known for r in settings.roots):
+        # Folders synced before the manifest kept root settings: their store, from their files (a full
+        # scan of the files table, so only when needed).
+        known = {**{key: {"store": store} for key, store in manifest.known_roots().items()}, **known}
+    if not settings.roots:
+        roots = tuple(Root(Path(key), **how) for key, how in known.items())
+    else:
+        roots = tuple(Root(r.path, **known[r.key]) if r.key in known else r for r in settings.roots)
+    if settings.source != NO_CONFIG or any(r.key not in known for r in roots):
+        return replace(settings, roots=roots)
+    specs = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs())
+    return replace(settings, roots=roots, stores=specs)
+
+
+class Ingest:
+    """An open manifest and its remote. Use `Ingest.open()`; every method is one operation.
+
+    >>> with Ingest.open(["docs"]) as ingest:      # doctest: +SKIP
+    ...     report = ingest.sync()
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        manifest: Manifest,
+        remote: Remote,
+        on_event: OnEvent | None = None,
+        stop: threading.Event | None = None,
+    ):
+        self.settings, self.backend, self.manifest, self.remote = settings, backend, manifest, remote
+        self.on_event = on_event or ignore
+        self.stop = stop or threading.Event()
+        self._engine: Engine | None = None
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls,
+        paths: Iterable[str | os.PathLike[str]] = (),
+        *,
+        config: str | os.PathLike[str] | Settings | None = None,
+        backend: str = "auto",
+        wait: float = 0,
+        command: str = "sync",
+        lock: bool = True,
+        remote: Remote | None = None,
+        on_event: OnEvent | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[Ingest]:
+        """Resolve the settings (config file or Settings, environment, PATHs, the folders the manifest
+        remembers), take the manifest's lock (waiting up to `wait` seconds; negative: for ever; not
+        taken with lock=False, for read-only views), open the manifest and the remote. `backend`
+        "auto" keeps the config's choice; "local" or "openai" overrides it."""
+        settings = settings_for(paths, config, backend, command)
+        chosen = choose_backend(settings)
+        ensure_state_dir(settings.state_dir)
+        guard = ManifestLock(chosen.manifest, command)
+        if lock:
+            guard.acquire(wait)
+        try:
+            manifest = Manifest(chosen.manifest)
+            own = remote is None
+            try:
+                remote = remote or connect(settings, chosen)
+                yield cls(remembered(settings, manifest), chosen, manifest, remote, on_event, stop)
+            finally:
+                if own and remote is not None and hasattr(remote, "close"):
+                    remote.close()
+                manifest.close()
+        finally:
+            guard.release()
+
+    @property
+    def engine(self) -> Engine:
+        from ingest.sync import Engine
+
+        if self._engine is None:
+            self._engine = Engine(self.settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+        return self._engine
+
+    def sync(
+        self,
+        *,
+        dry_run: bool = False,
+        allow_mass_delete: bool = False,
+        scopes: Scopes | None = None,
+        command: str = "sync",
+        progress: Progress | None = None,
+    ) -> Report:
+        """Scan, plan and apply: upload what is new or changed, move what moved, delete what is gone.
+        scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do."""
+        from ingest.sync import Options
+
+        if not dry_run and scopes is None:  # not on every incremental pass of the daemon
+            remember(self.settings, self.manifest)
+        options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
+        return self.engine.sync(options, scopes, progress=progress)
+
+    def verify(self) -> Findings:
+        """Compare local files, the manifest and the remote; name every drift (read-only)."""
+        from ingest.verify import verify
+
+        return verify(self.engine)
+
+    def reindex(
+        self,
+        *,
+        rehash: bool = False,
+        retry_failed: bool = False,
+        dry_run: bool = False,
+        allow_mass_delete: bool = False,
+    ) -> Repairs:
+        """Repair every drift verify finds, then a full sync."""
+        from ingest.repair import reindex
+
+        if allow_mass_delete:
+            self.settings = replace(self.settings, max_delete_fraction=1.0)
+            self._engine = None
+        if not dry_run:
+            remember(self.settings, self.manifest)
+        return reindex(self.engine, rehash, retry_failed, dry_run)
+
+    def gc(self, *, dry_run: bool = False) -> list[str]:
+        """Delete remote files this tool created and nothing references; never any other file."""
+        from ingest.repair import gc
+
+        return gc(self.engine, dry_run)
+
+    def status(self) -> dict[str, Any]:
+        """Files by state per store, storage cost, recent runs, every problem file and the daemon."""
+        from ingest.daemon import read_heartbeat
+        from ingest.status import collect
+
+        data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest)
+        data["daemon"] = read_heartbeat(self.settings)
+        return data
+
+    def search(
+        self,
+        query: str,
+        *,
+        store: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        max_results: int = 5,
+    ) -> list[dict[str, Any]]:
+        """The best chunk of each matching document, best first, across the stores (or the one named)."""
+        from ingest.status import search_stores
+
+        return search_stores(self.manifest, self.remote, query, store, filters, max_results)
+
+    def counts(self) -> dict[str, int]:
+        """Files in the manifest by state."""
+        out: dict[str, int] = {}
+        for group in self.manifest.counts_by_store_state():
+            out[group["state"]] = out.get(group["state"], 0) + group["n"]
+        return out
+
+
+def sync(
+    *paths: str | os.PathLike[str],
+    config: str | os.PathLike[str] | Settings | None = None,
+    backend: str = "auto",
+    dry_run: bool = False,
+    on_event: OnEvent | None = None,
+) -> Report:
+    """Sync folders (or the configured roots) into their vector stores: `ingest.sync("docs")`."""
+    with Ingest.open(paths, config=config, backend=backend, on_event=on_event) as ingest:
+        return ingest.sync(dry_run=dry_run)

@@ -1,0 +1,263 @@
+"""plan → the manifest and the remote: record each intent before its call, move what moved, refresh
+attributes in place, and hand uploads to the indexer. Every action becomes an event."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ingest.config import Root, Settings
+from ingest.errors import AuthError, RemoteError
+from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, FileEvent, OnEvent
+from ingest.indexing import Indexer, Outcome
+from ingest.manifest import (
+    ATTACHING,
+    ERROR,
+    FAILED,
+    INDEXED,
+    PENDING,
+    REJECTED,
+    RETIRE,
+    UPLOADED,
+    UPLOADING,
+    FileRow,
+    Manifest,
+)
+from ingest.plan import Observed, Plan
+from ingest.remote.base import Remote
+from ingest.stores import Stores, attributes
+from ingest.survey import Survey
+
+if TYPE_CHECKING:
+    from ingest.sync import Options
+
+log = logging.getLogger("ingest")
+MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
+
+
+class Executor:
+    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, survey: Survey, emit: OnEvent):
+        self.settings, self.manifest, self.remote, self.survey, self.emit = settings, manifest, remote, survey, emit
+
+    def apply(self, plan: Plan, options: Options, indexer: Indexer) -> Outcome:
+        m, stores = self.manifest, indexer.stores
+        roots = {r.key: r for r in self.settings.roots}
+        stale = []
+        with m.transaction():
+            for obs, row in plan.unchanged:
+                if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
+                    obs.size,
+                    obs.mtime_ns,
+                    obs.inode,
+                    obs.hashed_at_ns or row.hashed_at_ns,
+                ):
+                    row = m.update(
+                        row,
+                        size=obs.size,
+                        mtime_ns=obs.mtime_ns,
+                        inode=obs.inode,
+                        hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+                    )
+                    stale.append((obs, row))
+                elif self.survey.static_moved(row.store, row.attributes):
+                    stale.append((obs, row))
+            for row in plan.retirements():
+                self._retire_ids(row)
+            for obs, prior in plan.rejected:
+                m.put(
+                    _row_from(
+                        obs,
+                        prior,
+                        state=REJECTED,
+                        reason=obs.reason,
+                        file_id=None,
+                        old_file_id=None,
+                        vector_store_id=None,
+                        batch_id=None,
+                    )
+                )
+            for problem, prior in plan.refused:
+                m.put(
+                    FileRow(
+                        problem.root,
+                        problem.path,
+                        REJECTED,
+                        reason=problem.reason,
+                        first_seen=prior.first_seen if prior else None,
+                    )
+                )
+            for problem, prior in plan.unreadable:
+                if prior is None:
+                    m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
+                else:
+                    m.update(prior, reason=problem.reason)
+            for row in plan.deletes:
+                m.remove(row.root, row.path)
+                if row.file_id or row.old_file_id:
+                    # Still on disk, so an include/exclude rule now leaves it out.
+                    gone = EXCLUDED if os.path.lexists(os.path.join(row.root, row.path)) else DELETED
+                    self.emit(event_of(row, gone, row))
+        failed_moves = self._move(plan.moves, roots)
+        self._refresh(stale, roots)
+
+        uploads: list[FileRow] = []
+        attach: list[FileRow] = []
+        attaching: list[FileRow] = []
+        stores.reserve(
+            Counter(
+                obs.store
+                for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves]
+                if prior is None or not prior.vector_store_id or prior.store != obs.store
+            )
+        )
+        with m.transaction():
+            for obs, prior in [*plan.uploads, *failed_moves]:
+                uploads.append(self._prepare_upload(obs, prior, roots[obs.root], stores))
+            for obs, row in plan.resumes:
+                if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
+                    self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
+        indexer.run(uploads, attach, attaching)
+        indexer.retire()
+        indexer.sweep()
+        return indexer.outcome
+
+    def _retire_ids(self, row: FileRow) -> None:
+        for file_id in (row.file_id, row.old_file_id):
+            if file_id:
+                self.manifest.ledger_set(file_id, RETIRE)
+
+    def _move(self, moves: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> list[tuple[Observed, FileRow]]:
+        """Renames are attribute updates; those the remote refuses come back to be uploaded afresh."""
+        again = []
+        for obs, old in moves:
+            attrs = self._attributes(obs, roots[obs.root])
+            if not self._set_attributes(old, attrs):
+                with self.manifest.transaction():
+                    self.manifest.remove(old.root, old.path)
+                    again.append((obs, self.manifest.put(replace(old, root=obs.root, path=obs.path))))
+                continue
+            with self.manifest.transaction():
+                self.manifest.remove(old.root, old.path)
+                self.manifest.put(_row_from(obs, old, state=INDEXED, attributes=json.dumps(attrs)))
+            self.emit(event_of(obs, MOVED, old, f"from {os.path.join(old.root, old.path)}"))
+        return again
+
+    def _refresh(self, stale: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> None:
+        """Same content, other attributes (a touched mtime, a new static value): update them in place."""
+        for obs, row in stale:
+            attrs = self._attributes(obs, roots[obs.root])
+            if attrs != row.attrs() and self._set_attributes(row, attrs):
+                self.manifest.update(row, attributes=json.dumps(attrs))
+                self.emit(event_of(obs, ATTRIBUTES, row))
+
+    def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
+        try:
+            self.remote.update_attributes(row.known_store_id, row.known_file_id, attrs)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.warning("%s: could not update attributes: %s", os.path.join(row.root, row.path), exc)
+            return False
+        return True
+
+    def _attributes(self, obs: Observed, root: Root) -> dict:
+        return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
+
+    def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
+        """Record the intent before the call: a changed file keeps serving its old version until then."""
+        old = None
+        if row is not None:
+            old = row.old_file_id if row.old_file_id else (row.file_id if row.state == INDEXED else None)
+            if row.file_id and row.file_id != old:
+                self.manifest.ledger_set(row.file_id, RETIRE)  # an unfinished newer version: superseded
+            if old and row.store != obs.store:
+                self.manifest.ledger_set(old, RETIRE)  # routed to another store: nothing to keep serving
+                old = None
+        spec = self.settings.store_spec(obs.store)
+        store_id = (
+            row.vector_store_id
+            if row is not None and row.vector_store_id and row.store == obs.store
+            else stores.place(obs.store)
+        )
+        attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
+        same = row is not None and row.sha256 == obs.sha256 and row.state != INDEXED
+        return self.manifest.put(
+            _row_from(
+                obs,
+                row,
+                state=PENDING,
+                file_id=None,
+                old_file_id=old,
+                vector_store_id=store_id,
+                batch_id=None,
+                attributes=json.dumps(attrs),
+                attempts=row.attempts if row is not None and same else 0,
+            )
+        )
+
+    def _resume(
+        self,
+        obs: Observed,
+        row: FileRow,
+        root: Root,
+        stores: Stores,
+        options: Options,
+        uploads: list[FileRow],
+        attach: list[FileRow],
+        attaching: list[FileRow],
+    ) -> bool:
+        """Carry a half-done row on from its state; False when it stays failed (not retried)."""
+        row = self.manifest.update(
+            row,
+            size=obs.size,
+            mtime_ns=obs.mtime_ns,
+            inode=obs.inode,
+            hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+        )
+        if row.state == FAILED:
+            if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
+                return False
+            self.emit(event_of(obs, RETRIED, row, f"failed before: {row.reason or 'unknown error'}"))
+            row = self.manifest.update(
+                row, state=UPLOADED if row.file_id else PENDING, attempts=row.attempts + (1 if row.file_id else 0)
+            )
+        if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
+            uploads.append(self._prepare_upload(obs, row, root, stores))
+        elif row.state == UPLOADED:
+            attach.append(row)
+        elif row.state == ATTACHING:
+            attaching.append(row)
+        elif row.state == INDEXED and row.old_file_id:
+            self.manifest.ledger_set(row.old_file_id, RETIRE)
+            self.manifest.update(row, old_file_id=None)
+        return True
+
+
+def _row_from(obs: Observed, row: FileRow | None, **changes: Any) -> FileRow:
+    base = row or FileRow(obs.root, obs.path, PENDING)
+    values: dict[str, Any] = {
+        "root": obs.root,
+        "path": obs.path,
+        "store": obs.store,
+        "size": obs.size,
+        "mtime_ns": obs.mtime_ns,
+        "inode": obs.inode,
+        "hashed_at_ns": obs.hashed_at_ns,
+        "sha256": obs.sha256,
+        "mime": obs.mime,
+        "reason": None,
+        "error_code": None,
+        "retryable": None,
+    }
+    values.update(changes)
+    return replace(base, **values)
+
+
+def event_of(item: Observed | FileRow, action: str, row: FileRow | None, reason: str = "") -> FileEvent:
+    """An event for the file `item` names; the store and file id are those `row` held."""
+    store = item.store or (row.store if row else None)
+    return FileEvent(item.path, item.root, action, store, row.file_id if row else None, reason)

@@ -1,0 +1,122 @@
+"""The manifest's schema: named, append-only sqlite-utils migrations, each applied once in order."""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("ingest")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.table("files").create(
+        {
+            "root": str,
+            "path": str,
+            "store": str,
+            "size": int,
+            "mtime_ns": int,
+            "inode": int,
+            "hashed_at_ns": int,
+            "sha256": str,
+            "mime": str,
+            "state": str,
+            "reason": str,
+            "error_code": str,
+            "retryable": int,
+            "file_id": str,
+            "vector_store_id": str,
+            "batch_id": str,
+            "old_file_id": str,
+            "attributes": str,
+            "attempts": int,
+            "first_seen": float,
+            "updated_at": float,
+            "indexed_at": float,
+        },
+        pk=("root", "path"),
+        not_null={"root", "path", "state"},
+    )
+    db.table("files").create_index(["file_id"])
+    db.table("files").create_index(["state"])
+    db.table("stores").create(
+        {
+            "id": str,
+            "name": str,
+            "shard": int,
+            "status": str,
+            "fingerprint": str,
+            "created_at": float,
+        },
+        pk="id",
+    )
+    db.table("stores").create_index(["name", "shard"])
+    db.table("uploads").create(
+        {
+            "id": int,
+            "file_id": str,
+            "root": str,
+            "path": str,
+            "filename": str,
+            "bytes": int,
+            "sha256": str,
+            "vector_store_id": str,
+            "status": str,
+            "started_at": float,
+            "finished_at": float,
+            "suspect": int,
+        },
+        pk="id",
+    )
+    db.table("uploads").create_index(["file_id"])
+    db.table("uploads").create_index(["status"])
+    db.table("runs").create(
+        {
+            "id": int,
+            "command": str,
+            "started_at": float,
+            "finished_at": float,
+            "exit_code": int,
+            "counts": str,
+            "held": str,
+        },
+        pk="id",
+    )
+
+
+@migrations()
+def m002_store_replaces(db: sqlite_utils.Database) -> None:
+    # A store being rebuilt records which store it will replace once it is complete.
+    db.table("stores").add_column("replaces", str)
+
+
+@migrations()
+def m003_upload_server_time(db: sqlite_utils.Database) -> None:
+    # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
+    db.table("uploads").add_column("remote_created_at", int)
+
+
+@migrations()
+def m004_roots(db: sqlite_utils.Database) -> None:
+    # Each root's and each store's settings as last synced: a run without the config file (a cron job
+    # started in another folder) then does what the configured runs did, excludes, routes and all.
+    db.table("roots").create(
+        {"key": str, "store": str, "include": str, "exclude": str, "ignore_defaults": int}, pk="key"
+    )
+    db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
+
+
+@migrations()
+def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
+    # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
+    db.table("runs").add_column("alive_at", float)
+
+
+@migrations()
+def m006_store_checked_at(db: sqlite_utils.Database) -> None:
+    # When each store was last seen alive remotely: a pass with nothing to upload asks again only
+    # every so often, so a no-op makes no remote call.
+    db.table("stores").add_column("checked_at", float)
+    # The sweep looks for suspect uploads on every pass: without an index, a scan of every upload.
+    db.table("uploads").create_index(["suspect"])

@@ -1,0 +1,101 @@
+"""scan → Observed: what each file under a root is now (stat, hash, verdict, store), hashing and
+judging only what the observe rule says may have changed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+
+from ingest import scan as scanning
+from ingest.config import Root, Settings
+from ingest.manifest import ERROR, REJECTED, FileRow, Manifest
+from ingest.observe import needs_hash
+from ingest.plan import Observed
+from ingest.stores import route
+from ingest.validate import Validator
+
+
+class Survey:
+    """scan → Observed: what each file under the roots is now (stat, hash, verdict, store)."""
+
+    def __init__(self, settings: Settings, manifest: Manifest):
+        self.settings, self.manifest = settings, manifest
+        self.validator = Validator(settings.types, settings.max_size)
+        self._network: dict[str, bool] = {}
+
+    def network(self, root: Root) -> bool:
+        return self._network.setdefault(root.key, scanning.is_network_fs(root.path))
+
+    def store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
+        """Whether any store takes files by path, and which stores (of this root) set static attributes."""
+        routed = any(spec.paths for spec in self.settings.stores)
+        static = {
+            name: bool(self.settings.store_spec(name).attributes)
+            for name in {root.store, *(spec.name for spec in self.settings.stores)}
+        }
+        return routed, static
+
+    def settled(self, root: Root) -> tuple[dict[str, tuple], list[str]]:
+        """The root's rows a stat match may vouch for, and the paths of its other rows."""
+        routed, static = self.store_rules(root)
+        return self.manifest.settled(
+            root.key, self.network(root), store=None if routed else root.store, attributes=any(static.values())
+        )
+
+    def settled_beside(self, root: Root) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
+        """settled(), read while the caller walks the root: call the result for it."""
+        routed, static = self.store_rules(root)
+        return self.manifest.settled_beside(
+            root.key, self.network(root), store=None if routed else root.store, attributes=any(static.values())
+        )
+
+    def calm(
+        self, root: Root, result: scanning.ScanResult, settled: Mapping[str, tuple]
+    ) -> tuple[list[scanning.Entry], list[str]]:
+        """The scan's entries to look at, and the paths left calm: their stat matched a settled row, and
+        their store and static attributes are still what the configuration says."""
+        routed, static = self.store_rules(root)
+        if not routed and not any(static.values()):
+            return result.entries, result.calm  # the store was matched in SQL: nothing else can differ
+        fresh, calm = list(result.entries), []
+        for path in result.calm:
+            known = settled[path]
+            store = route(self.settings, root, path) if routed else root.store
+            if known[3] != store or (static.get(store) and self.static_moved(store, known[4])):
+                fresh.append(scanning.Entry(root.key, path, *known[:3]))  # the stat matched these
+            else:
+                calm.append(path)
+        return fresh, calm
+
+    def static_moved(self, store: str | None, attributes: str | None) -> bool:
+        static = self.settings.store_spec(store or "").attributes
+        if not static:
+            return False
+        current = json.loads(attributes) if attributes else {}
+        return any(current.get(k) != v for k, v in static.items())
+
+    def observe(self, root: Root, entry: scanning.Entry, row: FileRow | None, rehash: bool) -> Observed:
+        store = route(self.settings, root, entry.path)
+        full = root.path / entry.path
+        sha, hashed_at = (row.sha256, row.hashed_at_ns) if row else (None, None)
+        must_hash = (
+            rehash
+            or row is None
+            or needs_hash(entry, row.size, row.mtime_ns, row.inode, row.hashed_at_ns, self.network(root))
+        )
+        seen = (root.key, entry.path, entry.size, entry.mtime_ns, entry.inode)
+        if must_hash or row is None or row.state in (REJECTED, ERROR):
+            verdict = self.validator.check(full, entry.size)
+            if not verdict.ok:
+                return Observed(*seen, None, None, verdict.mime, False, verdict.reason, store)
+            mime = verdict.mime
+        else:
+            mime = row.mime or ""
+        if must_hash:
+            try:
+                hashed_at = time.time_ns()
+                sha = scanning.sha256_file(full)
+            except OSError as exc:
+                return Observed(*seen, None, None, mime, False, f"cannot read: {exc.strerror or exc}", store)
+        return Observed(*seen, hashed_at, sha, mime, True, "", store)

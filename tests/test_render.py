@@ -1,0 +1,51 @@
+"""Text for people, from the typed results: the per-file lines of -v, the summary, the progress bars."""
+
+from __future__ import annotations
+
+from ingest import render
+from ingest.events import DELETED, HELD, REJECTED, UPLOADED, FileEvent, Report
+
+
+def test_files_prints_one_line_per_file_with_its_reason():
+    report = Report(
+        events=[
+            FileEvent("a.md", "/docs", UPLOADED, "docs", "file-1"),
+            FileEvent("b.txt", "/docs", REJECTED, "docs", None, "empty file"),
+        ]
+    )
+    assert render.files(report).splitlines() == ["uploaded   /docs/a.md", "rejected   /docs/b.txt  (empty file)"]
+
+
+def test_a_reason_shared_by_many_files_is_said_once():
+    why = "more than 20% of store 'docs' would be deleted; run with --allow-mass-delete if intended"
+    report = Report(
+        counts={"deleted": 0, "held": 9},
+        events=[FileEvent(f"f{i}.md", "/docs", HELD, "docs", f"file-{i}", why) for i in range(9)],
+    )
+    text = render.summary(report)
+    assert f"  9 files: {why}" in text and "… and 6 more (--json lists all)" in text
+    assert text.count("/docs/f") == 3
+
+
+def test_the_summary_lists_failures_and_rejections_by_path():
+    report = Report(
+        counts={"new": 1, "deleted": 1},
+        events=[
+            FileEvent("gone.md", "/docs", DELETED, "docs", "file-2"),
+            FileEvent("b.txt", "/docs", REJECTED, "docs", None, "empty file"),
+        ],
+    )
+    text = render.summary(report)
+    assert text.startswith("synced: 1 new,") and "rejected:\n  /docs/b.txt: empty file" in text
+
+
+def test_the_progress_bar_is_off_unless_asked_and_draws_each_phase(capsys):
+    with render.progress_bar(False) as progress:
+        assert progress is None
+    with render.progress_bar(True) as progress:
+        assert progress is not None
+        for done in range(4):
+            progress("upload", done, 3)
+        progress("index", 1, 2)
+    err = capsys.readouterr().err
+    assert "upload" in err and "index" in err
