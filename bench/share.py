@@ -12,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import INGEST, Context, Outcome, run_child
+from bench.common import INGEST, Context, Outcome, end_process, run_child
 from bench.noop import _json, _walk, synced_tree
+from bench.watch_latency import wait_for_first_sync, wait_indexed
 
 ROUND_TRIP_US = 500
 NOOP_RATIO = 0.2
@@ -138,19 +138,9 @@ def _watch(source: Path, mount: Path, home: Path, env: dict[str, str], samples: 
     manifest = next(home.rglob("manifest.db"))
     log = open(home / "watch.log", "w")
     started = time.monotonic()
+    flags = ["--polling", "--poll-interval", str(POLL_INTERVAL), "--settle", str(SETTLE)]
     proc = subprocess.Popen(
-        [
-            *INGEST,
-            "--backend",
-            "local",
-            "watch",
-            str(mount),
-            "--polling",
-            "--poll-interval",
-            str(POLL_INTERVAL),
-            "--settle",
-            str(SETTLE),
-        ],
+        [*INGEST, "--backend", "local", "watch", str(mount), *flags],
         env=env,
         cwd=home,
         stdout=subprocess.DEVNULL,
@@ -159,7 +149,7 @@ def _watch(source: Path, mount: Path, home: Path, env: dict[str, str], samples: 
     latencies: list[float | None] = []
     info: dict = {}
     try:
-        db = _wait_for_full_sync(manifest, proc, started)
+        db = wait_for_first_sync(manifest, proc, deadline=started + 900)
         info["startup_s"] = round(time.monotonic() - started, 2)
         files = sorted(p for p in source.rglob("*.txt"))[:samples]
         for i, path in enumerate(files):
@@ -169,40 +159,11 @@ def _watch(source: Path, mount: Path, home: Path, env: dict[str, str], samples: 
             fresh.write_text(body)
             fresh.replace(path)
             written = time.monotonic()
-            rel = path.relative_to(source).as_posix()
-            latencies.append(_wait_indexed(db, str(mount), rel, hashlib.sha256(body.encode()).hexdigest(), written))
+            rel, sha = path.relative_to(source).as_posix(), hashlib.sha256(body.encode()).hexdigest()
+            latencies.append(wait_indexed(db, str(mount), rel, sha, written, proc, SAMPLE_TIMEOUT))
         db.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 60)
         log.close()
     info["log_tail"] = (home / "watch.log").read_text()[-600:]
     return latencies, info
-
-
-def _wait_for_full_sync(manifest: Path, proc: subprocess.Popen, started: float) -> sqlite3.Connection:
-    db = sqlite3.connect(manifest, timeout=10)
-    while time.monotonic() - started < 900:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ingest watch exited with {proc.returncode} before its first sync")
-        row = db.execute(
-            "select 1 from runs where command = 'watch-full' and finished_at is not null and started_at > ?",
-            (time.time() - (time.monotonic() - started) - 1,),
-        ).fetchone()
-        if row:
-            return db
-        time.sleep(0.1)
-    raise RuntimeError("ingest watch did not finish its first sync within 900 s")
-
-
-def _wait_indexed(db: sqlite3.Connection, root: str, path: str, sha: str, since: float) -> float | None:
-    while time.monotonic() - since < SAMPLE_TIMEOUT:
-        row = db.execute("select state, sha256 from files where root = ? and path = ?", (root, path)).fetchone()
-        if row and row[0] == "indexed" and row[1] == sha:
-            return round(time.monotonic() - since, 3)
-        time.sleep(0.02)
-    return None
