@@ -177,6 +177,7 @@ def run(
         metrics.count(event)
 
     def run_sync(scopes: Scopes | None) -> Report:
+        said = False
         while True:  # queue behind a sync or a cron reindex, but stay responsive to SIGTERM
             try:
                 with Ingest.open(
@@ -185,7 +186,10 @@ def run(
                     report = ingest.sync(scopes=scopes, command="watch" if scopes else "watch-full")
                     counts = ingest.counts()
                 break
-            except LockBusy:
+            except LockBusy as busy:
+                if not said:
+                    log.info("waiting for the manifest: %s", busy)
+                    said = True
                 if stop.is_set():
                     return Report()
         for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
@@ -197,6 +201,10 @@ def run(
 
     watcher = Watcher(settings, run_sync, options, stop, heartbeat)
     server = _serve(metrics_port, metrics, watcher.health) if metrics_port is not None else None
+    if server:
+        # Port 0 asks the kernel for a free one: the heartbeat and /healthz say which.
+        watcher.health["metrics_port"] = server.server_address[1]
+        log.info("serving /metrics and /healthz on 127.0.0.1:%d", server.server_address[1])
     try:
         watcher.run()
     finally:

@@ -6,21 +6,23 @@ a store deleted mid-run) run against the emulator.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
 import sqlite3
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from ingest import scan as scanning
+from ingest import validate as validation
 from ingest.manifest import INDEXED, REJECTED, Manifest
 from ingest.remote.local import LocalRemote
+from ingest.validate import Validator
 from tests.conftest import Cli, as_unprivileged
-from tests.emulator import Emulator
 from tests.test_crash import audit
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
@@ -116,13 +118,31 @@ def test_too_big_by_the_configured_limit_is_rejected_without_reading(ingest, roo
     assert_kept(state_dir)
 
 
-def test_over_512mb_is_rejected_by_default(ingest, root, state_dir):
+def test_over_512mb_is_rejected_by_default_without_reading_it(ingest, root, state_dir, monkeypatch):
     with open(root / "enormous.md", "wb") as fh:
         fh.truncate(600 * 1024 * 1024)  # sparse
-    started = time.monotonic()
+    read: list[str] = []
+    real_open, real_hash, real_magic = builtins.open, scanning.sha256_file, Validator._magic
+
+    def spy_open(file, *args, **kwargs):
+        read.append(os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    class SpyMagic:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def from_file(self, target):
+            read.append(os.fspath(target))
+            return self.inner.from_file(target)
+
+    monkeypatch.setattr(validation, "open", spy_open, raising=False)
+    monkeypatch.setattr(scanning, "sha256_file", lambda path, *a: read.append(os.fspath(path)) or real_hash(path, *a))
+    monkeypatch.setattr(Validator, "_magic", lambda self: tuple(SpyMagic(m) for m in real_magic(self)))
     why = reasons(sync(ingest, root), root)
     assert why["enormous.md"].startswith("too large: 629,145,600 bytes")
-    assert time.monotonic() - started < 10, "a too-large file must be refused from its size, not read"
+    assert any(path.endswith("keep.md") for path in read), "the spies must see the files that are read"
+    assert not [path for path in read if path.endswith("enormous.md")], "a too-large file is refused from its size"
     assert_kept(state_dir)
 
 
@@ -258,7 +278,7 @@ def test_fifo_is_refused_and_does_not_hang_the_run(ingest, root, state_dir):
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.update(report=sync(ingest, root)), daemon=True)
     worker.start()
-    worker.join(30)
+    worker.join(120)  # a hang detector with room for a busy machine
     assert not worker.is_alive(), "the run blocked on the FIFO"
     assert reasons(outcome["report"], root)["pipe.txt"] == "not a regular file (FIFO, socket or device)"
     assert_kept(state_dir)
@@ -364,19 +384,14 @@ def test_file_changing_during_upload_is_synced_again_next_run(ingest, root, stat
     assert_kept(state_dir, "live.txt")
 
 
-def test_ten_thousand_entries_in_one_folder(ingest, tmp_path, state_dir):
+def test_thousands_of_entries_in_one_folder(ingest, tmp_path, state_dir):
     big = tmp_path / "big"
     big.mkdir()
-    for i in range(10_000):
+    for i in range(3_000):  # past SQLite's 999 bound variables per statement, three times over
         (big / f"n{i:05d}.txt").write_text(f"note {i}\n")
-    started = time.monotonic()
-    report = sync(ingest, big)
-    elapsed = time.monotonic() - started
-    assert report["counts"]["indexed"] == 10_000 and report["exit_code"] == 0
-    assert len(indexed(state_dir)) == 10_000
-    # About 15 s on two idle cores (it was 45 s before per-file manifest writes lost their overhead);
-    # the bound leaves room for a busy machine and still catches a return to quadratic work.
-    assert elapsed < 30, f"10,000 tiny files took {elapsed:.1f} s"
+    report = sync(ingest, big)  # how long it takes is a row of scripts/bench (big-folder), not a test
+    assert report["counts"]["indexed"] == 3_000 and report["exit_code"] == 0
+    assert len(indexed(state_dir)) == 3_000
 
 
 # ---- configuration and state ------------------------------------------------------------------------------
@@ -485,20 +500,6 @@ def test_openai_backend_without_a_key(ingest, root):
 
 
 # ---- the OpenAI path ---------------------------------------------------------------------------------------
-def watch_emulator(emu: Emulator, endpoint: str, count: int, action) -> threading.Thread:
-    """Run action() as soon as the emulator has answered `count` requests to endpoint."""
-
-    def loop():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if emu.counters()["requests"].get(endpoint, 0) >= count:
-                action()
-                return
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_key_refused_mid_run_is_one_message_without_a_retry_storm(openai_cli, fake_openai, root, state_dir):
@@ -510,9 +511,8 @@ def test_key_refused_mid_run_is_one_message_without_a_retry_storm(openai_cli, fa
         seen["requests"] = sum(fake_openai.counters()["requests"].values())
         fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
 
-    watcher = watch_emulator(fake_openai, UPLOADS, 5, revoke)
+    fake_openai.when(UPLOADS, 5, revoke)  # the key is refused as the fifth upload arrives
     result = openai_cli("sync", str(root), check=2)
-    watcher.join(5)
     assert result.stderr.count("refused the API key") == 1, result.stderr
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     after = sum(fake_openai.counters()["requests"].values()) - seen["requests"]
@@ -536,9 +536,8 @@ def test_vector_store_deleted_remotely_mid_run(openai_cli, fake_openai, root, st
         fake_openai.delete_store(store)
         deleted.append(store)
 
-    watcher = watch_emulator(fake_openai, BATCHES, 1, delete_store)
+    fake_openai.when(BATCHES, 1, delete_store)  # the store is gone as the first batch arrives
     first = openai_cli("sync", str(root), check=None)
-    watcher.join(5)
     assert deleted, "the store was not deleted during the run"
     assert "Traceback" not in first.stderr, first.stderr
     assert first.exit_code == 1, "files that were not indexed make the run fail, not pass with a note"

@@ -104,7 +104,7 @@ def test_the_api_key_appears_in_no_output_log_or_file(tmp_path, emu, docs):
         text=True,
     )
     heartbeat = tool.state / "ingest" / "daemon.json"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not heartbeat.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     watch.send_signal(signal.SIGTERM)
@@ -196,12 +196,15 @@ def test_only_files_the_tool_created_are_ever_deleted(tmp_path, emu, docs):
 @pytest.mark.xfail(
     strict=True,
     reason="known limit of the lost-reply sweep: another app's file with the same name "
-    "and size, uploaded within the same seconds (server clock) as one of our uploads whose reply "
+    "and size, created in the same second (server clock) as one of our uploads whose reply "
     "was lost, cannot be told apart from our duplicate (the Files API gives no content hash)",
 )
-def test_a_recent_same_name_same_size_foreign_file_survives_the_sweep(tmp_path, emu, docs):
+def test_a_same_second_same_name_same_size_foreign_file_survives_the_sweep(tmp_path, emu, docs):
     tool = Tool(tmp_path, emu)
     tool("sync", str(docs))
+    # Every File the server makes from here on reports the same second: the twin and our lost copy are
+    # simultaneous on the server's clock, whatever the machine's speed.
+    emu.configure(files_created_at=int(time.time()))
     (docs / "guides" / "install.md").write_text("# Install v2\n")
     twin = emu.create_file("install.md", b"x" * len("# Install v2\n"))
     emu.lose_next_replies(1)

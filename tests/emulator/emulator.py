@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import validate as v
@@ -46,6 +46,8 @@ class Emulator:
         self.host, self._requested_port = host, port
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        self._triggers: list[tuple[str, int, Callable[[], None]]] = []
+        self._trigger_lock = threading.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Emulator:
@@ -87,6 +89,22 @@ class Emulator:
         return f"http://{self.host}:{self.port}/v1"
 
     # ---- switches ----------------------------------------------------------------------------------------
+    def when(self, endpoint: str, count: int, action: Callable[[], None]) -> None:
+        """Run action() once, in the server, as the count-th request to endpoint arrives and before it is
+        served: a change "mid-run" lands at the same point of the run however fast the machine is."""
+        _checked({"endpoint": endpoint})
+        with self._trigger_lock:
+            self._triggers.append((endpoint, count, action))
+
+    def arrived(self, endpoint: str, seen: int) -> None:
+        """Called by the server for every request: fires the triggers due at this one."""
+        with self._trigger_lock:
+            due = [t for t in self._triggers if t[0] == endpoint and t[1] == seen]
+            for t in due:
+                self._triggers.remove(t)
+        for _, _, action in due:
+            action()
+
     def configure(self, **options: Any) -> None:
         """Change any option at runtime (latency_ms=..., fault_rate=..., stuck_batches=..., seed=...)."""
         with self.state.lock:

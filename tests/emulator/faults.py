@@ -44,6 +44,7 @@ class Options:
     index_fail_rate: float = 0.0  # fraction of attaches that fail indexing
     index_fail_times: int | None = None  # only the first N attaches of a given filename fail (None = always)
     stuck_batches: bool = False  # files of new batches stay in_progress until unstick_batches()
+    files_created_at: int | None = None  # every new File reports this created_at (a test pins the server clock)
     seed: int = 0
 
     def update(self, **changes) -> None:

@@ -165,7 +165,10 @@ class Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             self._count("requests", f"{self.command} (unknown)")
             return self._send_error(err, started)
-        self._count("requests", endpoint)
+        with emu.state.lock:
+            emu.state.counters["requests"][endpoint] += 1
+            seen = emu.state.counters["requests"][endpoint]
+        emu.arrived(endpoint, seen)
         state = emu.state
         with state.lock:
             state.in_flight[endpoint] += 1

@@ -209,7 +209,10 @@ class State:
     # ---- Files -----------------------------------------------------------------------------------------
     def create_file(self, filename: str, purpose: str, data: bytes) -> dict:
         with self.lock:
-            f = FileRec(self._new_id("file-"), filename, purpose, data, int(self.now()), next(self.seq))
+            created = self.options.files_created_at
+            if created is None:
+                created = int(self.now())
+            f = FileRec(self._new_id("file-"), filename, purpose, data, created, next(self.seq))
             self.files[f.id] = f
             self.file_keys[f.id] = f.seq
             self.totals["files_created"] += 1
