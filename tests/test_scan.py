@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
