@@ -125,7 +125,7 @@ def _xdg(env: dict[str, str], home: Path) -> dict[str, str]:
 
 
 def _move_root(home: Path, old: str, new: str) -> None:
-    for db in home.rglob("manifest.db"):
+    for db in home.rglob("manifest.db"):  # the local backend's, and the OpenAI one the noop bench made
         conn = sqlite3.connect(db)
         with conn:
             conn.execute("update files set root = ? where root = ?", (new, old))
@@ -135,7 +135,7 @@ def _move_root(home: Path, old: str, new: str) -> None:
 
 
 def _watch(source: Path, mount: Path, home: Path, env: dict[str, str], samples: int) -> tuple[list, dict]:
-    manifest = next(home.rglob("manifest.db"))
+    manifest = Path(env["XDG_STATE_HOME"]) / "ingest" / "local" / "manifest.db"  # the local backend's
     log = open(home / "watch.log", "w")
     started = time.monotonic()
     flags = ["--polling", "--poll-interval", str(POLL_INTERVAL), "--settle", str(SETTLE)]

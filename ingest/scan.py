@@ -136,12 +136,16 @@ def _name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
         else:
             others.append(p)
     rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
+    # The others only for a name that starts as one of them does (none may start with a wildcard).
+    heads = tuple(re.split(r"[*?\[]", p, maxsplit=1)[0] for p in others)
+    if "" in heads:
+        heads = ("",)
     starts, ends = tuple(prefixes), tuple(suffixes)
 
     def matches(name: str) -> bool:
         if name.startswith(starts) or name.endswith(ends) or name in exact:
             return True
-        return rest is not None and rest.match(name) is not None
+        return rest is not None and name.startswith(heads) and rest.match(name) is not None
 
     return matches
 
