@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingest")
 ROOTS_REQUIRED = ("sync", "watch")  # the commands that act on named folders only, never on remembered ones
-PYTHON = "<Settings>"  # the source of settings built in Python
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,7 @@ def settings_for(
     command: str = "sync",
 ) -> Settings:
     """The settings of a run: a config file (or a Settings object), the environment, and the PATHs named."""
-    if isinstance(config, Settings):
-        # Settings built in Python are the caller's configuration, used as given (like a config
-        # file's), not a run without one that takes the stores' remembered entries.
-        settings = config if config.source != NO_CONFIG else replace(config, source=PYTHON)
-    else:
-        settings = load(str(config) if config is not None else None)
+    settings = config if isinstance(config, Settings) else load(str(config) if config is not None else None)
     if backend and backend != "auto":
         settings = replace(settings, backend=backend)
     named = [Path(p) for p in paths]
@@ -151,8 +145,8 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
         roots = tuple(Root(Path(key), **how) for key, how in known.items())
     else:
         roots = tuple(Root(r.path, **known[r.key]) if r.key in known else r for r in settings.roots)
-    if settings.source != NO_CONFIG or any(r.key not in known for r in roots):
-        return replace(settings, roots=roots)
+    if settings.source != NO_CONFIG or settings.stores or any(r.key not in known for r in roots):
+        return replace(settings, roots=roots)  # [[stores]] given (a file, or Settings built in Python) are used alone
     specs = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs())
     return replace(settings, roots=roots, stores=specs)
 

@@ -28,7 +28,10 @@ class UsageFailure(Failure):
 
 
 def failure(message: str, code: int) -> Failure:
-    return UsageFailure(message) if code == USAGE else Failure(message)
+    """A Failure that exits with `code` (click reads the exit code from the class)."""
+    if code == Failure.exit_code:
+        return Failure(message)
+    return UsageFailure(message) if code == USAGE else type(f"Failure{code}", (Failure,), {"exit_code": code})(message)
 
 
 def _guarded(fn):

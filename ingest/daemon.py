@@ -18,7 +18,18 @@ from prometheus_client.exposition import MetricsHandler
 from ingest.api import Ingest, connect, settings_for
 from ingest.config import Settings, WatchOptions
 from ingest.errors import LockBusy
-from ingest.events import FAILED, REPLACED, STORE_WARNINGS, UPLOADED, WARNINGS, Event, FileEvent, Report, StoreEvent
+from ingest.events import (
+    FAILED,
+    REJECTED,
+    REPLACED,
+    STORE_WARNINGS,
+    UPLOADED,
+    WARNINGS,
+    Event,
+    FileEvent,
+    Report,
+    StoreEvent,
+)
 from ingest.sync import Scopes
 from ingest.watch import Watcher
 
@@ -44,8 +55,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-def log_event(event: Event) -> None:
-    """One log line per event: failures, rejections, held deletions and lost stores at WARNING."""
+def log_event(event: Event, repeat: bool = False) -> None:
+    """One log line per event: failures, rejections, held deletions and lost stores at WARNING; a
+    repeat (a rejection each rescan finds again) at DEBUG."""
     if isinstance(event, FileEvent):
         warn = event.action in WARNINGS
         text = f"{event.action} {event.shown}" + (f": {event.reason}" if event.reason else "")
@@ -54,7 +66,8 @@ def log_event(event: Event) -> None:
         text = event.describe()
     else:
         warn, text = False, event.describe()
-    log.log(logging.WARNING if warn else logging.INFO, "%s", text, extra={"event": event.as_dict()})
+    level = logging.DEBUG if repeat else logging.WARNING if warn else logging.INFO
+    log.log(level, "%s", text, extra={"event": event.as_dict()})
 
 
 @dataclass
@@ -89,6 +102,23 @@ class Metrics:
                 self.uploads.inc()
             elif event.action == FAILED:
                 self.failures.inc()
+
+
+class EventLog:
+    """The daemon's listener: a log line and the metrics for each event. A rejection is news once: each
+    rescan finds the rejected file again, and that repeat goes to DEBUG until its reason changes."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self.rejected: dict[tuple[str, str], str] = {}
+
+    def __call__(self, event: Event) -> None:
+        repeat = False
+        if isinstance(event, FileEvent) and event.action == REJECTED:
+            repeat = self.rejected.get((event.root, event.path)) == event.reason
+            self.rejected[(event.root, event.path)] = event.reason
+        log_event(event, repeat)
+        self.metrics.count(event)
 
 
 def heartbeat_path(settings: Settings) -> Path:
@@ -172,9 +202,7 @@ def run(
             last_beat[0] = time.monotonic()
             _write_heartbeat(beat, health)
 
-    def on_event(event: Event) -> None:
-        log_event(event)
-        metrics.count(event)
+    on_event = EventLog(metrics)
 
     def run_sync(scopes: Scopes | None) -> Report:
         said = False

@@ -123,13 +123,18 @@ class Indexer:
 
     def _upload_all(self, rows: list[FileRow]) -> None:
         total, done = len(rows), 0
-        with ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="upload") as pool:
+        # A remote that paces its uploads says how many are worth having under way; the pool only
+        # bounds the threads.
+        pacer = getattr(self.remote, "upload_pacer", None)
+        threads = pacer.ceiling if pacer is not None else self.settings.upload_concurrency
+        with ThreadPoolExecutor(threads, thread_name_prefix="upload") as pool:
             pending: dict[Future[RemoteFile], _InFlight] = {}
             todo = iter(rows)
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
-            # "uploading" only for files that really are.
+            # "uploading" only for files that really are (or are next).
             while True:
-                while len(pending) < self.settings.upload_concurrency * 2 and not self.stop.is_set():
+                window = pacer.wanted if pacer is not None else self.settings.upload_concurrency
+                while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
                     row = next(todo, None)
                     if row is None:
                         break
@@ -148,6 +153,8 @@ class Indexer:
                         raise
                     done += 1
                     self.progress("upload", done, total)
+        if pacer is not None:
+            log.info("uploads: %s", pacer.describe())
 
     def _start(self, pool: ThreadPoolExecutor, row: FileRow) -> tuple[Future[RemoteFile], _InFlight]:
         path = Path(row.root) / row.path

@@ -120,9 +120,10 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
         yield None
         return
     bars: dict[str, ProgressBar[int]] = {}
+    drawn: set[str] = set()  # phases whose bar is finished on screen (click's `finished` is set by the last step)
 
     def show(phase: str, done: int, total: int) -> None:
-        if not total:
+        if not total or phase in drawn:
             return
         bar = bars.get(phase)
         if bar is None:
@@ -131,15 +132,15 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
         bar.length = total
         if done > bar.pos:
             bar.update(done - bar.pos)
-        if done >= total and not bar.finished:
+        if done >= total:
             bar.render_finish()
-            bar.finished = True
+            drawn.add(phase)
 
     try:
         yield show
     finally:
-        for bar in bars.values():
-            if not bar.finished:
+        for phase, bar in bars.items():
+            if phase not in drawn:
                 bar.render_finish()
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from ingest import Ingest
 from ingest.cli import cli
+from ingest.config import Settings
 
 
 def pytest_addoption(parser):
@@ -95,6 +97,28 @@ def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     return Cli()
+
+
+@pytest.fixture
+def local_ingest(state_dir, docs_root):
+    """An Ingest on the docs root, on the embedded store."""
+    with Ingest.open([docs_root], backend="local") as opened:
+        yield opened
+
+
+@pytest.fixture
+def emulator_env(state_dir, fake_openai, monkeypatch):
+    """A key and the emulator's URL in the environment: the OpenAI path, for real."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    return lambda **settings: Settings(request_timeout=5, index_timeout=30, **settings)
+
+
+@pytest.fixture
+def emulated_ingest(emulator_env, docs_root):
+    """An Ingest on the docs root, on the OpenAI path against the emulator."""
+    with Ingest.open([docs_root], config=emulator_env()) as opened:
+        yield opened
 
 
 def as_unprivileged(fn):

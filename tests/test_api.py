@@ -30,29 +30,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 DOCS = {"guides/install.md", "guides/usage.txt", "faq.html", "notes.py"}
 
 
-@pytest.fixture
-def local(state_dir, docs_root):
-    """An Ingest on the docs root, on the embedded store."""
-    with Ingest.open([docs_root], backend="local") as opened:
-        yield opened
-
-
-@pytest.fixture
-def emulator_env(state_dir, fake_openai, monkeypatch):
-    """A key and the emulator's URL in the environment: the OpenAI path, for real."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    return lambda **settings: Settings(request_timeout=5, index_timeout=30, **settings)
-
-
-@pytest.fixture
-def emulated(emulator_env, docs_root):
-    """An Ingest on the docs root, on the OpenAI path against the emulator."""
-    with Ingest.open([docs_root], config=emulator_env()) as opened:
-        yield opened
-
-
-@pytest.fixture(params=["local", "emulated"])
+@pytest.fixture(params=["local_ingest", "emulated_ingest"])
 def opened(request) -> Ingest:
     return request.getfixturevalue(request.param)
 
@@ -77,13 +55,13 @@ def test_on_event_is_called_as_each_file_is_acted_on(state_dir, docs_root):
     assert any(isinstance(e, StoreEvent) and e.store == "docs" for e in seen), "the store's creation"
 
 
-def test_every_action_is_an_event_with_path_store_and_reason(local, docs_root):
-    local.sync()
+def test_every_action_is_an_event_with_path_store_and_reason(local_ingest, docs_root):
+    local_ingest.sync()
     (docs_root / "guides" / "usage.txt").write_text("Usage notes, second edition: the quokka sleeps.\n")
     (docs_root / "notes.py").rename(docs_root / "guides" / "notes.py")
     (docs_root / "faq.html").unlink()
     (docs_root / "binary.txt").write_bytes(b"\x7fELF\x00\x01" * 100)
-    report = local.sync()
+    report = local_ingest.sync()
     by_path = {e.path: e for e in report.files}
     assert by_path["guides/usage.txt"].action == REPLACED
     assert by_path["guides/notes.py"].action == MOVED and "notes.py" in by_path["guides/notes.py"].reason
@@ -109,12 +87,12 @@ def test_sync_verify_reindex_gc_status_and_search(opened, docs_root):
         opened.search("zebrafish", store="nope")
 
 
-def test_a_dry_run_changes_nothing(local):
-    report = local.sync(dry_run=True)
+def test_a_dry_run_changes_nothing(local_ingest):
+    report = local_ingest.sync(dry_run=True)
     assert report.dry_run and sorted(report.planned["new"]) == sorted(
-        str(Path(local.settings.roots[0].key) / p) for p in DOCS
+        str(Path(local_ingest.settings.roots[0].key) / p) for p in DOCS
     )
-    assert local.counts() == {} and local.sync().counts["new"] == 4
+    assert local_ingest.counts() == {} and local_ingest.sync().counts["new"] == 4
 
 
 def test_settings_built_in_python_default_to_the_xdg_state_folder(state_dir):
@@ -143,9 +121,9 @@ def test_errors_carry_their_exit_codes(state_dir, docs_root, tmp_path):
     assert AuthError("no").exit_code == 2 and RemoteError("x", retryable=True).retryable
 
 
-def test_a_failure_is_an_event_and_fails_the_run(emulated, fake_openai):
+def test_a_failure_is_an_event_and_fails_the_run(emulated_ingest, fake_openai):
     fake_openai.configure(index_fail_names={"usage.txt"}, index_fail_times=None)
-    report = emulated.sync()
+    report = emulated_ingest.sync()
     failed = report.of(FAILED)
     assert [e.path for e in failed] == ["guides/usage.txt"] and "server_error" in failed[0].reason
     assert failed[0].file_id and report.exit_code == 1
@@ -170,13 +148,13 @@ def test_a_store_lost_remotely_and_a_rebuild_are_events_of_their_own(emulator_en
     assert len(rebuilt) == 1 and {rebuilt[0].vector_store_id} == current, "the new vector store id is named"
 
 
-def test_a_held_mass_deletion_is_an_event_per_file_and_one_for_the_store(local, docs_root):
+def test_a_held_mass_deletion_is_an_event_per_file_and_one_for_the_store(local_ingest, docs_root):
     for i in range(8):
         (docs_root / f"memo{i}.md").write_text(f"memo {i} about the capybara\n")
-    local.sync()
+    local_ingest.sync()
     for i in range(8):
         (docs_root / f"memo{i}.md").unlink()
-    report = local.sync()
+    report = local_ingest.sync()
     assert len(report.held) == 8 and all("allow-mass-delete" in e.reason for e in report.held)
     mass = [e for e in report.events if isinstance(e, StoreEvent) and e.action == MASS_DELETE_HELD]
     assert [(e.store, e.count) for e in mass] == [("docs", 8)]

@@ -23,6 +23,7 @@ from ingest.manifest import INDEXED, REJECTED, Manifest
 from ingest.remote.local import LocalRemote
 from ingest.validate import Validator
 from tests.conftest import Cli, as_unprivileged
+from tests.helpers import manifest_rows as rows
 from tests.test_crash import audit
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
@@ -39,14 +40,6 @@ def root(tmp_path) -> Path:
     (root / "sub").mkdir()
     (root / "sub" / "keep.txt").write_text("The pangolin notes stay indexed too.\n")
     return root
-
-
-def rows(state_dir: Path, backend: str = "local") -> dict[str, object]:
-    m = Manifest(state_dir / ("local/manifest.db" if backend == "local" else "manifest.db"))
-    try:
-        return {row.path: row for row in m.rows().values()}
-    finally:
-        m.close()
 
 
 def indexed(state_dir: Path) -> dict[str, str]:

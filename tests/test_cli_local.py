@@ -11,16 +11,9 @@ from pathlib import Path
 from ingest.lock import ManifestLock
 from ingest.manifest import INDEXED, REJECTED, Manifest
 from ingest.remote.local import LocalRemote
+from tests.helpers import manifest_rows
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def manifest_rows(state_dir: Path) -> dict[str, object]:
-    m = Manifest(state_dir / "local" / "manifest.db")
-    try:
-        return {row.path: row for row in m.rows().values()}
-    finally:
-        m.close()
 
 
 def store_files(state_dir: Path) -> dict[str, dict]:

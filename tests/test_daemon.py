@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ingest.daemon import JsonFormatter, Metrics, _serve, log_event
+from ingest.daemon import EventLog, JsonFormatter, Metrics, _serve, log_event
 from ingest.events import (
     FAILED,
     HELD,
@@ -36,7 +36,7 @@ def json_log():
     logger = logging.getLogger("ingest.watch")
     logger.addHandler(handler)
     old = logger.level
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(old)
@@ -66,6 +66,15 @@ def test_store_events_are_lines_of_their_own(json_log):
     assert rebuilt["vector_store_id"] == "vs_new" and rebuilt["level"] == "info" and "vs_new" in rebuilt["message"]
     assert recreated["level"] == "warning" and "expired" in recreated["message"]
     assert mass["level"] == "warning" and mass["action"] == MASS_DELETE_HELD and "12 deletions" in mass["message"]
+
+
+def test_a_rejection_found_again_by_a_rescan_is_no_news_until_its_reason_changes(json_log):
+    listener = EventLog(Metrics.create())
+    binary = FileEvent("b.txt", "/docs", REJECTED, "docs", None, "content is binary, not text as .txt should be")
+    listener(binary)
+    listener(binary)
+    listener(FileEvent("b.txt", "/docs", REJECTED, "docs", None, "empty file"))
+    assert [line["level"] for line in json_log] == ["warning", "debug", "warning"]
 
 
 def test_metrics_count_the_stream_and_are_served_beside_healthz():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 from ingest import render
 from ingest.events import DELETED, HELD, REJECTED, UPLOADED, FileEvent, Report
 
@@ -39,13 +42,21 @@ def test_the_summary_lists_failures_and_rejections_by_path():
     assert text.startswith("synced: 1 new,") and "rejected:\n  /docs/b.txt: empty file" in text
 
 
-def test_the_progress_bar_is_off_unless_asked_and_draws_each_phase(capsys):
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_is_off_unless_asked_and_draws_each_phase_on_its_own_line(monkeypatch):
     with render.progress_bar(False) as progress:
         assert progress is None
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
     with render.progress_bar(True) as progress:
         assert progress is not None
         for done in range(4):
             progress("upload", done, 3)
         progress("index", 1, 2)
-    err = capsys.readouterr().err
-    assert "upload" in err and "index" in err
+    lines = screen.getvalue().split("\n")
+    assert "upload" in lines[0] and "3/3" in lines[0], "the upload bar is finished before the next begins"
+    assert "index" in lines[1] and "1/2" in lines[1], "a phase cut short is ended too"

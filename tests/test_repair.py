@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
 import pytest
 
 from ingest.manifest import Manifest
+from tests import helpers
 from tests.conftest import Cli
 
 
@@ -16,12 +18,7 @@ def cli(openai_cli) -> Cli:
     return openai_cli
 
 
-def manifest_rows(state_dir: Path) -> dict:
-    m = Manifest(state_dir / "manifest.db")
-    try:
-        return {r.path: r for r in m.rows().values()}
-    finally:
-        m.close()
+manifest_rows = functools.partial(helpers.manifest_rows, backend="openai")
 
 
 def corpus(root: Path, n: int = 8) -> Path:

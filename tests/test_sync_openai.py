@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -11,17 +12,13 @@ import pytest
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.stores import CHECK_EVERY
 from tests.emulator import Emulator
+from tests.helpers import manifest_rows
 from tests.test_noop import age_store_checks
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
 
 
-def rows(state_dir: Path) -> dict:
-    m = Manifest(state_dir / "manifest.db")
-    try:
-        return {r.path: r for r in m.rows().values()}
-    finally:
-        m.close()
+rows = functools.partial(manifest_rows, backend="openai")
 
 
 def remote_by_path(emu: Emulator) -> dict[str, dict]:
@@ -97,16 +94,35 @@ def test_indexing_server_error_is_retried_then_reported(openai_cli, fake_openai,
     assert "server_error" in report["failed"][0]["reason"]
 
 
-def test_rate_limited_uploads_all_get_through(openai_cli, fake_openai, tmp_path, state_dir):
-    fake_openai.configure(upload_rps=20)
+def notes(tmp_path: Path, count: int) -> Path:
     root = tmp_path / "burst"
     root.mkdir()
-    for i in range(60):
+    for i in range(count):
         (root / f"n{i}.md").write_text(f"note {i}\n")
+    return root
+
+
+def test_uploads_keep_to_the_rate_the_server_states(openai_cli, fake_openai, tmp_path, state_dir):
+    # 50 uploads a second with a burst of 50, stated in x-ratelimit-* headers; the old fixed window
+    # of 8 with no pacing sent them as fast as replies came and was refused again and again.
+    fake_openai.configure(upload_rps=50)
+    root = notes(tmp_path, 120)
     report = openai_cli.json("sync", str(root))
-    assert report["counts"]["indexed"] == 60 and report["exit_code"] == 0
-    assert fake_openai.counters()["rate_limited"] > 0
-    assert len(fake_openai.files()) == 60
+    assert report["counts"]["indexed"] == 120 and report["exit_code"] == 0
+    counters = fake_openai.counters()
+    assert counters["requests"]["POST /files"] - counters["rate_limited"] == 120
+    assert counters["rate_limited"] <= 2, counters  # at most 2 % of the uploads refused
+    assert len(fake_openai.files()) == 120
+
+
+def test_refused_uploads_wait_and_all_get_through(openai_cli, fake_openai, tmp_path, state_dir):
+    # 429s with Retry-After and no rate stated: the window is the lever, and every file arrives once.
+    fake_openai.inject("429", count=12, endpoint="POST /files")
+    root = notes(tmp_path, 30)
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 30 and report["exit_code"] == 0
+    assert fake_openai.counters()["faults"]["429"] == 12
+    assert len(fake_openai.files()) == 30
 
 
 def test_lost_upload_reply_leaves_no_duplicate(openai_cli, fake_openai, docs_root, state_dir):

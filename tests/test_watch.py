@@ -22,6 +22,7 @@ import pytest
 from ingest.lock import ManifestLock
 from ingest.manifest import INDEXED, FileRow, Manifest
 from ingest.remote.local import LocalRemote
+from tests.helpers import manifest_rows
 
 T = TypeVar("T")
 SETTLE = "0.3"
@@ -76,14 +77,6 @@ class Daemon:
     def terminate(self, timeout: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
-
-
-def manifest_rows(state_dir: Path) -> dict[str, FileRow]:
-    m = Manifest(state_dir / "local" / "manifest.db")
-    try:
-        return {row.path: row for row in m.rows().values()}
-    finally:
-        m.close()
 
 
 def uploads_of(state_dir: Path, path: str) -> list[dict]:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from ingest.pacing import NEUTRAL, OVERLOADED, THROTTLED, Pacer, rate_headers
 from ingest.remote.base import (
     CREATE_TOKEN,
     MAX_RETRY_AFTER,
@@ -31,6 +32,8 @@ from ingest.remote.base import (
 
 log = logging.getLogger("ingest.remote")
 T = TypeVar("T")
+# An upload this small takes about a round trip: its latency tells how loaded the server is.
+TIMED_BYTES = 1 << 20
 
 
 def _status(exc: BaseException) -> int | None:
@@ -101,42 +104,6 @@ class Backoff:
         return self.rng.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
 
 
-class Throttle:
-    """AIMD concurrency shared by every call: a 429 halves it and pauses all callers for Retry-After;
-    each success adds back a fraction, so it climbs to the limit again once the server has room."""
-
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
-        self.limit, self.current, self.in_flight = limit, float(limit), 0
-        self.not_before = 0.0
-        self.clock = clock
-        self.stop = threading.Event()
-        self._cond = threading.Condition()
-
-    def __enter__(self) -> Throttle:
-        with self._cond:
-            while True:
-                wait = self.not_before - self.clock()
-                if self.stop.is_set() or (wait <= 0 and self.in_flight < max(1, int(self.current))):
-                    break
-                self._cond.wait(timeout=max(wait, 0.05) if wait > 0 else 0.5)
-            self.in_flight += 1
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        with self._cond:
-            self.in_flight -= 1
-            if exc is None:
-                self.current = min(float(self.limit), self.current + 1.0 / max(1.0, self.current))
-            self._cond.notify_all()
-
-    def throttled(self, retry_after_s: float | None) -> None:
-        with self._cond:
-            self.current = max(1.0, self.current / 2)
-            pause = retry_after_s if retry_after_s is not None else 1.0
-            self.not_before = max(self.not_before, self.clock() + min(pause, MAX_RETRY_AFTER))
-            self._cond.notify_all()
-
-
 class OpenAIRemote:
     kind = "openai"
 
@@ -144,10 +111,12 @@ class OpenAIRemote:
         self.client = client
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
-        self.throttle = Throttle(concurrency)
         # Set by the daemon on SIGTERM: retry waits end at once and no new attempt starts.
         self.stop = threading.Event()
-        self.throttle.stop = self.stop
+        # Uploads have a rate limit of their own, stated in their replies' headers: a pacer of their
+        # own learns it. Every other call shares one, which goes by concurrency and 429s alone.
+        self.upload_pacer = Pacer(concurrency, stop=self.stop)
+        self.pacer = Pacer(concurrency, stop=self.stop)
 
     def _stop(self, state: RetryCallState) -> bool:
         # Being told to slow down is not a failure: a 429 gets a larger budget than an error does.
@@ -166,11 +135,21 @@ class OpenAIRemote:
         )
         return cls(client, attempts=attempts, concurrency=concurrency)
 
-    def _call(self, what: str, fn: Callable[[], T], on_retry: Callable[[BaseException], None] | None = None) -> T:
+    def _call(
+        self,
+        what: str,
+        fn: Callable[[], T],
+        on_retry: Callable[[BaseException], None] | None = None,
+        pacer: Pacer | None = None,
+        timed: bool = True,
+    ) -> T:
+        """fn under the retry policy and a pacer; a pacer given here also learns the rate limit from
+        the headers of fn's replies (fn then returns a raw response)."""
+        learns = pacer is not None
+        pacer = pacer or self.pacer
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception()
-            if _status(exc) == 429:
-                self.throttle.throttled(retry_after(exc))
             if on_retry:
                 on_retry(exc)
             log.info(
@@ -186,10 +165,21 @@ class OpenAIRemote:
                 reraise=True,
                 sleep=self.stop.wait,
             ):
-                if self.stop.is_set():
-                    raise RemoteError(f"{what}: stopped before it was sent", retryable=True)
-                with attempt, self.throttle:
-                    return fn()
+                with attempt:
+                    ticket = None if self.stop.is_set() else pacer.acquire(timed)
+                    if ticket is None:
+                        raise RemoteError(f"{what}: stopped before it was sent", retryable=True)
+                    try:
+                        result = fn()
+                    except BaseException as exc:
+                        response = getattr(exc, "response", None)
+                        said = rate_headers(response.headers) if learns and response is not None else None
+                        hinted = retry_after(exc)
+                        pause = min(hinted, MAX_RETRY_AFTER) if hinted is not None else None
+                        pacer.release(ticket, _outcome(exc), pause, said)
+                        raise
+                    pacer.release(ticket, rate=rate_headers(getattr(result, "headers", None)) if learns else None)
+                    return result
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None
         except openai.NotFoundError as exc:
@@ -206,14 +196,18 @@ class OpenAIRemote:
 
         def send():
             with open(path, "rb") as fh:  # streamed from disk, reopened on every attempt
-                return self.client.files.create(file=(filename, fh), purpose="assistants")
+                return self.client.files.with_raw_response.create(file=(filename, fh), purpose="assistants")
 
         def note(exc: BaseException) -> None:
             if may_have_reached_server(exc):
                 suspect.set()
 
         try:
-            f = self._call(f"upload {filename}", send, on_retry=note)
+            small = path.stat().st_size <= TIMED_BYTES
+        except OSError:
+            small = True  # the upload reports what became of the file
+        try:
+            f = self._call(f"upload {filename}", send, on_retry=note, pacer=self.upload_pacer, timed=small).parse()
         except RemoteError as exc:
             if exc.__cause__ is not None and may_have_reached_server(exc.__cause__):
                 suspect.set()
@@ -367,6 +361,16 @@ class OpenAIRemote:
             Hit(r.file_id, r.filename, r.score, dict(r.attributes or {}), "\n".join(c.text for c in r.content))
             for r in page.data
         ]
+
+
+def _outcome(exc: BaseException) -> str:
+    """What a failed call says about load: a 429 is a rate, 5xx and lost connections are strain."""
+    status = _status(exc)
+    if status == 429:
+        return THROTTLED
+    if isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500):
+        return OVERLOADED
+    return NEUTRAL
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -63,20 +63,25 @@ class Options:
 
 
 class TokenBucket:
-    """Requests per second with a burst of max(1, rps): answers how long to wait when empty."""
+    """Requests per second with a burst of max(1, rps), as a per-minute limit enforced per second is.
+
+    take() answers (how long to wait when empty, what is left, how long until the bucket is full
+    again): the last is what OpenAI's x-ratelimit-reset-requests means."""
 
     def __init__(self, rps: float):
         self.rps, self.capacity = rps, max(1.0, rps)
         self.tokens, self.stamp = self.capacity, time.monotonic()
 
-    def take(self) -> tuple[float, int]:
+    def take(self) -> tuple[float, int, float]:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rps)
         self.stamp = now
+        wait = 0.0
         if self.tokens >= 1.0:
             self.tokens -= 1.0
-            return 0.0, int(self.tokens)
-        return (1.0 - self.tokens) / self.rps, 0
+        else:
+            wait = (1.0 - self.tokens) / self.rps
+        return wait, int(self.tokens), (self.capacity - self.tokens) / self.rps
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Decision:
     kind: str | None = None  # one of FAULT_KINDS, "ratelimit", or None
     retry_after: float = 0.0
     remaining: int | None = None  # for x-ratelimit-remaining-requests
+    reset_s: float = 0.0  # for x-ratelimit-reset-requests: until the bucket is full again
     lose_reply: bool = False
 
 
@@ -120,20 +126,20 @@ class FaultPlan:
         """Called before processing: rate limit first, then queued faults, then random faults."""
         o = self.options
         with self.lock:
-            remaining = None
+            remaining, reset = None, 0.0
             if endpoint == "POST /files" and o.upload_rps:
                 if self.bucket is None or self.bucket.rps != o.upload_rps:
                     self.bucket = TokenBucket(o.upload_rps)
-                wait, remaining = self.bucket.take()
+                wait, remaining, reset = self.bucket.take()
                 if wait > 0:
-                    return Decision("ratelimit", retry_after=wait, remaining=0)
+                    return Decision("ratelimit", retry_after=wait, remaining=0, reset_s=reset)
             kind = self._queued(endpoint, FAULT_KINDS)
             if kind is None and o.fault_rate > 0 and (o.fault_endpoints is None or endpoint in o.fault_endpoints):
                 if self.rng.random() < o.fault_rate:
                     kinds = [k for k, w in o.fault_mix.items() if w > 0]
                     if kinds:
                         kind = self.rng.choices(kinds, weights=[o.fault_mix[k] for k in kinds])[0]
-            return Decision(kind, retry_after=o.retry_after_s, remaining=remaining)
+            return Decision(kind, retry_after=o.retry_after_s, remaining=remaining, reset_s=reset)
 
     def lose_reply(self, endpoint: str) -> bool:
         o = self.options
@@ -152,13 +158,14 @@ class FaultPlan:
 
 
 def ratelimit_headers(limit_rps: float | None, remaining: int | None, reset_s: float) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers (limits are per minute) plus retry-after for 429s."""
+    """OpenAI's x-ratelimit-* headers: the limit per minute, what is left, and the time until the
+    limit "resets to its initial state" (OpenAI's words), i.e. until the bucket is full again."""
     if not limit_rps:
         return {}
     headers = {
-        "x-ratelimit-limit-requests": str(math.ceil(limit_rps * 60)),
+        "x-ratelimit-limit-requests": str(math.ceil(round(limit_rps * 60, 6))),
         "x-ratelimit-remaining-requests": str(max(0, int(remaining or 0))),
-        "x-ratelimit-reset-requests": f"{max(1, round(reset_s * 1000))}ms",
+        "x-ratelimit-reset-requests": f"{max(0, round(reset_s * 1000))}ms",
     }
     return headers
 

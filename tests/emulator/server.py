@@ -192,13 +192,12 @@ class Handler(BaseHTTPRequestHandler):
 
         decision = emu.plan.before(endpoint)
         rl_headers = (
-            ratelimit_headers(opts.upload_rps, decision.remaining, 1.0 / opts.upload_rps if opts.upload_rps else 0)
+            ratelimit_headers(opts.upload_rps, decision.remaining, decision.reset_s)
             if endpoint == "POST /files"
             else {}
         )
         if decision.kind == "ratelimit":
             self._count("totals", "rate_limited")
-            rl_headers["x-ratelimit-reset-requests"] = f"{max(1, int(decision.retry_after * 1000))}ms"
             return self._send_error(
                 ApiError(
                     429,

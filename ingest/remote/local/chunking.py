@@ -63,11 +63,7 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
     static = strategy.get("static")
     if not isinstance(static, Mapping):
         raise ValueError('chunking_strategy of type "static" needs a "static" object')
-    size = static.get("max_chunk_size_tokens")
-    overlap = static.get("chunk_overlap_tokens")
-    for name, value in (("max_chunk_size_tokens", size), ("chunk_overlap_tokens", overlap)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
+    size, overlap = _integer(static, "max_chunk_size_tokens"), _integer(static, "chunk_overlap_tokens")
     if not MIN_MAX_TOKENS <= size <= MAX_MAX_TOKENS:
         raise ValueError(
             f"chunking_strategy.static.max_chunk_size_tokens must be between "
@@ -79,6 +75,13 @@ def parse_strategy(strategy: StrategyLike) -> ChunkingStrategy:
             f"half of max_chunk_size_tokens ({size // 2}), got {overlap}"
         )
     return ChunkingStrategy(size, overlap)
+
+
+def _integer(static: Mapping[str, object], name: str) -> int:
+    value = static.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"chunking_strategy.static.{name} must be an integer, got {value!r}")
+    return value
 
 
 def _piece_tokens(piece: str) -> int:
