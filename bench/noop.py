@@ -129,6 +129,12 @@ def run(ctx: Context) -> Outcome:
         None,
         f"the walk: {walk_s / n * 1e6:.1f} µs",
     )
+    pending_s = statistics.median(_pending_count(synced))
+    out.details["status_local_changes_s"] = pending_s
+    out.add(
+        "noop", "`ingest status` local-changes stat pass, median", pending_s, "s", None, f"of {REPEATS}, {n:,} files"
+    )
+    out.add("noop", "status stat pass / walk ratio", pending_s / walk_s, "x", ("<=", RATIO))
     _openai_noop(ctx, synced, walk_s, out)
     if profile_text:
         path = ctx.out / "noop-profile.txt"
@@ -206,6 +212,25 @@ def _walk(root: Path) -> tuple[float, int]:
                 else:
                     files += 1
     return time.perf_counter() - started, files
+
+
+def _pending_count(synced: SyncedTree) -> list[float]:
+    """What `ingest status` pays to count the local changes not synced yet: a stat pass, no hashing."""
+    from ingest.api import Ingest
+    from ingest.status import local_changes
+
+    times = []
+    with (
+        patched_environ(synced.env, synced.home),
+        Ingest.open([synced.tree], backend="local", lock=False, command="status") as ingest,
+    ):
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            counts = local_changes(ingest.settings, ingest.manifest)
+            times.append(time.perf_counter() - started)
+    if any(counts.values()):
+        raise RuntimeError(f"the status stat pass saw changes in an unchanged tree: {counts}")
+    return times
 
 
 def _in_process(

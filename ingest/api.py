@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, load
+from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store, load
 from ingest.errors import ConfigError, NothingToDo
 from ingest.events import OnEvent, Report, ignore
 from ingest.lock import ManifestLock
@@ -46,6 +46,11 @@ def settings_for(
     settings = config if isinstance(config, Settings) else load(str(config) if config is not None else None)
     if backend and backend != "auto":
         settings = replace(settings, backend=backend)
+    return restricted(settings, paths, command)
+
+
+def restricted(settings: Settings, paths: Iterable[str | os.PathLike[str]], command: str) -> Settings:
+    """The settings for a run over PATHs (none: the configured roots)."""
     named = [Path(p) for p in paths]
     if named:
         settings = settings.with_paths(named)
@@ -144,7 +149,11 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
     if not settings.roots:
         roots = tuple(Root(Path(key), **how) for key, how in known.items())
     else:
-        roots = tuple(Root(r.path, **known[r.key]) if r.key in known else r for r in settings.roots)
+        # A root named with settings of its own (sync --store, --exclude) keeps them.
+        roots = tuple(
+            Root(r.path, **known[r.key]) if r.key in known and r == Root(r.path, default_store(r.path)) else r
+            for r in settings.roots
+        )
     if settings.source != NO_CONFIG or settings.stores or any(r.key not in known for r in roots):
         return replace(settings, roots=roots)  # [[stores]] given (a file, or Settings built in Python) are used alone
     specs = tuple(StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs())
@@ -166,11 +175,17 @@ class Ingest:
         remote: Remote,
         on_event: OnEvent | None = None,
         stop: threading.Event | None = None,
+        configured: Settings | None = None,
+        named: tuple[Path, ...] = (),
     ):
         self.settings, self.backend, self.manifest, self.remote = settings, backend, manifest, remote
         self.on_event = on_event or ignore
         self.stop = stop or threading.Event()
         self._engine: Engine | None = None
+        # The configuration before the PATHs named restricted it, and those PATHs: a sync over a folder
+        # inside a known root, or a parent of known roots, is worked out from both (ingest.folders).
+        self.configured = configured or settings
+        self.named = named
 
     @classmethod
     @contextmanager
@@ -191,7 +206,8 @@ class Ingest:
         remembers), take the manifest's lock (waiting up to `wait` seconds; negative: for ever; not
         taken with lock=False, for read-only views), open the manifest and the remote. `backend`
         "auto" keeps the config's choice; "local" or "openai" overrides it."""
-        settings = settings_for(paths, config, backend, command)
+        configured = settings_for((), config, backend, "open")
+        settings = restricted(configured, paths, command)
         chosen = choose_backend(settings)
         ensure_state_dir(settings.state_dir)
         guard = ManifestLock(chosen.manifest, command)
@@ -202,7 +218,8 @@ class Ingest:
             own = remote is None
             try:
                 remote = remote or connect(settings, chosen)
-                yield cls(remembered(settings, manifest), chosen, manifest, remote, on_event, stop)
+                named = tuple(Path(p) for p in paths)
+                yield cls(remembered(settings, manifest), chosen, manifest, remote, on_event, stop, configured, named)
             finally:
                 if own and remote is not None and hasattr(remote, "close"):
                     remote.close()
@@ -226,15 +243,76 @@ class Ingest:
         scopes: Scopes | None = None,
         command: str = "sync",
         progress: Progress | None = None,
+        store: str | None = None,
+        exclude: tuple[str, ...] = (),
     ) -> Report:
         """Scan, plan and apply: upload what is new or changed, move what moved, delete what is gone.
-        scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do."""
-        from ingest.sync import Options
+        scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do.
+        A folder named inside a known root syncs that part of it; a parent of known roots takes their
+        files over; store sends the folders named to that store; exclude leaves globs out."""
+        from ingest.folders import adopt, target
+        from ingest.sync import Engine, Options
 
-        if not dry_run and scopes is None:  # not on every incremental pass of the daemon
-            remember(self.settings, self.manifest)
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
-        return self.engine.sync(options, scopes, progress=progress)
+        if scopes is not None or not (self.named or store or exclude or self.configured.roots):
+            if not dry_run and scopes is None:  # not on every incremental pass of the daemon
+                remember(self.settings, self.manifest)
+            return self.engine.sync(options, scopes, progress=progress)
+        goal = target(self.configured, self.manifest, list(self.named), store, exclude)
+        settings = remembered(goal.settings, self.manifest)
+        engine = Engine(settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+        if dry_run:
+            with self.manifest.scratch():  # planned as if the inner roots' files were taken over; nothing kept
+                adopt(self.manifest, goal.adoptions)
+                return engine.sync(options, goal.scopes, progress=progress)
+        adopt(self.manifest, goal.adoptions)
+        if goal.scopes is None:
+            remember(settings, self.manifest)
+        return engine.sync(options, goal.scopes, progress=progress)
+
+    def forget(self, paths: Iterable[str | os.PathLike[str]], *, dry_run: bool = False, keep_store: bool = False):
+        """Stop syncing folders: retire the remote files ingest made for them, drop their records, and
+        delete a store of ingest's they leave empty (unless keep_store)."""
+        from ingest.folders import known
+        from ingest.forget import forget, resolve
+
+        folders = resolve([Path(p) for p in paths], set(known(self.configured, self.manifest, thorough=True)))
+        return forget(self.engine, folders, dry_run, keep_store)
+
+    def ignore(self, paths: Iterable[str | os.PathLike[str]], *, undo: bool = False):
+        """Acknowledge files with a permanent problem (or, undo, look at them again)."""
+        from ingest.folders import known
+        from ingest.ignores import ignore
+
+        return ignore(
+            self.manifest, set(known(self.configured, self.manifest, thorough=True)), [Path(p) for p in paths], undo
+        )
+
+    def ls(
+        self, path: str | os.PathLike[str] | None = None, *, store: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The files ingest knows (under path): store, state, file id, size, last sync and reason."""
+        from ingest.folders import known
+        from ingest.status import listing
+
+        where = Path(os.path.abspath(path)) if path is not None else None
+        return listing(self.manifest, known(self.configured, self.manifest, thorough=True), where, store, state)
+
+    def rename_store(self, old: str, new: str) -> list[str]:
+        """Rename a logical store and its vector stores in place."""
+        from ingest.relocate import rename
+
+        notes = rename(self.manifest, self.remote, old, new)
+        for i, root in enumerate(self.configured.roots):
+            if root.store == old:
+                notes.append(f"{self.configured.source}: roots[{i}].store still says {old!r}: change it to {new!r}")
+        return notes
+
+    def remove_store(self, name: str) -> list[str]:
+        """Delete an empty store of ingest's (one a config change left behind)."""
+        from ingest.relocate import remove
+
+        return remove(self.manifest, self.remote, name, self.settings)
 
     def verify(self) -> Findings:
         """Compare local files, the manifest and the remote; name every drift (read-only)."""
@@ -271,7 +349,7 @@ class Ingest:
         from ingest.daemon import read_heartbeat
         from ingest.status import collect
 
-        data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest)
+        data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest, self.settings)
         data["daemon"] = read_heartbeat(self.settings)
         return data
 
@@ -284,8 +362,15 @@ class Ingest:
         max_results: int = 5,
     ) -> list[dict[str, Any]]:
         """The best chunk of each matching document, best first, across the stores (or the one named)."""
-        from ingest.status import search_stores
+        from ingest.remote.filters import check_filter
+        from ingest.status import filter_schema, search_stores
+        from ingest.stores import ATTRIBUTE_HINTS
 
+        if filters:
+            try:
+                filters = check_filter(filters, filter_schema(self.settings, self.manifest), ATTRIBUTE_HINTS)
+            except ValueError as exc:
+                raise ConfigError(f"--filter: {exc}") from None
         return search_stores(self.manifest, self.remote, query, store, filters, max_results)
 
     def counts(self) -> dict[str, int]:

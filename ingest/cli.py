@@ -13,6 +13,8 @@ from ingest import __version__, render
 from ingest.api import Ingest
 from ingest.config import WatchOptions
 from ingest.errors import USAGE, IngestError
+from ingest.interrupt import Interrupt
+from ingest.manifest import STATES
 
 log = logging.getLogger("ingest")
 
@@ -25,6 +27,10 @@ class Failure(click.ClickException):
 
 class UsageFailure(Failure):
     exit_code = USAGE
+
+
+class Interrupted(Failure):
+    exit_code = 130
 
 
 def failure(message: str, code: int) -> Failure:
@@ -45,6 +51,8 @@ def _guarded(fn):
         except IngestError as exc:
             _debug()
             raise failure(exc.sentence(), exc.exit_code) from None
+        except KeyboardInterrupt:  # a second Ctrl-C: the first one lets the run wind down and record itself
+            raise Interrupted("interrupted; what was done is recorded, the next run goes on from there") from None
 
     return wrapper
 
@@ -109,19 +117,40 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--allow-mass-delete", is_flag=True, help="Delete even when a large share of a store would go.")
 @click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.option("--store", "store_name", help="Send the folders named to this store (their files keep their ids).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave files matching GLOB out (repeatable).")
 @click.pass_context
 @_guarded
 def sync(
-    ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool, allow_mass_delete: bool, wait: bool
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+    allow_mass_delete: bool,
+    wait: bool,
+    store_name: str | None,
+    exclude: tuple[str, ...],
 ) -> None:
     """Sync folders (or the configured roots) into their vector stores.
 
     \b
-    Example:
+    A folder inside a known root syncs that part of it. Example:
         ingest sync ./docs --dry-run
     """
-    with _open(ctx, paths, wait) as ingest, render.progress_bar(sys.stderr.isatty() and not as_json) as progress:
-        report = ingest.sync(dry_run=dry_run, allow_mass_delete=allow_mass_delete, progress=progress)
+    if store_name and not paths:
+        raise UsageFailure("--store needs the folders to send: ingest sync ./docs --store NAME")
+    with (
+        _open(ctx, paths, wait) as ingest,
+        render.progress_bar(sys.stderr.isatty() and not as_json) as progress,
+        Interrupt(ingest.stop),
+    ):
+        report = ingest.sync(
+            dry_run=dry_run,
+            allow_mass_delete=allow_mass_delete,
+            progress=progress,
+            store=store_name,
+            exclude=exclude,
+        )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -193,7 +222,7 @@ def watch(
 @click.pass_context
 @_guarded
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show files by state per store, storage cost, recent runs and every problem file."""
+    """Show the config in use, local changes not synced, and per store its folders, files by state and cost."""
     with _open(ctx, lock=False) as ingest:
         data = ingest.status()
     click.echo(json.dumps(data, indent=2) if as_json else render.status(data))
@@ -278,7 +307,7 @@ def reindex(
     Example (crontab):
         17 3 * * *  ingest reindex --wait
     """
-    with _open(ctx, wait=wait) as ingest:
+    with _open(ctx, wait=wait) as ingest, Interrupt(ingest.stop):
         repairs = ingest.reindex(
             rehash=rehash, retry_failed=retry_failed, dry_run=dry_run, allow_mass_delete=allow_mass_delete
         )
@@ -312,6 +341,98 @@ def gc(ctx: click.Context, dry_run: bool, as_json: bool, wait: bool) -> None:
     else:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {len(deleted)} unreferenced files" + "".join(f"\n  {f}" for f in deleted))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
+@click.option("--keep-store", is_flag=True, help="Keep a store the folders leave empty.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
+@click.pass_context
+@_guarded
+def forget(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, keep_store: bool, as_json: bool, wait: bool):
+    """Stop syncing folders: delete the remote files ingest made for them, and their records.
+
+    \b
+    The folder need not exist any more. Example:
+        ingest forget /srv/share/old-handbook --dry-run
+    """
+    with _open(ctx, wait=wait) as ingest:
+        done = ingest.forget(paths, dry_run=dry_run, keep_store=keep_store)
+    click.echo(json.dumps(done.as_dict(), indent=2) if as_json else render.forgotten(done))
+    ctx.exit(done.exit_code)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--undo", is_flag=True, help="Look at the files again.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def ignore(ctx: click.Context, paths: tuple[str, ...], undo: bool, as_json: bool) -> None:
+    """Acknowledge files with a permanent problem: verify and reindex pass over them until they change.
+
+    \b
+    Example:
+        ingest ignore /srv/share/scans/huge-table.pdf
+    """
+    with _open(ctx) as ingest:
+        done = ingest.ignore(paths, undo=undo)
+    if as_json:
+        click.echo(json.dumps([{"path": i.path, "reason": i.reason, "changed": i.done} for i in done], indent=2))
+    else:
+        click.echo(render.ignored(done, undo))
+
+
+@cli.command(name="ls")
+@click.argument("path", required=False, type=click.Path())
+@click.option("--store", "store_name", help="Only the files of this store.")
+@click.option("--state", type=click.Choice(list(STATES)), help="Only files in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
+@click.pass_context
+@_guarded
+def ls(ctx: click.Context, path: str | None, store_name: str | None, state: str | None, as_json: bool) -> None:
+    """List the files ingest knows: state, store, file id, size, last sync and reason.
+
+    \b
+    Example:
+        ingest ls ./docs --state failed
+    """
+    with _open(ctx, lock=False) as ingest:
+        files = ingest.ls(path, store=store_name, state=state)
+    click.echo(json.dumps(files, indent=2) if as_json else render.listing(files))
+
+
+@cli.group()
+def store() -> None:
+    """Rename or remove a logical store and its vector stores."""
+
+
+@store.command(name="rename")
+@click.argument("old")
+@click.argument("new")
+@click.pass_context
+@_guarded
+def store_rename(ctx: click.Context, old: str, new: str) -> None:
+    """Rename a store in place: its vector stores and files stay as they are.
+
+    \b
+    Example:
+        ingest store rename docs handbook
+    """
+    with _open(ctx) as ingest:
+        click.echo("\n".join(ingest.rename_store(old, new)))
+
+
+@store.command(name="remove")
+@click.argument("name")
+@click.pass_context
+@_guarded
+def store_remove(ctx: click.Context, name: str) -> None:
+    """Delete an empty store of ingest's (one a config change left behind)."""
+    with _open(ctx) as ingest:
+        click.echo("\n".join(ingest.remove_store(name)))
 
 
 def main() -> None:  # pragma: no cover

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -120,7 +121,7 @@ class Settings:
         for raw in paths:
             path = Path(os.path.abspath(raw.expanduser()))  # '..' folded: the same folder, the same root key
             owner = next((r for r in self.roots if path == r.path or r.path in path.parents), None)
-            roots.append(owner or Root(path=path, store=_store_name(path)))
+            roots.append(owner or Root(path=path, store=default_store(path)))
         unique = {r.key: r for r in roots}
         return replace(self, roots=tuple(unique.values()))
 
@@ -136,7 +137,8 @@ class WatchOptions:
     tick: float = 0.2
 
 
-def _store_name(path: Path) -> str:
+def default_store(path: Path) -> str:
+    """A root's store when none is named: the folder's name."""
     return path.name or "documents"
 
 
@@ -204,6 +206,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: stores: two stores share a name")
     roots = tuple(cfg.root(r, i, base) for i, r in enumerate(cfg.list_of_tables(data, "roots")))
+    _check_layout(source, roots, stores, [bool(r.get("store")) for r in data.get("roots", [])])
 
     numbers = {
         name: (cfg.integer if f.type == "int" else cfg.number)(data, name, "", f.default, *f.metadata["bounds"])
@@ -222,6 +225,35 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
         source=source,
         **numbers,
     )
+
+
+def _check_layout(source: str, roots: tuple[Root, ...], stores: tuple[StoreSpec, ...], named: list[bool]) -> None:
+    """Mistakes that would otherwise sync silently into the wrong place: two roots over the same files
+    (each would upload them to its own store), and a [[stores]] entry nothing sends files to (a typo)."""
+    for i, a in enumerate(roots):
+        for j, b in enumerate(roots):
+            if i < j and (a.path == b.path or a.path in b.path.parents or b.path in a.path.parents):
+                outer, inner = (i, j) if len(a.path.parts) <= len(b.path.parts) else (j, i)
+                raise ConfigError(
+                    f"{source}: roots[{inner}].path: {roots[inner].path} lies inside roots[{outer}].path "
+                    f"({roots[outer].path}); their files would be synced twice. Keep one of them, and send "
+                    "a part of a root to another store with [[stores]] paths"
+                )
+    if not roots:
+        return  # the roots come from the command line: every entry may be meant for one of them
+    used, names = {r.store for r in roots}, {s.name for s in stores}
+    for i, spec in enumerate(stores):
+        if not spec.paths and spec.name not in used:
+            typo = [
+                f"roots[{j}].store = {r.store!r}"
+                for j, r in enumerate(roots)
+                if named[j] and r.store not in names and difflib.get_close_matches(r.store, [spec.name])
+            ]
+            hint = f" (did you mean it for {', '.join(typo)}?)" if typo else ""
+            raise ConfigError(
+                f"{source}: stores[{i}].name: no root or route uses store {spec.name!r}{hint}; the roots "
+                f"use {', '.join(sorted(used))}. Name it in a root's store, give it paths, or remove it"
+            )
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.I)
@@ -311,7 +343,7 @@ class _Reader:
             raise self.fail(prefix + "ignore_defaults", "must be true or false")
         return Root(
             path=path,
-            store=self.string(data, "store", prefix, None) or _store_name(path),
+            store=self.string(data, "store", prefix, None) or default_store(path),
             include=self.strings(data, "include", prefix, ("**",)),
             exclude=self.strings(data, "exclude", prefix, ()),
             ignore_defaults=ignore,

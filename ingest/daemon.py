@@ -15,9 +15,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
 
-from ingest.api import Ingest, connect, settings_for
+from ingest.api import Ingest, choose_backend, connect, ensure_state_dir, settings_for
 from ingest.config import Settings, WatchOptions
-from ingest.errors import LockBusy
+from ingest.errors import USAGE, IngestError, LockBusy
 from ingest.events import (
     FAILED,
     REJECTED,
@@ -30,11 +30,18 @@ from ingest.events import (
     Report,
     StoreEvent,
 )
+from ingest.lock import ManifestLock
 from ingest.sync import Scopes
 from ingest.watch import Watcher
 
 log = logging.getLogger("ingest.watch")
 HEARTBEAT_EVERY = 2.0
+
+
+class DaemonError(IngestError):
+    """The daemon cannot start: another one has the manifest, or the metrics port is taken."""
+
+    exit_code = USAGE  # so that systemd does not restart it every 10 s (RestartPreventExitStatus=2)
 
 
 # The fields of an event that go into a JSON log line as fields of their own.
@@ -173,7 +180,16 @@ def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        def log_message(self, *args):
+            pass
+
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise DaemonError(
+            f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+            "another program has it: choose another port"
+        ) from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
@@ -187,10 +203,34 @@ def run(
 ) -> int:
     """Watch until SIGTERM/SIGINT; exit 0 after checkpointing what was in flight."""
     settings = settings_for(paths, config, backend, "watch")
+    chosen = choose_backend(settings)
+    ensure_state_dir(settings.state_dir)
+    # One daemon per manifest, for its whole life (the manifest lock is taken per pass, so that a
+    # sync or a cron reindex can run between them: it cannot tell two daemons apart).
+    instance = ManifestLock(Path(f"{chosen.manifest}.watch"), "watch")
+    try:
+        instance.acquire()
+    except LockBusy:
+        raise DaemonError(
+            f"another 'ingest watch' (pid {instance.holder_pid() or 'unknown'}) already keeps {chosen.manifest} "
+            "in step; stop it first, or give this one another state_dir"
+        ) from None
+    try:
+        return _run(settings, options, metrics_port)
+    finally:
+        instance.release()
+
+
+def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) -> int:
     remote = connect(settings)
-    stop = getattr(remote, "stop", None) or threading.Event()  # one event: SIGTERM also ends retry waits
+    stop: threading.Event = getattr(remote, "stop", None) or threading.Event()  # SIGTERM also ends retry waits
+
+    def on_signal(signum: int, _frame) -> None:
+        stop.reason = signal.Signals(signum).name  # type: ignore[attr-defined]  # the pass it cuts short says so
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     metrics = Metrics.create()
     beat = heartbeat_path(settings)
     last_beat = [0.0]

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ingest.interrupt import EXIT_CODES
+
 # What happened to a file: the one vocabulary of `sync -v`, `--json`, the daemon's log and the metrics.
 UPLOADED = "uploaded"  # a new file is indexed
 REPLACED = "replaced"  # a changed file's new version is indexed (and its old one retired)
@@ -49,12 +51,28 @@ REBUILD_DUE = "rebuild_due"  # (a dry run) the next run rebuilds it
 REBUILD_WAITING = "rebuild_waiting"  # the new store is not complete yet: searches keep the old one
 REBUILT = "rebuilt"  # the new store replaced the old one: a new vector store id
 MASS_DELETE_HELD = "mass_delete_held"  # more than the allowed share of the store would have gone
-STORE_ACTIONS = (CREATED, RECREATED, ADOPTED, REBUILDING, REBUILD_DUE, REBUILD_WAITING, REBUILT, MASS_DELETE_HELD)
+RENAMED = "renamed"  # all of its files now go to a store of another name: renamed in place (reason: the old name)
+RENAME_DUE = "rename_due"  # (a dry run) the next run renames it in place
+LEFT_EMPTY = "left_empty"  # no file is in it and nothing is synced to it: `ingest store remove` deletes it
+STORE_ACTIONS = (
+    CREATED,
+    RECREATED,
+    ADOPTED,
+    REBUILDING,
+    REBUILD_DUE,
+    REBUILD_WAITING,
+    REBUILT,
+    MASS_DELETE_HELD,
+    RENAMED,
+    RENAME_DUE,
+    LEFT_EMPTY,
+)
 STORE_WARNINGS = frozenset({RECREATED, MASS_DELETE_HELD})
 
 # Things about the run as a whole.
 STOPPED = "stopped"  # stopped (SIGTERM) while files were indexing
 RETIRE_FAILED = "retire_failed"  # a remote file to delete refused for now: tried again next run
+LEFT_BEHIND = "left_behind"  # a file moved to another store is still attached to the old one: detached next run
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,10 @@ class StoreEvent:
             REBUILD_WAITING: f"store {name!r}: rebuild not finished yet; searches keep using {old}",
             REBUILT: f"store {name!r}: rebuilt; the vector store id is now {new}",
             MASS_DELETE_HELD: f"store {name!r}: {self.count} deletions held back (too large a share of the store)",
+            RENAMED: f"store {self.reason!r} renamed to {name!r} in place",
+            RENAME_DUE: f"store {self.reason!r} would be renamed to {name!r} in place",
+            LEFT_EMPTY: f"store {name!r} is empty and nothing is synced to it any more; "
+            f"'ingest store remove {name}' deletes it",
         }[self.action]
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,6 +163,7 @@ class Report:
     dry_run: bool = False
     seconds: float = 0.0
     newly_rejected: int = 0  # rejections that are news: a new file, or a new reason
+    interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
 
     def of(self, *actions: str) -> list[FileEvent]:
         return [e for e in self.events if isinstance(e, FileEvent) and e.action in actions]
@@ -184,6 +207,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_CODES.get(self.interrupted, 130)
         return 1 if self.failures else 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -202,4 +227,5 @@ class Report:
             "files": [e.as_dict() for e in self.files],
             "stores": [e.as_dict() for e in self.events if isinstance(e, StoreEvent)],
             **({"plan": self.planned} if self.dry_run else {}),
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
         }

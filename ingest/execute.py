@@ -28,6 +28,7 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.plan import Observed, Plan
+from ingest.relocate import transfer
 from ingest.remote.base import Remote
 from ingest.stores import Stores, attributes
 from ingest.survey import Survey
@@ -95,12 +96,11 @@ class Executor:
                     m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
                 else:
                     m.update(prior, reason=problem.reason)
-            for row in plan.deletes:
-                m.remove(row.root, row.path)
-                if row.file_id or row.old_file_id:
-                    # Still on disk, so an include/exclude rule now leaves it out.
-                    gone = EXCLUDED if os.path.lexists(os.path.join(row.root, row.path)) else DELETED
-                    self.emit(event_of(row, gone, row))
+            for gone, action in ((plan.deletes, DELETED), (plan.excluded, EXCLUDED)):
+                for row in gone:
+                    m.remove(row.root, row.path)
+                    if row.file_id or row.old_file_id:
+                        self.emit(event_of(row, action, row))
         failed_moves = self._move(plan.moves, roots)
         self._refresh(stale, roots)
 
@@ -110,7 +110,7 @@ class Executor:
         stores.reserve(
             Counter(
                 obs.store
-                for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves]
+                for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves, *plan.transfers]
                 if prior is None or not prior.vector_store_id or prior.store != obs.store
             )
         )
@@ -120,6 +120,7 @@ class Executor:
             for obs, row in plan.resumes:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
                     self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
+        attach += transfer(m, self.settings, stores, roots, plan.transfers)
         indexer.run(uploads, attach, attaching)
         indexer.retire()
         indexer.sweep()
@@ -234,6 +235,17 @@ class Executor:
         elif row.state == INDEXED and row.old_file_id:
             self.manifest.ledger_set(row.old_file_id, RETIRE)
             self.manifest.update(row, old_file_id=None)
+        elif row.state == INDEXED and row.old_vector_store_id and row.file_id:
+            try:  # indexed in its new store already: what is left is to leave the old one
+                self.remote.detach(row.old_vector_store_id, row.file_id)
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                log.warning(
+                    "%s: still in its old store %s: %s", os.path.join(row.root, row.path), row.old_vector_store_id, exc
+                )
+            else:
+                self.manifest.update(row, old_vector_store_id=None)
         return True
 
 

@@ -17,6 +17,8 @@ from ingest.config import Settings
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
     INDEXING,
+    LEFT_BEHIND,
+    MOVED,
     REPLACED,
     RETIRE_FAILED,
     RETRIED,
@@ -319,7 +321,7 @@ class Indexer:
                     reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
                     self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
 
-    def _detach(self, store_id: str, file_id: str, then: str) -> None:
+    def _detach(self, store_id: str, file_id: str, then: str) -> bool:
         """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
         try:
             self.remote.detach(store_id, file_id)
@@ -327,15 +329,24 @@ class Indexer:
             raise
         except RemoteError as exc:
             log.info("detach of %s failed (%s); %s", file_id, exc, then)
+            return False
+        return True
 
     def _indexed(self, row: FileRow) -> None:
         if row.old_file_id:
             # Make before break: the old version goes only now that the new one is searchable.
             self.manifest.ledger_set(row.old_file_id, RETIRE)
-        self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
+        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
+        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
+            kept = None
+        if row.old_vector_store_id:
+            self.emit(event(row, MOVED, "to another store, with its file id"))
+        else:
+            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
         self.manifest.update(
             row,
             state=INDEXED,
+            old_vector_store_id=kept,
             old_file_id=None,
             reason=None,
             error_code=None,
@@ -344,6 +355,13 @@ class Indexer:
             indexed_at=time.time(),
         )
         self.outcome.indexed += 1
+
+    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
+        """A file that moved store leaves the old one: only now that the new one has indexed it."""
+        if self._detach(store_id, file_id, "it is detached next run"):
+            return True
+        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
+        return False
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import time
 from pathlib import Path
 
@@ -22,6 +23,10 @@ class ManifestLock:
             return self.path.read_text().strip() or "another ingest process"
         except OSError:
             return "another ingest process"
+
+    def holder_pid(self) -> int | None:
+        found = re.search(r"\(pid (\d+)\)", self.holder())
+        return int(found.group(1)) if found else None
 
     def acquire(self, wait: float = 0.0) -> ManifestLock:
         """Take the lock; wait up to `wait` seconds (0: fail at once, negative: forever)."""

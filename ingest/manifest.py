@@ -16,6 +16,7 @@ import sqlite_utils
 
 from ingest.errors import ManifestError
 from ingest.observe import SETTLED_SQL, racy_ns
+from ingest.records import FolderRecords
 from ingest.rows import FileRow as FileRow
 from ingest.rows import StoreRow as StoreRow
 from ingest.rows import Upload as Upload
@@ -31,6 +32,7 @@ INDEXED = "indexed"  # completed in its vector store
 FAILED = "failed"  # the upload or indexing failed; retryable says whether another try may help
 ERROR = "error"  # the scan could not read it; the last good remote state is kept
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
+STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
 
 # Ledger statuses of every remote file id this tool created.
 LIVE = "live"
@@ -54,7 +56,7 @@ _PUT_FILE = (
 )
 
 
-class Manifest:
+class Manifest(FolderRecords):
     """Reads and writes the manifest. Open one per process; use it from one thread."""
 
     def __init__(self, path: Path):
@@ -349,7 +351,9 @@ class Manifest:
         ).fetchone()
         return found[0] if found else None
 
-    def finish_run(self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str]) -> None:
+    def finish_run(
+        self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str], interrupted: str | None = None
+    ) -> None:
         self.db.table("runs").update(
             run_id,
             {
@@ -357,6 +361,7 @@ class Manifest:
                 "exit_code": exit_code,
                 "counts": json.dumps(counts),
                 "held": json.dumps(held),
+                "interrupted": interrupted,
             },
         )
 

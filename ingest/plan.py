@@ -50,11 +50,15 @@ class Plan:
     uploads: list[tuple[Observed, FileRow | None]] = field(default_factory=list)  # new or changed
     resumes: list[tuple[Observed, FileRow]] = field(default_factory=list)  # half-done, same content
     moves: list[tuple[Observed, FileRow]] = field(default_factory=list)
+    # Same bytes, another store: attached there with the file id it has, then detached from the old one.
+    transfers: list[tuple[Observed, FileRow]] = field(default_factory=list)
     unchanged: list[tuple[Observed, FileRow]] = field(default_factory=list)
     rejected: list[tuple[Observed, FileRow | None]] = field(default_factory=list)
     refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)  # FIFOs, symlinks out…
     unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
     deletes: list[FileRow] = field(default_factory=list)
+    excluded: list[FileRow] = field(default_factory=list)  # still there, but the configuration leaves them out
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # acknowledged by `ingest ignore`: left alone
     held: list[tuple[FileRow, str]] = field(default_factory=list)
     quiet: list[tuple[str, str]] = field(default_factory=list)  # unchanged by stat fingerprint: no row loaded
     mass_held: dict[str, int] = field(default_factory=dict)  # store → deletions held as too large a share of it
@@ -65,6 +69,7 @@ class Plan:
             "scanned": len(self.uploads)
             + len(self.resumes)
             + len(self.moves)
+            + len(self.transfers)
             + len(self.unchanged)
             + len(self.rejected)
             + len(self.quiet),
@@ -72,7 +77,10 @@ class Plan:
             "changed": changed,
             "resumed": len(self.resumes),
             "moved": len(self.moves),
+            "moved_store": len(self.transfers),
             "deleted": len(self.deletes),
+            "excluded": len(self.excluded),
+            "ignored": len(self.ignored),
             "unchanged": len(self.unchanged) + len(self.quiet),
             "rejected": len(self.rejected) + len(self.refused),
             "unreadable": len(self.unreadable),
@@ -81,7 +89,7 @@ class Plan:
 
     def retirements(self) -> list[FileRow]:
         """Rows whose remote file must go: deleted locally, or now rejected or refused."""
-        gone = list(self.deletes)
+        gone = list(self.deletes) + list(self.excluded)
         gone += [row for _, row in self.rejected if row is not None and row.file_id]
         gone += [row for _, row in self.refused if row is not None and row.file_id]
         return gone
@@ -94,9 +102,11 @@ def make_plan(
     scans: list[RootScan],
     store_sizes: Callable[[], Mapping[str, int]],
     policy: GuardPolicy,
+    excluded: Callable[[FileRow], bool] = lambda row: False,
 ) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
-    store (asked only when there is something to delete)."""
+    store (asked only when there is something to delete); excluded(row) says whether a row the scan
+    did not see is left out by the configuration (rather than deleted)."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -108,9 +118,12 @@ def make_plan(
             plan.rejected.append((obs, row))
         elif row is None or (row.file_id is None and row.state in (REJECTED, ERROR)):
             fresh.append(obs)
-        elif row.sha256 != obs.sha256 or row.store != obs.store:
+        elif row.sha256 != obs.sha256:
             plan.uploads.append((obs, row))
-        elif row.state == INDEXED and row.file_id and not row.old_file_id:
+        elif row.store != obs.store:
+            settled = row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id
+            (plan.transfers if settled else plan.uploads).append((obs, row))
+        elif row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id:
             plan.unchanged.append((obs, row))
         elif row.state in ACTIVE_STATES or row.state in (FAILED, ERROR, REJECTED) or row.old_file_id:
             plan.resumes.append((obs, row))
@@ -138,7 +151,9 @@ def make_plan(
         else:
             plan.uploads.append((obs, None))
     deletes = [row for row in gone if (row.root, row.path) not in moved_from]
-    _guard(plan, deletes, scans, store_sizes, policy)
+    _guard(plan, deletes, scans, store_sizes, policy, excluded)
+    plan.excluded = [row for row in plan.deletes if excluded(row)]
+    plan.deletes = [row for row in plan.deletes if not excluded(row)]
     return plan
 
 
@@ -148,8 +163,10 @@ def _guard(
     scans: list[RootScan],
     store_sizes: Callable[[], Mapping[str, int]],
     policy: GuardPolicy,
+    excluded: Callable[[FileRow], bool],
 ) -> None:
-    """Hold deletions back when the scan cannot be trusted, or when too much of a store would go."""
+    """Hold deletions (and exclusions: the remote copy goes all the same) back when the scan cannot
+    be trusted, or when too much of a store would go."""
     by_root = {s.root: s for s in scans}
     remaining: list[FileRow] = []
     for row in deletes:
@@ -183,7 +200,8 @@ def _guard(
                 plan.held.append(
                     (
                         row,
-                        f"more than {policy.max_fraction:.0%} of store {row.store!r} "
+                        ("excluded by the configuration, but " if excluded(row) else "")
+                        + f"more than {policy.max_fraction:.0%} of store {row.store!r} "
                         "would be deleted; run with --allow-mass-delete if intended",
                     )
                 )

@@ -16,7 +16,21 @@ from ingest.indexing import Progress
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
-ORDER = ("new", "changed", "resumed", "moved", "deleted", "unchanged", "rejected", "failed", "held")
+ORDER = (
+    "new",
+    "changed",
+    "resumed",
+    "moved",
+    "moved_store",
+    "deleted",
+    "excluded",
+    "unchanged",
+    "ignored",
+    "rejected",
+    "failed",
+    "held",
+)
+OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
 
 
@@ -25,7 +39,7 @@ def summary(report: Report, verbose: bool = True) -> str:
     head = "plan" if report.dry_run else "synced"
     lines = [
         f"{head}: "
-        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k != "resumed" or c[k])) or k == "failed")
+        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k not in OPTIONAL or c[k])) or k == "failed")
         + (f" in {report.seconds:.1f} s" if not report.dry_run else "")
     ]
     if not report.dry_run:
@@ -51,6 +65,8 @@ def summary(report: Report, verbose: bool = True) -> str:
     if report.still_indexing:
         lines.append(f"still indexing: {len(report.still_indexing)} files")
     lines += [f"note: {n.describe()}" for n in report.notes]
+    if report.interrupted:
+        lines.append(f"interrupted by {report.interrupted}: what was done is recorded; the next run goes on")
     return "\n".join(lines)
 
 
@@ -75,7 +91,19 @@ def _grouped(items: list[FileEvent]) -> list[str]:
 
 
 def status(data: dict[str, Any]) -> str:
-    lines = [f"backend: {data['backend']}   manifest: {data['manifest']}"]
+    lines = [f"backend: {data['backend']}   manifest: {data['manifest']}", f"config: {data['config']}"]
+    changes = data.get("local_changes") or {}
+    pending = sum(changes.get(k, 0) for k in ("new", "changed", "deleted"))
+    if changes:
+        lines.append(
+            f"local changes not synced yet: {pending}"
+            + (
+                f" ({', '.join(f'{changes[k]} {k}' for k in ('new', 'changed', 'deleted') if changes[k])})"
+                if pending
+                else ""
+            )
+            + (f"; {changes['unreachable_roots']} folders missing" if changes.get("unreachable_roots") else "")
+        )
     daemon = data.get("daemon")
     if daemon:
         beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(daemon["heartbeat_at"]))
@@ -86,6 +114,8 @@ def status(data: dict[str, Any]) -> str:
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
         lines.append(f"store {store['name']}: {ids}")
         lines.append(f"  files: {files}")
+        for folder in store.get("folders", []):
+            lines.append(f"  from: {folder}")
         if store["vector_store_ids"]:
             lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
         unknown = [s for s in store["remote_status"] if s.startswith("unknown")]
@@ -96,11 +126,45 @@ def status(data: dict[str, Any]) -> str:
         for run in data["recent_runs"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
             counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
-            lines.append(f"  {when} {run['command']} exit {run['exit_code']}: {counts or 'nothing to do'}")
+            cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
+            lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:
         lines.append("problems:")
         lines += [f"  {p['state']:<8} {p['path']}: {p['reason']}" for p in data["problems"]]
+    if data.get("ignored"):
+        lines.append("ignored (ingest ignore --undo PATH to look again):")
+        lines += [f"  {i['path']}: {i['reason'] or 'acknowledged'}" for i in data["ignored"]]
     return "\n".join(lines)
+
+
+def forgotten(done) -> str:
+    verb = "would delete" if done.dry_run else "deleted"
+    lines = [f"{'plan' if done.dry_run else 'forgot'}: {', '.join(done.folders)}"]
+    lines.append(f"{verb} {len(done.deleted)} remote files" + (":" if done.deleted else ""))
+    lines += [f"  deleted   {path}" for path in done.deleted]
+    for name in done.stores_removed:
+        lines.append(f"{'would remove' if done.dry_run else 'removed'} the store {name!r}, left empty")
+    lines += [f"failed: {path}: {reason}" for path, reason in done.failures]
+    lines += [f"note: {n}" for n in done.notes]
+    return "\n".join(lines)
+
+
+def ignored(done, undo: bool) -> str:
+    if undo:
+        return "\n".join(f"{'looking at' if i.done else 'was not ignored:'} {i.path}" for i in done)
+    return "\n".join(f"ignored {i.path}" + (f" ({i.reason})" if i.reason else "") for i in done)
+
+
+def listing(files: list[dict[str, Any]]) -> str:
+    if not files:
+        return "no files"
+    out = []
+    for f in files:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["synced_at"])) if f["synced_at"] else "-"
+        size = f"{f['size']:,}" if f["size"] is not None else "-"
+        line = f"{f['state']:<9} {f['store'] or '-':<14} {f['file_id'] or '-':<30} {size:>12} {when}  {f['path']}"
+        out.append(line + (f"  ({f['reason']})" if f["reason"] else ""))
+    return "\n".join(out)
 
 
 def hits(results: list[dict[str, Any]]) -> str:

@@ -33,6 +33,7 @@ class FileRow:
     first_seen: float | None = None
     updated_at: float | None = None
     indexed_at: float | None = None
+    old_vector_store_id: str | None = None  # the store a file moving to another one leaves once indexed there
 
     @classmethod
     def from_db(cls, row: dict[str, Any]) -> FileRow:

@@ -114,7 +114,24 @@ def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m006_store_checked_at(db: sqlite_utils.Database) -> None:
+def m006_folders(db: sqlite_utils.Database) -> None:
+    # A file attached to a new store keeps its file id; the store it leaves is detached only once it is
+    # indexed in the new one (make before break).
+    db.table("files").add_column("old_vector_store_id", str)
+    # Which folders feed a store, and whether a store nothing is synced to any more still holds files:
+    # asked on every full run, so not by a scan of every file.
+    db.table("files").create_index(["store", "root"])
+    # Files a user acknowledged (`ingest ignore`): left as they are while their size and mtime stay.
+    db.table("ignores").create(
+        {"root": str, "path": str, "size": int, "mtime_ns": int, "reason": str, "created_at": float},
+        pk=("root", "path"),
+    )
+    # The signal that ended a run (SIGINT, SIGTERM): its counts are what it did before it stopped.
+    db.table("runs").add_column("interrupted", str)
+
+
+@migrations()
+def m007_store_checked_at(db: sqlite_utils.Database) -> None:
     # When each store was last seen alive remotely: a pass with nothing to upload asks again only
     # every so often, so a no-op makes no remote call.
     db.table("stores").add_column("checked_at", float)

@@ -8,9 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ingest import scan as scanning
+from ingest.config import NO_CONFIG, Settings, StoreSpec
+from ingest.errors import ConfigError
 from ingest.errors import UnknownStore as UnknownStore
 from ingest.manifest import Manifest
 from ingest.remote.base import Remote, RemoteError
+from ingest.stores import attribute_schema
 
 GIB = 1024**3
 NO_STORE = "(not in a store: rejected or unreadable)"
@@ -21,7 +25,9 @@ def storage_cost_per_day(usage_bytes: int) -> float:
     return round(max(0.0, usage_bytes / GIB - 1.0) * PRICE_PER_GIB_DAY, 4)
 
 
-def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Path) -> dict[str, Any]:
+def collect(
+    manifest: Manifest, remote: Remote, backend: str, manifest_path: Path, settings: Settings
+) -> dict[str, Any]:
     stores: dict[str, dict[str, Any]] = {}
     for store in manifest.stores():
         entry = stores.setdefault(
@@ -40,8 +46,10 @@ def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Pat
             name, {"name": name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
         )
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
+    folders = feeding(settings, manifest)
     for entry in stores.values():
         entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
+        entry["folders"] = folders.get(entry["name"], [])
     problems = [
         {"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason, "error_code": r.error_code}
         for r in manifest.iter_problem_rows()
@@ -54,16 +62,30 @@ def collect(manifest: Manifest, remote: Remote, backend: str, manifest_path: Pat
             "finished_at": r["finished_at"],
             "exit_code": r["exit_code"],
             "counts": json.loads(r["counts"]) if r["counts"] else {},
+            "interrupted": r.get("interrupted"),
         }
         for r in manifest.recent_runs()
     ]
     return {
         "backend": backend,
         "manifest": str(manifest_path),
+        "config": settings.source if settings.source == NO_CONFIG else os.path.abspath(settings.source),
+        "local_changes": local_changes(settings, manifest),
+        "ignored": [
+            {"path": os.path.join(root, path), "reason": how["reason"]}
+            for (root, path), how in manifest.ignores().items()
+        ],
         "stores": list(stores.values()),
         "problems": problems,
         "recent_runs": runs,
     }
+
+
+def filter_schema(settings: Settings, manifest: Manifest) -> dict[str, type]:
+    """The attributes files can carry: ingest's own and the static ones of every store, configured or
+    remembered."""
+    remembered = [StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs()]
+    return attribute_schema([*settings.stores, *remembered])
 
 
 def search_stores(
@@ -102,3 +124,63 @@ def search_stores(
     for found in hits:  # one line per document: its best chunk
         best.setdefault(found["path"], found)
     return list(best.values())[:max_results]
+
+
+def feeding(settings: Settings, manifest: Manifest) -> dict[str, list[str]]:
+    """Per store, the folders that send files to it: configured roots and the roots of its files."""
+    out: dict[str, set[str]] = {}
+    for store, roots in manifest.roots_by_store().items():
+        out.setdefault(store, set()).update(roots)
+    for root in settings.roots:
+        out.setdefault(root.store, set()).add(root.key)
+    return {store: sorted(roots) for store, roots in out.items()}
+
+
+def local_changes(settings: Settings, manifest: Manifest) -> dict[str, int]:
+    """Files new, changed or deleted since the last sync, by a stat pass only (nothing is hashed or
+    read): the same walk and fingerprint comparison as a no-op sync."""
+    counts = {"new": 0, "changed": 0, "deleted": 0, "unreachable_roots": 0}
+    for root in settings.roots:
+        known = manifest.stats(root.key)
+        result = scanning.scan(root, ("",), scanning.is_network_fs(root.path), known)
+        if result.missing:
+            counts["unreachable_roots"] += 1
+            continue
+        seen = {e.path for e in result.entries}
+        counts["new"] += len(seen - known.keys())
+        counts["changed"] += len(seen & known.keys())
+        counts["deleted"] += len(known.keys() - seen - set(result.calm))
+    return counts
+
+
+def listing(
+    manifest: Manifest, roots: dict, path: Path | None, store: str | None, state: str | None
+) -> list[dict[str, Any]]:
+    """`ingest ls`: the files ingest knows, under PATH (a root, a folder in one, or a parent of roots)."""
+    from ingest.folders import owner_of
+
+    scopes: list[tuple[str | None, str]] = [(None, "")]
+    if path is not None:
+        owner = owner_of(path, roots)
+        inside = [key for key, r in roots.items() if path in r.path.parents]
+        if owner is not None:
+            scopes = [(owner.key, path.relative_to(owner.path).as_posix() if owner.path != path else "")]
+        elif inside:
+            scopes = [(key, "") for key in sorted(inside)]
+        else:
+            raise ConfigError(f"{path}: ingest syncs no folder there")
+    out = []
+    for root, prefix in scopes:
+        for row in manifest.listing(root, prefix, store, state):
+            out.append(
+                {
+                    "path": os.path.join(row.root, row.path),
+                    "store": row.store,
+                    "state": row.state,
+                    "file_id": row.file_id,
+                    "size": row.size,
+                    "synced_at": row.indexed_at or row.updated_at,
+                    "reason": row.reason,
+                }
+            )
+    return out

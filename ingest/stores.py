@@ -7,7 +7,7 @@ import json
 import posixpath
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ingest.config import Root, Settings, StoreSpec
@@ -50,6 +50,25 @@ def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpe
         }
     )
     return dict(list(attrs.items())[:MAX_ATTRIBUTES])
+
+
+# The attributes attributes() sets on every file, by type, and how a user writes their values.
+ATTRIBUTE_TYPES: dict[str, type] = {"path": str, "folder": str, "ext": str, "mtime": float, "sha256": str, "root": str}
+ATTRIBUTE_HINTS = {
+    "mtime": "a Unix time in seconds (mtime>=1735689600 is 2025-01-01 UTC)",
+    "ext": "an extension such as md or pdf",
+}
+
+
+def attribute_schema(specs: Iterable[StoreSpec]) -> dict[str, type]:
+    """Every attribute key a file of these stores can carry, with its type (str, float or bool)."""
+    schema = dict(ATTRIBUTE_TYPES)
+    for spec in specs:
+        for key, value in spec.attributes.items():
+            schema.setdefault(
+                key, bool if isinstance(value, bool) else float if isinstance(value, (int, float)) else str
+            )
+    return schema
 
 
 def fingerprint(spec: StoreSpec) -> str:

@@ -17,8 +17,11 @@ from ingest.errors import exit_code
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
     HELD,
+    LEFT_EMPTY,
     MASS_DELETE_HELD,
     REBUILD_DUE,
+    RENAME_DUE,
+    RENAMED,
     Event,
     FileEvent,
     OnEvent,
@@ -28,7 +31,9 @@ from ingest.events import (
 )
 from ingest.events import REJECTED as EVENT_REJECTED
 from ingest.execute import Executor, event_of
+from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
+from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     FAILED,
     REJECTED,
@@ -38,6 +43,7 @@ from ingest.manifest import (
 )
 from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
+from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.stores import Stores
 from ingest.survey import Survey
@@ -85,12 +91,26 @@ class Engine:
     def sync(
         self, options: Options = Options(), scopes: Scopes | None = None, progress: Progress | None = None
     ) -> Report:
+        if options.dry_run:  # the plan sees the bookkeeping the run would do first (a store renamed)
+            with self.manifest.scratch():
+                return self._sync(options, scopes, progress)
+        return self._sync(options, scopes, progress)
+
+    def _sync(self, options: Options, scopes: Scopes | None, progress: Progress | None) -> Report:
         started = time.monotonic()
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         indexer = self.indexer(progress)
         died = None
         try:
+            if scopes is None:
+                # A store renamed in the configuration is renamed in place, not refilled.
+                for old, new in pending_renames(self.settings, self.manifest):
+                    if options.dry_run:
+                        self.manifest.rename_store(old, new)
+                    else:
+                        rename(self.manifest, self.remote, old, new)
+                    self.emit(StoreEvent(new, RENAME_DUE if options.dry_run else RENAMED, reason=old))
             # A pass with nothing to do makes no remote call: the stores are asked about only when
             # there is work for them, when they have not been confirmed for a while, or by a reindex.
             checked = not options.dry_run and (options.check_stores or indexer.stores.check_due())
@@ -111,16 +131,25 @@ class Engine:
             if options.dry_run:
                 report.planned = _describe(plan)
                 return report
-            executor = Executor(self.settings, self.manifest, self.remote, self.survey, self.emit)
-            self._fold(report, executor.apply(plan, options, indexer))
+            if not self.stop.is_set():
+                executor = Executor(self.settings, self.manifest, self.remote, self.survey, self.emit)
+                self._fold(report, executor.apply(plan, options, indexer))
+                if scopes is None:
+                    for name in empty_stores(self.settings, self.manifest):
+                        self.emit(StoreEvent(name, LEFT_EMPTY))
+            report.interrupted = stopped_by(self.stop)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success
+            if isinstance(exc, KeyboardInterrupt):
+                died, report.interrupted = 130, stopped_by(self.stop) or "SIGINT"
             raise
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
                 held = [e.shown for e in report.held]
-                self.manifest.finish_run(run_id, report.exit_code if died is None else died, report.counts, held)
+                self.manifest.finish_run(
+                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
+                )
         return report
 
     def _report_plan(self, plan: Plan, scans: list[RootScan]) -> None:
@@ -150,7 +179,10 @@ class Engine:
 
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
-        observed, problems, scans, rows, quiet = [], [], [], {}, []
+        observed, problems, scans, quiet, ignored = [], [], [], [], []
+        rows: dict[tuple[str, str], FileRow] = {}
+        ignores = self.manifest.ignores()
+        roots = {r.key: r for r in self.settings.roots}
         for root in self.settings.roots:
             prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
             if not prefixes:
@@ -165,12 +197,19 @@ class Engine:
             )
             settled, others = reading()
             fresh, calm = self.survey.calm(root, result, settled)
+            fresh, result.problems, skipped, lapsed = split_ignored(
+                root.key, root.path, fresh, result.problems, ignores
+            )
+            ignored += [(root.key, p) for p in skipped]
+            if lapsed and not options.dry_run:
+                for path in lapsed:  # changed since it was acknowledged: looked at again
+                    self.manifest.unignore(root.key, path)
             quiet += [(root.key, p) for p in calm]
             unsure = settled.keys() - set(calm) if calm else settled.keys()
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
             )
-            rows.update(known)
+            rows.update((k, v) for k, v in known.items() if k[1] not in skipped)
             for entry in fresh:
                 obs = self.survey.observe(root, entry, known.get((root.key, entry.path)), options.rehash)
                 if not obs.ok and obs.reason.startswith("cannot read"):
@@ -192,14 +231,24 @@ class Engine:
         policy = GuardPolicy(
             self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
         )
-        plan = make_plan(observed, problems, rows, scans, self.manifest.store_sizes, policy)
-        plan.quiet = quiet
+        plan = make_plan(
+            observed,
+            problems,
+            rows,
+            scans,
+            self.manifest.store_sizes,
+            policy,
+            lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
+        )
+        plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
 
     def _remote_work(self, plan: Plan) -> bool:
         """Whether carrying the plan out may call the remote: something to upload, move, resume or
         retire, or an unchanged file whose attributes are to be refreshed (see Executor.apply)."""
-        if plan.uploads or plan.resumes or plan.moves or plan.retirements() or self.manifest.ledger(RETIRE):
+        if plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
+            return True
+        if self.manifest.ledger(RETIRE):
             return True
         return any(
             (row.size, row.mtime_ns, row.inode) != (obs.size, obs.mtime_ns, obs.inode)
@@ -234,7 +283,10 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "new": [_show(o) for o, r in plan.uploads if r is None or not r.file_id],
         "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
         "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
+        "moved_store": [f"{_show(o)}: {r.store} -> {o.store}" for o, r in plan.transfers],
         "deleted": [_show(r) for r in plan.deletes],
+        "excluded": [_show(r) for r in plan.excluded],
+        "ignored": [os.path.join(r, p) for r, p in plan.ignored],
         "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],

@@ -84,11 +84,13 @@ def verify(engine: Engine, local: bool = True) -> Findings:
             continue
         remote_files = {sf.file_id: sf for sf in remote.list_store_files(store.id)}
         found.files_checked += len(remote_files)
+        leaving = {r.file_id for r in rows if r.old_vector_store_id == store.id and r.file_id}
         found.drifts += _compare_store(
-            store.id, [r for r in rows if r.vector_store_id == store.id], remote_files, manifest.ledger_ids()
+            store.id, [r for r in rows if r.vector_store_id == store.id], remote_files, manifest.ledger_ids(), leaving
         )
+    ignored = manifest.ignores()
     for row in rows:
-        if row.state == FAILED:
+        if row.state == FAILED and not _still_ignored(row, ignored):
             found.drifts.append(
                 Drift(
                     REMOTE_FAILURE, _show(row.root, row.path), row.reason or "failed", row.vector_store_id, row.file_id
@@ -113,7 +115,9 @@ def verify(engine: Engine, local: bool = True) -> Findings:
     return found
 
 
-def _compare_store(store_id: str, rows, remote_files: dict[str, StoreFile], ours: set[str]) -> list[Drift]:
+def _compare_store(
+    store_id: str, rows, remote_files: dict[str, StoreFile], ours: set[str], leaving: set[str]
+) -> list[Drift]:
     drifts = []
     for row in rows:
         if row.state != INDEXED or not row.file_id:
@@ -130,7 +134,7 @@ def _compare_store(store_id: str, rows, remote_files: dict[str, StoreFile], ours
             )
         elif _normal(sf.attributes) != _normal(row.attrs()):
             drifts.append(Drift(ATTRIBUTES, where, "attributes differ from what ingest set", store_id, row.file_id))
-    wanted = {r.file_id for r in rows} | {r.old_file_id for r in rows if r.old_file_id}
+    wanted = {r.file_id for r in rows} | {r.old_file_id for r in rows if r.old_file_id} | leaving
     for file_id, sf in remote_files.items():
         if file_id not in wanted:
             owner = "created by ingest" if file_id in ours else "not created by ingest"
@@ -144,6 +148,12 @@ def _compare_store(store_id: str, rows, remote_files: dict[str, StoreFile], ours
                 )
             )
     return drifts
+
+
+def _still_ignored(row, ignored: dict) -> bool:
+    """Acknowledged with `ingest ignore`, and not changed since (the scan lifts a lapsed one)."""
+    how = ignored.get((row.root, row.path))
+    return how is not None and (how["size"], how["mtime_ns"]) == (row.size, row.mtime_ns)
 
 
 def _normal(attrs) -> dict:

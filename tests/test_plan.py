@@ -101,10 +101,48 @@ def test_a_changed_file_is_uploaded_again_with_its_row():
     assert not plan.deletes, "the old version keeps serving until the new one is indexed"
 
 
-def test_a_file_routed_to_another_store_is_uploaded_again():
+def test_a_file_routed_to_another_store_keeps_its_file_and_is_not_uploaded_again():
     row = known("a.md", store="docs")
     plan = plan_for([seen("a.md", store="archive")], [row])
-    assert plan.uploads == [(seen("a.md", store="archive"), row)]
+    assert plan.transfers == [(seen("a.md", store="archive"), row)] and not plan.uploads
+    assert plan.counts()["moved_store"] == 1 and plan.counts()["new"] == 0
+
+
+def test_a_changed_file_routed_to_another_store_is_uploaded():
+    row = known("a.md", "aaa", store="docs")
+    plan = plan_for([seen("a.md", "bbb", store="archive")], [row])
+    assert plan.uploads == [(seen("a.md", "bbb", store="archive"), row)] and not plan.transfers
+
+
+def test_a_file_the_configuration_leaves_out_is_excluded_not_deleted():
+    kept, left_out = known("a.md"), known("drafts/b.md")
+    plan = make_plan(
+        [seen("a.md")],
+        [],
+        {(r.root, r.path): r for r in (kept, left_out)},
+        [RootScan(ROOT, True, False, False, 1)],
+        lambda: {"docs": 2},
+        GuardPolicy(floor=5),
+        excluded=lambda row: row.path.startswith("drafts/"),
+    )
+    assert plan.excluded == [left_out] and not plan.deletes
+    assert plan.retirements() == [left_out], "an excluded file's remote copy goes like a deleted one's"
+    assert plan.counts()["excluded"] == 1 and plan.counts()["deleted"] == 0
+
+
+def test_exclusions_are_held_by_the_mass_delete_guard():
+    rows = [known(f"drafts/{i}.md") for i in range(10)]
+    plan = make_plan(
+        [],
+        [],
+        {(r.root, r.path): r for r in rows},
+        [RootScan(ROOT, True, False, False, 3)],
+        lambda: {"docs": 10},
+        GuardPolicy(floor=5),
+        excluded=lambda row: True,
+    )
+    assert not plan.excluded and len(plan.held) == 10
+    assert all("excluded by the configuration" in why for _, why in plan.held)
 
 
 def test_a_moved_file_keeps_its_remote_file():
@@ -342,7 +380,10 @@ def test_counts_add_up():
         "changed": 1,
         "resumed": 0,
         "moved": 1,
+        "moved_store": 0,
         "deleted": 1,
+        "excluded": 0,
+        "ignored": 0,
         "unchanged": 1,
         "rejected": 1,
         "unreadable": 0,

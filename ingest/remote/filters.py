@@ -180,3 +180,33 @@ def parse_cli_filters(specs: Sequence[str]) -> dict | None:
     if len(comparisons) == 1:
         return comparisons[0]
     return {"type": "and", "filters": comparisons}
+
+
+# What a value of each kind of attribute looks like, for the messages of check_filter.
+_KINDS = {str: "a string", float: "a number", bool: "true or false"}
+
+
+def _kind(value: object) -> type:
+    if isinstance(value, bool):
+        return bool
+    return float if _is_number(value) else str
+
+
+def check_filter(flt: Mapping[str, object], schema: Mapping[str, type], hints: Mapping[str, str] | None = None) -> dict:
+    """The filter with each value normalised where a user's habit is unambiguous (ext=.md is ext=md),
+    or ValueError when it cannot match any file: a key no file carries, or a value of another type
+    than the key's (schema: key -> str, float or bool). hints: key -> what its values look like."""
+    kind = flt["type"]
+    if kind in COMPOUNDS:
+        return {"type": kind, "filters": [check_filter(sub, schema, hints) for sub in flt["filters"]]}  # type: ignore[attr-defined]
+    key, value = str(flt["key"]), flt["value"]
+    if key not in schema:
+        raise ValueError(f"no file carries the attribute {key!r}; the attributes are: {', '.join(sorted(schema))}")
+    values = list(value) if kind in ("in", "nin") else [value]  # type: ignore[call-overload]
+    if key == "ext":
+        values = [v.lstrip(".").lower() if isinstance(v, str) else v for v in values]
+    for v in values:
+        if _kind(v) is not schema[key]:
+            takes = (hints or {}).get(key) or _KINDS[schema[key]]
+            raise ValueError(f"{key} takes {takes}, not {v!r}")
+    return {"type": kind, "key": key, "value": values if kind in ("in", "nin") else values[0]}

@@ -278,6 +278,12 @@ class OpenAIRemote:
         except NotFound:
             pass
 
+    def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None:
+        self._call(
+            f"rename store {store_id}",
+            lambda: self.client.vector_stores.update(store_id, name=name, metadata=dict(metadata)),
+        )
+
     # batches -----------------------------------------------------------------------------------
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch:
         files = []

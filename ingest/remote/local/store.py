@@ -219,6 +219,14 @@ class LocalRemote:
             ):
                 db.execute(sql, (store_id,))
 
+    def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None:
+        _check_metadata(metadata)
+        with self._tx() as db:
+            self._require_store(db, store_id)
+            db.execute(
+                "UPDATE stores SET name = ?, metadata = ? WHERE id = ?", (name, json.dumps(dict(metadata)), store_id)
+            )
+
     # Attaching and indexing -------------------------------------------------------------------------
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch:
         if not 1 <= len(items) <= MAX_BATCH_FILES:

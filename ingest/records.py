@@ -1,0 +1,110 @@
+"""The manifest's records of folders over time: acknowledged files, listings, renamed stores, forgotten
+roots. A part of Manifest (which opens the database); kept apart so that each file stays readable."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlite_utils
+
+from ingest.rows import FileRow
+
+
+class _Undo(Exception):
+    """Rolls a scratch transaction back."""
+
+
+class FolderRecords:
+    db: sqlite_utils.Database
+
+    @contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Whatever is written inside is undone at the end: a dry run plays its bookkeeping out here."""
+        try:
+            with self.db.atomic():
+                yield
+                raise _Undo
+        except _Undo:
+            pass
+
+    # ignores ---------------------------------------------------------------------------------
+    def ignore(self, root: str, path: str, size: int, mtime_ns: int, reason: str | None) -> None:
+        self.db.table("ignores").upsert(
+            {
+                "root": root,
+                "path": path,
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "reason": reason,
+                "created_at": time.time(),
+            },
+            pk=("root", "path"),
+        )
+
+    def unignore(self, root: str, path: str) -> bool:
+        return self.db.execute("delete from ignores where root = ? and path = ?", [root, path]).rowcount > 0
+
+    def ignores(self, root: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        where, args = ("root = ?", [root]) if root is not None else (None, None)
+        return {(r["root"], r["path"]): r for r in self.db.table("ignores").rows_where(where, args)}
+
+    # folders ---------------------------------------------------------------------------------
+    def stats(self, root: str) -> dict[str, tuple]:
+        """path -> (size, mtime_ns, inode) of every row of a root, as last seen."""
+        return {
+            r[0]: r[1:]
+            for r in self.db.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
+        }
+
+    def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
+        """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
+        return self.listing(root, prefix, None, None)
+
+    def roots_of_store(self, store: str) -> set[str]:
+        """The roots with files in a logical store (none: the store is empty)."""
+        return {r[0] for r in self.db.execute("select distinct root from files where store = ?", [store])}
+
+    def roots_by_store(self) -> dict[str, dict[str, int]]:
+        """store -> root -> how many files of the root are in it."""
+        out: dict[str, dict[str, int]] = {}
+        for store, root, n in self.db.execute(
+            "select store, root, count(*) from files where store is not null group by store, root order by root"
+        ):
+            out.setdefault(store, {})[root] = n
+        return out
+
+    def listing(self, root: str | None, prefix: str, store: str | None, state: str | None) -> list[FileRow]:
+        """Rows of `ingest ls`, by root and path: under root/prefix, in a store, in a state (None: any)."""
+        where: list[str] = ["1"]
+        args: list[str | int] = []
+        if root is not None:
+            where.append("root = ?")
+            args.append(root)
+            if prefix:
+                where.append("(path = ? or substr(path, 1, ?) = ?)")
+                args += [prefix, len(prefix) + 1, prefix + "/"]
+        for column, value in (("store", store), ("state", state)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = " and ".join(where)
+        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(sql, args, order_by="root, path")]
+
+    def forget_root(self, root: str) -> None:
+        """Drop what the manifest remembers of a root: its settings and its acknowledged files."""
+        self.db.execute("delete from roots where key = ?", [root])
+        self.db.execute("delete from ignores where root = ?", [root])
+
+    def rename_store(self, old: str, new: str) -> None:
+        """Every record of logical store `old` now says `new`: store rows, files, root settings, specs."""
+        with self.db.atomic():
+            for table, column in (("stores", "name"), ("files", "store"), ("roots", "store")):
+                self.db.execute(f"update {table} set {column} = ? where {column} = ?", [new, old])
+            for r in list(self.db.table("store_specs").rows_where("name = ?", [old])):
+                spec = {**json.loads(r["spec"]), "name": new}
+                self.db.table("store_specs").delete(old)
+                self.db.table("store_specs").upsert({"name": new, "spec": json.dumps(spec)}, pk="name")
