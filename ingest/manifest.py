@@ -128,7 +128,11 @@ class Manifest(FolderRecords):
         self, root: str, network: bool, store: str | None, attributes: bool
     ) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
         """settled(), read on a connection of its own in another thread while the caller walks the
-        root (SQLite leaves the interpreter lock while it steps); call the result to wait for it."""
+        root (SQLite leaves the interpreter lock while it steps); call the result to wait for it.
+        Inside a transaction it is read here and now: another connection would not see its writes."""
+        if self.db.conn.in_transaction:
+            read_now = _settled(self.db.conn, root, network, store, attributes)
+            return lambda: read_now
         path = self.path
 
         def read() -> tuple[dict[str, tuple], list[str]]:
