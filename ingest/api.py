@@ -91,7 +91,9 @@ def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str
                 key, settings.base_url, settings.request_retries, settings.request_timeout, settings.upload_concurrency
             )
 
-        return LazyRemote(backend.kind, build)
+        # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
+        url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return LazyRemote(backend.kind, build, url.rstrip("/") + "/")
     store_dir = backend.store_dir
     assert store_dir is not None
     log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)
@@ -101,7 +103,7 @@ def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str
 
         return LocalRemote(store_dir)
 
-    return LazyRemote(backend.kind, build_local)
+    return LazyRemote(backend.kind, build_local, "local")
 
 
 def ensure_state_dir(path: Path) -> None:

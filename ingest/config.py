@@ -24,6 +24,7 @@ from ingest.limits import (
     MAX_FILE_SIZE,
     SUPPORTED_TYPES,
 )
+from ingest.remote.profile import LOCAL, PROFILES
 
 TOOL_ATTRIBUTES = 6  # path, folder, ext, mtime, sha256, root: what stores.attributes sets on every file
 
@@ -32,6 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+SERVERS = ("auto", *(name for name in PROFILES if name != LOCAL))  # `server`: found out, or named
 NO_CONFIG = "defaults"  # Settings.source when no config file was found
 
 # Editor, office and download temporaries: never documents, never reported.
@@ -76,6 +78,8 @@ class StoreSpec:
     chunking: Mapping[str, Any] | None = None
     expires_after_days: int | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    # Upload ingest's extracted text instead of the file: "auto" where the server cannot read the type.
+    upload_text: bool | str = "auto"
 
 
 def xdg_dir(env: str, fallback: str) -> Path:
@@ -96,6 +100,7 @@ class Settings:
     stores: tuple[StoreSpec, ...] = ()
     backend: str = "auto"
     base_url: str | None = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or None)
+    server: str = "auto"  # the server's profile: "auto" (found out), or one of remote.profile.PROFILES
     state_dir: Path = field(default_factory=lambda: xdg_dir("XDG_STATE_HOME", ".local/state"))
     manifest: Path | None = None  # None: a default per backend under state_dir
     max_size: int = MAX_FILE_SIZE
@@ -178,7 +183,7 @@ def load(explicit: str | None = None) -> Settings:
 
 
 _NUMBERS = {f.name: f for f in fields(Settings) if "bounds" in f.metadata}
-_TOP_KEYS = {"backend", "base_url", "state_dir", "manifest", "limits", "roots", "stores", *_NUMBERS}
+_TOP_KEYS = {"backend", "base_url", "server", "state_dir", "manifest", "limits", "roots", "stores", *_NUMBERS}
 
 
 def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
@@ -186,6 +191,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
     cfg = _Reader(source)
     cfg.known(data, _TOP_KEYS, "")
     backend = cfg.choice(data, "backend", ("auto", "local", "openai"), "auto")
+    server = cfg.choice(data, "server", SERVERS, "auto")
     state_dir = cfg.path(data, "state_dir", base)
     manifest = cfg.path(data, "manifest", base)
     limits = cfg.table(data, "limits")
@@ -217,6 +223,7 @@ def parse(data: Mapping[str, Any], source: str, base: Path) -> Settings:
         roots=roots,
         stores=stores,
         backend=backend,
+        server=server,
         **({"base_url": base_url} if base_url else {}),
         **({"state_dir": state_dir} if state_dir else {}),
         manifest=manifest,
@@ -351,7 +358,9 @@ class _Reader:
 
     def store(self, data, index) -> StoreSpec:
         prefix = f"stores[{index}]."
-        self.known(data, {"name", "paths", "max_files", "chunking", "expires_after_days", "attributes"}, prefix)
+        self.known(
+            data, {"name", "paths", "max_files", "chunking", "expires_after_days", "attributes", "upload_text"}, prefix
+        )
         name = self.string(data, "name", prefix, None)
         if not name:
             raise self.fail(prefix + "name", "is required")
@@ -383,7 +392,13 @@ class _Reader:
             chunking=self.chunking(data.get("chunking"), prefix + "chunking"),
             expires_after_days=days,
             attributes=dict(attributes),
+            upload_text=self.upload_text(data.get("upload_text", "auto"), prefix + "upload_text"),
         )
+
+    def upload_text(self, value, key):
+        if not (isinstance(value, bool) or value == "auto"):
+            raise self.fail(key, f'must be "auto", true or false, not {value!r}')
+        return value
 
     def chunking(self, value, key):
         if value is None or value == "auto" or value == {"type": "auto"}:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ from ingest.manifest import (
 from ingest.plan import Observed, Plan
 from ingest.relocate import transfer
 from ingest.remote.base import Remote
+from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import Stores, attributes
 from ingest.survey import Survey
 
@@ -38,11 +41,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingest")
 MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
+RETRY_BASE, RETRY_CAP = 30.0, 3600.0  # seconds: the wait before a run tries a failed file again doubles from here
+
+
+def retry_due(row: FileRow, now: float) -> bool:
+    """A retryable failure is tried by the next run at once, then after waits that double: an outage
+    over by then costs nothing, and a daemon passing every few seconds does not spend the tries."""
+    wait = 0.0 if row.attempts < 2 else min(RETRY_CAP, RETRY_BASE * 2 ** (row.attempts - 2))
+    return bool(row.retryable) and row.attempts < MAX_AUTO_RETRIES and (row.updated_at or 0.0) + wait <= now
 
 
 class Executor:
-    def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, survey: Survey, emit: OnEvent):
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        remote: Remote,
+        survey: Survey,
+        emit: OnEvent,
+        profile: Profile | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.settings, self.manifest, self.remote, self.survey, self.emit = settings, manifest, remote, survey, emit
+        self.profile = profile or PROFILES["openai"]
+        self.clock = clock
+        self.reattach: list[FileRow] = []  # same uploaded file, attached again for its new attributes
 
     def apply(self, plan: Plan, options: Options, indexer: Indexer) -> Outcome:
         m, stores = self.manifest, indexer.stores
@@ -105,7 +128,7 @@ class Executor:
         self._refresh(stale, roots)
 
         uploads: list[FileRow] = []
-        attach: list[FileRow] = []
+        attach: list[FileRow] = list(self.reattach)
         attaching: list[FileRow] = []
         stores.reserve(
             Counter(
@@ -121,7 +144,7 @@ class Executor:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
                     self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
         attach += transfer(m, self.settings, stores, roots, plan.transfers)
-        indexer.run(uploads, attach, attaching)
+        indexer.run(uploads, attach, attaching, frozenset(r.known_file_id for r in self.reattach))
         indexer.retire()
         indexer.sweep()
         return indexer.outcome
@@ -136,6 +159,12 @@ class Executor:
         again = []
         for obs, old in moves:
             attrs = self._attributes(obs, roots[obs.root])
+            if not self.profile.search_sees_updates:
+                with self.manifest.transaction():
+                    self.manifest.remove(old.root, old.path)
+                    self.reattach.append(self.manifest.put(self._to_reattach(obs, old, attrs)))
+                self.emit(event_of(obs, MOVED, old, f"from {os.path.join(old.root, old.path)}; attached again"))
+                continue
             if not self._set_attributes(old, attrs):
                 with self.manifest.transaction():
                     self.manifest.remove(old.root, old.path)
@@ -151,9 +180,19 @@ class Executor:
         """Same content, other attributes (a touched mtime, a new static value): update them in place."""
         for obs, row in stale:
             attrs = self._attributes(obs, roots[obs.root])
-            if attrs != row.attrs() and self._set_attributes(row, attrs):
+            if attrs == row.attrs():
+                continue
+            if not self.profile.search_sees_updates:
+                self.reattach.append(self.manifest.put(self._to_reattach(obs, row, attrs)))
+                self.emit(event_of(obs, ATTRIBUTES, row, "attached again"))
+            elif self._set_attributes(row, attrs):
                 self.manifest.update(row, attributes=json.dumps(attrs))
                 self.emit(event_of(obs, ATTRIBUTES, row))
+
+    def _to_reattach(self, obs: Observed, row: FileRow, attrs: dict) -> FileRow:
+        """Search on this server keeps the attributes a file was attached with (llama-stack): new ones
+        reach it by a detach and an attach of the same uploaded file."""
+        return _row_from(obs, row, state=UPLOADED, batch_id=None, attributes=json.dumps(attrs))
 
     def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
         try:
@@ -212,6 +251,7 @@ class Executor:
         attaching: list[FileRow],
     ) -> bool:
         """Carry a half-done row on from its state; False when it stays failed (not retried)."""
+        due = row.state == FAILED and (options.retry_failed or retry_due(row, self.clock()))
         row = self.manifest.update(
             row,
             size=obs.size,
@@ -220,7 +260,7 @@ class Executor:
             hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
         )
         if row.state == FAILED:
-            if not (options.retry_failed or (row.retryable and row.attempts < MAX_AUTO_RETRIES)):
+            if not due:
                 return False
             self.emit(event_of(obs, RETRIED, row, f"failed before: {row.reason or 'unknown error'}"))
             row = self.manifest.update(

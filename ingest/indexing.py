@@ -1,4 +1,4 @@
-"""Upload → attach in batches → wait (bounded) for indexing → retire what was replaced. State after every call."""
+"""Upload → attach and wait (attach.py) → retire what was replaced. State after every call."""
 
 from __future__ import annotations
 
@@ -6,37 +6,24 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.attach import Attacher, Outcome, Progress, event
 from ingest.config import Settings
-from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
-    INDEXING,
-    LEFT_BEHIND,
-    MOVED,
-    REPLACED,
     RETIRE_FAILED,
-    RETRIED,
     SKIPPED,
-    STOPPED,
-    FileEvent,
     Note,
     OnEvent,
     ignore,
 )
-from ingest.events import UPLOADED as EVENT_UPLOADED
-from ingest.limits import BATCH_LIMIT
 from ingest.manifest import (
-    ATTACHING,
     DELETED,
-    FAILED,
     HEARTBEAT,
-    INDEXED,
     PENDING,
     RETIRE,
     UPLOADED,
@@ -45,45 +32,25 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.remote.base import (
-    CANCELLED,
-    IN_PROGRESS,
-    SERVER_ERROR,
-    AttachItem,
     AuthError,
-    NotFound,
     Remote,
     RemoteError,
     RemoteFile,
 )
+from ingest.remote.local.extract import ExtractError
+from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import Stores
 from ingest.sweep import sweep
+from ingest.text import TextUploads
 
 log = logging.getLogger("ingest")
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class Outcome:
-    uploaded: int = 0
-    indexed: int = 0
-    deleted_remote: int = 0
-    duplicates_removed: int = 0
 
 
 @dataclass(frozen=True)
 class _InFlight:
     row: FileRow  # as recorded when its upload started
     upload_id: int  # its ledger entry
-
-
-@dataclass
-class _Batch:
-    store_id: str
-    rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
-
-
-def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
-    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
+    source: Path | None = None  # what was sent, when not the file itself (its extracted text)
 
 
 class Indexer:
@@ -96,31 +63,36 @@ class Indexer:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         stop: threading.Event | None = None,
+        profile: Profile | None = None,
         emit: OnEvent = ignore,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
+        profile = profile or PROFILES["openai"]
+        self.text = TextUploads(settings, profile)
         self.stop = stop or threading.Event()  # set: start nothing new; what is recorded is resumed later
         self.progress = progress or (lambda phase, done, total: None)
-        self.clock = clock
         self.emit = emit
         self.outcome = Outcome()
-        self.batches: dict[str, _Batch] = {}
-        self._queue: dict[str, list[FileRow]] = defaultdict(list)
-        self._index_retries: dict[str, int] = defaultdict(int)
+        self.attacher = Attacher(
+            settings, manifest, remote, stores, profile, self.outcome, emit, self.stop, clock, self.progress
+        )
 
     # upload ------------------------------------------------------------------------------------
-    def run(self, uploads: list[FileRow], attach: list[FileRow], attaching: list[FileRow]) -> Outcome:
-        """uploads: rows to send (state PENDING); attach: rows with a file id; attaching: rows in a batch."""
-        for row in attach:
-            self._queue[row.known_store_id].append(row)
-        for row in attaching:
-            batch = self.batches.setdefault(row.batch_id or "", _Batch(row.known_store_id, {}))
-            batch.rows[row.known_file_id] = row
+    def run(
+        self,
+        uploads: list[FileRow],
+        attach: list[FileRow],
+        attaching: list[FileRow],
+        moved: frozenset[str] = frozenset(),
+    ) -> Outcome:
+        """uploads: rows to send (state PENDING); the others as Attacher.resume takes them."""
+        self.attacher.resume(attach, attaching, moved)
         if uploads:
-            self._upload_all(uploads)
-        for store_id in list(self._queue):
-            self._flush(store_id)
-        self._wait()
+            try:
+                self._upload_all(uploads)
+            finally:
+                self.text.close()
+        self.attacher.finish()
         return self.outcome
 
     def _upload_all(self, rows: list[FileRow]) -> None:
@@ -160,16 +132,35 @@ class Indexer:
 
     def _start(self, pool: ThreadPoolExecutor, row: FileRow) -> tuple[Future[RemoteFile], _InFlight]:
         path = Path(row.root) / row.path
+        failed: ExtractError | OSError | None = None
+        try:
+            source, name = self.text.source(path, row.store or "", row.mime)
+        except (ExtractError, OSError) as exc:
+            source, name, failed = path, path.name, exc
         with self.manifest.transaction():  # one commit, not two: it is paid once per file
-            upload_id = self.manifest.ledger_start(row.root, row.path, path.name, row.size or 0, row.sha256)
+            size = (row.size or 0) if source == path else source.stat().st_size
+            upload_id = self.manifest.ledger_start(row.root, row.path, name, size, row.sha256)
             row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)
-        return pool.submit(self.remote.upload, path, path.name), _InFlight(row, upload_id)
+        future: Future[RemoteFile]
+        if failed is not None:
+            future = Future()
+            future.set_exception(failed)
+        else:
+            future = pool.submit(self.remote.upload, source, name)
+        return future, _InFlight(row, upload_id, source)
 
     def _uploaded(self, future: Future[RemoteFile], sent: _InFlight) -> None:
         row, upload_id = sent.row, sent.upload_id
         path = Path(row.root) / row.path
+        self.text.done(sent.source)
         try:
             remote_file = future.result()
+        except ExtractError as exc:
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
+            self.attacher.fail(
+                row, f"this server cannot read its type, and its text cannot be extracted: {exc}", exc.code, False
+            )
+            return
         except FileNotFoundError:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING, size=None, reason="vanished before upload")
@@ -177,7 +168,7 @@ class Indexer:
             return
         except OSError as exc:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
-            self._fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
+            self.attacher.fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
             return
         except AuthError:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
@@ -186,7 +177,7 @@ class Indexer:
         except RemoteError as exc:
             self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
-            self._fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
+            self.attacher.fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
         changes: dict[str, Any] = {"state": UPLOADED, "file_id": remote_file.id}
         try:
@@ -200,168 +191,7 @@ class Indexer:
             self.manifest.ledger_done(upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at)
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
-        self._queue[row.known_store_id].append(row)
-        if len(self._queue[row.known_store_id]) >= BATCH_LIMIT:
-            self._flush(row.known_store_id)
-
-    def _fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
-        row = self.manifest.update(row, state=FAILED, reason=reason, error_code=code, retryable=int(retryable))
-        self.emit(event(row, EVENT_FAILED, reason))
-
-    # attach ------------------------------------------------------------------------------------
-    def _flush(self, store_id: str) -> None:
-        rows = self._queue.pop(store_id, [])
-        for start in range(0, len(rows), BATCH_LIMIT):
-            self._attach(store_id, rows[start : start + BATCH_LIMIT])
-
-    def _attach(self, store_id: str, rows: list[FileRow]) -> None:
-        chunking = self.stores.chunking(rows[0].store or "") if rows else None
-        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in rows]
-        try:
-            batch = self.remote.attach_batch(store_id, items)
-        except AuthError:
-            raise
-        except NotFound:
-            # A file id of ours is gone remotely: the whole batch is refused. Upload these again.
-            with self.manifest.transaction():
-                for row in rows:
-                    self.manifest.ledger_set(row.known_file_id, RETIRE)
-                    self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
-            # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
-            for row in rows:
-                self.emit(
-                    event(
-                        row,
-                        EVENT_FAILED,
-                        "not attached: the vector store or the uploaded file was gone remotely; "
-                        "it is uploaded again next run",
-                    )
-                )
-            return
-        except RemoteError as exc:
-            for row in rows:
-                self._fail(row, f"attach failed: {exc}", None, retryable=True)
-            return
-        tracked = _Batch(store_id, {})
-        with self.manifest.transaction():
-            for row in rows:
-                tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
-                self.manifest.ledger_set(row.known_file_id, "live", store_id)
-        self.batches[batch.id] = tracked
-
-    # wait --------------------------------------------------------------------------------------
-    def _wait(self) -> None:
-        deadline = self.clock() + self.settings.index_timeout
-        total = sum(len(b.rows) for b in self.batches.values())
-        while self.batches:
-            hint = None
-            for batch_id in list(self.batches):
-                tracked = self.batches[batch_id]
-                try:
-                    batch = self.remote.get_batch(tracked.store_id, batch_id)
-                except NotFound:
-                    self._reattach(self.batches.pop(batch_id))
-                    continue
-                except AuthError:
-                    raise
-                except RemoteError as exc:
-                    log.warning("cannot check batch %s: %s", batch_id, exc)
-                    continue
-                if batch.status != IN_PROGRESS:
-                    self._settle(batch_id, batch)
-                elif batch.poll_after_ms is not None:
-                    hint = batch.poll_after_ms / 1000 if hint is None else min(hint, batch.poll_after_ms / 1000)
-            for store_id in list(self._queue):
-                self._flush(store_id)  # server_error retries go out in a new batch
-            self.progress("index", total - sum(len(b.rows) for b in self.batches.values()), total)
-            if not self.batches:
-                break
-            if self.stop.is_set():
-                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
-                return
-            if self.clock() >= deadline:
-                for tracked in self.batches.values():
-                    for row in tracked.rows.values():
-                        self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
-                return
-            self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
-
-    def _reattach(self, tracked: _Batch) -> None:
-        for row in tracked.rows.values():
-            self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
-
-    def _settle(self, batch_id: str, batch) -> None:
-        tracked = self.batches.pop(batch_id)
-        outcomes: dict[str, tuple[str, str | None, str | None]] = {}
-        try:
-            if batch.failed or batch.cancelled or batch.in_progress:
-                for sf in self.remote.batch_files(tracked.store_id, batch_id):
-                    outcomes[sf.file_id] = (sf.status, sf.error_code, sf.error_message)
-        except RemoteError as exc:
-            log.warning("cannot list files of batch %s: %s", batch_id, exc)
-            self.batches[batch_id] = tracked  # look again next round
-            return
-        with self.manifest.transaction():
-            for file_id, row in tracked.rows.items():
-                status, code, message = outcomes.get(file_id, ("completed", None, None))
-                if status == IN_PROGRESS:
-                    self.batches.setdefault(f"{batch_id}", _Batch(tracked.store_id, {})).rows[file_id] = row
-                elif status == "completed":
-                    self._indexed(row)
-                elif status == CANCELLED:
-                    self._fail(row, "indexing was cancelled", "cancelled", retryable=True)
-                elif code == SERVER_ERROR and self._index_retries[file_id] < self.settings.server_error_retries:
-                    self._index_retries[file_id] += 1
-                    # What the API does with a second attach of a file already in the store is not
-                    # documented: the failed store file goes first.
-                    self._detach(tracked.store_id, file_id, "attaching it again anyway")
-                    self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED))
-                    self.emit(event(row, RETRIED, f"indexing failed ({code}); attached again"))
-                else:
-                    reason = f"indexing failed: {code or 'unknown error'}" + (f": {message}" if message else "")
-                    self._fail(row, reason, code, retryable=(code == SERVER_ERROR))
-
-    def _detach(self, store_id: str, file_id: str, then: str) -> bool:
-        """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
-        try:
-            self.remote.detach(store_id, file_id)
-        except AuthError:
-            raise
-        except RemoteError as exc:
-            log.info("detach of %s failed (%s); %s", file_id, exc, then)
-            return False
-        return True
-
-    def _indexed(self, row: FileRow) -> None:
-        if row.old_file_id:
-            # Make before break: the old version goes only now that the new one is searchable.
-            self.manifest.ledger_set(row.old_file_id, RETIRE)
-        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
-        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
-            kept = None
-        if row.old_vector_store_id:
-            self.emit(event(row, MOVED, "to another store, with its file id"))
-        else:
-            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
-        self.manifest.update(
-            row,
-            state=INDEXED,
-            old_vector_store_id=kept,
-            old_file_id=None,
-            reason=None,
-            error_code=None,
-            retryable=None,
-            batch_id=None,
-            indexed_at=time.time(),
-        )
-        self.outcome.indexed += 1
-
-    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
-        """A file that moved store leaves the old one: only now that the new one has indexed it."""
-        if self._detach(store_id, file_id, "it is detached next run"):
-            return True
-        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
-        return False
+        self.attacher.queue(row)
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:
@@ -399,7 +229,7 @@ class Indexer:
         if self.stop.is_set():
             return False
         if upload.vector_store_id:  # an expired store refuses; deleting the file detaches it anyway
-            self._detach(upload.vector_store_id, upload.file_id, "deleting the file")
+            self.attacher.detach(upload.vector_store_id, upload.file_id, "deleting the file")
         self.remote.delete_file(upload.file_id)
         return True
 

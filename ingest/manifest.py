@@ -332,6 +332,25 @@ class Manifest(FolderRecords):
         values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
         self.db.table("uploads").update(upload.id, values)
 
+    # the server ------------------------------------------------------------------------------
+    def server(self, base_url: str) -> dict[str, Any] | None:
+        found = list(self.db.table("server").rows_where("base_url = ?", [base_url]))
+        return found[0] if found else None
+
+    def remember_server(self, base_url: str, profile: str, version: str | None, per_file_batches: bool | None) -> None:
+        with self.transaction():  # one server at a time: the profile of a URL no longer used is stale
+            self.db.table("server").delete_where()
+            self.db.table("server").insert(
+                {
+                    "base_url": base_url,
+                    "profile": profile,
+                    "version": version,
+                    "per_file_batches": None if per_file_batches is None else int(per_file_batches),
+                    "checked_at": time.time(),
+                },
+                pk="base_url",
+            )
+
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
         run_id = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk

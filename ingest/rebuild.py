@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ingest.attach import Limit, attach_each
 from ingest.config import Root, Settings
 from ingest.events import REBUILD_WAITING, REBUILDING, REBUILT, OnEvent, StoreEvent, ignore
 from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, FAILED, INDEXED, UPLOADED, Manifest, StoreRow
-from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote
+from ingest.remote.base import COMPLETED, IN_PROGRESS, AttachItem, NotFound, Remote, Unsupported
+from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import BUILDING, attributes, create_store, fingerprint
 
 log = logging.getLogger("ingest")
@@ -39,6 +41,7 @@ def rebuild(
     stop: threading.Event,
     emit: OnEvent = ignore,
     timeout: float | None = None,
+    profile: Profile | None = None,
 ) -> None:
     """Run every rebuild due. Resumable: state lives in the stores table."""
     for old in pending_rebuilds(settings, manifest):
@@ -53,7 +56,7 @@ def rebuild(
         for row in rows:
             root = roots.get(row.root) or Root(Path(row.root), old.name)
             wanted[row.file_id] = attributes(root, row.path, row.mtime_ns or 0, row.sha256 or "", spec)
-        failed = _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout)
+        failed = _fill(remote, new.id, wanted, spec.chunking, stop, timeout or settings.index_timeout, profile)
         if failed is None:
             emit(StoreEvent(old.name, REBUILD_WAITING, new.id, old.id))
             continue
@@ -75,7 +78,13 @@ def rebuild(
 
 
 def _fill(
-    remote: Remote, store_id: str, wanted: dict, chunking, stop: threading.Event, timeout: float
+    remote: Remote,
+    store_id: str,
+    wanted: dict,
+    chunking,
+    stop: threading.Event,
+    timeout: float,
+    profile: Profile | None = None,
 ) -> set[str] | None:
     """Attach what the new store lacks and wait until every file has settled there.
 
@@ -83,9 +92,22 @@ def _fill(
     """
     present = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
     missing = [fid for fid in wanted if present.get(fid) not in (COMPLETED, IN_PROGRESS)]
-    for start in range(0, len(missing), BATCH_LIMIT):
-        chunk = missing[start : start + BATCH_LIMIT]
-        remote.attach_batch(store_id, [AttachItem(fid, wanted[fid], chunking) for fid in chunk])
+    for fid in missing:
+        if fid in present:  # failed there: some servers ignore a second attach of a file they hold
+            remote.detach(store_id, fid)
+    items = [AttachItem(fid, wanted[fid], chunking) for fid in missing]
+    each = profile is not None and profile.per_file_batches is False
+    for start in range(0, 0 if each else len(items), BATCH_LIMIT):
+        try:
+            remote.attach_batch(store_id, items[start : start + BATCH_LIMIT])
+        except Unsupported:
+            each = True
+            items = items[start:]
+            break
+    if each:
+        server = profile or PROFILES["openai-compatible"]
+        for _ in attach_each(remote, store_id, items, Limit(server.attach_concurrency, server.attach_max), stop):
+            pass  # what each one came to is read from the store below, like a batch's
     # Wait on the store's counts (one small request), not on a listing of every file in it; list
     # once they say nothing is in progress. From 1 s, slower as it goes, like the SDK's poll helpers.
     deadline, delay = time.monotonic() + timeout, 1.0

@@ -104,6 +104,8 @@ def status(data: dict[str, Any]) -> str:
             )
             + (f"; {changes['unreachable_roots']} folders missing" if changes.get("unreachable_roots") else "")
         )
+    if data.get("server"):
+        lines.append(f"server: {data['server']['base_url']} ({data['server']['describe']})")
     daemon = data.get("daemon")
     if daemon:
         beat = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(daemon["heartbeat_at"]))
@@ -116,7 +118,9 @@ def status(data: dict[str, Any]) -> str:
         lines.append(f"  files: {files}")
         for folder in store.get("folders", []):
             lines.append(f"  from: {folder}")
-        if store["vector_store_ids"]:
+        if store["vector_store_ids"] and store["usage_bytes"] is None:
+            lines.append("  usage: unknown (the server reports 0 bytes for stores that hold files)")
+        elif store["vector_store_ids"]:
             lines.append(f"  usage: {store['usage_bytes']:,} bytes, about ${store['cost_per_day_usd']:.4f}/day")
         unknown = [s for s in store["remote_status"] if s.startswith("unknown")]
         if unknown:

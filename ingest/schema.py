@@ -131,7 +131,17 @@ def m006_folders(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m007_store_checked_at(db: sqlite_utils.Database) -> None:
+def m007_server(db: sqlite_utils.Database) -> None:
+    # The server's profile as last found (by identity, and what it refused), keyed by its base URL: another
+    # URL is another server, found out again.
+    db.table("server").create(
+        {"base_url": str, "profile": str, "version": str, "per_file_batches": int, "checked_at": float},
+        pk="base_url",
+    )
+
+
+@migrations()
+def m008_store_checked_at(db: sqlite_utils.Database) -> None:
     # When each store was last seen alive remotely: a pass with nothing to upload asks again only
     # every so often, so a no-op makes no remote call.
     db.table("stores").add_column("checked_at", float)

@@ -12,9 +12,10 @@ from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Settings, StoreSpec
 from ingest.errors import ConfigError
 from ingest.errors import UnknownStore as UnknownStore
-from ingest.manifest import Manifest
+from ingest.manifest import INDEXED, Manifest
+from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
-from ingest.stores import attribute_schema
+from ingest.stores import TOOL_KEYS, attribute_schema
 
 GIB = 1024**3
 NO_STORE = "(not in a store: rejected or unreadable)"
@@ -46,10 +47,16 @@ def collect(
             name, {"name": name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
         )
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
+    known = manifest.server(remote.base_url)
+    server = profiles.load(known) if known else None
     folders = feeding(settings, manifest)
     for entry in stores.values():
-        entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
         entry["folders"] = folders.get(entry["name"], [])
+        # 0 bytes for a store holding indexed files (llama-stack always says 0) is no figure: unknown, not free.
+        if entry["usage_bytes"] == 0 and entry["files"].get(INDEXED):
+            entry["usage_bytes"] = entry["cost_per_day_usd"] = None
+        else:
+            entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
     problems = [
         {"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason, "error_code": r.error_code}
         for r in manifest.iter_problem_rows()
@@ -68,6 +75,9 @@ def collect(
     ]
     return {
         "backend": backend,
+        "server": {"base_url": remote.base_url, "profile": server.name, "describe": server.describe()}
+        if server
+        else None,
         "manifest": str(manifest_path),
         "config": settings.source if settings.source == NO_CONFIG else os.path.abspath(settings.source),
         "local_changes": local_changes(settings, manifest),
@@ -79,6 +89,20 @@ def collect(
         "problems": problems,
         "recent_runs": runs,
     }
+
+
+def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attributes ingest set, in the types it set them: servers add keys of their own (llama-stack's
+    chunk_id, token_count, …) and may hand integers back as floats."""
+    keys = ours.keys() if ours is not None else TOOL_KEYS
+    out = {}
+    for key in keys:
+        if key in attributes:
+            value = attributes[key]
+            if isinstance(value, float) and value.is_integer() and (ours is None or isinstance(ours.get(key), int)):
+                value = int(value)
+            out[key] = value
+    return out
 
 
 def filter_schema(settings: Settings, manifest: Manifest) -> dict[str, type]:
@@ -101,21 +125,22 @@ def search_stores(
     if store_name and not stores:
         known = sorted({s.name for s in manifest.stores()})
         raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
-    by_file = {}
+    by_file: dict[str, tuple[str, dict[str, Any]]] = {}
     for row in manifest.rows().values():
         for file_id in (row.file_id, row.old_file_id):
             if file_id:
-                by_file[file_id] = os.path.join(row.root, row.path)
+                by_file[file_id] = (os.path.join(row.root, row.path), row.attrs())
     hits: list[dict[str, Any]] = []
     for store in stores:
         for hit in remote.search(store.id, query, filters, max_results):
+            path, ours = by_file.get(hit.file_id) or (None, None)
             hits.append(
                 {
-                    "path": by_file.get(hit.file_id, hit.attributes.get("path", hit.filename)),
-                    "score": round(hit.score, 4),
+                    "path": path or hit.attributes.get("path", hit.filename),
+                    "score": round(hit.score, 4),  # as the server gives it: some score by distance, past 1
                     "store": store.name,
                     "file_id": hit.file_id,
-                    "attributes": dict(hit.attributes),
+                    "attributes": _ours(hit.attributes, ours),
                     "text": hit.text,
                 }
             )

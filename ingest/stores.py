@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import posixpath
 import secrets
 import time
@@ -14,10 +15,13 @@ from ingest.config import Root, Settings, StoreSpec
 from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
 from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
-from ingest.remote.base import CREATE_TOKEN, NotFound, Remote
+from ingest.remote import profile as profiles
+from ingest.remote.base import CREATE_TOKEN, AuthError, NotFound, Remote, RemoteError
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
+log = logging.getLogger("ingest")
+TOOL_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")  # the attributes every file gets
 # A pass with nothing to upload asks whether its stores still exist remotely (deleted by hand,
 # expired by their expires_after policy) at most this often; a pass with work asks every time.
 CHECK_EVERY = 3600.0
@@ -39,16 +43,15 @@ def _fit(value: str) -> str:
 def attributes(root: Root, path: str, mtime_ns: int, sha256: str, spec: StoreSpec) -> dict[str, Any]:
     """The per-file attributes file_search filters on, within the API's limits on keys and values."""
     attrs: dict[str, Any] = dict(spec.attributes)
-    attrs.update(
-        {
-            "path": _fit(path),
-            "folder": _fit(posixpath.dirname(path)),
-            "ext": posixpath.splitext(path)[1].lower().lstrip("."),
-            "mtime": mtime_ns // 1_000_000_000,
-            "sha256": sha256,
-            "root": _fit(root.path.name),
-        }
+    values = (
+        _fit(path),
+        _fit(posixpath.dirname(path)),
+        posixpath.splitext(path)[1].lower().lstrip("."),
+        mtime_ns // 1_000_000_000,
+        sha256,
+        _fit(root.path.name),
     )
+    attrs.update(zip(TOOL_KEYS, values, strict=True))
     return dict(list(attrs.items())[:MAX_ATTRIBUTES])
 
 
@@ -77,6 +80,48 @@ def fingerprint(spec: StoreSpec) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+def server_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile:
+    """The server's profile: as the manifest remembers it for this base URL, else found out (or, with
+    `server = NAME` in the config, taken as named) and kept."""
+    known = manifest.server(remote.base_url)
+    if known is not None and named in ("auto", known["profile"]):
+        return profiles.load(known)
+    found = remote.probe() if named == "auto" else profiles.PROFILES[named]
+    if found.settled:
+        remember_profile(manifest, remote, found)
+        log.info("server at %s: %s", remote.base_url, found.describe())
+    return found
+
+
+def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile) -> None:
+    if not found.settled:
+        return  # who the server is was not found out: the next run asks again
+    manifest.remember_server(remote.base_url, found.name, found.version, found.per_file_batches)
+
+
+class Gone:
+    """A store's remote status, "deleted" however the server says so: a 404, a 400 "… not found"
+    (llama-stack), or an error on the store while the list of stores leaves it out."""
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+        self._listed: set[str] | None = None
+
+    def status(self, store_id: str) -> str:
+        try:
+            return self.remote.get_store(store_id).status
+        except NotFound:
+            return "deleted"
+        except AuthError:
+            raise
+        except RemoteError:
+            if self._listed is None:
+                self._listed = {s.id for s in self.remote.list_stores()}
+            if store_id not in self._listed:
+                return "deleted"
+            raise
+
+
 class Stores:
     """Finds or creates the vector stores behind each logical name, once per run; shards when full."""
 
@@ -99,11 +144,9 @@ class Stores:
         for event in settle_creations(self.manifest, self.remote):
             self.emit(event)
             changed = True
+        gone = Gone(self.remote)
         for store in self.manifest.stores():
-            try:
-                status = self.remote.get_store(store.id).status
-            except NotFound:
-                status = "deleted"
+            status = gone.status(store.id)
             if status in ("expired", "deleted"):
                 self.emit(StoreEvent(store.name, RECREATED, old_vector_store_id=store.id, reason=status))
                 self._forget(store)

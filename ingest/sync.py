@@ -30,7 +30,7 @@ from ingest.events import (
     ignore,
 )
 from ingest.events import REJECTED as EVENT_REJECTED
-from ingest.execute import Executor, event_of
+from ingest.execute import Executor, event_of, retry_due
 from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.interrupt import reason as stopped_by
@@ -45,7 +45,8 @@ from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
-from ingest.stores import Stores
+from ingest.remote.profile import PROFILES, Profile
+from ingest.stores import Stores, server_profile
 from ingest.survey import Survey
 
 log = logging.getLogger("ingest")
@@ -73,8 +74,11 @@ class Engine:
         remote: Remote,
         stop: threading.Event | None = None,
         on_event: OnEvent = ignore,
+        clock: Callable[[], float] = time.time,
     ):
         self.settings, self.manifest, self.remote = settings, manifest, remote
+        self.clock = clock
+        self.profile: Profile = PROFILES["openai"]  # until the run finds out which server this is
         self.stop = stop or threading.Event()
         self.on_event = on_event
         self.survey = Survey(settings, manifest)
@@ -86,7 +90,16 @@ class Engine:
 
     def indexer(self, progress: Progress | None = None) -> Indexer:
         stores = Stores(self.settings, self.manifest, self.remote, self.emit)
-        return Indexer(self.settings, self.manifest, self.remote, stores, progress, stop=self.stop, emit=self.emit)
+        return Indexer(
+            self.settings,
+            self.manifest,
+            self.remote,
+            stores,
+            progress,
+            stop=self.stop,
+            emit=self.emit,
+            profile=self.profile,
+        )
 
     def sync(
         self, options: Options = Options(), scopes: Scopes | None = None, progress: Progress | None = None
@@ -100,7 +113,6 @@ class Engine:
         started = time.monotonic()
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
-        indexer = self.indexer(progress)
         died = None
         try:
             if scopes is None:
@@ -111,6 +123,9 @@ class Engine:
                     else:
                         rename(self.manifest, self.remote, old, new)
                     self.emit(StoreEvent(new, RENAME_DUE if options.dry_run else RENAMED, reason=old))
+            if not options.dry_run:
+                self.profile = server_profile(self.manifest, self.remote, self.settings.server)
+            indexer = self.indexer(progress)
             # A pass with nothing to do makes no remote call: the stores are asked about only when
             # there is work for them, when they have not been confirmed for a while, or by a reindex.
             checked = not options.dry_run and (options.check_stores or indexer.stores.check_due())
@@ -119,7 +134,7 @@ class Engine:
             if not options.dry_run:
                 indexer.sweep()  # remote calls only for uploads whose reply never came
                 if scopes is None:  # not on every incremental pass of the daemon
-                    rebuild(self.settings, self.manifest, self.remote, self.stop, self.emit)
+                    rebuild(self.settings, self.manifest, self.remote, self.stop, self.emit, profile=self.profile)
             else:
                 for store in pending_rebuilds(self.settings, self.manifest):
                     self.emit(StoreEvent(store.name, REBUILD_DUE, old_vector_store_id=store.id))
@@ -132,7 +147,9 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                executor = Executor(self.settings, self.manifest, self.remote, self.survey, self.emit)
+                executor = Executor(
+                    self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
+                )
                 self._fold(report, executor.apply(plan, options, indexer))
                 if scopes is None:
                     for name in empty_stores(self.settings, self.manifest):
@@ -183,6 +200,8 @@ class Engine:
         rows: dict[tuple[str, str], FileRow] = {}
         ignores = self.manifest.ignores()
         roots = {r.key: r for r in self.settings.roots}
+        if scopes is not None:
+            scopes = self._with_retries(scopes, options)
         for root in self.settings.roots:
             prefixes = tuple(scopes.get(root.key, ())) if scopes is not None else ("",)
             if not prefixes:
@@ -255,6 +274,16 @@ class Engine:
             or self.survey.static_moved(row.store, row.attributes)
             for obs, row in plan.unchanged
         )
+
+    def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
+        """An incremental pass looks at the changed paths, and at the failures due another try: after an
+        outage the daemon's next pass indexes them, with no change to the files needed."""
+        wanted = {key: list(paths) for key, paths in scopes.items()}
+        now = self.clock()
+        for row in self.manifest.rows_in_states([FAILED]):
+            if options.retry_failed or retry_due(row, now):
+                wanted.setdefault(row.root, []).append(row.path)
+        return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
         report.counts.update(

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ingest.manifest import FAILED, INDEXED, LIVE, RETIRE, STARTED, Manifest
-from ingest.remote.base import CANCELLED, NotFound, RemoteFile, StoreFile
+from ingest.remote.base import CANCELLED, RemoteFile, StoreFile
 from ingest.remote.base import FAILED as REMOTE_FAILED
+from ingest.stores import Gone
 from ingest.sync import Engine, Options
 
 # Kinds of drift, as verify reports them.
@@ -73,12 +74,10 @@ def verify(engine: Engine, local: bool = True) -> Findings:
     manifest, remote = engine.manifest, engine.remote
     found = Findings()
     rows = list(manifest.rows().values())
+    gone = Gone(remote)
     for store in manifest.stores():
         found.stores_checked += 1
-        try:
-            status = remote.get_store(store.id).status
-        except NotFound:
-            status = "deleted"
+        status = gone.status(store.id)
         if status in ("expired", "deleted"):
             found.drifts.append(Drift(STORE_LOST, store.name, f"vector store {store.id} was {status}", store.id))
             continue

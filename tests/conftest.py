@@ -91,12 +91,31 @@ def fake_openai():
 
 
 @pytest.fixture
+def llama():
+    """The emulator as llama-stack answers (tests/emulator/llama.py)."""
+    from tests.emulator import Emulator
+
+    with Emulator(index_delay=0.05, poll_after_ms=20, profile="llama-stack") as emu:
+        yield emu
+
+
+def server_cli(tmp_path: Path, monkeypatch, base_url: str, key: str) -> Cli:
+    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    return Cli()
+
+
+@pytest.fixture
 def openai_cli(state_dir, fake_openai, tmp_path, monkeypatch) -> Cli:
     """`ingest …` with a key and the emulator's URL: the OpenAI path, for real."""
-    (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 30\n")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    return Cli()
+    return server_cli(tmp_path, monkeypatch, fake_openai.base_url, "sk-test-key-0123456789")
+
+
+@pytest.fixture
+def llama_cli(state_dir, llama, tmp_path, monkeypatch) -> Cli:
+    """`ingest …` against the emulator's llama-stack profile (it takes any key)."""
+    return server_cli(tmp_path, monkeypatch, llama.base_url, "anything")
 
 
 @pytest.fixture

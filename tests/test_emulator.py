@@ -381,3 +381,48 @@ def test_cli_subprocess_serves_until_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_llama_stack_profile_differs_as_llama_stack_does():
+    import openai
+
+    from tests.emulator import Emulator
+
+    with Emulator(index_delay=0.0, profile="llama-stack") as emu:
+        client = openai.OpenAI(base_url=emu.base_url, api_key="x", max_retries=0)
+        assert client.get("/version", cast_to=object) == {"version": "0.7.3"}
+        client.files.list()  # a fresh server makes its tables on the first read
+        store = client.vector_stores.create(name="s")
+        fid = client.files.create(file=("a.md", b"the wombat burrows"), purpose="assistants").id
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.vector_stores.file_batches.create(store.id, files=[{"file_id": fid, "attributes": {"k": 1}}])
+        assert refused.value.body == {
+            "errors": [{"loc": ["body", "file_ids"], "msg": "Field required", "type": "missing"}]
+        }
+        sf = client.vector_stores.files.create(store.id, file_id=fid, attributes={"year": 2024, "tag": "old"})
+        assert sf.status == "completed", "answers once embedded"
+        again = client.vector_stores.files.create(store.id, file_id=fid, attributes={"tag": "other"})
+        assert again.attributes == {"year": 2024.0, "tag": "old"}, "a second attach is a no-op; integers as floats"
+        client.vector_stores.files.update(fid, vector_store_id=store.id, attributes={"tag": "new"})
+        assert client.vector_stores.files.retrieve(fid, vector_store_id=store.id).attributes == {"tag": "new"}
+        (hit,) = client.vector_stores.search(store.id, query="wombat").data
+        assert hit.attributes["tag"] == "old" and "chunk_id" in hit.attributes and hit.score > 1
+        with pytest.raises(openai.BadRequestError):
+            client.vector_stores.search(store.id, query="wombat", rewrite_query=True)
+        with pytest.raises(openai.BadRequestError) as missing:
+            client.vector_stores.retrieve("vs_nope")
+        assert missing.value.body == {"message": "Vector store vs_nope not found"}, "400, no type or code"
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve("file-nope")
+        client.files.delete(fid)
+        assert [f.id for f in client.vector_stores.files.list(store.id)] == [fid], "files.delete does not detach"
+        assert client.vector_stores.retrieve(store.id).usage_bytes == 0
+        client.vector_stores.update(store.id, metadata={"mine": "1"})
+        other = client.files.create(file=("b.md", b"more text"), purpose="assistants").id
+        assert client.vector_stores.files.create(store.id, file_id=other).status == "failed"
+        emu.configure(embedder_down=True)
+        third = client.files.create(file=("c.md", b"text"), purpose="assistants").id
+        fresh = client.vector_stores.create(name="t")
+        failed = client.vector_stores.files.create(fresh.id, file_id=third)
+        assert failed.status == "failed" and failed.last_error is not None
+        assert client.vector_stores.files.retrieve(third, vector_store_id=fresh.id).last_error is None

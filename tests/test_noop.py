@@ -19,7 +19,7 @@ from ingest.cli import cli
 try:
     cli.main(sys.argv[1:], prog_name="ingest", standalone_mode=False)
 finally:
-    heavy = ("openai", "pypdf", "docx", "pptx", "ingest.remote.openai", "ingest.remote.local.extract")
+    heavy = ("openai", "pypdf", "docx", "pptx", "ingest.remote.openai", "ingest.remote.local.store")
     loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy))
     print("LOADED " + json.dumps(loaded), file=sys.stderr)
 """
@@ -63,7 +63,7 @@ def test_an_openai_noop_makes_no_remote_call_and_never_imports_the_sdk(openai_cl
 
 def test_a_local_noop_imports_no_extractor(ingest, docs_root):
     first, loaded = run_child("--backend", "local", "sync", str(docs_root))
-    assert first["counts"]["indexed"] == 4 and "ingest.remote.local.extract" in loaded
+    assert first["counts"]["indexed"] == 4 and "ingest.remote.local.store" in loaded
     again, loaded = run_child("--backend", "local", "sync", str(docs_root))
     assert again["counts"]["unchanged"] == 4 and loaded == []
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.execute import RETRY_CAP
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.stores import CHECK_EVERY
 from tests.emulator import Emulator
@@ -195,12 +196,27 @@ def test_a_permanent_failure_is_reported_but_does_not_fail_later_runs(openai_cli
 def test_retryable_failures_stop_after_a_bounded_number_of_runs(openai_cli, fake_openai, docs_root, state_dir):
     fake_openai.configure(index_fail_names={"usage.txt"})
     attaches = []
+    for _ in range(3):
+        openai_cli("sync", str(docs_root), check=None)
+        attaches.append(fake_openai.counters()["index_failures_injected"])
+    assert attaches[0] < attaches[1] == attaches[2], "tried again by the next run, then after a wait"
     for _ in range(8):
+        age_failures(state_dir, RETRY_CAP)  # the wait has passed
         openai_cli("sync", str(docs_root), check=None)
         attaches.append(fake_openai.counters()["index_failures_injected"])
     assert attaches[-1] == attaches[-2], "a file that always fails is not retried forever"
     row = rows(state_dir)["guides/usage.txt"]
     assert row.state == FAILED and row.attempts >= 5
+
+
+def age_failures(state_dir: Path, seconds: float) -> None:
+    """Time passes for the failed rows: their last try was `seconds` earlier."""
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        m.db.execute("update files set updated_at = updated_at - ? where state = ?", [seconds, FAILED])
+        m.db.conn.commit()
+    finally:
+        m.close()
 
 
 def test_a_refused_rename_is_uploaded_again_with_no_gap(openai_cli, fake_openai, docs_root, state_dir):

@@ -6,7 +6,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ingest.remote.profile import Profile
 
 # Where the backends have always found them.
 from ingest.errors import AuthError as AuthError
@@ -30,6 +33,10 @@ CANCELLED = "cancelled"
 SERVER_ERROR = "server_error"
 UNSUPPORTED_FILE = "unsupported_file"
 INVALID_FILE = "invalid_file"
+
+
+class Unsupported(RemoteError):
+    """The server does not offer this form of the call (it answered 400 to the request's shape)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,11 @@ class Remote(Protocol):
 
     kind: str  # "openai" | "local"
 
+    @property
+    def base_url(self) -> str: ...  # what the server profile remembered in the manifest is keyed by
+
+    def probe(self) -> Profile: ...  # which server this is (one or two cheap calls)
+
     def upload(self, path: Path, filename: str) -> RemoteFile: ...
     def delete_file(self, file_id: str) -> None: ...  # NotFound is swallowed: deleting twice is fine
     def list_files(self) -> Iterator[RemoteFile]: ...  # every file of purpose "assistants", paginated
@@ -108,11 +120,13 @@ class Remote(Protocol):
         expires_after_days: int | None,
     ) -> Store: ...
     def get_store(self, store_id: str) -> Store: ...  # raises NotFound
+    def list_stores(self) -> Iterator[Store]: ...
     def find_store(self, token: str, since: float) -> Store | None: ...  # created since, carrying CREATE_TOKEN
     def delete_store(self, store_id: str) -> None: ...
     def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None: ...
 
     def attach_batch(self, store_id: str, items: Sequence[AttachItem]) -> Batch: ...
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile: ...  # one file, with its attributes
     def get_batch(self, store_id: str, batch_id: str) -> Batch: ...
     def batch_files(self, store_id: str, batch_id: str, status: str | None = None) -> Iterator[StoreFile]: ...
 
@@ -130,8 +144,8 @@ class LazyRemote:
     """A Remote built on first use. Building one imports its SDK (the openai package takes half a
     second to import) or the embedded store's extractors: a pass with nothing to do never needs it."""
 
-    def __init__(self, kind: str, build: Callable[[], Remote]):
-        self.kind = kind
+    def __init__(self, kind: str, build: Callable[[], Remote], base_url: str):
+        self.kind, self.base_url = kind, base_url  # known without building it: the server profile's key
         self._build: Callable[[], Remote] | None = build
         self._remote: Remote | None = None
         self._lock = threading.Lock()

@@ -9,13 +9,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ingest.pacing import NEUTRAL, OVERLOADED, THROTTLED, Pacer, rate_headers
+from ingest.remote import profile
 from ingest.remote.base import (
     CREATE_TOKEN,
     MAX_RETRY_AFTER,
@@ -28,15 +30,17 @@ from ingest.remote.base import (
     RemoteFile,
     Store,
     StoreFile,
+    Unsupported,
 )
 
 log = logging.getLogger("ingest.remote")
+ATTACH_TIMEOUT = 900.0  # seconds for a one-file attach, which some servers answer only once it is embedded
 T = TypeVar("T")
 # An upload this small takes about a round trip: its latency tells how loaded the server is.
 TIMED_BYTES = 1 << 20
 
 
-def _status(exc: BaseException) -> int | None:
+def _status(exc: BaseException | None) -> int | None:
     return getattr(exc, "status_code", None)
 
 
@@ -72,7 +76,7 @@ def may_have_reached_server(exc: BaseException) -> bool:
     return isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500)
 
 
-def retry_after(exc: BaseException) -> float | None:
+def retry_after(exc: BaseException | None) -> float | None:
     response = getattr(exc, "response", None)
     if response is None:
         return None
@@ -124,6 +128,9 @@ class OpenAIRemote:
         budget = self.attempts * 4 if _status(exc) == 429 else self.attempts
         return state.attempt_number >= budget
 
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
+
     @classmethod
     def connect(
         cls, api_key: str, base_url: str | None, attempts: int, timeout: float, concurrency: int = 8
@@ -149,8 +156,8 @@ class OpenAIRemote:
         pacer = pacer or self.pacer
 
         def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception()
-            if on_retry:
+            exc = state.outcome.exception() if state.outcome else None
+            if on_retry and exc is not None:
                 on_retry(exc)
             log.info(
                 "%s: %s; retrying (attempt %d of %d)", what, _describe(exc), state.attempt_number + 1, self.attempts
@@ -163,7 +170,7 @@ class OpenAIRemote:
                 stop=self._stop,
                 before_sleep=before_sleep,
                 reraise=True,
-                sleep=self.stop.wait,
+                sleep=self._sleep,
             ):
                 with attempt:
                     ticket = None if self.stop.is_set() else pacer.acquire(timed)
@@ -184,11 +191,38 @@ class OpenAIRemote:
             raise AuthError(f"OpenAI refused the API key ({_status(exc)}): check OPENAI_API_KEY") from None
         except openai.NotFoundError as exc:
             raise NotFound(f"{what}: not found") from exc
+        except openai.BadRequestError as exc:
+            # Some servers (llama-stack) answer an unknown store, store file or batch with 400 "… not found".
+            if "not found" in _server_message(exc.body).lower():
+                raise NotFound(f"{what}: not found ({_describe(exc)})") from exc
+            raise RemoteError(f"{what}: {_describe(exc)}") from exc
         except openai.APIConnectionError as exc:  # name the server: a wrong OPENAI_BASE_URL shows at once
             raise RemoteError(f"{what}: {_describe(exc)} ({self.client.base_url})", retryable=True) from exc
         except openai.OpenAIError as exc:
             raise RemoteError(f"{what}: {_describe(exc)}", retryable=worth_a_later_try(exc)) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.base_url)
+
+    def probe(self) -> profile.Profile:
+        """Which server this is: OpenAI and Azure by their host; llama-stack answers GET /version."""
+        known = profile.by_host(self.base_url)
+        if known is not None:
+            return known
+        try:
+            reply: object = self.client.get("/version", cast_to=object, options={"max_retries": 0})
+        except (openai.APIConnectionError, openai.InternalServerError):
+            return replace(profile.PROFILES[profile.COMPATIBLE], settled=False)  # asked again next run
+        except openai.OpenAIError:
+            reply = None  # not a route of this server
+        found = profile.from_version(reply)
+        if found.name == profile.LLAMA_STACK:
+            # A brand-new llama-stack creates its tables on the first read: uploads sent at once before it get
+            # 500 "no such table".
+            self._call("list files", lambda: self.client.files.list(limit=1))
+        return found
 
     # files -------------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
@@ -269,6 +303,14 @@ class OpenAIRemote:
                 return None
         return None
 
+    def list_stores(self) -> Iterator[Store]:
+        page = self._call("list stores", lambda: self.client.vector_stores.list(limit=100))
+        while True:
+            yield from (_store(vs) for vs in page.data)
+            if not page.has_next_page():
+                return
+            page = self._call("list stores", page.get_next_page)
+
     def get_store(self, store_id: str) -> Store:
         return _store(self._call(f"store {store_id}", lambda: self.client.vector_stores.retrieve(store_id)))
 
@@ -292,11 +334,30 @@ class OpenAIRemote:
             if item.chunking:
                 entry["chunking_strategy"] = dict(item.chunking)
             files.append(entry)
-        b = self._call(
-            f"attach {len(files)} files to {store_id}",
-            lambda: self.client.vector_stores.file_batches.create(store_id, files=files),
-        )
+        try:
+            b = self._call(
+                f"attach {len(files)} files to {store_id}",
+                lambda: self.client.vector_stores.file_batches.create(store_id, files=cast(Any, files)),
+            )
+        except RemoteError as exc:
+            if _refuses_per_file(exc.__cause__):
+                raise Unsupported(f"{self.client.base_url} does not take per-file attributes in a batch") from exc
+            raise
         return _batch(b, None)
+
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile:
+        args: dict[str, Any] = {"file_id": item.file_id, "attributes": dict(item.attributes)}
+        if item.chunking:
+            args["chunking_strategy"] = dict(item.chunking)
+        # Some servers embed before they answer (llama-stack: ~20 s per MB of text): a long wait is no fault,
+        # and says nothing of how busy the server is.
+        return _store_file(
+            self._call(
+                f"attach {item.file_id} to {store_id}",
+                lambda: self.client.vector_stores.files.create(store_id, timeout=ATTACH_TIMEOUT, **args),
+                timed=False,
+            )
+        )
 
     def get_batch(self, store_id: str, batch_id: str) -> Batch:
         raw = self._call(
@@ -382,13 +443,50 @@ def _outcome(exc: BaseException) -> str:
 def _describe(exc: BaseException | None) -> str:
     status = _status(exc)
     if status is not None:
-        message = getattr(exc, "message", "") or ""
-        return f"HTTP {status}: {message}"[:300]
+        return f"HTTP {status}: {_server_message(getattr(exc, 'body', None)) or 'no reason given'}"[:300]
     if isinstance(exc, openai.APITimeoutError):
         return "the request timed out"
     if isinstance(exc, openai.APIConnectionError):
         return "connection error"
     return str(exc)[:300]
+
+
+def _server_message(body: object) -> str:
+    """The server's reason in one sentence, from whichever envelope it uses: OpenAI's {"error": {message}}
+    (the SDK hands over the inner object), {"errors": [{loc, msg}]} or FastAPI's {"detail": …}."""
+    if isinstance(body, str):
+        return body.strip()
+    if not isinstance(body, dict):
+        return ""
+    if isinstance(body.get("message"), str):
+        return body["message"]
+    for key in ("errors", "detail", "error"):
+        value = body.get(key)
+        if isinstance(value, (str, dict)):
+            return _server_message(value)
+        if isinstance(value, list) and value:
+            more = f" (and {len(value) - 3} more)" if len(value) > 3 else ""
+            return "; ".join(_one_problem(p) for p in value[:3]) + more
+    return ""
+
+
+def _one_problem(problem: object) -> str:
+    if not isinstance(problem, dict):
+        return str(problem)
+    where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+    message = str(problem.get("msg") or problem.get("message") or "invalid")
+    return f"{where}: {message}" if where else message
+
+
+def _refuses_per_file(exc: BaseException | None) -> bool:
+    """A 400 saying the batch wants file_ids (llama-stack) or does not know `files`: per-file attributes are
+    not taken in a batch. A 400 about anything else (a bad attribute) is not this."""
+    if _status(exc) not in (400, 422):
+        return False
+    said = _server_message(getattr(exc, "body", None)).lower()
+    return ("file_ids" in said and ("required" in said or "missing" in said)) or (
+        "files" in said and any(w in said for w in ("extra", "unknown", "not permitted", "unrecognized"))
+    )
 
 
 def _poll_after(headers) -> int | None:

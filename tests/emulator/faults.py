@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 
 FAULT_KINDS = ("429", "500", "503", "reset", "timeout", "slow")
 DEFAULT_MIX = {"429": 3.0, "500": 2.0, "503": 2.0, "reset": 2.0, "timeout": 1.0, "slow": 1.0}
+PROFILES = ("openai", "llama-stack")
 SET_FIELDS = ("rejected_keys", "accepted_keys", "fault_endpoints", "lost_reply_endpoints", "index_fail_names")
 
 
@@ -44,6 +45,11 @@ class Options:
     index_fail_rate: float = 0.0  # fraction of attaches that fail indexing
     index_fail_times: int | None = None  # only the first N attaches of a given filename fail (None = always)
     stuck_batches: bool = False  # files of new batches stay in_progress until unstick_batches()
+    # server profile: "openai", or "llama-stack" (llama-stack 0.7.3 as met: see llama.py)
+    profile: str = "openai"
+    embedder_down: bool = False  # every attach fails with a server_error (llama-stack: reported once, then null)
+    lose_records_over: int | None = None  # attaches beyond this many in flight lose their store-file record
+    lose_records_every: int | None = None  # every Nth attach loses its record (the same, without timing)
     files_created_at: int | None = None  # every new File reports this created_at (a test pins the server clock)
     seed: int = 0
 
@@ -54,6 +60,8 @@ class Options:
                 raise TypeError(f"unknown emulator option {key!r}")
             if key in SET_FIELDS and value is not None:
                 value = frozenset([value] if isinstance(value, str) else value)
+            if key == "profile" and value not in PROFILES:
+                raise ValueError(f"unknown profile {value!r}; known: {PROFILES}")
             if key == "fault_mix":
                 unknown = set(value) - set(FAULT_KINDS)
                 if unknown:

@@ -32,6 +32,7 @@ class StoreFile:
     status: str = "in_progress"
     last_error: dict | None = None
     stuck: bool = False
+    search_attributes: dict | None = None  # what search filters on (llama-stack: those of attach time)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Store:
     expires_after: dict | None
     last_active_at: int
     forced_expired: bool = False
+    embedder_forgotten: bool = False  # llama-stack: an update dropped the embedding keys from its metadata
     files: dict = field(default_factory=dict)  # file_id -> StoreFile, in attach order
     keys: dict = field(default_factory=dict)  # file_id -> seq, kept after detach (pagination cursors)
 
@@ -58,6 +60,7 @@ class Batch:
     file_ids: list
     frozen: dict = field(default_factory=dict)  # file_id -> last status of members that left the store
     cancelled: bool = False
+    attached: int = 0  # files attached so far (the lose_records_over model)
 
 
 def page(items: list, cursor_seq, after: str | None, before: str | None, limit: int, order: str) -> tuple[list, bool]:

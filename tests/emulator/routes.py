@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from . import llama
 from . import validate as v
 from .state import State
 from .validate import ApiError, bad
@@ -83,7 +84,8 @@ def create_file(r: Req):
         raise bad("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     if "purpose" not in fields:
         raise bad("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
-    purpose = v.enum(fields["purpose"][1].decode("utf-8", "replace"), "purpose", PURPOSES)
+    purposes = llama.PURPOSES if r.state.llama else PURPOSES
+    purpose = v.enum(fields["purpose"][1].decode("utf-8", "replace"), "purpose", purposes)
     filename, data = fields["file"]
     if len(data) > MAX_UPLOAD:
         raise bad("File is too large. The maximum file size is 512 MB.", "file", "file_too_large")
@@ -198,6 +200,8 @@ def delete_store_file(r: Req):
 # ---- file batches -----------------------------------------------------------------------------------------
 def create_batch(r: Req):
     b = r.json()
+    if r.state.llama and "file_ids" not in b:
+        raise llama.file_ids_required()
     v.body_keys(b, ("file_ids", "files", "attributes", "chunking_strategy"))
     if "file_ids" in b and "files" in b:
         raise bad("Only one of 'file_ids' or 'files' may be provided, not both.", "files", "invalid_value")
@@ -277,6 +281,19 @@ def search(r: Req):
     return 200, r.state.search(r.params["vector_store_id"], queries, flt, max_results, threshold, rewrite)
 
 
+# ---- llama-stack's own ---------------------------------------------------------------------------------------
+def version(r: Req):
+    if not r.state.llama:
+        raise ApiError(404, "Invalid URL (GET /v1/version)")
+    return 200, {"version": llama.VERSION}
+
+
+def health(r: Req):
+    if not r.state.llama:
+        raise ApiError(404, "Invalid URL (GET /v1/health)")
+    return 200, {"status": "OK"}
+
+
 # ---- routing -------------------------------------------------------------------------------------------------
 VS = "/vector_stores/{vector_store_id}"
 ROUTES: list[tuple[str, str, Callable]] = [
@@ -300,6 +317,8 @@ ROUTES: list[tuple[str, str, Callable]] = [
     ("POST", VS + "/file_batches/{batch_id}/cancel", cancel_batch),
     ("GET", VS + "/file_batches/{batch_id}/files", list_batch_files),
     ("POST", VS + "/search", search),
+    ("GET", "/version", version),
+    ("GET", "/health", health),
 ]
 ENDPOINTS = [f"{m} {t}" for m, t, _ in ROUTES]
 # GETs of batches and store files carry openai-poll-after-ms.

@@ -129,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         self._count("status", status)
 
     def _send_error(self, err: ApiError, started: float | None = None) -> None:
-        self._send(err.status, err.body(), err.headers, started)
+        self._send(err.status, err.body(bare=self.emu.options.profile == "llama-stack"), err.headers, started)
 
     def _drop(self) -> None:
         """Close the connection without a response (RST): the client sees a connection error."""

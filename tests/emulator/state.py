@@ -13,10 +13,11 @@ import threading
 import time
 from collections import Counter
 
+from . import llama
 from . import search as idx
 from .faults import Options
 from .models import ALNUM, Batch, FileRec, Store, StoreFile, listing, page
-from .validate import bad, chunking, not_found
+from .validate import ApiError, bad, chunking, not_found
 
 
 class State:
@@ -39,9 +40,15 @@ class State:
             k: Counter() for k in ("requests", "status", "faults", "totals", "peak_in_flight")
         }
         self.in_flight: Counter = Counter()  # requests being served now, by endpoint
+        self.deleted: dict[str, FileRec] = {}  # llama-stack: deleted Files whose store files stay
+        self.files_table = False  # llama-stack: a fresh server has no files table until the first GET /files
         self.totals: Counter = self.counters["totals"]
 
     # ---- clock, ids, indexing --------------------------------------------------------------------------
+    @property
+    def llama(self) -> bool:
+        return self.options.profile == llama.NAME
+
     def now(self) -> float:
         return time.time() + self.offset
 
@@ -60,6 +67,10 @@ class State:
 
     def _outcome(self, f: FileRec) -> tuple:
         o, ext = self.options, idx.extension(f.filename)
+        if o.embedder_down:
+            return "failed", {"code": "server_error", "message": "Connection error: the embedding model is unreachable"}
+        if self.llama and ext in llama.UNREADABLE:
+            return "failed", {"code": "server_error", "message": "No chunks were generated from the file"}
         if ext not in idx.SUPPORTED_EXTENSIONS:
             return "failed", {
                 "code": "unsupported_file",
@@ -109,6 +120,8 @@ class State:
         return s.forced_expired or (at is not None and self.now() >= at)
 
     def _usage(self, sf: StoreFile) -> int:
+        if self.llama:
+            return 0
         f = self.files.get(sf.file_id)
         return len(f.data) if f is not None and sf.status == "completed" else 0
 
@@ -131,7 +144,15 @@ class State:
             "metadata": dict(s.metadata),
         }
 
-    def sf_obj(self, sf: StoreFile) -> dict:
+    def sf_obj(self, sf: StoreFile, reply: bool = False) -> dict:
+        if self.llama:  # last_error only in the attach reply; integers as floats
+            return self._sf_dict(sf) | {
+                "last_error": sf.last_error if reply else None,
+                "attributes": llama.floats(sf.attributes),
+            }
+        return self._sf_dict(sf)
+
+    def _sf_dict(self, sf: StoreFile) -> dict:
         return {
             "id": sf.file_id,
             "object": "vector_store.file",
@@ -175,19 +196,31 @@ class State:
     def _store(self, store_id: str) -> Store:
         s = self.stores.get(store_id)
         if s is None:
-            raise not_found(f"No vector store found with id '{store_id}'.")
+            raise (
+                llama.missing(f"Vector store {store_id}")
+                if self.llama
+                else not_found(f"No vector store found with id '{store_id}'.")
+            )
         return s
 
     def _sf(self, s: Store, file_id: str) -> StoreFile:
         sf = s.files.get(file_id)
         if sf is None:
-            raise not_found(f"No file found with id '{file_id}' in vector store '{s.id}'.")
+            raise (
+                llama.missing(f"File {file_id} in vector store {s.id}")
+                if self.llama
+                else not_found(f"No file found with id '{file_id}' in vector store '{s.id}'.")
+            )
         return sf
 
     def _batch(self, s: Store, batch_id: str) -> Batch:
         b = self.batches.get(batch_id)
         if b is None or b.store_id != s.id:
-            raise not_found(f"No file batch found with id '{batch_id}' in vector store '{s.id}'.")
+            raise (
+                llama.missing(f"File batch {batch_id}")
+                if self.llama
+                else not_found(f"No file batch found with id '{batch_id}' in vector store '{s.id}'.")
+            )
         return b
 
     def _writable(self, s: Store) -> None:
@@ -209,6 +242,9 @@ class State:
     # ---- Files -----------------------------------------------------------------------------------------
     def create_file(self, filename: str, purpose: str, data: bytes) -> dict:
         with self.lock:
+            if self.llama and not self.files_table:
+                self.files_table = True  # the failed request made it
+                raise ApiError(500, "(sqlite3.OperationalError) no such table: openai_files")
             created = self.options.files_created_at
             if created is None:
                 created = int(self.now())
@@ -220,6 +256,7 @@ class State:
 
     def list_files(self, purpose: str | None, limit: int, order: str, after: str | None) -> dict:
         with self.lock:
+            self.files_table = True
             items = [f for f in self.files.values() if purpose is None or f.purpose == purpose]
             got, more = page(items, self._cursor(self.file_keys), after, None, limit, order)
             return listing([self.file_obj(f) for f in got], more)
@@ -239,6 +276,9 @@ class State:
         with self.lock:
             self.settle()
             self._file(file_id)
+            if self.llama:  # the store keeps the file, and search its chunks
+                self.deleted[file_id] = self.files.pop(file_id)
+                return {"id": file_id, "object": "file", "deleted": True}
             for s in self.stores.values():
                 if file_id in s.files:
                     self._retire(s.files.pop(file_id))
@@ -265,8 +305,8 @@ class State:
                 description,
                 now,
                 next(self.seq),
-                metadata or {},
-                expires_after,
+                (metadata or {}) | (llama.STORE_METADATA if self.llama else {}),
+                None if self.llama else expires_after,
                 now,
             )
             self.stores[s.id] = s
@@ -294,6 +334,7 @@ class State:
                 s.name = changes["name"] or ""
             if "metadata" in changes:
                 s.metadata = changes["metadata"] or {}
+                s.embedder_forgotten = self.llama and not set(llama.STORE_METADATA) <= set(s.metadata)
             if "expires_after" in changes:
                 s.expires_after = changes["expires_after"]
             return self.store_obj(s)
@@ -314,6 +355,8 @@ class State:
         self, s: Store, file_id: str, attributes: dict | None, chunking: dict, batch_id: str | None, stuck: bool = False
     ) -> StoreFile:
         f = self.files[file_id]
+        if self.llama and file_id in s.files:
+            return s.files[file_id]  # a second attach is a no-op, failed or not
         old = s.files.pop(file_id, None)
         if old is not None:  # re-attaching replaces the store file (never a duplicate)
             self._retire(old)
@@ -330,12 +373,37 @@ class State:
             now + max(0.0, self.options.index_delay),
             stuck=stuck,
         )
+        sf.search_attributes = dict(attributes) if attributes is not None else None
+        if self.llama and s.embedder_forgotten:
+            # vector_stores.update(metadata=…) replaced the keys llama-stack keeps there: nothing embeds.
+            sf.outcome = ("failed", {"code": "server_error", "message": "embedding_model not found in metadata"})
+        if self._overloaded(batch_id):
+            # The kv store gave up ("database is locked"): the record is lost, its chunks stay searchable.
+            self.ghosts.append((float("inf"), s.id, sf, f))
+            sf.status, sf.last_error = "failed", {"code": "server_error", "message": "database is locked"}
+            if batch_id is not None:
+                self.batches[batch_id].frozen[file_id] = "failed"
+            return sf
         s.files[file_id] = sf
         s.keys[file_id] = sf.seq
         s.last_active_at = int(now)
         if not stuck:
             heapq.heappush(self.pending, (sf.ready_at, sf.seq, s.id, file_id))
         return sf
+
+    def _overloaded(self, batch_id: str | None) -> bool:
+        every = self.options.lose_records_every
+        if every:
+            self.totals["attaches"] += 1
+            return self.totals["attaches"] % every == 0
+        limit = self.options.lose_records_over
+        if limit is None:
+            return False
+        if batch_id is not None:  # a batch works on its files side by side: past the limit, every other one
+            b = self.batches[batch_id]
+            b.attached += 1
+            return b.attached > limit and b.attached % 2 == 0
+        return self.in_flight[llama.ATTACH] > limit
 
     def _retire(self, sf: StoreFile) -> None:
         """A store file leaves its store: its batch remembers its last status; search may still see it."""
@@ -353,7 +421,12 @@ class State:
             self._writable(s)
             if file_id not in self.files:
                 raise not_found(f"No file found with id '{file_id}'.", "file_id")
-            return self.sf_obj(self._attach(s, file_id, attributes, chunking, None))
+            sf = self._attach(s, file_id, attributes, chunking, None)
+            if sf.file_id not in s.files:
+                raise ApiError(500, "database is locked")
+            if self.llama and not sf.stuck and sf.status == "in_progress":  # answers once embedded
+                sf.status, sf.last_error = sf.outcome
+            return self.sf_obj(sf, reply=True)
 
     def list_store_files(
         self,
@@ -388,6 +461,8 @@ class State:
             self.settle()
             sf = self._sf(self._store(store_id), file_id)
             sf.attributes = attributes
+            if not self.llama:  # llama-stack's search keeps the attributes of attach time
+                sf.search_attributes = attributes
             return self.sf_obj(sf)
 
     def delete_store_file(self, store_id: str, file_id: str) -> dict:
@@ -455,22 +530,28 @@ class State:
             self.settle()
             s = self._store(store_id)
             self._writable(s)
+            if self.llama and rewrite:
+                raise bad("rewrite_query is not supported")
             s.last_active_at = int(self.now())
             shown = [q.strip().lower() for q in queries] if rewrite else list(queries)
             terms = idx.tokens(" ".join(queries))
+            live = self.files | self.deleted
             pool = [
-                (sf, self.files[sf.file_id])
-                for sf in s.files.values()
-                if sf.status == "completed" and sf.file_id in self.files
+                (sf, live[sf.file_id]) for sf in s.files.values() if sf.status == "completed" and sf.file_id in live
             ]
             pool += [(sf, f) for _, sid, sf, f in self.ghosts if sid == s.id and sf.file_id not in s.files]
             hits = []
             for sf, f in pool:
-                if not idx.matches(flt, sf.attributes):
+                if not idx.matches(flt, sf.search_attributes):
                     continue
                 for n, text in enumerate(idx.chunks(idx.decode(f.data), sf.chunking)):
                     sc = idx.score(terms, text)
                     if sc > 0 and sc >= threshold:
+                        attrs = (
+                            llama.hit_attributes(sf.search_attributes, f.id, f.filename, n, text)
+                            if self.llama
+                            else dict(sf.search_attributes or {})
+                        )
                         hits.append(
                             (
                                 -sc,
@@ -479,8 +560,8 @@ class State:
                                 {
                                     "file_id": f.id,
                                     "filename": f.filename,
-                                    "score": sc,
-                                    "attributes": dict(sf.attributes or {}),
+                                    "score": llama.distance_score(sc) if self.llama else sc,
+                                    "attributes": attrs,
                                     "content": [{"type": "text", "text": text}],
                                 },
                             )

@@ -27,12 +27,19 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        raw: dict | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = dict(headers or {})
+        self.raw = raw  # a body of another shape (llama-stack's validation errors)
 
-    def body(self) -> dict:
+    def body(self, bare: bool = False) -> dict:
+        """bare: the message alone, without type/param/code (llama-stack's envelope)."""
+        if self.raw is not None:
+            return self.raw
+        if bare:
+            return {"error": {"message": self.message}}
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 

@@ -49,6 +49,7 @@ from ingest.remote.base import (
 from ingest.remote.local import chunking
 from ingest.remote.local.extract import ExtractError, extract_text
 from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
+from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
@@ -61,6 +62,7 @@ class LocalRemote:
     """A Remote backed by one SQLite database and a folder of blobs; safe to share across threads."""
 
     kind = "local"
+    base_url = "local"
 
     def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time, work_budget_s: float = 2.0):
         self.directory = Path(directory)
@@ -198,6 +200,9 @@ class LocalRemote:
             status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
         return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
 
+    def list_stores(self) -> Iterator[Store]:
+        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
             rows = self._db.execute(
@@ -258,6 +263,13 @@ class LocalRemote:
             db.execute("INSERT INTO batches VALUES (?, ?, ?)", (batch_id, store_id, now))
             self._touch(db, store_id)
         return self._batch(store_id, batch_id)
+
+    def attach_file(self, store_id: str, item: AttachItem) -> StoreFile:
+        self.attach_batch(store_id, [item])
+        return self.get_store_file(store_id, item.file_id)
+
+    def probe(self) -> Profile:
+        return PROFILES[LOCAL]
 
     def get_batch(self, store_id: str, batch_id: str) -> Batch:
         self._check_batch(store_id, batch_id)

@@ -1,0 +1,438 @@
+"""Attach uploaded files (in batches of up to 500 with per-file attributes, or one by one where a server's
+batches take none) and wait, bounded, until the store's own record of each says indexed or failed.
+
+One-file attaches go a few at a time, fewer when the server strains (llama-stack lost a third of its
+records with ~37 in flight, none with 3)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+
+from ingest.config import Settings
+from ingest.events import FAILED as EVENT_FAILED
+from ingest.events import INDEXING, LEFT_BEHIND, MOVED, REPLACED, RETRIED, STOPPED, FileEvent, Note, OnEvent
+from ingest.events import UPLOADED as EVENT_UPLOADED
+from ingest.limits import BATCH_LIMIT
+from ingest.manifest import ATTACHING, INDEXED, PENDING, RETIRE, UPLOADED, FileRow, Manifest
+from ingest.manifest import FAILED as ROW_FAILED
+from ingest.remote.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    INVALID_FILE,
+    UNSUPPORTED_FILE,
+    AttachItem,
+    AuthError,
+    NotFound,
+    Remote,
+    RemoteError,
+    StoreFile,
+    Unsupported,
+)
+from ingest.remote.profile import Profile
+from ingest.stores import Stores, remember_profile
+
+log = logging.getLogger("ingest")
+PERMANENT = (UNSUPPORTED_FILE, INVALID_FILE)  # the server read the file and refused it: another try cannot help
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Outcome:
+    uploaded: int = 0
+    indexed: int = 0
+    deleted_remote: int = 0
+    duplicates_removed: int = 0
+
+
+@dataclass
+class _Batch:
+    store_id: str
+    rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
+
+
+def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
+    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
+
+
+def _show(row: FileRow) -> str:
+    return os.path.join(row.root, row.path)
+
+
+class Limit:
+    """How many one-file attaches may be in flight: halved when the server fails or loses a record,
+    one more after each run of `width` clean answers, never past `most`."""
+
+    def __init__(self, start: int, most: int):
+        self.most = max(1, most)
+        self.current = float(min(max(1, start), self.most))
+
+    @property
+    def width(self) -> int:
+        return max(1, int(self.current))
+
+    def ok(self) -> None:
+        self.current = min(float(self.most), self.current + 1.0 / self.current)
+
+    def strained(self) -> None:
+        self.current = max(1.0, self.current / 2)
+
+
+@dataclass(frozen=True)
+class Attached:
+    file_id: str
+    store_file: StoreFile | None = None  # the store's own record (the reply's last_error kept)
+    error: RemoteError | None = None
+    lost: bool = False  # the reply said completed, the store has no record of the file
+
+
+def attach_each(
+    remote: Remote, store_id: str, items: Iterable[AttachItem], limit: Limit, stop: threading.Event
+) -> Iterator[Attached]:
+    """Attach each item on its own; results come back on the caller's thread, as they finish."""
+    todo = iter(items)
+    with ThreadPoolExecutor(limit.most, thread_name_prefix="attach") as pool:
+        pending: dict = {}
+        while True:
+            while len(pending) < limit.width and not stop.is_set():
+                item = next(todo, None)
+                if item is None:
+                    break
+                pending[pool.submit(_one, remote, store_id, item)] = item
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del pending[future]
+                result = future.result()  # an AuthError ends the run here
+                if result.lost or (result.error is not None and result.error.retryable):
+                    limit.strained()
+                else:
+                    limit.ok()
+                yield result
+
+
+def _one(remote: Remote, store_id: str, item: AttachItem) -> Attached:
+    try:
+        reply = remote.attach_file(store_id, item)
+    except AuthError:
+        raise
+    except RemoteError as exc:
+        return Attached(item.file_id, error=exc)
+    if reply.status not in (COMPLETED, FAILED):
+        return Attached(item.file_id, reply)  # indexing goes on: polled with the others
+    try:
+        # The reply is not the record: under load a server can answer completed and lose the record.
+        record = remote.get_store_file(store_id, item.file_id)
+    except NotFound:
+        return Attached(item.file_id, reply, lost=True)
+    except RemoteError:
+        return Attached(item.file_id, replace(reply, status="in_progress"))  # looked at again while waiting
+    if record.status == FAILED and record.error_code is None:
+        # Only the attach reply carries the reason on some servers (llama-stack keeps no last_error).
+        record = replace(record, error_code=reply.error_code, error_message=reply.error_message)
+    return Attached(item.file_id, record)
+
+
+class Attacher:
+    """The attach and wait stages of one run; the manifest is written on the caller's thread only."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        manifest: Manifest,
+        remote: Remote,
+        stores: Stores,
+        profile: Profile,
+        outcome: Outcome,
+        emit: OnEvent,
+        stop: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        progress: Progress | None = None,
+    ):
+        self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
+        self.profile, self.outcome, self.emit, self.stop, self.clock = profile, outcome, emit, stop, clock
+        self.progress = progress or (lambda phase, done, total: None)
+        self.limit = Limit(profile.attach_concurrency, profile.attach_max)
+        self.batches: dict[str, _Batch] = {}
+        self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
+        self.moved: frozenset[str] = frozenset()
+        self._queue: dict[str, list[FileRow]] = defaultdict(list)
+        self._index_retries: dict[str, int] = defaultdict(int)
+
+    def resume(self, attach: list[FileRow], attaching: list[FileRow], moved: frozenset[str]) -> None:
+        """attach: rows with a file id; attaching: rows in a batch (or, with no batch id, attached on
+        their own); moved: file ids attached again for their new attributes (their event is the move)."""
+        self.moved = moved
+        for row in attach:
+            # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
+            # already in the store, so it goes first. Not there is fine.
+            self.detach(row.known_store_id, row.known_file_id, "attaching it anyway")
+            self._queue[row.known_store_id].append(row)
+        for row in attaching:
+            if row.batch_id:
+                self.batches.setdefault(row.batch_id, _Batch(row.known_store_id, {})).rows[row.known_file_id] = row
+            else:
+                self.singles[row.known_file_id] = (row.known_store_id, row)
+
+    def queue(self, row: FileRow) -> None:
+        """A file just uploaded: attached with the next full batch, or by finish()."""
+        self._queue[row.known_store_id].append(row)
+        if len(self._queue[row.known_store_id]) >= BATCH_LIMIT:
+            self._flush(row.known_store_id)
+
+    def finish(self) -> None:
+        for store_id in list(self._queue):
+            self._flush(store_id)
+        self.wait()
+
+    def _flush(self, store_id: str) -> None:
+        rows = self._queue.pop(store_id, [])
+        for start in range(0, len(rows), BATCH_LIMIT):
+            self._attach(store_id, rows[start : start + BATCH_LIMIT])
+
+    def _attach(self, store_id: str, rows: list[FileRow]) -> None:
+        if not rows:
+            return
+        if self.profile.per_file_batches is False:
+            self._attach_each(store_id, rows)
+            return
+        chunking = self.stores.chunking(rows[0].store or "")
+        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in rows]
+        try:
+            batch = self.remote.attach_batch(store_id, items)
+        except AuthError:
+            raise
+        except Unsupported as exc:
+            log.info("%s; attaching one file at a time from now on", exc)
+            self.profile = self.profile.with_batches(False)
+            remember_profile(self.manifest, self.remote, self.profile)
+            self._attach_each(store_id, rows)
+            return
+        except NotFound:
+            self._gone(rows)  # a file id of ours is gone remotely: the whole batch is refused
+            return
+        except RemoteError as exc:
+            for row in rows:
+                self.fail(row, f"attach failed: {exc}", None, retryable=True)
+            return
+        tracked = _Batch(store_id, {})
+        with self.manifest.transaction():
+            for row in rows:
+                tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
+                self.manifest.ledger_set(row.known_file_id, "live", store_id)
+        self.batches[batch.id] = tracked
+
+    def _gone(self, rows: list[FileRow]) -> None:
+        """The vector store or the uploaded file is gone remotely: upload these again."""
+        with self.manifest.transaction():
+            for row in rows:
+                self.manifest.ledger_set(row.known_file_id, RETIRE)
+                self.manifest.update(row, state=PENDING, file_id=None, batch_id=None)
+        # Not indexed is a failure (exit 1), even though the next run repairs it on its own.
+        for row in rows:
+            self.emit(
+                event(
+                    row,
+                    EVENT_FAILED,
+                    "not attached: the vector store or the uploaded file was gone remotely; "
+                    "it is uploaded again next run",
+                )
+            )
+
+    def _attach_each(self, store_id: str, rows: list[FileRow]) -> None:
+        """One call per file, so each keeps its own attributes; the row is recorded as each one answers."""
+        chunking = self.stores.chunking(rows[0].store or "")
+        sent: dict[str, FileRow] = {}
+        with self.manifest.transaction():  # attaching before the call: a crash leaves it to be looked up
+            for row in rows:
+                sent[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=None)
+                self.manifest.ledger_set(row.known_file_id, "live", store_id)
+        items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in sent.values()]
+        for result in attach_each(self.remote, store_id, items, self.limit, self.stop):
+            row = sent.pop(result.file_id)
+            if isinstance(result.error, NotFound):
+                self._gone([row])
+            elif result.error is not None:
+                if result.error.retryable:
+                    self._again(store_id, row, f"attach failed: {result.error}", None)
+                else:
+                    self.fail(row, f"attach failed: {result.error}", None, retryable=False)
+            elif result.lost:
+                self._again(store_id, row, "the server lost its record of the file while indexing it", None)
+            elif result.store_file is not None:
+                self._observed(store_id, row, result.store_file)
+        for row in sent.values():  # stopping: not sent, looked up (and attached) by the next run
+            self.singles[row.known_file_id] = (store_id, row)
+
+    def _observed(self, store_id: str, row: FileRow, sf: StoreFile) -> None:
+        """What the store's own record of a file says."""
+        if sf.status == COMPLETED:
+            self._indexed(row)
+        elif sf.status == IN_PROGRESS:
+            self.singles[row.known_file_id] = (store_id, row)
+        elif sf.status == CANCELLED:
+            self.fail(row, "indexing was cancelled", "cancelled", retryable=True)
+        else:
+            reason = f"indexing failed: {sf.error_code or 'the server gave no reason'}" + (
+                f": {sf.error_message}" if sf.error_message else ""
+            )
+            if sf.error_code in PERMANENT:
+                self.fail(row, reason, sf.error_code, retryable=False)
+            else:  # server_error, an unknown code, or none at all (the embedder was down): may pass next time
+                self._again(store_id, row, reason, sf.error_code)
+
+    def _again(self, store_id: str, row: FileRow, reason: str, code: str | None) -> None:
+        """Attach once more in this run (detached first), a bounded number of times; then fail retryably."""
+        if self._index_retries[row.known_file_id] >= self.settings.server_error_retries:
+            self.fail(row, reason, code, retryable=True)
+            return
+        self._index_retries[row.known_file_id] += 1
+        # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
+        self.detach(store_id, row.known_file_id, "attaching it again anyway")
+        self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
+        self.emit(event(row, RETRIED, f"{reason}; attached again"))
+
+    def _poll_singles(self) -> None:
+        for file_id, (store_id, row) in list(self.singles.items()):
+            try:
+                sf = self.remote.get_store_file(store_id, file_id)
+            except NotFound:
+                del self.singles[file_id]
+                self._again(store_id, row, "the store has no record of the file", None)
+                continue
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                log.warning("cannot check %s: %s", _show(row), exc)
+                continue
+            if sf.status != IN_PROGRESS:
+                del self.singles[file_id]
+                with self.manifest.transaction():
+                    self._observed(store_id, row, sf)
+
+    def _waiting(self) -> int:
+        return sum(len(b.rows) for b in self.batches.values()) + len(self.singles)
+
+    def wait(self) -> None:
+        deadline = self.clock() + self.settings.index_timeout
+        total = self._waiting()
+        while self.batches or self.singles or self._queue:
+            hint = None
+            for batch_id in list(self.batches):
+                tracked = self.batches[batch_id]
+                try:
+                    batch = self.remote.get_batch(tracked.store_id, batch_id)
+                except NotFound:
+                    self._reattach(self.batches.pop(batch_id))
+                    continue
+                except AuthError:
+                    raise
+                except RemoteError as exc:
+                    log.warning("cannot check batch %s: %s", batch_id, exc)
+                    continue
+                if batch.status != IN_PROGRESS:
+                    self._settle(batch_id, batch)
+                elif batch.poll_after_ms is not None:
+                    hint = batch.poll_after_ms / 1000 if hint is None else min(hint, batch.poll_after_ms / 1000)
+            self._poll_singles()
+            for store_id in list(self._queue):
+                self._flush(store_id)  # retries go out again (in a new batch, or one by one)
+            self.progress("index", max(0, total - self._waiting()), total)
+            if not (self.batches or self.singles or self._queue):
+                break
+            if self.stop.is_set():
+                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
+                return
+            if self.clock() >= deadline:
+                for tracked in self.batches.values():
+                    for row in tracked.rows.values():
+                        self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
+                for _, row in self.singles.values():
+                    self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
+                return
+            self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
+
+    def _reattach(self, tracked: _Batch) -> None:
+        for row in tracked.rows.values():
+            self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
+
+    def _settle(self, batch_id: str, batch) -> None:
+        tracked = self.batches.pop(batch_id)
+        records: dict[str, StoreFile] = {}
+        # Counts that account for every file as completed say so of each; anything else is read file by
+        # file (llama-stack says "completed" for a batch whose files failed).
+        counted = batch.completed == len(tracked.rows) and not (batch.failed or batch.cancelled or batch.in_progress)
+        try:
+            if not counted:
+                records = {sf.file_id: sf for sf in self.remote.batch_files(tracked.store_id, batch_id)}
+        except RemoteError as exc:
+            log.warning("cannot list files of batch %s: %s", batch_id, exc)
+            self.batches[batch_id] = tracked  # look again next round
+            return
+        with self.manifest.transaction():
+            for file_id, row in tracked.rows.items():
+                sf = records.get(file_id)
+                if counted:
+                    self._indexed(row)
+                elif sf is None:
+                    # Silence is not success: a file the listing leaves out is looked up on its own.
+                    self.singles[file_id] = (tracked.store_id, row)
+                elif sf.status == IN_PROGRESS:
+                    self.batches.setdefault(batch_id, _Batch(tracked.store_id, {})).rows[file_id] = row
+                else:
+                    self._observed(tracked.store_id, row, sf)
+
+    def detach(self, store_id: str, file_id: str, then: str) -> bool:
+        """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
+        try:
+            self.remote.detach(store_id, file_id)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.info("detach of %s failed (%s); %s", file_id, exc, then)
+            return False
+        return True
+
+    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
+        """A file that moved store leaves the old one: only now that the new one has indexed it."""
+        if self.detach(store_id, file_id, "it is detached next run"):
+            return True
+        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
+        return False
+
+    def _indexed(self, row: FileRow) -> None:
+        if row.old_file_id:
+            # Make before break: the old version goes only now that the new one is searchable.
+            self.manifest.ledger_set(row.old_file_id, RETIRE)
+        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
+        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
+            kept = None
+        if row.old_vector_store_id:
+            self.emit(event(row, MOVED, "to another store, with its file id"))
+        elif row.known_file_id not in self.moved:
+            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
+        self.manifest.update(
+            row,
+            state=INDEXED,
+            old_vector_store_id=kept,
+            old_file_id=None,
+            reason=None,
+            error_code=None,
+            retryable=None,
+            batch_id=None,
+            indexed_at=time.time(),
+        )
+        self.outcome.indexed += 1
+
+    def fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
+        row = self.manifest.update(row, state=ROW_FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.emit(event(row, EVENT_FAILED, reason))
