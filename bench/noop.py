@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pstats
+import sqlite3
 import stat
 import statistics
 import time
@@ -35,13 +36,14 @@ def tree_size(ctx: Context) -> int:
     return 10_000 if ctx.quick else 100_000
 
 
-def synced_tree(ctx: Context) -> SyncedTree:
-    """The tiny-file tree after a full initial sync on the local backend; built once per run."""
-    count = tree_size(ctx)
+def synced_tree(ctx: Context, count: int | None = None) -> SyncedTree:
+    """The tiny-file tree (of the run's size unless told) after a full initial sync on the local
+    backend; built once per run."""
+    count = count or tree_size(ctx)
     key = f"synced-{count}"
     if key not in ctx.shared:
         tree = tiny_tree(ctx, count)
-        home = ctx.scratch("noop")
+        home = ctx.scratch(f"noop-{count}")
         env = isolated_env(home)
         ctx.log(f"noop: initial sync of {count:,} tiny files on the local backend (takes a while)")
         child = run_child([*INGEST, "--backend", "local", "sync", str(tree), "--json"], env, home)
@@ -93,9 +95,7 @@ def run(ctx: Context) -> Outcome:
     inproc, profile_text = _in_process(synced, ctx)
     inproc_s = statistics.median(inproc)
     start_s = statistics.median(
-        run_child(
-            [PYTHON, "-c", "import ingest.cli, ingest.sync, ingest.remote.local"], synced.env, synced.home
-        ).seconds
+        run_child([PYTHON, "-c", "import ingest.cli, ingest.sync"], synced.env, synced.home).seconds
         for _ in range(REPEATS)
     )
     out.details.update(
@@ -135,11 +135,56 @@ def run(ctx: Context) -> Outcome:
         "noop", "`ingest status` local-changes stat pass, median", pending_s, "s", None, f"of {REPEATS}, {n:,} files"
     )
     out.add("noop", "status stat pass / walk ratio", pending_s / walk_s, "x", ("<=", RATIO))
+    _openai_noop(ctx, synced, walk_s, out)
     if profile_text:
         path = ctx.out / "noop-profile.txt"
         path.write_text(profile_text)
         out.notes.append(f"noop: cProfile of the in-process no-op in {path}")
     return out
+
+
+def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) -> None:
+    """The same no-op on the OpenAI backend: the local sync's manifest where the OpenAI backend keeps
+    its own, an emulator as the server. A no-op makes no remote call, so the emulator only counts."""
+    from tests.emulator import Emulator
+
+    state = Path(synced.env["XDG_STATE_HOME"]) / "ingest"
+    source, target = sqlite3.connect(state / "local" / "manifest.db"), sqlite3.connect(state / "manifest.db")
+    with target:
+        source.backup(target)
+    source.close()
+    target.close()
+    ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses on the OpenAI backend (the emulator counting)")
+    with Emulator() as emu:
+        env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=emu.base_url)
+        command = [*INGEST, "sync", str(synced.tree), "--json"]
+        runs = [run_child(command, env, synced.home) for _ in range(REPEATS)]
+        for child in runs:
+            _check_noop(_json(child.stdout), synced.files, out)
+        inproc, _ = _in_process(synced, ctx, env, "openai", profile=False)
+        requests = sum(emu.counters()["requests"].values())
+    cli_s, inproc_s = statistics.median(c.seconds for c in runs), statistics.median(inproc)
+    out.details.update(
+        openai_cli_noop_s=[c.seconds for c in runs], openai_in_process_s=inproc, openai_requests=requests
+    )
+    out.add("noop", "`ingest sync` no-op, OpenAI backend (subprocess), median", cli_s, "s", None, f"of {REPEATS}")
+    out.add("noop", "no-op / walk ratio, CLI, OpenAI backend", cli_s / walk_s, "x", ("<=", RATIO))
+    out.add(
+        "noop",
+        "no-op / walk ratio, in-process Engine.sync, OpenAI backend",
+        inproc_s / walk_s,
+        "x",
+        ("<=", RATIO),
+        f"median of {REPEATS}: {inproc_s:.2f} s",
+    )
+    out.add(
+        "noop",
+        "remote requests made by the OpenAI no-ops",
+        requests,
+        "requests",
+        ("<=", 0),
+        f"{REPEATS} from the CLI, {REPEATS} in-process; peak RSS {max(c.maxrss_mb for c in runs):.0f} MB",
+    )
 
 
 def _json(text: str) -> dict:
@@ -188,17 +233,21 @@ def _pending_count(synced: SyncedTree) -> list[float]:
     return times
 
 
-def _in_process(synced: SyncedTree, ctx: Context) -> tuple[list[float], str]:
+def _in_process(
+    synced: SyncedTree, ctx: Context, env: dict[str, str] | None = None, backend: str = "local", profile: bool = True
+) -> tuple[list[float], str]:
     """Engine.sync timed without process start-up, then once under cProfile."""
     from ingest.api import Ingest
 
     times = []
     logging.getLogger("ingest").setLevel(logging.ERROR)  # the "using the embedded store" warning
-    with patched_environ(synced.env, synced.home), Ingest.open([synced.tree], backend="local") as ingest:
+    with patched_environ(env or synced.env, synced.home), Ingest.open([synced.tree], backend=backend) as ingest:
         for _ in range(REPEATS):
             started = time.perf_counter()
             ingest.sync()
             times.append(time.perf_counter() - started)
+        if not profile:
+            return times, ""
         profiler = cProfile.Profile()
         profiler.enable()
         ingest.sync()

@@ -31,6 +31,7 @@ BENCHES = {  # name: (module, what it measures)
     "upload": ("bench.upload", "issue 7 P2: cold sync against the emulator vs the SDK's upload_and_poll"),
     "memory": ("bench.memory", "issue 7 P3: peak RSS of the large no-op and of hashing a 2 GB file"),
     "big-folder": ("bench.big_folder", "one folder of 10,000 tiny files: scan and first sync"),
+    "share": ("bench.share", "issue 14: no-op rescan and polling daemon on a simulated network share"),
 }
 ALIASES = {"p1": "noop", "p2": "upload", "p3": "memory", "search": "local"}
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import signal
 import sqlite3
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import INGEST, Context, Outcome, isolated_env
+from bench.common import INGEST, Context, Outcome, end_process, isolated_env
 from bench.corpus import WORDS
 
 SETTLE = 2.0
@@ -74,7 +73,7 @@ def _measure(ctx: Context, mode: str, flags: list[str], samples: int, jitter: fl
     latencies: list[float | None] = []
     try:
         started = time.monotonic()
-        db = _wait_for_first_sync(manifest, proc, deadline=started + 120)
+        db = wait_for_first_sync(manifest, proc, deadline=started + 120)
         info = {"startup_full_sync_s": round(time.monotonic() - started, 2)}
         path = None
         for i in range(samples):
@@ -87,22 +86,17 @@ def _measure(ctx: Context, mode: str, flags: list[str], samples: int, jitter: fl
                 fh.write(body)
             written = time.monotonic()
             want = hashlib.sha256(body.encode()).hexdigest()
-            latencies.append(_wait_indexed(db, str(root), path, want, written, proc))
+            latencies.append(wait_indexed(db, str(root), path, want, written, proc))
         db.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 20)
         log.close()
     info["exit_code"] = proc.returncode
     info["log_tail"] = (home / "watch.log").read_text()[-800:]
     return latencies, info
 
 
-def _wait_for_first_sync(manifest: Path, proc: subprocess.Popen, deadline: float) -> sqlite3.Connection:
+def wait_for_first_sync(manifest: Path, proc: subprocess.Popen, deadline: float) -> sqlite3.Connection:
     """The daemon's start-up full sync has finished (its run row is closed)."""
     db = None
     while time.monotonic() < deadline:
@@ -120,14 +114,20 @@ def _wait_for_first_sync(manifest: Path, proc: subprocess.Popen, deadline: float
             if row:
                 return db
         time.sleep(0.05)
-    raise RuntimeError("ingest watch did not finish its first sync within 120 s")
+    raise RuntimeError("ingest watch did not finish its first sync in time")
 
 
-def _wait_indexed(
-    db: sqlite3.Connection, root: str, path: str, sha: str, since: float, proc: subprocess.Popen
+def wait_indexed(
+    db: sqlite3.Connection,
+    root: str,
+    path: str,
+    sha: str,
+    since: float,
+    proc: subprocess.Popen,
+    timeout: float = SAMPLE_TIMEOUT,
 ) -> float | None:
     """Seconds from `since` until the manifest has this content of the file indexed; None on time-out."""
-    while time.monotonic() - since < SAMPLE_TIMEOUT:
+    while time.monotonic() - since < timeout:
         row = db.execute("select state, sha256 from files where root = ? and path = ?", (root, path)).fetchone()
         if row and row[0] == "indexed" and row[1] == sha:
             return round(time.monotonic() - since, 3)

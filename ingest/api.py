@@ -18,7 +18,7 @@ from ingest.errors import ConfigError, NothingToDo
 from ingest.events import OnEvent, Report, ignore
 from ingest.lock import ManifestLock
 from ingest.manifest import Manifest
-from ingest.remote.base import Remote
+from ingest.remote.base import LazyRemote, Remote
 
 if TYPE_CHECKING:
     from ingest.indexing import Progress
@@ -77,25 +77,34 @@ def choose_backend(settings: Settings, env: Mapping[str, str] | None = None) -> 
 
 
 def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str, str] | None = None) -> Remote:
-    """The remote of the chosen backend (the SDK and the extractors are imported only here)."""
+    """The remote of the chosen backend, built on its first call: the SDK and the extractors are
+    imported only then, so a pass with nothing to do never imports them."""
     env = os.environ if env is None else env
     backend = backend or choose_backend(settings, env)
     ensure_state_dir(settings.state_dir)
     if backend.kind == "openai":
-        from ingest.remote.openai import OpenAIRemote
+        key = env.get("OPENAI_API_KEY") or "no-key"
 
-        return OpenAIRemote.connect(
-            env.get("OPENAI_API_KEY") or "no-key",
-            settings.base_url,
-            settings.request_retries,
-            settings.request_timeout,
-            settings.upload_concurrency,
-        )
-    from ingest.remote.local import LocalRemote
+        def build() -> Remote:
+            from ingest.remote.openai import OpenAIRemote
 
-    assert backend.store_dir is not None
-    log.warning("no OPENAI_API_KEY: using the embedded local store in %s", backend.store_dir)
-    return LocalRemote(backend.store_dir)
+            return OpenAIRemote.connect(
+                key, settings.base_url, settings.request_retries, settings.request_timeout, settings.upload_concurrency
+            )
+
+        # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
+        url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return LazyRemote(backend.kind, build, url.rstrip("/") + "/")
+    store_dir = backend.store_dir
+    assert store_dir is not None
+    log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)
+
+    def build_local() -> Remote:
+        from ingest.remote.local import LocalRemote
+
+        return LocalRemote(store_dir)
+
+    return LazyRemote(backend.kind, build_local, "local")
 
 
 def ensure_state_dir(path: Path) -> None:

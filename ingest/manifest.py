@@ -6,7 +6,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -123,23 +124,31 @@ class Manifest(FolderRecords):
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
-        columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
-        where, args = (
-            (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
-            if store is not None
-            else (SETTLED_SQL, [INDEXED, racy_ns(network)])
-        )
-        conn = self.db.conn
-        settled = {
-            r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
-        }
-        others = [
-            r[0]
-            for r in conn.execute(
-                f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args]
-            )
-        ]
-        return settled, others
+        return _settled(self.db.conn, root, network, store, attributes)
+
+    def settled_beside(
+        self, root: str, network: bool, store: str | None, attributes: bool
+    ) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
+        """settled(), read on a connection of its own in another thread while the caller walks the
+        root (SQLite leaves the interpreter lock while it steps); call the result to wait for it.
+        Inside a transaction it is read here and now: another connection would not see its writes."""
+        if self.db.conn.in_transaction:
+            read_now = _settled(self.db.conn, root, network, store, attributes)
+            return lambda: read_now
+        path = self.path
+
+        def read() -> tuple[dict[str, tuple], list[str]]:
+            conn = sqlite3.connect(path, timeout=10)
+            try:
+                conn.execute("PRAGMA query_only = 1")
+                return _settled(conn, root, network, store, attributes)
+            finally:
+                conn.close()
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="manifest")
+        future = pool.submit(read)
+        pool.shutdown(wait=False)
+        return future.result
 
     def rows_at(self, root: str, paths: Iterable[str]) -> dict[tuple[str, str], FileRow]:
         wanted, out = list(paths), {}
@@ -259,6 +268,9 @@ class Manifest(FolderRecords):
 
     def remove_store(self, store_id: str) -> None:
         self.db.table("stores").delete_where("id = ?", [store_id])
+
+    def store_checked(self, store_id: str, at: float) -> None:
+        self.db.execute("update stores set checked_at = ? where id = ?", [at, store_id])
 
     def set_store_status(self, store_id: str, status: str) -> None:
         self.db.table("stores").update(store_id, {"status": status})
@@ -386,3 +398,22 @@ class Manifest(FolderRecords):
             "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
         ):
             yield FileRow.from_db(r)
+
+
+def _settled(
+    conn: sqlite3.Connection, root: str, network: bool, store: str | None, attributes: bool
+) -> tuple[dict[str, tuple], list[str]]:
+    columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+    where, args = (
+        (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
+        if store is not None
+        else (SETTLED_SQL, [INDEXED, racy_ns(network)])
+    )
+    settled = {
+        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
+    }
+    others = [
+        r[0]
+        for r in conn.execute(f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])
+    ]
+    return settled, others

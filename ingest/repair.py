@@ -73,7 +73,9 @@ def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dr
         out.actions += [f"deleted orphan {fid}" for fid in _delete_unreferenced(m, remote, found)]
     else:
         out.actions += [f"delete orphan {d.file_id} ({d.path})" for d in found.of(ORPHANED)]
-    out.report = engine.sync(Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed, command="reindex"))
+    out.report = engine.sync(
+        Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed, command="reindex", check_stores=True)
+    )
     return out
 
 

@@ -68,6 +68,7 @@ class StoreRow:
     fingerprint: str | None = None
     created_at: float | None = None
     replaces: str | None = None
+    checked_at: float | None = None  # when the remote last confirmed it exists
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 from ingest.config import DEFAULT_IGNORES, Root
 from ingest.observe import inode_of, same_stat
+from ingest.walk import Walker, threads_for
 
 NETWORK_FS = {
     "nfs",
@@ -33,6 +35,8 @@ NETWORK_FS = {
     "glusterfs",
     "ceph",
     "fuse.glusterfs",
+    "afpfs",  # macOS: AFP
+    "webdav",  # macOS: WebDAV
 }
 
 
@@ -56,6 +60,10 @@ class Problem:
     is_error: bool  # an error (unreadable) holds deletions back; a refusal (FIFO, symlink out) does not
 
 
+Seen = tuple[str, int, int, int]  # (path, size, mtime_ns, inode) of a file the walk found
+Settled = Mapping[str, tuple]  # path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed
+
+
 @dataclass
 class ScanResult:
     root: Root
@@ -63,15 +71,22 @@ class ScanResult:
     problems: list[Problem] = field(default_factory=list)
     missing: bool = False  # the root (or a scoped prefix's parent) does not exist or is not a directory
     calm: list[str] = field(default_factory=list)  # files whose stat matched the `settled` fingerprint given
-    settled: Mapping[str, tuple] = field(default_factory=dict)  # path -> (size, mtime_ns, inode, ...)
+    seen: list[Seen] = field(default_factory=list)  # every file found, in walk order, until sort_out
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
-        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, inode_of(st, network)
-        known = self.settled.get(path)
-        if known is not None and same_stat(known, size, mtime_ns, inode):
-            self.calm.append(path)
-        else:
-            self.entries.append(Entry(self.root.key, path, size, mtime_ns, inode))
+        self.seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))
+
+    def sort_out(self, settled: Settled) -> None:
+        """Split what the walk found into calm paths (the observe rule: the stat matches a settled
+        row) and entries to look at."""
+        key, entries, calm, known_at = self.root.key, self.entries, self.calm, settled.get
+        for seen in self.seen:
+            known = known_at(seen[0])
+            if known is not None and same_stat(known, seen[1], seen[2], seen[3]):
+                calm.append(seen[0])
+            else:
+                entries.append(Entry(key, *seen))
+        self.seen = []
 
     @property
     def has_errors(self) -> bool:
@@ -107,11 +122,35 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
-_IGNORED = re.compile("|".join(fnmatch.translate(p) for p in DEFAULT_IGNORES))
+def _name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test of a name against fnmatch patterns. It runs once per name in every pass, so the plain
+    shapes ('x*', '*x', 'x') are string tests; only the others go to a regular expression."""
+    prefixes, suffixes, exact, others = [], [], set(), []
+    for p in patterns:
+        if not any(c in p for c in "*?["):
+            exact.add(p)
+        elif p.endswith("*") and not any(c in p[:-1] for c in "*?["):
+            prefixes.append(p[:-1])
+        elif p.startswith("*") and not any(c in p[1:] for c in "*?["):
+            suffixes.append(p[1:])
+        else:
+            others.append(p)
+    rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
+    # The others only for a name that starts as one of them does (none may start with a wildcard).
+    heads = tuple(re.split(r"[*?\[]", p, maxsplit=1)[0] for p in others)
+    if "" in heads:
+        heads = ("",)
+    starts, ends = tuple(prefixes), tuple(suffixes)
+
+    def matches(name: str) -> bool:
+        if name.startswith(starts) or name.endswith(ends) or name in exact:
+            return True
+        return rest is not None and name.startswith(heads) and rest.match(name) is not None
+
+    return matches
 
 
-def is_ignored_name(name: str) -> bool:
-    return _IGNORED.match(name) is not None
+is_ignored_name = _name_matcher(DEFAULT_IGNORES)
 
 
 def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
@@ -124,24 +163,60 @@ def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
 
 
 def filesystem_type(path: Path, mounts_file: str = "/proc/mounts") -> str:
-    """The type of the filesystem holding path, from the mount table ('' if unknown)."""
+    """The type of the filesystem holding path ('' if unknown): from the kernel's mount table on
+    Linux, else (macOS, the BSDs) from what the `mount` command prints."""
     try:
-        lines = Path(mounts_file).read_text().splitlines()
+        mounts = _proc_mounts(Path(mounts_file).read_text())
     except OSError:
-        return ""
+        mounts = _mount_command() if sys.platform != "linux" else []
     target, best, fstype = os.path.realpath(path), "", ""
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        mount = parts[1].replace("\\040", " ")
+    for mount, kind in mounts:
         if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-            best, fstype = mount, parts[2]
+            best, fstype = mount, kind
     return fstype
+
+
+def _proc_mounts(text: str) -> list[tuple[str, str]]:
+    """(mount point, type) of each line of /proc/mounts, whose spaces are written as \\040."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out.append((parts[1].replace("\\040", " "), parts[2]))
+    return out
+
+
+# "SOURCE on POINT (TYPE, options…)" on macOS and the BSDs; "SOURCE on POINT type TYPE (options)" elsewhere.
+_MOUNT_LINE = re.compile(r"^.*? on (?P<point>/.*?) (?:type (?P<type>\S+) \(|\((?P<bsd>[^,)]+)[,)])")
+
+
+def parse_mount_output(text: str) -> list[tuple[str, str]]:
+    out = []
+    for line in text.splitlines():
+        m = _MOUNT_LINE.match(line)
+        if m:
+            out.append((m["point"], m["type"] or m["bsd"]))
+    return out
+
+
+def _mount_command() -> list[tuple[str, str]]:
+    import subprocess
+
+    try:
+        done = subprocess.run(["mount"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_mount_output(done.stdout)
 
 
 def is_network_fs(path: Path) -> bool:
     return filesystem_type(path) in NETWORK_FS
+
+
+def walk_rules(root: Root) -> tuple[Callable[[str], object] | None, Callable[[str], bool]]:
+    """What a walk of root never looks at: (names to skip, whether to go into a relative folder)."""
+    skip = is_ignored_name if root.ignore_defaults else None
+    return skip, lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)
 
 
 def _excluded_folder(root: Root, path: str) -> bool:
@@ -150,37 +225,48 @@ def _excluded_folder(root: Root, path: str) -> bool:
 
 
 def scan(
-    root: Root, prefixes: Iterable[str] = ("",), network: bool | None = None, settled: Mapping[str, tuple] | None = None
+    root: Root,
+    prefixes: Iterable[str] = ("",),
+    network: bool | None = None,
+    settled: Settled | Callable[[], Settled] | None = None,
+    threads: int | None = None,
 ) -> ScanResult:
-    """Every wanted file under root (or under the given relative prefixes of it). With `settled`
-    (path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed), a file whose
-    stat still matches goes to result.calm as a bare path instead of result.entries: the no-op pass
-    over a large share is this loop, so it builds nothing it does not need."""
-    result = ScanResult(root=root, settled=settled or {})
+    """Every wanted file under root (or under the given relative prefixes of it). With `settled`, a
+    file whose stat still matches goes to result.calm as a bare path instead of result.entries: the
+    no-op pass over a large share is this. `settled` may be a callable (a manifest read running beside
+    the walk): it is asked for once the walk is done. `threads` > 1 overlaps the listings and stats
+    (default: as many as the filesystem's latency calls for)."""
+    result = ScanResult(root=root)
     if not root.path.is_dir():
         result.missing = True
         return result
-    if network is None:
-        network = is_network_fs(root.path)
+    if network is None or threads is None:
+        fstype = filesystem_type(root.path)
+        network = fstype in NETWORK_FS if network is None else network
+        threads = threads_for(fstype, network) if threads is None else threads
     real_root = os.path.realpath(root.path)
-    for prefix in _collapse(prefixes):
-        start = root.path / prefix if prefix else root.path
-        parent = os.path.realpath(start.parent) if prefix else real_root
-        if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
-            # A folder on the way is a symlink out of the root (polling observers follow them).
-            result.problems.append(Problem(root.key, prefix, "symlink points outside the root: not followed", False))
-            continue
-        try:
-            st = os.lstat(start)
-        except FileNotFoundError:
-            continue  # a scoped path that is gone: the plan sees its rows as deleted
-        except OSError as exc:
-            result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            _walk(root, start, prefix, real_root, network, result)
-        else:
-            _consider(root, prefix, start, st, real_root, network, result)
+    with Walker(threads, *walk_rules(root)) as walker:
+        for prefix in _collapse(prefixes):
+            start = root.path / prefix if prefix else root.path
+            parent = os.path.realpath(start.parent) if prefix else real_root
+            if not (parent == real_root or parent.startswith(real_root.rstrip("/") + "/")):
+                # A folder on the way is a symlink out of the root (polling observers follow them).
+                result.problems.append(
+                    Problem(root.key, prefix, "symlink points outside the root: not followed", False)
+                )
+                continue
+            try:
+                st = os.lstat(start)
+            except FileNotFoundError:
+                continue  # a scoped path that is gone: the plan sees its rows as deleted
+            except OSError as exc:
+                result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                _walk(root, walker, start, prefix, real_root, network, result)
+            else:
+                _consider(root, prefix, start, st, real_root, network, result)
+    result.sort_out((settled() if callable(settled) else settled) or {})
     return result
 
 
@@ -194,49 +280,39 @@ def _collapse(prefixes: Iterable[str]) -> list[str]:
     return kept
 
 
-def _walk(root: Root, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult) -> None:
+def _walk(
+    root: Root, walker: Walker, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult
+) -> None:
     # The per-file path is the hot loop of every no-op pass: the common case (a world-readable
     # regular file, no globs to apply) is decided inline; everything else goes through _consider.
-    ignored = _IGNORED.match if root.ignore_defaults else None
     plain = root.include == ("**",) and not root.exclude
-    key, entries, calm, settled = root.key, result.entries, result.calm, result.settled.get
+    key, seen = root.key, result.seen
     S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
     stack: list[tuple[str | Path, str]] = [(start, prefix)]
     while stack:
         folder, rel = stack.pop()
         try:
-            with os.scandir(folder) as it:
-                items = list(it)
+            pairs = walker.folder(folder, rel)
         except OSError as exc:
             result.problems.append(Problem(key, rel or ".", f"cannot list folder: {exc.strerror}", True))
             continue
         head = f"{rel}/" if rel else ""
-        for item in items:
+        for item, st in pairs:
             name = item.name
-            if ignored is not None and ignored(name) is not None:
-                continue
             path = head + name
             if not name.isascii() and _unencodable(name):
                 # A folder's files cannot be seen: an error, so that they do not look deleted.
                 result.problems.append(Problem(key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
                 continue
-            try:
-                st = item.stat(follow_symlinks=False)
-            except OSError as exc:
-                result.problems.append(Problem(key, path, f"cannot read: {exc.strerror}", True))
+            if isinstance(st, OSError):
+                result.problems.append(Problem(key, path, f"cannot read: {st.strerror}", True))
                 continue
             mode = st.st_mode
             if S_ISDIR(mode):
                 if not _excluded_folder(root, path):
                     stack.append((item.path, path))
             elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
-                # ScanResult.add, inline
-                size, mtime_ns, inode = st.st_size, st.st_mtime_ns, inode_of(st, network)
-                known = settled(path)
-                if known is not None and same_stat(known, size, mtime_ns, inode):
-                    calm.append(path)
-                else:
-                    entries.append(Entry(key, path, size, mtime_ns, inode))
+                seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))  # ScanResult.add
             else:
                 _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 

@@ -138,3 +138,12 @@ def m007_server(db: sqlite_utils.Database) -> None:
         {"base_url": str, "profile": str, "version": str, "per_file_batches": int, "checked_at": float},
         pk="base_url",
     )
+
+
+@migrations()
+def m008_store_checked_at(db: sqlite_utils.Database) -> None:
+    # When each store was last seen alive remotely: a pass with nothing to upload asks again only
+    # every so often, so a no-op makes no remote call.
+    db.table("stores").add_column("checked_at", float)
+    # The sweep looks for suspect uploads on every pass: without an index, a scan of every upload.
+    db.table("uploads").create_index(["suspect"])

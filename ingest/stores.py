@@ -22,6 +22,9 @@ from ingest.scan import glob_match
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
 log = logging.getLogger("ingest")
 TOOL_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")  # the attributes every file gets
+# A pass with nothing to upload asks whether its stores still exist remotely (deleted by hand,
+# expired by their expires_after policy) at most this often; a pass with work asks every time.
+CHECK_EVERY = 3600.0
 
 
 def route(settings: Settings, root: Root, path: str) -> str:
@@ -126,17 +129,31 @@ class Stores:
         self.settings, self.manifest, self.remote, self.emit = settings, manifest, remote, emit
         self._assigned: dict[str, int] = {}
 
-    def check_all(self) -> None:
+    def check_due(self, now: float | None = None) -> bool:
+        """Whether a pass with nothing to do must still look at its stores: a creation to settle, or a
+        store not confirmed for CHECK_EVERY seconds."""
+        now = time.time() if now is None else now
+        if self.manifest.stores(status=CREATING):
+            return True
+        return any((s.checked_at or 0.0) < now - CHECK_EVERY for s in self.manifest.stores())
+
+    def check_all(self) -> bool:
         """Settle store creations a crash interrupted; notice stores deleted or expired remotely (their
-        files go back to pending)."""
+        files go back to pending); record when each was confirmed. True when anything changed."""
+        changed = False
         for event in settle_creations(self.manifest, self.remote):
             self.emit(event)
+            changed = True
         gone = Gone(self.remote)
         for store in self.manifest.stores():
             status = gone.status(store.id)
             if status in ("expired", "deleted"):
                 self.emit(StoreEvent(store.name, RECREATED, old_vector_store_id=store.id, reason=status))
                 self._forget(store)
+                changed = True
+            else:
+                self.manifest.store_checked(store.id, time.time())
+        return changed
 
     def _forget(self, store: StoreRow) -> None:
         with self.manifest.transaction():
@@ -229,7 +246,8 @@ def settle_creations(manifest: Manifest, remote: Remote) -> list[StoreEvent]:
 
 
 def _record(manifest: Manifest, intent: StoreRow, store_id: str, status: str) -> StoreRow:
-    row = StoreRow(store_id, intent.name, intent.shard, status, intent.fingerprint, time.time(), intent.replaces)
+    now = time.time()  # made or found just now: it exists
+    row = StoreRow(store_id, intent.name, intent.shard, status, intent.fingerprint, now, intent.replaces, now)
     with manifest.transaction():
         manifest.remove_store(intent.id)
         manifest.add_store(row)

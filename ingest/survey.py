@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ingest import scan as scanning
 from ingest.config import Root, Settings
@@ -40,6 +40,13 @@ class Survey:
         """The root's rows a stat match may vouch for, and the paths of its other rows."""
         routed, static = self.store_rules(root)
         return self.manifest.settled(
+            root.key, self.network(root), store=None if routed else root.store, attributes=any(static.values())
+        )
+
+    def settled_beside(self, root: Root) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
+        """settled(), read while the caller walks the root: call the result for it."""
+        routed, static = self.store_rules(root)
+        return self.manifest.settled_beside(
             root.key, self.network(root), store=None if routed else root.store, attributes=any(static.values())
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -36,6 +37,7 @@ from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     FAILED,
     REJECTED,
+    RETIRE,
     FileRow,
     Manifest,
 )
@@ -58,6 +60,7 @@ class Options:
     retry_failed: bool = False
     rehash: bool = False
     command: str = "sync"
+    check_stores: bool = False  # ask the remote about every store, however recently it was confirmed
 
 
 Scopes = Mapping[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
@@ -123,15 +126,21 @@ class Engine:
             if not options.dry_run:
                 self.profile = server_profile(self.manifest, self.remote, self.settings.server)
             indexer = self.indexer(progress)
-            if not options.dry_run:
+            # A pass with nothing to do makes no remote call: the stores are asked about only when
+            # there is work for them, when they have not been confirmed for a while, or by a reindex.
+            checked = not options.dry_run and (options.check_stores or indexer.stores.check_due())
+            if checked:
                 indexer.stores.check_all()
-                indexer.sweep()
+            if not options.dry_run:
+                indexer.sweep()  # remote calls only for uploads whose reply never came
                 if scopes is None:  # not on every incremental pass of the daemon
                     rebuild(self.settings, self.manifest, self.remote, self.stop, self.emit, profile=self.profile)
             else:
                 for store in pending_rebuilds(self.settings, self.manifest):
                     self.emit(StoreEvent(store.name, REBUILD_DUE, old_vector_store_id=store.id))
             plan, scans = self._plan(options, scopes)
+            if not options.dry_run and not checked and self._remote_work(plan) and indexer.stores.check_all():
+                plan, scans = self._plan(options, scopes)  # a store gone remotely sent its files back to pending
             report.counts = plan.counts()
             self._report_plan(plan, scans)
             if options.dry_run:
@@ -200,8 +209,12 @@ class Engine:
             network = self.survey.network(root)
             # The common case is "nothing changed": the scan compares each file's stat with the settled
             # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
-            settled, others = self.survey.settled(root)
-            result = scanning.scan(root, prefixes, network, None if options.rehash else settled)
+            # The manifest's rows are read beside the walk, on a connection of their own.
+            reading = self.survey.settled_beside(root)
+            result = scanning.scan(
+                root, prefixes, network, None if options.rehash else functools.partial(_first, reading)
+            )
+            settled, others = reading()
             fresh, calm = self.survey.calm(root, result, settled)
             fresh, result.problems, skipped, lapsed = split_ignored(
                 root.key, root.path, fresh, result.problems, ignores
@@ -251,6 +264,19 @@ class Engine:
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
 
+    def _remote_work(self, plan: Plan) -> bool:
+        """Whether carrying the plan out may call the remote: something to upload, move, resume or
+        retire, or an unchanged file whose attributes are to be refreshed (see Executor.apply)."""
+        if plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
+            return True
+        if self.manifest.ledger(RETIRE):
+            return True
+        return any(
+            (row.size, row.mtime_ns, row.inode) != (obs.size, obs.mtime_ns, obs.inode)
+            or self.survey.static_moved(row.store, row.attributes)
+            for obs, row in plan.unchanged
+        )
+
     def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
         """An incremental pass looks at the changed paths, and at the failures due another try: after an
         outage the daemon's next pass indexes them, with no change to the files needed."""
@@ -269,6 +295,10 @@ class Engine:
             remote_deleted=outcome.deleted_remote,
             duplicates_removed=outcome.duplicates_removed,
         )
+
+
+def _first(read: Callable[[], tuple[dict[str, tuple], list[str]]]) -> dict[str, tuple]:
+    return read()[0]
 
 
 def _within(path: str, prefixes: tuple[str, ...]) -> bool:

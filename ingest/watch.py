@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -14,12 +15,13 @@ from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
 
 from ingest.config import Root, Settings, WatchOptions
 from ingest.events import Report
+from ingest.poll import StatPoller
 from ingest.remote.base import AuthError, RemoteError
-from ingest.scan import is_network_fs, wanted
+from ingest.scan import NETWORK_FS, filesystem_type, walk_rules, wanted
+from ingest.walk import threads_for
 
 log = logging.getLogger("ingest.watch")
 RunSync = Callable[[dict[str, tuple[str, ...]] | None], Report]  # None: a full run of every root
@@ -56,9 +58,11 @@ class DirtySet:
     _items: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, root: str, rel: str) -> None:
+    def add(self, root: str, rel: str, seen_at: float | None = None, fingerprint: tuple | None = None) -> None:
+        """A path moved. A poller tells when it saw the path and its (size, mtime_ns) then: the quiet
+        period counts from that moment, and any change since starts it again."""
         with self._lock:
-            self._items[(root, rel)] = _Pending(self.clock())
+            self._items[(root, rel)] = _Pending(self.clock() if seen_at is None else seen_at, fingerprint)
 
     def __len__(self) -> int:
         with self._lock:
@@ -149,11 +153,24 @@ class Watcher:
             if not root.path.is_dir():
                 log.warning("root %s is missing; waiting for it to come back", root.path)
                 continue
-            polling = self.options.force_polling or is_network_fs(root.path)
-            observer = PollingObserver(timeout=self.options.poll_interval) if polling else Observer()
-            observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
-            observer.start()
-            self.observers.append((root.key, observer))
+            fstype = filesystem_type(root.path)
+            network = fstype in NETWORK_FS
+            polling = self.options.force_polling or network
+            if polling:
+                poller = StatPoller(
+                    root,
+                    functools.partial(self.dirty.add, root.key),
+                    self.options.poll_interval,
+                    threads_for(fstype, network),
+                    *walk_rules(root),
+                )
+                poller.start()
+                self.observers.append((root.key, poller))
+            else:
+                observer = Observer()
+                observer.schedule(Recorder(root, self.dirty), str(root.path), recursive=True)
+                observer.start()
+                self.observers.append((root.key, observer))
             self.health["mode"][root.key] = "polling" if polling else "events"
             self._devices[root.key] = (_device(root.path), os.path.ismount(root.path))
             log.info("watching %s (%s)", root.path, "polling" if polling else "native events")

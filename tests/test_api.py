@@ -24,6 +24,7 @@ from ingest.events import (
     StoreEvent,
 )
 from ingest.lock import ManifestLock
+from ingest.stores import CHECK_EVERY
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 DOCS = {"guides/install.md", "guides/usage.txt", "faq.html", "notes.py"}
@@ -133,6 +134,8 @@ def test_a_store_lost_remotely_and_a_rebuild_are_events_of_their_own(emulator_en
         opened.sync()
         old = fake_openai.stores()[0]["id"]
         fake_openai.delete_store(old)
+        # A pass with nothing to do asks about its stores only once they were not confirmed for a while.
+        opened.manifest.db.execute("update stores set checked_at = checked_at - ?", [CHECK_EVERY + 1])
         report = opened.sync()
     lost = [e for e in report.events if isinstance(e, StoreEvent) and e.action == RECREATED]
     assert [(e.store, e.old_vector_store_id, e.reason) for e in lost] == [("docs", old, "deleted")]

@@ -368,3 +368,30 @@ def test_per_file_chunking_overrides_the_store(remote, store, docs_root):
     small = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
     _add(remote, store, _write(docs_root, "long.txt", _filler(2, 2000)), chunking=small)
     assert len(remote.search(store.id, "river", max_results=50)) > 10
+
+
+def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_path, docs_root):
+    import sqlite3
+
+    from ingest.remote.local.schema import migrations
+
+    first = LocalRemote(tmp_path / "store")
+    store = first.create_store("docs", {}, None, None)
+    file_id = _add(first, store, _write(docs_root, "a.txt", "the okapi lives in the forest"))
+    first.close()
+    db = sqlite3.connect(tmp_path / "store" / "store.db")
+    db.execute("DROP TABLE _sqlite_migrations")  # as a store written before the schema had versions
+    db.commit()
+    db.close()
+
+    for _ in range(2):  # adopted once, then nothing left to apply
+        again = LocalRemote(tmp_path / "store")
+        try:
+            hits = again.search(store.id, "okapi", None, 5)
+            assert [h.file_id for h in hits] == [file_id], "the old store's chunks are kept"
+        finally:
+            again.close()
+        db = sqlite3.connect(tmp_path / "store" / "store.db")
+        applied = [name for (name,) in db.execute("SELECT name FROM _sqlite_migrations")]
+        db.close()
+        assert applied == [m.name for m in migrations._migrations]

@@ -334,3 +334,18 @@ def test_an_unfinished_run_shows_as_unfinished(manifest):
         assert run["finished_at"] is None and run["exit_code"] is None
     finally:
         manifest.close()
+
+
+def test_the_settled_rows_read_beside_a_walk_see_the_writes_of_an_open_transaction(tmp_path):
+    from ingest.manifest import INDEXED, FileRow, Manifest
+
+    m = Manifest(tmp_path / "manifest.db")
+    try:
+        row = FileRow("/r", "a.md", INDEXED, "docs", 5, 1_000, 7, 10_000_000_000, "ab", file_id="file-1")
+        m.put(row)
+        assert set(m.settled_beside("/r", False, "docs", False)()[0]) == {"a.md"}, "committed: read beside"
+        with m.transaction():
+            m.put(FileRow("/r", "b.md", INDEXED, "docs", 5, 1_000, 8, 10_000_000_000, "cd", file_id="file-2"))
+            assert set(m.settled_beside("/r", False, "docs", False)()[0]) == {"a.md", "b.md"}
+    finally:
+        m.close()

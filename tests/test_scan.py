@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -400,3 +401,36 @@ def test_a_scoped_path_through_a_symlinked_folder_out_of_the_root_is_refused(tmp
     result = scan(Root(root_dir, "s"), prefixes=("link/salary.txt",))
     assert result.entries == []
     assert result.problems and "outside the root" in result.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".x", "a.tmp", "~$a.docx", "#a#", "#a", "Thumbs.db", "thumbs.db", "a~", "x.lnk", "a.md", ".~lock.a#", "a.TMP"],
+)
+def test_the_ignore_test_is_fnmatch_over_the_default_patterns(name):
+    from ingest.config import DEFAULT_IGNORES
+
+    assert scanning.is_ignored_name(name) is any(fnmatch.fnmatchcase(name, p) for p in DEFAULT_IGNORES)
+
+
+def test_the_mount_commands_output_gives_the_type_on_macos_and_elsewhere(base, monkeypatch):
+    text = (
+        "/dev/disk3s1s1 on / (apfs, sealed, local, read-only, journaled)\n"
+        "//ann@nas.local/Team Docs on /Volumes/Team Docs (smbfs, nodev, nosuid, mounted by ann)\n"
+        "nas:/export on /Volumes/nfs (nfs, asynchronous)\n"
+        "server:/x on /mnt/with space type nfs4 (rw,relatime)\n"
+    )
+    assert scanning.parse_mount_output(text) == [
+        ("/", "apfs"),
+        ("/Volumes/Team Docs", "smbfs"),
+        ("/Volumes/nfs", "nfs"),
+        ("/mnt/with space", "nfs4"),
+    ]
+    share = base / "Team Docs"
+    share.mkdir()
+    monkeypatch.setattr(scanning.sys, "platform", "darwin")
+    monkeypatch.setattr(scanning, "_mount_command", lambda: [("/", "apfs"), (str(share), "smbfs")])
+    assert filesystem_type(share / "a.md", str(base / "no-proc-mounts")) == "smbfs"
+    assert filesystem_type(base, str(base / "no-proc-mounts")) == "apfs"
+    monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(base / "no-proc-mounts"),))
+    assert is_network_fs(share) is True

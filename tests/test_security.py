@@ -114,6 +114,7 @@ def test_the_api_key_appears_in_no_output_log_or_file(tmp_path, emu, docs):
 
     # The key is refused: every command's error, with and without a traceback.
     emu.configure(rejected_keys={KEY})
+    (docs / "memo0.md").write_text("memo 0, edited: a pass with nothing to do would make no remote call\n")
     refused = tool("-vv", "sync", str(docs), code=2)
     assert "refused the API key" in refused.stderr
     tool("-vv", "sync", str(docs), "--json", code=2)

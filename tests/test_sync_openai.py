@@ -11,8 +11,10 @@ import pytest
 
 from ingest.execute import RETRY_CAP
 from ingest.manifest import FAILED, INDEXED, Manifest
+from ingest.stores import CHECK_EVERY
 from tests.emulator import Emulator
 from tests.helpers import manifest_rows
+from tests.test_noop import age_store_checks
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
 
@@ -154,6 +156,7 @@ def test_store_deleted_remotely_is_recreated(openai_cli, fake_openai, docs_root,
     openai_cli("sync", str(docs_root))
     old_store = fake_openai.stores()[0]["id"]
     fake_openai.delete_store(old_store)
+    age_store_checks(state_dir, CHECK_EVERY + 1)  # a pass with nothing to do asks only every so often
     report = openai_cli.json("sync", str(docs_root))
     assert any("recreated" in n for n in report["notes"])
     stores = fake_openai.stores()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ingest.remote.profile import Profile
@@ -137,3 +138,34 @@ class Remote(Protocol):
     def search(
         self, store_id: str, query: str, filters: Mapping[str, object] | None = None, max_results: int = 10
     ) -> list[Hit]: ...
+
+
+class LazyRemote:
+    """A Remote built on first use. Building one imports its SDK (the openai package takes half a
+    second to import) or the embedded store's extractors: a pass with nothing to do never needs it."""
+
+    def __init__(self, kind: str, build: Callable[[], Remote], base_url: str):
+        self.kind, self.base_url = kind, base_url  # known without building it: the server profile's key
+        self._build: Callable[[], Remote] | None = build
+        self._remote: Remote | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._remote is not None
+
+    def close(self) -> None:
+        """Close the remote if it was ever built (building one only to close it would defeat the point)."""
+        close = getattr(self._remote, "close", None)
+        if close is not None:
+            close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_build", "_remote", "_lock"):
+            raise AttributeError(name)
+        if self._remote is None:
+            with self._lock:  # the upload pool's threads may all ask at once
+                if self._remote is None:
+                    assert self._build is not None
+                    self._remote, self._build = self._build(), None
+        return getattr(self._remote, name)

@@ -45,8 +45,9 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
+from ingest.remote.local import schema
 from ingest.remote.local.prepare import Job, Prepared, Preparer
-from ingest.remote.local.search import BACKGROUND_ROWS, BACKGROUND_TEXT, SCHEMA, fts_query, score
+from ingest.remote.local.search import fts_query, score
 from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 if TYPE_CHECKING:
@@ -91,14 +92,8 @@ class LocalRemote:
         )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._tx() as db:
-            for statement in SCHEMA:
-                db.execute(statement)
-            if not db.execute("SELECT 1 FROM chunks_fts_docsize WHERE id < 0").fetchone():
-                db.executemany(
-                    "INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
-                    [(-n, BACKGROUND_TEXT) for n in range(1, BACKGROUND_ROWS + 1)],
-                )
+        with self._lock:
+            schema.apply(self._db)
 
     def close(self) -> None:
         """Stop the extraction workers and close the database; the object is unusable afterwards."""

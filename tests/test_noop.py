@@ -1,0 +1,109 @@
+"""A pass with nothing to do: no remote call, no SDK or extractor import; the stores still get looked at."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ingest.manifest import Manifest
+from ingest.stores import CHECK_EVERY
+
+# Runs `ingest ARGS` in a fresh interpreter, then names the heavy modules that got imported on stderr.
+CHILD = r"""
+import json, sys
+from ingest.cli import cli
+try:
+    cli.main(sys.argv[1:], prog_name="ingest", standalone_mode=False)
+finally:
+    heavy = ("openai", "pypdf", "docx", "pptx", "ingest.remote.openai", "ingest.remote.local.store")
+    loaded = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in heavy))
+    print("LOADED " + json.dumps(loaded), file=sys.stderr)
+"""
+
+
+def run_child(*args: str) -> tuple[dict, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = next(line for line in done.stderr.splitlines() if line.startswith("LOADED "))
+    return json.loads(done.stdout), json.loads(loaded[len("LOADED ") :])
+
+
+def requests(emu) -> int:
+    return sum(emu.counters()["requests"].values())
+
+
+def age_store_checks(state: Path, seconds: float) -> None:
+    m = Manifest(state / "manifest.db")
+    try:
+        m.db.execute("update stores set checked_at = checked_at - ?", [seconds])
+    finally:
+        m.close()
+
+
+def test_an_openai_noop_makes_no_remote_call_and_never_imports_the_sdk(openai_cli, fake_openai, docs_root):
+    first, loaded = run_child("sync", str(docs_root))
+    assert first["counts"]["indexed"] == 4
+    assert "openai" in loaded, "the first sync does use the SDK (the check below can fail)"
+    before = requests(fake_openai)
+    again, loaded = run_child("sync", str(docs_root))
+    assert again["counts"]["unchanged"] == 4 and again["exit_code"] == 0
+    assert requests(fake_openai) == before, json.dumps(fake_openai.counters()["requests"])
+    assert loaded == []
+
+
+def test_a_local_noop_imports_no_extractor(ingest, docs_root):
+    first, loaded = run_child("--backend", "local", "sync", str(docs_root))
+    assert first["counts"]["indexed"] == 4 and "ingest.remote.local.store" in loaded
+    again, loaded = run_child("--backend", "local", "sync", str(docs_root))
+    assert again["counts"]["unchanged"] == 4 and loaded == []
+
+
+def test_a_noop_looks_at_the_stores_once_they_were_not_confirmed_for_a_while(
+    openai_cli, fake_openai, docs_root, state_dir
+):
+    openai_cli("sync", str(docs_root))
+    (store,) = fake_openai.stores()
+    fake_openai.delete_store(store["id"])
+    quiet = openai_cli.json("sync", str(docs_root))
+    assert quiet["counts"]["uploaded"] == 0, "checked a moment ago: not asked again yet"
+    age_store_checks(state_dir, CHECK_EVERY + 1)
+    noticed = openai_cli.json("sync", str(docs_root))
+    assert any("was deleted remotely" in n for n in noticed["notes"])
+    assert noticed["counts"]["uploaded"] == 4, "its files went back to pending and were uploaded again"
+    (new,) = fake_openai.stores()
+    assert new["id"] != store["id"]
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        (row,) = m.stores()
+    finally:
+        m.close()
+    assert row.id == new["id"] and row.checked_at is not None and row.checked_at > time.time() - CHECK_EVERY
+
+
+def test_a_pass_with_work_looks_at_the_stores_first(openai_cli, fake_openai, docs_root):
+    openai_cli("sync", str(docs_root))
+    (store,) = fake_openai.stores()
+    fake_openai.delete_store(store["id"])
+    edited = docs_root / "faq.html"
+    edited.write_text("<p>an edit</p>")
+    os.utime(edited, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    report = openai_cli.json("sync", str(docs_root))
+    assert any("was deleted remotely" in n for n in report["notes"])
+    assert report["counts"]["uploaded"] == 4 and report["exit_code"] == 0
+    (new,) = fake_openai.stores()
+    assert {sf["attributes"]["path"] for sf in fake_openai.store_files(new["id"])} == {
+        "faq.html",
+        "guides/install.md",
+        "guides/usage.txt",
+        "notes.py",
+    }
