@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ingest.engine import Engine, Options
 from ingest.manifest import FAILED, INDEXED, LIVE, RETIRE, STARTED, Manifest
 from ingest.remote.base import CANCELLED, RemoteFile, StoreFile
 from ingest.remote.base import FAILED as REMOTE_FAILED
 from ingest.stores import Gone
-from ingest.sync import Engine, Options
 
 # Kinds of drift, as verify reports them.
 MISSING = "missing_remotely"  # indexed in the manifest, not in its store

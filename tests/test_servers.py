@@ -191,8 +191,8 @@ def test_a_chunking_change_rebuilds_with_one_file_attaches(llama_cli, llama, doc
 
 def test_the_daemons_next_pass_retries_what_failed_in_an_outage(llama_cli, llama, docs_root, state_dir):
     from ingest.config import Settings
+    from ingest.engine import Engine, Options
     from ingest.remote.openai import OpenAIRemote
-    from ingest.sync import Engine, Options
 
     llama.configure(embedder_down=True)
     llama_cli("sync", str(docs_root), check=1)
