@@ -95,7 +95,7 @@ def run(ctx: Context) -> Outcome:
     inproc, profile_text = _in_process(synced, ctx)
     inproc_s = statistics.median(inproc)
     start_s = statistics.median(
-        run_child([PYTHON, "-c", "import ingest.cli, ingest.sync"], synced.env, synced.home).seconds
+        run_child([PYTHON, "-c", "import ingest.cli, ingest.engine"], synced.env, synced.home).seconds
         for _ in range(REPEATS)
     )
     out.details.update(

@@ -3,9 +3,6 @@
 
 __version__ = "0.1.0"  # before the imports: cli.py reads it
 
-# The engine module is loaded first: loading it later would rebind the name `ingest.sync` from the
-# function below to the submodule.
-import ingest.sync as _engine  # noqa: F401
 from ingest.api import Ingest, sync
 from ingest.errors import IngestError
 from ingest.events import FileEvent, Report

@@ -21,9 +21,9 @@ from ingest.manifest import Manifest
 from ingest.remote.base import LazyRemote, Remote
 
 if TYPE_CHECKING:
+    from ingest.engine import Engine, Scopes
     from ingest.indexing import Progress
     from ingest.repair import Repairs
-    from ingest.sync import Engine, Scopes
     from ingest.verify import Findings
 
 log = logging.getLogger("ingest")
@@ -232,7 +232,7 @@ class Ingest:
 
     @property
     def engine(self) -> Engine:
-        from ingest.sync import Engine
+        from ingest.engine import Engine
 
         if self._engine is None:
             self._engine = Engine(self.settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
@@ -253,8 +253,8 @@ class Ingest:
         scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do.
         A folder named inside a known root syncs that part of it; a parent of known roots takes their
         files over; store sends the folders named to that store; exclude leaves globs out."""
+        from ingest.engine import Engine, Options
         from ingest.folders import adopt, target
-        from ingest.sync import Engine, Options
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
         if scopes is not None or not (self.named or store or exclude or self.configured.roots):

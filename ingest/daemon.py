@@ -17,6 +17,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from ingest.api import Ingest, choose_backend, connect, ensure_state_dir, settings_for
 from ingest.config import Settings, WatchOptions
+from ingest.engine import Scopes
 from ingest.errors import USAGE, IngestError, LockBusy
 from ingest.events import (
     FAILED,
@@ -31,7 +32,6 @@ from ingest.events import (
     StoreEvent,
 )
 from ingest.lock import ManifestLock
-from ingest.sync import Scopes
 from ingest.watch import Watcher
 
 log = logging.getLogger("ingest.watch")

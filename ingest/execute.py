@@ -37,7 +37,7 @@ from ingest.stores import Stores, attributes
 from ingest.survey import Survey
 
 if TYPE_CHECKING:
-    from ingest.sync import Options
+    from ingest.engine import Options
 
 log = logging.getLogger("ingest")
 MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed

@@ -15,7 +15,7 @@ from ingest.manifest import RETIRE, FileRow, Manifest
 from ingest.stores import Stores
 
 if TYPE_CHECKING:
-    from ingest.sync import Engine
+    from ingest.engine import Engine
 
 
 @dataclass(frozen=True)

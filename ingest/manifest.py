@@ -269,7 +269,7 @@ class Manifest(FolderRecords):
     def remove_store(self, store_id: str) -> None:
         self.db.table("stores").delete_where("id = ?", [store_id])
 
-    def store_checked(self, store_id: str, at: float) -> None:
+    def store_checked(self, store_id: str, at: float | None) -> None:
         self.db.execute("update stores set checked_at = ? where id = ?", [at, store_id])
 
     def set_store_status(self, store_id: str, status: str) -> None:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ingest.events import FileEvent, Report
-from ingest.indexing import Progress
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
+
+    from ingest.indexing import Progress
 
 ORDER = (
     "new",

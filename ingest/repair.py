@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ingest.engine import Engine, Options, Report
 from ingest.manifest import DELETED, INDEXED, PENDING, RETIRE, UPLOADED, Manifest
 from ingest.remote.base import AuthError, Remote, RemoteError
-from ingest.sync import Engine, Options, Report
 from ingest.verify import ATTRIBUTES, EXTRA, MISSING, ORPHANED, REMOTE_FAILURE, Findings, ours_unreferenced, verify
 
 log = logging.getLogger("ingest")

@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ingest.engine import Engine, Options
 from ingest.manifest import FAILED, INDEXED, LIVE, RETIRE, STARTED, Manifest
 from ingest.remote.base import CANCELLED, RemoteFile, StoreFile
 from ingest.remote.base import FAILED as REMOTE_FAILED
 from ingest.stores import Gone
-from ingest.sync import Engine, Options
 
 # Kinds of drift, as verify reports them.
 MISSING = "missing_remotely"  # indexed in the manifest, not in its store
@@ -80,6 +80,8 @@ def verify(engine: Engine, local: bool = True) -> Findings:
         status = gone.status(store.id)
         if status in ("expired", "deleted"):
             found.drifts.append(Drift(STORE_LOST, store.name, f"vector store {store.id} was {status}", store.id))
+            # Nothing remote is changed, but the next sync must look at its stores even with no work.
+            manifest.store_checked(store.id, None)
             continue
         remote_files = {sf.file_id: sf for sf in remote.list_store_files(store.id)}
         found.files_checked += len(remote_files)

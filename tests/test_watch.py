@@ -467,7 +467,7 @@ def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(w
 
 def test_an_inotify_overflow_triggers_a_full_rescan(state_dir, docs_root):
     from ingest.configfile import load
-    from ingest.sync import Report
+    from ingest.engine import Report
     from ingest.watch import Watcher, WatchOptions
 
     calls: list = []
