@@ -15,6 +15,11 @@ from typing import Any
 import sqlite_utils
 
 from ingest.errors import ManifestError
+from ingest.ledger import DELETED as DELETED
+from ingest.ledger import LIVE as LIVE
+from ingest.ledger import RETIRE as RETIRE
+from ingest.ledger import STARTED as STARTED
+from ingest.ledger import UploadLedger
 from ingest.observe import SETTLED_SQL, racy_ns
 from ingest.records import FolderRecords
 from ingest.rows import FileRow as FileRow
@@ -34,12 +39,7 @@ ERROR = "error"  # the scan could not read it; the last good remote state is kep
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
 STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
 
-# Ledger statuses of every remote file id this tool created.
-LIVE = "live"
-RETIRE = "retire"  # no longer wanted: to be detached and deleted
-DELETED = "deleted"
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
-STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
 
 
 def _prepare_file(path: Path) -> None:
@@ -56,7 +56,7 @@ _PUT_FILE = (
 )
 
 
-class Manifest(FolderRecords):
+class Manifest(FolderRecords, UploadLedger):
     """Reads and writes the manifest. Open one per process; use it from one thread."""
 
     def __init__(self, path: Path):
@@ -274,65 +274,6 @@ class Manifest(FolderRecords):
 
     def set_store_status(self, store_id: str, status: str) -> None:
         self.db.table("stores").update(store_id, {"status": status})
-
-    # ledger of created remote files ------------------------------------------------------------
-    def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        cursor = self.db.execute(
-            "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
-            "values (?, ?, ?, ?, ?, ?, ?)",
-            [root, path, filename, size, sha256, STARTED, time.time()],
-        )
-        if cursor.lastrowid is None:  # pragma: no cover - sqlite always gives an insert its rowid
-            raise ManifestError(f"the upload of {path} was not recorded")
-        return cursor.lastrowid
-
-    def ledger_done(
-        self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
-    ) -> None:
-        self.db.execute(
-            "update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ?, "
-            "remote_created_at = ? where id = ?",
-            [file_id, LIVE, time.time(), int(suspect), remote_created_at, upload_id],
-        )
-
-    def clock_offset(self) -> float | None:
-        """Median of (server created_at − our finish time) over recent uploads: the server's clock skew."""
-        offsets = sorted(
-            r[0]
-            for r in self.db.execute(
-                "select remote_created_at - finished_at from uploads where remote_created_at is not null "
-                "order by id desc limit 50"
-            ).fetchall()
-        )
-        return offsets[len(offsets) // 2] if offsets else None
-
-    def ledger_failed(self, upload_id: int, ambiguous: bool) -> None:
-        """An upload that failed: if the request may have reached the server, keep it for the sweep."""
-        if ambiguous:
-            self.db.table("uploads").update(upload_id, {"finished_at": time.time(), "suspect": 1})
-        else:
-            self.db.table("uploads").update(upload_id, {"status": DELETED, "finished_at": time.time()})
-
-    def ledger_set(self, file_id: str, status: str, vector_store_id: str | None = None) -> None:
-        values: dict[str, Any] = {"status": status}
-        if vector_store_id:
-            values["vector_store_id"] = vector_store_id
-        sets = ", ".join(f"{k} = ?" for k in values)
-        self.db.execute(f"update uploads set {sets} where file_id = ?", [*values.values(), file_id])
-
-    def ledger(self, status: str) -> list[Upload]:
-        return [Upload(**r) for r in self.db.table("uploads").rows_where("status = ?", [status], order_by="id")]
-
-    def ledger_ids(self) -> set[str]:
-        return {r["file_id"] for r in self.db.query("select file_id from uploads where file_id is not null")}
-
-    def ledger_suspects(self) -> list[Upload]:
-        """Uploads after which a duplicate may exist remotely (a retry after the request got through)."""
-        return [Upload(**r) for r in self.db.table("uploads").rows_where("suspect = 1 and status != ?", [STARTED])]
-
-    def ledger_resolved(self, upload: Upload) -> None:
-        values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}
-        self.db.table("uploads").update(upload.id, values)
 
     # the server ------------------------------------------------------------------------------
     def server(self, base_url: str) -> dict[str, Any] | None:
