@@ -3,10 +3,8 @@
 Under its directory: `store.db` (WAL) and `blobs/<file id>`, the store's own copy of each upload, so
 a later edit of the source does not change what gets indexed.
 
-Indexing is lazy and runs in the caller's thread: attach_batch records files as in_progress;
-get_batch, batch_files, get_store_file and list_store_files index pending files (for about
-`work_budget_s` per call, at least one file) and then answer. Any in_progress row is pending work,
-so a file a crash left in_progress is indexed by a later call.
+Indexing is lazy (indexer.py): attach_batch records files as in_progress; get_batch, batch_files,
+get_store_file and list_store_files index pending files for about `work_budget_s`, then answer.
 
 Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bills a larger figure
 of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
@@ -25,10 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE
-from ingest.remote import filters as attribute_filters
 from ingest.remote.base import (
     CANCELLED,
     COMPLETED,
@@ -45,13 +41,11 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import schema
-from ingest.remote.local.prepare import Job, Prepared, Preparer
-from ingest.remote.local.search import fts_query, score
+from ingest.remote.local import schema, search
+from ingest.remote.local.checks import check_attributes, check_chunking, check_metadata, check_search
+from ingest.remote.local.indexer import Indexer
+from ingest.remote.local.prepare import Preparer
 from ingest.remote.profile import LOCAL, PROFILES, Profile
-
-if TYPE_CHECKING:
-    from ingest.remote.local.chunking import ChunkingStrategy
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
@@ -81,12 +75,10 @@ class LocalRemote:
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.chmod(folder, 0o700)  # mkdir's mode is reduced by the umask
         self._clock = clock
-        self._budget = work_budget_s
         # Extraction and chunking, in worker processes when there is enough to do (see prepare.py).
         self._preparer = preparer or Preparer()
         # One connection behind one lock: simple, and SQLite serialises writers anyway.
         self._lock = threading.RLock()
-        self._claimed: set[tuple[str, str]] = set()
         self._db = sqlite3.connect(
             self.directory / "store.db", timeout=30, isolation_level=None, check_same_thread=False
         )
@@ -94,6 +86,7 @@ class LocalRemote:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             schema.apply(self._db)
+        self._work = Indexer(self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s).work
 
     def close(self) -> None:
         """Stop the extraction workers and close the database; the object is unusable afterwards."""
@@ -171,8 +164,8 @@ class LocalRemote:
         chunking: Mapping[str, object] | None,
         expires_after_days: int | None,
     ) -> Store:
-        _check_metadata(metadata)
-        rule = _check_chunking(chunking)
+        check_metadata(metadata)
+        rule = check_chunking(chunking)
         if expires_after_days is not None and not 1 <= expires_after_days <= 365:
             raise RemoteError(f"expires_after days must be 1-365, got {expires_after_days}")
         store_id = "vs_local_" + secrets.token_hex(12)
@@ -231,7 +224,7 @@ class LocalRemote:
                 db.execute(sql, (store_id,))
 
     def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None:
-        _check_metadata(metadata)
+        check_metadata(metadata)
         with self._tx() as db:
             self._require_store(db, store_id)
             db.execute(
@@ -244,9 +237,9 @@ class LocalRemote:
             raise RemoteError(f"a file batch takes 1 to {MAX_BATCH_FILES} files, got {len(items)}")
         prepared = {}  # the same file twice in one batch: the last entry wins
         for item in items:
-            _check_attributes(item.attributes)
-            # NULL, not "null", so the store's own strategy applies (COALESCE in _work).
-            rule = None if item.chunking is None else json.dumps(_check_chunking(item.chunking).as_openai())
+            check_attributes(item.attributes)
+            # NULL, not "null", so the store's own strategy applies (COALESCE in the indexer).
+            rule = None if item.chunking is None else json.dumps(check_chunking(item.chunking).as_openai())
             prepared[item.file_id] = (json.dumps(dict(item.attributes)), rule)
         batch_id = "vsfb_local_" + secrets.token_hex(12)
         now = int(self._clock())
@@ -324,59 +317,6 @@ class LocalRemote:
             100 if pending else None,
         )
 
-    def _work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
-        """Index pending files of a store (or of one batch, or one file) for about the budget."""
-        deadline = time.monotonic() + self._budget
-        sql = (
-            "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename, f.bytes FROM store_files sf"
-            " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
-            " WHERE sf.store_id = ? AND sf.status = 'in_progress'"
-        )
-        args: list = [store_id]
-        if batch_id is not None:
-            sql += " AND sf.file_id IN (SELECT file_id FROM batch_files WHERE batch_id = ?)"
-            args.append(batch_id)
-        if file_id is not None:
-            sql += " AND sf.file_id = ?"
-            args.append(file_id)
-        with self._lock:
-            # Files another thread is indexing right now are left to it.
-            rows = [
-                r for r in self._db.execute(sql + " ORDER BY sf.rowid", args) if (store_id, r[0]) not in self._claimed
-            ]
-            self._claimed.update((store_id, r[0]) for r in rows)
-        jobs = [
-            Job((fid, gen), self.blobs / fid, filename, json.loads(rule) if rule else None, size)
-            for fid, gen, rule, filename, size in rows
-        ]
-        try:
-            for group in self._preparer.run(jobs, deadline):
-                self._save(store_id, [(*job.key, prepared) for job, prepared in group])
-        finally:
-            with self._lock:
-                self._claimed.difference_update((store_id, r[0]) for r in rows)
-
-    def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
-        """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""
-        with self._tx() as db:
-            for file_id, gen, prepared in results:
-                current = db.execute(
-                    "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
-                ).fetchone()
-                if current is None or current[0] != gen:
-                    continue  # detached or re-attached while we worked: the newer state wins
-                db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
-                db.executemany(
-                    "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
-                    [(store_id, file_id, i, t) for i, t in enumerate(prepared.chunks)],
-                )
-                error = prepared.error
-                db.execute(
-                    "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
-                    " WHERE store_id = ? AND file_id = ?",
-                    (FAILED if error else COMPLETED, *(error or (None, None)), prepared.usage_bytes, store_id, file_id),
-                )
-
     # Store files ------------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
         self._work(store_id, file_id=file_id)
@@ -401,7 +341,7 @@ class LocalRemote:
         return iter([_store_file(r) for r in rows])
 
     def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None:
-        _check_attributes(attributes)
+        check_attributes(attributes)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE store_files SET attributes = ? WHERE store_id = ? AND file_id = ?",
@@ -421,83 +361,15 @@ class LocalRemote:
     def search(
         self, store_id: str, query: str, filters: Mapping[str, object] | None = None, max_results: int = 10
     ) -> list[Hit]:
-        if not 1 <= max_results <= 50:
-            raise RemoteError(f"max_num_results must be between 1 and 50, got {max_results}")
-        if filters is not None:
-            try:
-                attribute_filters.validate_filter(filters)
-            except ValueError as e:
-                raise RemoteError(f"invalid filters: {e}") from e
+        check_search(filters, max_results)
         with self._tx() as db:
             self._require_store(db, store_id)
             self._touch(db, store_id)
-        match = fts_query(query)
-        if not match:
-            return []
-        # Rank in the full-text index alone, then join only the best k chunks: joining every matching
-        # chunk first costs more than the search. k grows when filters leave fewer than asked for.
-        k = max(50, max_results * 5)
         with self._lock:
-            while True:
-                top = self._db.execute(
-                    "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?", (match, k)
-                ).fetchall()
-                hits = self._hits(store_id, top, filters, max_results)
-                if len(hits) >= max_results or len(top) < k:
-                    return hits
-                k *= 4
-
-    def _hits(self, store_id: str, top: list[tuple], filters, max_results: int) -> list[Hit]:
-        rank_of = dict(top)
-        marks = ",".join("?" * len(rank_of))
-        rows = (
-            self._db.execute(
-                "SELECT c.id, c.file_id, f.filename, sf.attributes, c.text FROM chunks c"
-                " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
-                f" JOIN files f ON f.id = c.file_id WHERE c.store_id = ? AND c.id IN ({marks})",
-                (store_id, *rank_of),
-            ).fetchall()
-            if rank_of
-            else []
-        )
-        hits = []
-        for chunk_id, file_id, filename, attributes, text in sorted(rows, key=lambda r: (rank_of[r[0]], r[0])):
-            attrs = json.loads(attributes)
-            if attribute_filters.matches(filters, attrs):
-                hits.append(Hit(file_id, filename, score(rank_of[chunk_id]), attrs, text))
-                if len(hits) == max_results:
-                    break
-        return hits
+            return search.hits(self._db, store_id, query, filters, max_results)
 
 
 def _store_file(row: tuple) -> StoreFile:
     """A StoreFile from a row of STORE_FILE_COLUMNS."""
     file_id, status, attributes, code, message, usage = row
     return StoreFile(file_id, status, json.loads(attributes), code, message, usage)
-
-
-def _check_chunking(rule: Mapping[str, object] | None) -> ChunkingStrategy:
-    """Validate a chunking_strategy as the API would (its 400 is a RemoteError here)."""
-    from ingest.remote.local import chunking  # its patterns take a search's start-up time to compile
-
-    try:
-        return chunking.parse_strategy(rule)
-    except ValueError as e:
-        raise RemoteError(str(e)) from e
-
-
-def _check_attributes(attributes: Mapping[str, AttrValue]) -> None:
-    """Validate attributes as the API would (its 400 is a RemoteError here)."""
-    try:
-        attribute_filters.validate_attributes(attributes)
-    except ValueError as e:
-        raise RemoteError(str(e)) from e
-
-
-def _check_metadata(metadata: Mapping[str, str]) -> None:
-    """The API's metadata limits: ≤ 16 pairs, keys ≤ 64 characters, string values ≤ 512."""
-    if len(metadata) > 16:
-        raise RemoteError(f"metadata takes at most 16 pairs, got {len(metadata)}")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or len(key) > 64 or not isinstance(value, str) or len(value) > 512:
-            raise RemoteError(f"metadata {key!r}: keys must be ≤ 64 characters, values strings ≤ 512")

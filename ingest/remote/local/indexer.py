@@ -1,0 +1,93 @@
+"""The embedded store's indexing: claim pending attachments, prepare them, swap their chunks in.
+
+It runs in the caller's thread, for about a work budget per call (at least one file), so a poll of
+a batch or a file both makes progress and answers. Any in_progress row is pending work: a file a
+crash left in_progress is indexed by a later call.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ingest.remote.base import COMPLETED, FAILED
+from ingest.remote.local.prepare import Job, Prepared, Preparer
+
+
+class Indexer:
+    """Indexes a store's in_progress files on the store's connection, under the store's lock."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.RLock,
+        tx: Callable[[], AbstractContextManager[sqlite3.Connection]],
+        blobs: Path,
+        preparer: Preparer,
+        budget_s: float,
+    ):
+        self._db = db
+        self._lock = lock
+        self._tx = tx
+        self._blobs = blobs
+        self._preparer = preparer
+        self._budget = budget_s
+        self._claimed: set[tuple[str, str]] = set()
+
+    def work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
+        """Index pending files of a store (or of one batch, or one file) for about the budget."""
+        deadline = time.monotonic() + self._budget
+        sql = (
+            "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename, f.bytes FROM store_files sf"
+            " JOIN stores s ON s.id = sf.store_id JOIN files f ON f.id = sf.file_id"
+            " WHERE sf.store_id = ? AND sf.status = 'in_progress'"
+        )
+        args: list = [store_id]
+        if batch_id is not None:
+            sql += " AND sf.file_id IN (SELECT file_id FROM batch_files WHERE batch_id = ?)"
+            args.append(batch_id)
+        if file_id is not None:
+            sql += " AND sf.file_id = ?"
+            args.append(file_id)
+        with self._lock:
+            # Files another thread is indexing right now are left to it.
+            rows = [
+                r for r in self._db.execute(sql + " ORDER BY sf.rowid", args) if (store_id, r[0]) not in self._claimed
+            ]
+            self._claimed.update((store_id, r[0]) for r in rows)
+        jobs = [
+            Job((fid, gen), self._blobs / fid, filename, json.loads(rule) if rule else None, size)
+            for fid, gen, rule, filename, size in rows
+        ]
+        try:
+            for group in self._preparer.run(jobs, deadline):
+                self._save(store_id, [(*job.key, prepared) for job, prepared in group])
+        finally:
+            with self._lock:
+                self._claimed.difference_update((store_id, r[0]) for r in rows)
+
+    def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
+        """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""
+        with self._tx() as db:
+            for file_id, gen, prepared in results:
+                current = db.execute(
+                    "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
+                ).fetchone()
+                if current is None or current[0] != gen:
+                    continue  # detached or re-attached while we worked: the newer state wins
+                db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
+                db.executemany(
+                    "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
+                    [(store_id, file_id, i, t) for i, t in enumerate(prepared.chunks)],
+                )
+                error = prepared.error
+                db.execute(
+                    "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"
+                    " WHERE store_id = ? AND file_id = ?",
+                    (FAILED if error else COMPLETED, *(error or (None, None)), prepared.usage_bytes, store_id, file_id),
+                )
