@@ -45,12 +45,19 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
         ingest sync ./docs
         ingest search "how do I rotate keys"
     """
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(format="%(message)s", stream=sys.stderr)
+    ctx.obj = {"config": config_path, "backend": backend or "auto", "quiet": quiet, "verbose": 0}
+    _set_verbosity(ctx, verbose)
+
+
+def _set_verbosity(ctx: click.Context, verbose: int) -> None:
+    """-v counts wherever it is given: `ingest -v sync` and `ingest sync -v` alike."""
+    verbose = ctx.obj["verbose"] = ctx.obj["verbose"] + verbose
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.getLogger().setLevel(logging.ERROR if ctx.obj["quiet"] else level)
     # One line per HTTP request only when asked for (-v): not in a daemon's log, which polls all day.
     for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
-        logging.getLogger(name).setLevel((logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
-    ctx.obj = {"config": config_path, "backend": backend or "auto", "quiet": quiet, "verbose": verbose}
+        logging.getLogger(name).setLevel(level)
 
 
 @cli.command()
@@ -61,11 +68,13 @@ def cli(ctx: click.Context, config_path: str | None, backend: str | None, verbos
 @click.option("--wait", "wait", is_flag=True, help="Wait for another running ingest instead of exiting.")
 @click.option("--store", "store_name", help="Send the folders named to this store (their files keep their ids).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave files matching GLOB out (repeatable).")
+@click.option("-v", "--verbose", count=True, help="One line per file acted on (-vv: and the requests).")
 @click.pass_context
 @guarded
 def sync(
     ctx: click.Context,
     paths: tuple[str, ...],
+    verbose: int,
     dry_run: bool,
     as_json: bool,
     allow_mass_delete: bool,
@@ -79,6 +88,7 @@ def sync(
     A folder inside a known root syncs that part of it. Example:
         ingest sync ./docs --dry-run
     """
+    _set_verbosity(ctx, verbose)
     if store_name and not paths:
         raise UsageFailure("--store needs the folders to send: ingest sync ./docs --store NAME")
     with (

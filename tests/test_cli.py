@@ -18,6 +18,14 @@ def test_sync_verbose_prints_one_line_per_file_acted_on(ingest, docs_root):
     assert "uploaded   " not in quiet and "synced: 0 new" in quiet, "without -v only the summary"
 
 
+def test_verbose_after_the_command_counts_too(ingest, docs_root):
+    out = ingest("sync", "-v", str(docs_root)).stdout
+    assert sum(line.startswith("uploaded   ") for line in out.splitlines()) == 4
+    (docs_root / "faq.html").unlink()
+    report = json.loads(ingest("sync", str(docs_root), "-v", "--json").stdout)
+    assert [(f["action"], f["path"]) for f in report["files"]] == [("deleted", "faq.html")]
+
+
 def test_sync_verbose_names_deletions_and_rejections_with_their_reason(ingest, docs_root):
     ingest("sync", str(docs_root))
     (docs_root / "faq.html").unlink()
