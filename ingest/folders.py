@@ -110,6 +110,8 @@ def target(
 def adopt(manifest: Manifest, adoptions: tuple[Adoption, ...]) -> int:
     """Re-key the inner roots' rows under the outer root, file ids and all; returns how many. Their
     attributes (path, folder, root) are refreshed by the run, so the fingerprint is made stale."""
+    if not adoptions:
+        return 0
     moved = 0
     with manifest.transaction():
         for a in adoptions:

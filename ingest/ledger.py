@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import sqlite_utils
-
+from ingest.database import Database
 from ingest.errors import ManifestError
 from ingest.rows import Upload
 
@@ -18,11 +17,9 @@ DELETED = "deleted"
 STARTED = "started"  # an upload began and its id is not known yet (crash, or a lost reply)
 
 
-class UploadLedger:
-    db: sqlite_utils.Database
-
+class UploadLedger(Database):
     def ledger_start(self, root: str, path: str, filename: str, size: int, sha256: str | None) -> int:
-        cursor = self.db.execute(
+        cursor = self.execute(
             "insert into uploads (root, path, filename, bytes, sha256, status, started_at) "
             "values (?, ?, ?, ?, ?, ?, ?)",
             [root, path, filename, size, sha256, STARTED, time.time()],
@@ -34,7 +31,7 @@ class UploadLedger:
     def ledger_done(
         self, upload_id: int, file_id: str, suspect: bool = False, remote_created_at: int | None = None
     ) -> None:
-        self.db.execute(
+        self.execute(
             "update uploads set file_id = ?, status = ?, finished_at = ?, suspect = ?, "
             "remote_created_at = ? where id = ?",
             [file_id, LIVE, time.time(), int(suspect), remote_created_at, upload_id],
@@ -44,7 +41,7 @@ class UploadLedger:
         """Median of (server created_at − our finish time) over recent uploads: the server's clock skew."""
         offsets = sorted(
             r[0]
-            for r in self.db.execute(
+            for r in self.execute(
                 "select remote_created_at - finished_at from uploads where remote_created_at is not null "
                 "order by id desc limit 50"
             ).fetchall()
@@ -63,17 +60,17 @@ class UploadLedger:
         if vector_store_id:
             values["vector_store_id"] = vector_store_id
         sets = ", ".join(f"{k} = ?" for k in values)
-        self.db.execute(f"update uploads set {sets} where file_id = ?", [*values.values(), file_id])
+        self.execute(f"update uploads set {sets} where file_id = ?", [*values.values(), file_id])
 
     def ledger(self, status: str) -> list[Upload]:
-        return [Upload(**r) for r in self.db.table("uploads").rows_where("status = ?", [status], order_by="id")]
+        return [Upload(**r) for r in self.query("select * from uploads where status = ? order by id", [status])]
 
     def ledger_ids(self) -> set[str]:
-        return {r["file_id"] for r in self.db.query("select file_id from uploads where file_id is not null")}
+        return {r["file_id"] for r in self.query("select file_id from uploads where file_id is not null")}
 
     def ledger_suspects(self) -> list[Upload]:
         """Uploads after which a duplicate may exist remotely (a retry after the request got through)."""
-        return [Upload(**r) for r in self.db.table("uploads").rows_where("suspect = 1 and status != ?", [STARTED])]
+        return [Upload(**r) for r in self.query("select * from uploads where suspect = 1 and status != ?", [STARTED])]
 
     def ledger_resolved(self, upload: Upload) -> None:
         values = {"suspect": 0} if upload.file_id else {"suspect": 0, "status": DELETED}

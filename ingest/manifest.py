@@ -12,8 +12,6 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from ingest.errors import ManifestError
 from ingest.ledger import DELETED as DELETED
 from ingest.ledger import LIVE as LIVE
@@ -25,7 +23,7 @@ from ingest.records import FolderRecords
 from ingest.rows import FileRow as FileRow
 from ingest.rows import StoreRow as StoreRow
 from ingest.rows import Upload as Upload
-from ingest.schema import migrations
+from ingest.schema import MIGRATIONS, migration_set
 
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
@@ -40,6 +38,7 @@ ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
 STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
 
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
+SCHEMA_VERSION = len(MIGRATIONS)  # in the user_version of a manifest they were all applied to
 
 
 def _prepare_file(path: Path) -> None:
@@ -75,14 +74,12 @@ class Manifest(FolderRecords, UploadLedger):
                 "itself is fine); fix the permissions or run ingest as the user that owns it"
             )
         try:
-            # No sqlite-utils plugins: none is meant to touch the manifest's connection, and finding
-            # them reads every installed package's entry points (a third of a search's start-up).
-            self.db = sqlite_utils.Database(path, execute_plugins=False)
-            self.db.conn.execute("PRAGMA journal_mode=WAL")
-            self.db.conn.execute("PRAGMA synchronous=NORMAL")
-            self.db.conn.execute("PRAGMA busy_timeout=10000")
-            self._check_version()
-            migrations.apply(self.db)
+            self.conn = sqlite3.connect(path)  # the default transaction handling, as sqlite-utils wants
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=10000")
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._migrate()
         except sqlite3.OperationalError as exc:  # locked, read-only, out of space: the file is not at fault
             raise ManifestError(f"{path}: cannot use the manifest ({exc}); the file was left as it is") from None
         except sqlite3.DatabaseError as exc:
@@ -96,7 +93,9 @@ class Manifest(FolderRecords, UploadLedger):
             if extra.exists():
                 os.chmod(extra, 0o600)
 
-    def _check_version(self) -> None:
+    def _migrate(self) -> None:
+        """Apply the migrations not applied yet, refusing a manifest a newer version wrote."""
+        migrations = migration_set()
         known = {m.name for m in migrations._migrations}
         unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
         if unknown:
@@ -104,19 +103,18 @@ class Manifest(FolderRecords, UploadLedger):
                 f"{self.path}: the manifest was written by a newer version of ingest "
                 f"(migration {unknown[-1]}); upgrade ingest, or point --manifest elsewhere."
             )
+        migrations.apply(self.db)
+        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self.db.close()
-
-    def transaction(self):
-        """A context manager: everything inside commits together, or not at all (nested: a savepoint)."""
-        # Not `with self.db.conn`: sqlite-utils 4 commits each write on its own outside atomic().
-        return self.db.atomic()
+        self.conn.close()
 
     # files -----------------------------------------------------------------------------------
     def rows(self, root: str | None = None) -> dict[tuple[str, str], FileRow]:
-        where, args = ("root = ?", [root]) if root is not None else (None, None)
-        return {(r["root"], r["path"]): FileRow.from_db(r) for r in self.db.table("files").rows_where(where, args)}
+        where, args = ("root = ?", [root]) if root is not None else ("1", [])
+        return {
+            (r["root"], r["path"]): FileRow.from_db(r) for r in self.query(f"select * from files where {where}", args)
+        }
 
     def settled(
         self, root: str, network: bool, store: str | None, attributes: bool
@@ -124,7 +122,7 @@ class Manifest(FolderRecords, UploadLedger):
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
-        return _settled(self.db.conn, root, network, store, attributes)
+        return _settled(self.conn, root, network, store, attributes)
 
     def settled_beside(
         self, root: str, network: bool, store: str | None, attributes: bool
@@ -132,8 +130,8 @@ class Manifest(FolderRecords, UploadLedger):
         """settled(), read on a connection of its own in another thread while the caller walks the
         root (SQLite leaves the interpreter lock while it steps); call the result to wait for it.
         Inside a transaction it is read here and now: another connection would not see its writes."""
-        if self.db.conn.in_transaction:
-            read_now = _settled(self.db.conn, root, network, store, attributes)
+        if self.conn.in_transaction:
+            read_now = _settled(self.conn, root, network, store, attributes)
             return lambda: read_now
         path = self.path
 
@@ -155,49 +153,49 @@ class Manifest(FolderRecords, UploadLedger):
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.table("files").rows_where(f"root = ? and path in ({marks})", [root, *chunk]):
+            for r in self.query(f"select * from files where root = ? and path in ({marks})", [root, *chunk]):
                 out[(r["root"], r["path"])] = FileRow.from_db(r)
         return out
 
     def store_sizes(self) -> dict[str, int]:
         return {
             r[0]: r[1]
-            for r in self.db.execute(
+            for r in self.execute(
                 "select store, count(*) from files where file_id is not null and store is not null group by store"
             ).fetchall()
         }
 
     def row(self, root: str, path: str) -> FileRow | None:
-        found = list(self.db.table("files").rows_where("root = ? and path = ?", [root, path]))
+        found = self.query("select * from files where root = ? and path = ?", [root, path])
         return FileRow.from_db(found[0]) if found else None
 
     def put(self, row: FileRow) -> FileRow:
         now = time.time()
         row = replace(row, updated_at=now, first_seen=row.first_seen or now)
         # Plain SQL: sqlite-utils' upsert introspects the table on every call, 20x slower per row.
-        self.db.execute(_PUT_FILE, [getattr(row, name) for name in _FILE_COLUMNS])
+        self.execute(_PUT_FILE, [getattr(row, name) for name in _FILE_COLUMNS])
         return row
 
     def update(self, row: FileRow, **changes: Any) -> FileRow:
         return self.put(replace(row, **changes))
 
     def remove(self, root: str, path: str) -> None:
-        self.db.execute("delete from files where root = ? and path = ?", [root, path])
+        self.execute("delete from files where root = ? and path = ?", [root, path])
 
     def rows_in_states(self, states: Iterable[str]) -> list[FileRow]:
         states = list(states)
         marks = ",".join("?" for _ in states)
-        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(f"state in ({marks})", states)]
+        return [FileRow.from_db(r) for r in self.query(f"select * from files where state in ({marks})", states)]
 
     def referenced_ids(self) -> set[str]:
         out: set[str] = set()
-        for r in self.db.query("select file_id, old_file_id from files"):
+        for r in self.query("select file_id, old_file_id from files"):
             out.update(v for v in (r["file_id"], r["old_file_id"]) if v)
         return out
 
     def counts_by_store_state(self) -> list[dict[str, Any]]:
         return list(
-            self.db.query(
+            self.query(
                 "select store, vector_store_id, state, count(*) as n from files "
                 "group by store, vector_store_id, state order by store, state"
             )
@@ -206,7 +204,7 @@ class Manifest(FolderRecords, UploadLedger):
     def known_roots(self) -> dict[str, str]:
         """Each root the manifest holds files for, with the store most of its files go to."""
         out: dict[str, str] = {}
-        for r in self.db.query(
+        for r in self.query(
             "select root, store, count(*) n from files where store is not null group by root, store order by n"
         ):
             out[r["root"]] = r["store"]
@@ -214,18 +212,19 @@ class Manifest(FolderRecords, UploadLedger):
 
     def remember_roots(self, roots: Iterable[Mapping[str, Any]]) -> None:
         """roots: dicts of key, store, include, exclude (lists) and ignore_defaults."""
-        self.db.table("roots").upsert_all(
-            [
-                {
-                    **r,
-                    "include": json.dumps(list(r["include"])),
-                    "exclude": json.dumps(list(r["exclude"])),
-                    "ignore_defaults": int(r["ignore_defaults"]),
-                }
-                for r in roots
-            ],
-            pk="key",
-        )
+        for r in roots:  # a few: one statement each
+            self.execute(
+                "insert into roots (key, store, include, exclude, ignore_defaults) values (?, ?, ?, ?, ?) "
+                "on conflict (key) do update set store = excluded.store, include = excluded.include, "
+                "exclude = excluded.exclude, ignore_defaults = excluded.ignore_defaults",
+                [
+                    r["key"],
+                    r["store"],
+                    json.dumps(list(r["include"])),
+                    json.dumps(list(r["exclude"])),
+                    int(r["ignore_defaults"]),
+                ],
+            )
 
     def remembered_roots(self) -> dict[str, dict[str, Any]]:
         return {
@@ -235,11 +234,13 @@ class Manifest(FolderRecords, UploadLedger):
                 "exclude": tuple(json.loads(r["exclude"])),
                 "ignore_defaults": bool(r["ignore_defaults"]),
             }
-            for r in self.db.table("roots").rows
+            for r in self.query("select * from roots")
         }
 
     def remember_store_specs(self, specs: list[Mapping[str, Any]]) -> None:
         """The [[stores]] entries of the last config file: they replace the ones kept before."""
+        if [dict(spec) for spec in specs] == self.remembered_store_specs():
+            return  # as kept: a pass with nothing to do writes nothing
         with self.transaction():
             self.db.table("store_specs").delete_where()
             self.db.table("store_specs").insert_all(
@@ -247,13 +248,15 @@ class Manifest(FolderRecords, UploadLedger):
             )
 
     def remembered_store_specs(self) -> list[dict[str, Any]]:
-        return [json.loads(r["spec"]) for r in self.db.table("store_specs").rows]
+        return [json.loads(r["spec"]) for r in self.query("select * from store_specs")]
 
     def rows_in_store(self, vector_store_id: str) -> list[FileRow]:
-        return [FileRow.from_db(r) for r in self.db.table("files").rows_where("vector_store_id = ?", [vector_store_id])]
+        return [
+            FileRow.from_db(r) for r in self.query("select * from files where vector_store_id = ?", [vector_store_id])
+        ]
 
     def count_in_store(self, vector_store_id: str) -> int:
-        return self.db.execute(
+        return self.execute(
             "select count(*) from files where vector_store_id = ? and file_id is not null", [vector_store_id]
         ).fetchone()[0]
 
@@ -261,7 +264,7 @@ class Manifest(FolderRecords, UploadLedger):
     def stores(self, name: str | None = None, status: str = "active") -> list[StoreRow]:
         where = "status = ?" + (" and name = ?" if name else "")
         args = [status] + ([name] if name else [])
-        return [StoreRow(**r) for r in self.db.table("stores").rows_where(where, args, order_by="name, shard")]
+        return [StoreRow(**r) for r in self.query(f"select * from stores where {where} order by name, shard", args)]
 
     def add_store(self, store: StoreRow) -> None:
         self.db.table("stores").upsert(asdict(store), pk="id")
@@ -270,14 +273,14 @@ class Manifest(FolderRecords, UploadLedger):
         self.db.table("stores").delete_where("id = ?", [store_id])
 
     def store_checked(self, store_id: str, at: float | None) -> None:
-        self.db.execute("update stores set checked_at = ? where id = ?", [at, store_id])
+        self.execute("update stores set checked_at = ? where id = ?", [at, store_id])
 
     def set_store_status(self, store_id: str, status: str) -> None:
         self.db.table("stores").update(store_id, {"status": status})
 
     # the server ------------------------------------------------------------------------------
     def server(self, base_url: str) -> dict[str, Any] | None:
-        found = list(self.db.table("server").rows_where("base_url = ?", [base_url]))
+        found = self.query("select * from server where base_url = ?", [base_url])
         return found[0] if found else None
 
     def remember_server(self, base_url: str, profile: str, version: str | None, per_file_batches: bool | None) -> None:
@@ -296,7 +299,7 @@ class Manifest(FolderRecords, UploadLedger):
 
     # runs ------------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        run_id = self.db.table("runs").insert({"command": command, "started_at": time.time()}).last_pk
+        run_id = self.execute("insert into runs (command, started_at) values (?, ?)", [command, time.time()]).lastrowid
         self._run = int(run_id or 0)
         self._alive = 0.0
         return self._run
@@ -305,12 +308,12 @@ class Manifest(FolderRecords, UploadLedger):
         """Note that the current run is still going (at most once per `every` seconds)."""
         now = time.time()
         if getattr(self, "_run", None) is not None and now - self._alive >= every:
-            self.db.execute("update runs set alive_at = ? where id = ?", [now, self._run])
+            self.execute("update runs set alive_at = ? where id = ?", [now, self._run])
             self._alive = now
 
     def last_alive(self, at: float) -> float | None:
         """The last moment the run going at time `at` was known to be alive (None: no run then)."""
-        found = self.db.execute(
+        found = self.execute(
             "select coalesce(finished_at, alive_at, started_at) from runs "
             "where started_at <= ? order by started_at desc limit 1",
             [at],
@@ -320,23 +323,17 @@ class Manifest(FolderRecords, UploadLedger):
     def finish_run(
         self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str], interrupted: str | None = None
     ) -> None:
-        self.db.table("runs").update(
-            run_id,
-            {
-                "finished_at": time.time(),
-                "exit_code": exit_code,
-                "counts": json.dumps(counts),
-                "held": json.dumps(held),
-                "interrupted": interrupted,
-            },
+        self.execute(
+            "update runs set finished_at = ?, exit_code = ?, counts = ?, held = ?, interrupted = ? where id = ?",
+            [time.time(), exit_code, json.dumps(counts), json.dumps(held), interrupted, run_id],
         )
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
-        return list(self.db.query("select * from runs order by id desc limit ?", [limit]))
+        return list(self.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.db.table("files").rows_where(
-            "state in (?, ?, ?)", [FAILED, REJECTED, ERROR], order_by="root, path"
+        for r in self.query(
+            "select * from files where state in (?, ?, ?) order by root, path", [FAILED, REJECTED, ERROR]
         ):
             yield FileRow.from_db(r)
 

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import sqlite_utils
-
+from ingest.database import Database
 from ingest.rows import FileRow
 
 
@@ -18,14 +17,12 @@ class _Undo(Exception):
     """Rolls a scratch transaction back."""
 
 
-class FolderRecords:
-    db: sqlite_utils.Database
-
+class FolderRecords(Database):
     @contextmanager
     def scratch(self) -> Iterator[None]:
         """Whatever is written inside is undone at the end: a dry run plays its bookkeeping out here."""
         try:
-            with self.db.atomic():
+            with self.transaction():
                 yield
                 raise _Undo
         except _Undo:
@@ -46,18 +43,18 @@ class FolderRecords:
         )
 
     def unignore(self, root: str, path: str) -> bool:
-        return self.db.execute("delete from ignores where root = ? and path = ?", [root, path]).rowcount > 0
+        return self.execute("delete from ignores where root = ? and path = ?", [root, path]).rowcount > 0
 
     def ignores(self, root: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-        where, args = ("root = ?", [root]) if root is not None else (None, None)
-        return {(r["root"], r["path"]): r for r in self.db.table("ignores").rows_where(where, args)}
+        where, args = ("root = ?", [root]) if root is not None else ("1", [])
+        return {(r["root"], r["path"]): r for r in self.query(f"select * from ignores where {where}", args)}
 
     # folders ---------------------------------------------------------------------------------
     def stats(self, root: str) -> dict[str, tuple]:
         """path -> (size, mtime_ns, inode) of every row of a root, as last seen."""
         return {
             r[0]: r[1:]
-            for r in self.db.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
+            for r in self.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
         }
 
     def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
@@ -66,12 +63,12 @@ class FolderRecords:
 
     def roots_of_store(self, store: str) -> set[str]:
         """The roots with files in a logical store (none: the store is empty)."""
-        return {r[0] for r in self.db.execute("select distinct root from files where store = ?", [store])}
+        return {r[0] for r in self.execute("select distinct root from files where store = ?", [store])}
 
     def roots_by_store(self) -> dict[str, dict[str, int]]:
         """store -> root -> how many files of the root are in it."""
         out: dict[str, dict[str, int]] = {}
-        for store, root, n in self.db.execute(
+        for store, root, n in self.execute(
             "select store, root, count(*) from files where store is not null group by store, root order by root"
         ):
             out.setdefault(store, {})[root] = n
@@ -92,19 +89,19 @@ class FolderRecords:
                 where.append(f"{column} = ?")
                 args.append(value)
         sql = " and ".join(where)
-        return [FileRow.from_db(r) for r in self.db.table("files").rows_where(sql, args, order_by="root, path")]
+        return [FileRow.from_db(r) for r in self.query(f"select * from files where {sql} order by root, path", args)]
 
     def forget_root(self, root: str) -> None:
         """Drop what the manifest remembers of a root: its settings and its acknowledged files."""
-        self.db.execute("delete from roots where key = ?", [root])
-        self.db.execute("delete from ignores where root = ?", [root])
+        self.execute("delete from roots where key = ?", [root])
+        self.execute("delete from ignores where root = ?", [root])
 
     def rename_store(self, old: str, new: str) -> None:
         """Every record of logical store `old` now says `new`: store rows, files, root settings, specs."""
-        with self.db.atomic():
+        with self.transaction():
             for table, column in (("stores", "name"), ("files", "store"), ("roots", "store")):
-                self.db.execute(f"update {table} set {column} = ? where {column} = ?", [new, old])
-            for r in list(self.db.table("store_specs").rows_where("name = ?", [old])):
+                self.execute(f"update {table} set {column} = ? where {column} = ?", [new, old])
+            for r in list(self.query("select * from store_specs where name = ?", [old])):
                 spec = {**json.loads(r["spec"]), "name": new}
                 self.db.table("store_specs").delete(old)
                 self.db.table("store_specs").upsert({"name": new, "spec": json.dumps(spec)}, pk="name")

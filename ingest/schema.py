@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite_utils
-from sqlite_utils import Migrations
+from typing import TYPE_CHECKING
 
-migrations = Migrations("ingest")
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils import Migrations
 
 
-@migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("files").create(
         {
@@ -85,19 +85,16 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m002_store_replaces(db: sqlite_utils.Database) -> None:
     # A store being rebuilt records which store it will replace once it is complete.
     db.table("stores").add_column("replaces", str)
 
 
-@migrations()
 def m003_upload_server_time(db: sqlite_utils.Database) -> None:
     # The server's created_at of each upload: lets the sweep match lost replies on the server's clock.
     db.table("uploads").add_column("remote_created_at", int)
 
 
-@migrations()
 def m004_roots(db: sqlite_utils.Database) -> None:
     # Each root's and each store's settings as last synced: a run without the config file (a cron job
     # started in another folder) then does what the configured runs did, excludes, routes and all.
@@ -107,13 +104,11 @@ def m004_roots(db: sqlite_utils.Database) -> None:
     db.table("store_specs").create({"name": str, "spec": str}, pk="name")  # each [[stores]] entry, as JSON
 
 
-@migrations()
 def m005_run_heartbeat(db: sqlite_utils.Database) -> None:
     # When a run was last known alive: a run killed mid-upload cannot have created a file after it.
     db.table("runs").add_column("alive_at", float)
 
 
-@migrations()
 def m006_folders(db: sqlite_utils.Database) -> None:
     # A file attached to a new store keeps its file id; the store it leaves is detached only once it is
     # indexed in the new one (make before break).
@@ -130,7 +125,6 @@ def m006_folders(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("interrupted", str)
 
 
-@migrations()
 def m007_server(db: sqlite_utils.Database) -> None:
     # The server's profile as last found (by identity, and what it refused), keyed by its base URL: another
     # URL is another server, found out again.
@@ -140,10 +134,33 @@ def m007_server(db: sqlite_utils.Database) -> None:
     )
 
 
-@migrations()
 def m008_store_checked_at(db: sqlite_utils.Database) -> None:
     # When each store was last seen alive remotely: a pass with nothing to upload asks again only
     # every so often, so a no-op makes no remote call.
     db.table("stores").add_column("checked_at", float)
     # The sweep looks for suspect uploads on every pass: without an index, a scan of every upload.
     db.table("uploads").create_index(["suspect"])
+
+
+# Append-only, applied in order, each recorded by name (sqlite-utils' Migrations). How many there are is
+# kept in the manifest's user_version once they are applied (ingest.manifest): opening an up-to-date
+# manifest is one PRAGMA, and sqlite-utils is loaded only to migrate.
+MIGRATIONS = (
+    m001_initial,
+    m002_store_replaces,
+    m003_upload_server_time,
+    m004_roots,
+    m005_run_heartbeat,
+    m006_folders,
+    m007_server,
+    m008_store_checked_at,
+)
+
+
+def migration_set() -> Migrations:
+    from sqlite_utils import Migrations
+
+    migrations = Migrations("ingest")
+    for step in MIGRATIONS:
+        migrations()(step)
+    return migrations

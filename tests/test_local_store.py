@@ -373,7 +373,7 @@ def test_per_file_chunking_overrides_the_store(remote, store, docs_root):
 def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_path, docs_root):
     import sqlite3
 
-    from ingest.remote.local.schema import migrations
+    from ingest.remote.local.schema import MIGRATIONS
 
     first = LocalRemote(tmp_path / "store")
     store = first.create_store("docs", {}, None, None)
@@ -381,6 +381,7 @@ def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_pa
     first.close()
     db = sqlite3.connect(tmp_path / "store" / "store.db")
     db.execute("DROP TABLE _sqlite_migrations")  # as a store written before the schema had versions
+    db.execute("PRAGMA user_version = 0")
     db.commit()
     db.close()
 
@@ -394,4 +395,4 @@ def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_pa
         db = sqlite3.connect(tmp_path / "store" / "store.db")
         applied = [name for (name,) in db.execute("SELECT name FROM _sqlite_migrations")]
         db.close()
-        assert applied == [m.name for m in migrations._migrations]
+        assert applied == [step.__name__ for step in MIGRATIONS]

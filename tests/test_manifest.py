@@ -20,13 +20,16 @@ from ingest.manifest import (
     PENDING,
     REJECTED,
     RETIRE,
+    SCHEMA_VERSION,
     STARTED,
     FileRow,
     Manifest,
     ManifestError,
     StoreRow,
-    migrations,
 )
+from ingest.schema import migration_set
+
+migrations = migration_set()
 
 MIGRATIONS = [m.name for m in migrations._migrations]
 
@@ -76,9 +79,23 @@ def test_a_manifest_from_the_first_version_is_upgraded_in_place(manifest_path):
     m = Manifest(manifest_path)
     try:
         assert [a.name for a in migrations.applied(m.db)] == MIGRATIONS
+        assert m.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert m.row("/docs", "a.md").file_id == "file-1", "the rows written by the old version are kept"
     finally:
         m.close()
+
+
+def test_a_manifest_stamped_by_an_older_version_is_checked_and_stamped(manifest, manifest_path):
+    manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="file-1"))
+    manifest.execute("PRAGMA user_version = 0")  # versions before the stamp never set it
+    manifest.close()
+    again = Manifest(manifest_path)
+    try:
+        assert [a.name for a in migrations.applied(again.db)] == MIGRATIONS, "none applied twice"
+        assert again.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert again.row("/docs", "a.md").file_id == "file-1"
+    finally:
+        again.close()
 
 
 def test_opening_again_applies_nothing_twice(manifest, manifest_path):
@@ -135,6 +152,7 @@ def test_a_manifest_from_a_newer_version_is_refused(manifest, manifest_path):
     manifest.db["_sqlite_migrations"].insert(
         {"migration_set": "ingest", "name": "m999_from_the_future", "applied_at": "2030-01-01 00:00:00"}
     )
+    manifest.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # as the newer version leaves it
     manifest.close()
     with pytest.raises(ManifestError) as info:
         Manifest(manifest_path)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
-import sqlite_utils
-from sqlite_utils import Migrations
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils import Migrations
 
 # FTS5's bm25 gives a term found in over half the rows an IDF of ~0, so in a store of a few documents
 # most queries would score ~0. Filler rows (negative rowids, never returned) keep real terms under
@@ -13,10 +15,7 @@ from sqlite_utils import Migrations
 BACKGROUND_ROWS = 200
 BACKGROUND_TEXT = " ".join(["qqbackgroundqq"] * 400)
 
-migrations = Migrations("ingest-local-store")
 
-
-@migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
     # IF NOT EXISTS throughout: a store made before the schema was versioned already has all of it.
     for statement in (
@@ -52,12 +51,32 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         )
 
 
+# Append-only, applied in order, each recorded by name (sqlite-utils' Migrations). How many there are is
+# kept in the store's user_version once they are applied: opening an up-to-date store is one PRAGMA, and
+# sqlite-utils (a search's largest import) is loaded only to migrate.
+MIGRATIONS = (m001_initial,)
+
+
+def migration_set() -> Migrations:
+    from sqlite_utils import Migrations
+
+    migrations = Migrations("ingest-local-store")
+    for step in MIGRATIONS:
+        migrations()(step)
+    return migrations
+
+
 def apply(conn: sqlite3.Connection) -> None:
     """Bring the store's schema up to date. In one IMMEDIATE transaction, so two processes opening a
     new store at once apply each step once (the second waits, then finds nothing pending)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return  # up to date (or from a newer version, which keeps the steps it knows)
+    import sqlite_utils
+
     conn.execute("BEGIN IMMEDIATE")
     try:
-        migrations.apply(sqlite_utils.Database(conn))
+        migration_set().apply(sqlite_utils.Database(conn, execute_plugins=False))
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
