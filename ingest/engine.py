@@ -46,8 +46,9 @@ from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
-from ingest.stores import Stores, server_profile
+from ingest.stores import Stores, known_profile, server_profile
 from ingest.survey import Survey
+from ingest.sweep import unresolved
 
 log = logging.getLogger("ingest")
 MISSING_ROOT = "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
@@ -123,15 +124,19 @@ class Engine:
                     else:
                         rename(self.manifest, self.remote, old, new)
                     self.emit(StoreEvent(new, RENAME_DUE if options.dry_run else RENAMED, reason=old))
-            if not options.dry_run:
-                self.profile = server_profile(self.manifest, self.remote, self.settings.server)
+            # A pass with nothing to do makes no remote call: the server's profile is asked for (when the
+            # manifest does not know it) once there is work; the stores are asked about only when there
+            # is work for them, when they have not been confirmed for a while, or by a reindex.
+            known = None if options.dry_run else known_profile(self.manifest, self.remote, self.settings.server)
+            profiled = options.dry_run or known is not None
+            self.profile = known or self.profile
             indexer = self.indexer(progress)
-            # A pass with nothing to do makes no remote call: the stores are asked about only when
-            # there is work for them, when they have not been confirmed for a while, or by a reindex.
             checked = not options.dry_run and (options.check_stores or indexer.stores.check_due())
             if checked:
                 indexer.stores.check_all()
             if not options.dry_run:
+                if not profiled and (unresolved(self.manifest) or pending_rebuilds(self.settings, self.manifest)):
+                    indexer, profiled = self._find_profile(progress), True
                 indexer.sweep()  # remote calls only for uploads whose reply never came
                 if scopes is None:  # not on every incremental pass of the daemon
                     rebuild(self.settings, self.manifest, self.remote, self.stop, self.emit, profile=self.profile)
@@ -141,6 +146,8 @@ class Engine:
             plan, scans = self._plan(options, scopes)
             if not options.dry_run and not checked and self._remote_work(plan) and indexer.stores.check_all():
                 plan, scans = self._plan(options, scopes)  # a store gone remotely sent its files back to pending
+            if not profiled and self._remote_work(plan):
+                indexer = self._find_profile(progress)
             report.counts = plan.counts()
             self._report_plan(plan, scans)
             if options.dry_run:
@@ -168,6 +175,11 @@ class Engine:
                     run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
                 )
         return report
+
+    def _find_profile(self, progress: Progress | None) -> Indexer:
+        """Ask the server who it is (and remember it); the indexer to use with what it said."""
+        self.profile = server_profile(self.manifest, self.remote, self.settings.server)
+        return self.indexer(progress)
 
     def _report_plan(self, plan: Plan, scans: list[RootScan]) -> None:
         """What the plan alone says: missing roots, rejections, unreadable files, held deletions."""

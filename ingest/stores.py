@@ -80,12 +80,21 @@ def fingerprint(spec: StoreSpec) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def server_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile:
-    """The server's profile: as the manifest remembers it for this base URL, else found out (or, with
-    `server = NAME` in the config, taken as named) and kept."""
+def known_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile | None:
+    """The server's profile as the manifest remembers it for this base URL (and as `server = NAME` in
+    the config names it, if it does); None until it is found out."""
     known = manifest.server(remote.base_url)
     if known is not None and named in ("auto", known["profile"]):
         return profiles.load(known)
+    return None
+
+
+def server_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile:
+    """The server's profile: as the manifest remembers it for this base URL, else found out (or, with
+    `server = NAME` in the config, taken as named) and kept."""
+    known = known_profile(manifest, remote, named)
+    if known is not None:
+        return known
     found = remote.probe() if named == "auto" else profiles.PROFILES[named]
     if found.settled:
         remember_profile(manifest, remote, found)

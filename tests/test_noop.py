@@ -66,6 +66,33 @@ def test_an_openai_noop_makes_no_remote_call_and_never_imports_the_sdk(openai_cl
     assert loaded == []
 
 
+def test_an_openai_noop_asks_the_server_who_it_is_only_once_there_is_work(
+    openai_cli, fake_openai, docs_root, state_dir
+):
+    run_child("sync", str(docs_root))
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        assert m.query("select * from server"), "the first sync kept the profile (the check below can fail)"
+        m.execute("delete from server")  # as a manifest from before profiles were kept, or another URL
+    finally:
+        m.close()
+    before = requests(fake_openai)
+    again, loaded = run_child("sync", str(docs_root))
+    assert again["counts"]["unchanged"] == 4 and again["exit_code"] == 0
+    assert requests(fake_openai) == before, json.dumps(fake_openai.counters()["requests"])
+    assert loaded == []
+    edited = docs_root / "notes.py"
+    edited.write_text("def axolotl():\n    return 'edited'\n")
+    os.utime(edited, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+    work = openai_cli.json("sync", str(docs_root))
+    assert work["counts"]["uploaded"] == 1 and work["exit_code"] == 0
+    m = Manifest(state_dir / "manifest.db")
+    try:
+        assert [r["profile"] for r in m.query("select profile from server")] == ["openai-compatible"]
+    finally:
+        m.close()
+
+
 def test_a_local_noop_imports_no_extractor(ingest, docs_root):
     first, loaded = run_child("--backend", "local", "sync", str(docs_root))
     assert first["counts"]["indexed"] == 4 and "ingest.remote.local.store" in loaded
