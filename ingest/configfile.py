@@ -29,11 +29,6 @@ from ingest.remote.profile import LOCAL, PROFILES
 
 TOOL_ATTRIBUTES = 6  # path, folder, ext, mtime, sha256, root: what stores.attributes sets on every file
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 SERVERS = ("auto", *(name for name in PROFILES if name != LOCAL))  # `server`: found out, or named
 
 
@@ -63,6 +58,12 @@ def load(explicit: str | None = None) -> Settings:
     path = find_config(explicit)
     data: dict[str, Any] = {}
     if path is not None:
+        # Imported only for a config file to read: a run without one (most no-ops, every search in a
+        # folder of its own) does not pay for the parser.
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

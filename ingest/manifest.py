@@ -157,6 +157,18 @@ class Manifest(FolderRecords, UploadLedger):
                 out[(r["root"], r["path"])] = FileRow.from_db(r)
         return out
 
+    def rows_of_files(self, file_ids: Iterable[str]) -> dict[str, FileRow]:
+        """The row of each remote file id, as its current file or as the one it replaces."""
+        wanted, out = list(file_ids), {}
+        for column in ("file_id", "old_file_id"):  # the second (not indexed) only for ids the first left
+            wanted = [i for i in wanted if i not in out]
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in self.query(f"select * from files where {column} in ({marks})", chunk):
+                    out[r[column]] = FileRow.from_db(r)
+        return out
+
     def store_sizes(self) -> dict[str, int]:
         return {
             r[0]: r[1]

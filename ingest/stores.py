@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import posixpath
-import secrets
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -76,6 +74,8 @@ def attribute_schema(specs: Iterable[StoreSpec]) -> dict[str, type]:
 
 def fingerprint(spec: StoreSpec) -> str:
     """What, if it changes, means the store's files must be indexed again."""
+    import hashlib  # here: only configured stores have a fingerprint to compare
+
     body = json.dumps({"chunking": spec.chunking, "attributes": sorted(spec.attributes)}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -226,6 +226,8 @@ def create_store(
     """Create a vector store for shard `shard` of `spec` and record it. The intent (a one-off token,
     also put in the store's metadata) is committed first, so that a store whose creation a crash
     cut off is found and adopted by the next run instead of being left behind as an orphan."""
+    import secrets  # here: only a store to create needs a token
+
     token = secrets.token_hex(8)
     intent = StoreRow(f"{CREATING}:{token}", spec.name, shard, CREATING, fingerprint(spec), time.time(), replaces)
     manifest.add_store(intent)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import os
 import threading
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +195,8 @@ def _check_binary(path: Path, ext: str, mime: str) -> Verdict:
     if mime in BINARY_MIMES[ext]:
         return Verdict(True, mime)
     if ext in OOXML_PART and mime in ("application/zip", "application/octet-stream"):
+        import zipfile  # here: only a file to validate needs it, and a pass with nothing to do has none
+
         try:
             with zipfile.ZipFile(path) as archive:
                 if OOXML_PART[ext] in archive.namelist():

@@ -217,6 +217,35 @@ def test_rows_by_root_and_by_state(manifest):
     assert [r.path for r in manifest.rows_in_store("vs_1")] == ["a.md"]
 
 
+def test_the_rows_of_remote_files_are_found_by_their_id_current_or_replaced(manifest):
+    manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="f1", old_file_id="f0"))
+    manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f2"))
+    found = manifest.rows_of_files(["f0", "f2", "f-unknown"])
+    assert {file_id: row.path for file_id, row in found.items()} == {"f0": "a.md", "f2": "b.md"}
+    assert manifest.rows_of_files(f"f{n}" for n in range(3, 1203)) == {}, "more ids than one statement takes"
+
+
+def test_a_write_commits_at_once_and_a_failed_transaction_leaves_nothing(manifest, manifest_path):
+    manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="f1"))
+    other = sqlite3.connect(manifest_path)
+    try:
+        assert other.execute("select count(*) from files").fetchone() == (1,), "seen by another connection"
+        with pytest.raises(RuntimeError), manifest.transaction():
+            manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f2"))
+            with manifest.transaction():  # a savepoint inside
+                manifest.put(FileRow("/docs", "c.md", INDEXED, file_id="f3"))
+            raise RuntimeError("stop")
+        assert other.execute("select path from files").fetchall() == [("a.md",)]
+        with manifest.transaction():
+            manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f2"))
+            with pytest.raises(RuntimeError), manifest.transaction():
+                manifest.put(FileRow("/docs", "c.md", INDEXED, file_id="f3"))
+                raise RuntimeError("only the savepoint goes")
+        assert sorted(other.execute("select path from files").fetchall()) == [("a.md",), ("b.md",)]
+    finally:
+        other.close()
+
+
 def test_a_removal_inside_a_transaction_lasts(manifest):
     manifest.put(FileRow("/docs", "a.md", INDEXED, file_id="f1"))
     manifest.put(FileRow("/docs", "b.md", INDEXED, file_id="f2"))
