@@ -78,6 +78,14 @@ class Context:
         return path
 
 
+def installed_env(ctx: Context, env: dict[str, str]) -> dict[str, str]:
+    """`env` with byte-code caching, as an installed ingest has it (pip compiles on install), kept in
+    the bench's cache: a CLI figure is then not the compiler's. The first run of a command writes it."""
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(ctx.cache / "pycache")
+    return env
+
+
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
     """An environment whose state, config and cwd-independent settings point inside `home`.
 

@@ -10,7 +10,16 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.common import INGEST, Context, Outcome, isolated_env, patched_environ, percentile, run_child
+from bench.common import (
+    INGEST,
+    Context,
+    Outcome,
+    installed_env,
+    isolated_env,
+    patched_environ,
+    percentile,
+    run_child,
+)
 from bench.corpus import MIN_DOCS, python_docs
 
 QUERIES = 120
@@ -118,10 +127,8 @@ def run(ctx: Context) -> Outcome:
 def _cli_search(ctx: Context, env: dict[str, str], home: Path, queries: list[str]) -> tuple[float, str]:
     """Median wall time of `ingest search` from the shell, beside a bare interpreter's start-up.
 
-    With byte-code caching, as an installed ingest has it (pip compiles on install), kept in the
-    bench's cache; a first untimed run writes it."""
-    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(ctx.cache / "pycache")
+    With byte-code caching (installed_env); a first untimed run writes it."""
+    env = installed_env(ctx, env)
     search = [*INGEST, "--backend", "local", "search"]
     run_child([*search, queries[0], "-n", "10"], env, home)
     cli, cpu, bare = [], [], []

@@ -1,4 +1,5 @@
-"""Issue 7 P1: a no-op resync of a large tree of tiny files, against a bare os.scandir stat walk of it."""
+"""Issues 7 and 14: a no-op resync of a large tree of tiny files, against a bare os.scandir stat walk of it,
+from the CLI (process start included) and in-process, with where the time goes; search on that manifest."""
 
 from __future__ import annotations
 
@@ -15,11 +16,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import INGEST, PYTHON, Child, Context, Outcome, isolated_env, patched_environ, run_child
+from bench.common import (
+    INGEST,
+    PYTHON,
+    Child,
+    Context,
+    Outcome,
+    installed_env,
+    isolated_env,
+    patched_environ,
+    run_child,
+)
 from bench.corpus import tiny_tree
 
 RATIO = 1.5
 REPEATS = 3
+MAX_RSS_MB = 150.0
+SEARCH_MS = 150.0
+SEARCHES = 7
 
 
 @dataclass
@@ -57,8 +71,9 @@ def synced_tree(ctx: Context, count: int | None = None) -> SyncedTree:
     return ctx.shared[key]
 
 
-def noop_child(synced: SyncedTree) -> tuple[Child, dict]:
-    child = run_child([*INGEST, "--backend", "local", "sync", str(synced.tree), "--json"], synced.env, synced.home)
+def noop_child(synced: SyncedTree, env: dict[str, str] | None = None) -> tuple[Child, dict]:
+    command = [*INGEST, "--backend", "local", "sync", str(synced.tree), "--json"]
+    child = run_child(command, env or synced.env, synced.home)
     return child, _json(child.stdout)
 
 
@@ -82,22 +97,24 @@ def run(ctx: Context) -> Outcome:
     }
 
     ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses, {REPEATS} bare walks, {REPEATS} in-process syncs")
-    warm, warm_report = noop_child(synced)  # warms the page cache for everything below
+    env = installed_env(ctx, synced.env)
+    warm, warm_report = noop_child(synced, env)  # warms the page cache and writes the byte-code cache
     _check_noop(warm_report, n, out)
-    cli_runs = []
-    for _ in range(REPEATS):
-        child, report = noop_child(synced)
+    cli_runs, walks = [], []
+    for _ in range(REPEATS):  # interleaved: a busy machine slows both alike
+        child, report = noop_child(synced, env)
         _check_noop(report, n, out)
         cli_runs.append(child)
-    cli_s = statistics.median(c.seconds for c in cli_runs)
-    walk_s = statistics.median(_walk(synced.tree)[0] for _ in range(REPEATS))
+        walks.append(_walk(synced.tree)[0])
+    cli_s, walk_s = statistics.median(c.seconds for c in cli_runs), statistics.median(walks)
     walked = _walk(synced.tree)[1]
     inproc, profile_text = _in_process(synced, ctx)
     inproc_s = statistics.median(inproc)
+    bare_s = statistics.median(run_child([PYTHON, "-c", "pass"], env, synced.home).seconds for _ in range(REPEATS))
     start_s = statistics.median(
-        run_child([PYTHON, "-c", "import ingest.cli, ingest.engine"], synced.env, synced.home).seconds
-        for _ in range(REPEATS)
+        run_child([PYTHON, "-c", "import ingest.cli, ingest.engine"], env, synced.home).seconds for _ in range(REPEATS)
     )
+    parts = _parts(synced)
     out.details.update(
         cli_noop_s=[c.seconds for c in cli_runs],
         cli_noop_maxrss_mb=[c.maxrss_mb for c in cli_runs],
@@ -105,9 +122,11 @@ def run(ctx: Context) -> Outcome:
         walked_files=walked,
         in_process_s=inproc,
         python_import_s=start_s,
+        python_bare_s=bare_s,
         first_noop_s=warm.seconds,
+        parts_s=parts,
     )
-    ctx.shared["noop_rss_mb"] = max(c.maxrss_mb for c in cli_runs)
+    ctx.shared["noop_rss_mb"] = rss = max(c.maxrss_mb for c in cli_runs)
 
     out.add("noop", f"bare os.scandir + stat walk, {walked:,} files", walk_s, "s", None, "in-process, warm cache")
     out.add(
@@ -116,9 +135,10 @@ def run(ctx: Context) -> Outcome:
         cli_s,
         "s",
         None,
-        f"of {REPEATS}; process start + imports alone {start_s:.2f} s",
+        f"of {REPEATS}; a bare `python -c pass` {bare_s:.2f} s, with ingest's imports {start_s:.2f} s",
     )
-    out.add("noop", "no-op / walk ratio, CLI", cli_s / walk_s, "x", ("<=", RATIO))
+    out.add("noop", "no-op / walk ratio, CLI", cli_s / walk_s, "x", ("<=", RATIO), "process start included")
+    out.add("noop", "peak RSS of the CLI no-op", rss, "MB", ("<=", MAX_RSS_MB), f"{n:,} files")
     out.add("noop", "Engine.sync no-op (in-process), median", inproc_s, "s", None, f"of {REPEATS}")
     out.add("noop", "no-op / walk ratio, in-process Engine.sync", inproc_s / walk_s, "x", ("<=", RATIO))
     out.add(
@@ -129,6 +149,24 @@ def run(ctx: Context) -> Outcome:
         None,
         f"the walk: {walk_s / n * 1e6:.1f} µs",
     )
+    out.add(
+        "noop",
+        "where a CLI no-op's time goes: start-up / scan / manifest read",
+        cli_s,
+        "s",
+        None,
+        f"imports + start {start_s:.2f} s; in-process: scan (walk + stat comparison) {parts['scan_s']:.2f} s, "
+        f"manifest read alone {parts['read_s']:.2f} s, read beside the scan {parts['beside_s']:.2f} s",
+    )
+    out.add(
+        "noop",
+        "scan on a local disk: parallel walker / serial",
+        parts["pooled_s"] / parts["scan_s"],
+        "x",
+        None,
+        f"{parts['pool_threads']} threads {parts['pooled_s']:.2f} s, serial {parts['scan_s']:.2f} s; "
+        f"{os.cpu_count()} cores: local disks walk serially",
+    )
     pending_s = statistics.median(_pending_count(synced))
     out.details["status_local_changes_s"] = pending_s
     out.add(
@@ -136,6 +174,7 @@ def run(ctx: Context) -> Outcome:
     )
     out.add("noop", "status stat pass / walk ratio", pending_s / walk_s, "x", ("<=", RATIO))
     _openai_noop(ctx, synced, walk_s, out)
+    _search(ctx, synced, env, out)
     if profile_text:
         path = ctx.out / "noop-profile.txt"
         path.write_text(profile_text)
@@ -158,7 +197,8 @@ def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) 
     with Emulator() as emu:
         env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=emu.base_url)
         command = [*INGEST, "sync", str(synced.tree), "--json"]
-        runs = [run_child(command, env, synced.home) for _ in range(REPEATS)]
+        cli_env = installed_env(ctx, env)
+        runs = [run_child(command, cli_env, synced.home) for _ in range(REPEATS)]
         for child in runs:
             _check_noop(_json(child.stdout), synced.files, out)
         inproc, _ = _in_process(synced, ctx, env, "openai", profile=False)
@@ -185,6 +225,69 @@ def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) 
         ("<=", 0),
         f"{REPEATS} from the CLI, {REPEATS} in-process; peak RSS {max(c.maxrss_mb for c in runs):.0f} MB",
     )
+
+
+def _search(ctx: Context, synced: SyncedTree, env: dict[str, str], out: Outcome) -> None:
+    """`ingest search` from the CLI on the tree's manifest and store: what a search pays for a large
+    manifest (the rows of its hits only)."""
+    search = [*INGEST, "--backend", "local", "search"]
+    queries = ["ledger", "harbour lantern", "note 4711", "invoice and orchard", "record 99", "lantern", "orchard"]
+    run_child([*search, queries[0]], env, synced.home)  # the byte-code cache
+    times = []
+    for q in queries[:SEARCHES]:
+        child = run_child([*search, q, "-n", "10", "--json"], env, synced.home)
+        if child.returncode != 0:
+            out.notes.append(f"noop: `ingest search {q}` exited {child.returncode}: {child.stderr[-300:]}")
+        times.append(child.seconds * 1000)
+    out.details["cli_search_ms"] = times
+    out.add(
+        "noop",
+        f"`ingest search` CLI incl. process start-up, {synced.files:,}-file manifest, median",
+        statistics.median(times),
+        "ms",
+        ("<=", SEARCH_MS),
+        f"of {SEARCHES}, embedded store",
+    )
+
+
+def _parts(synced: SyncedTree) -> dict[str, float]:
+    """The in-process parts of a no-op, each the median of REPEATS: the scan (walk and stat comparison)
+    with the manifest's rows in hand, the manifest read alone, and the read beside the scan as
+    Engine.sync does it."""
+    from ingest import scan
+    from ingest.api import Ingest
+    from ingest.survey import Survey
+    from ingest.walk import NETWORK_THREADS
+
+    scans, reads, besides, pooled = [], [], [], []
+    with (
+        patched_environ(synced.env, synced.home),
+        Ingest.open([synced.tree], backend="local", lock=False, command="status") as ingest,
+    ):
+        root = ingest.settings.roots[0]
+        survey = Survey(ingest.settings, ingest.manifest)
+        network = survey.network(root)
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            settled, _ = survey.settled(root)
+            reads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            scan.scan(root, ("",), network, settled)
+            scans.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            reading = survey.settled_beside(root)
+            scan.scan(root, ("",), network, lambda read=reading: read()[0])
+            besides.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            scan.scan(root, ("",), network, settled, threads=NETWORK_THREADS)
+            pooled.append(time.perf_counter() - started)
+    return {
+        "scan_s": statistics.median(scans),
+        "read_s": statistics.median(reads),
+        "beside_s": statistics.median(besides),
+        "pooled_s": statistics.median(pooled),
+        "pool_threads": NETWORK_THREADS,
+    }
 
 
 def _json(text: str) -> dict:

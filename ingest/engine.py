@@ -177,7 +177,8 @@ class Engine:
         return report
 
     def _find_profile(self, progress: Progress | None) -> Indexer:
-        """Ask the server who it is (and remember it); the indexer to use with what it said."""
+        """Ask the server who it is (and remember it); the indexer to use with what it said. Called
+        before the sweep, or after one that had nothing to do: the indexer it replaces holds no outcome."""
         self.profile = server_profile(self.manifest, self.remote, self.settings.server)
         return self.indexer(progress)
 

@@ -120,7 +120,7 @@ class Manifest(FolderRecords, UploadLedger):
         self, root: str, network: bool, store: str | None, attributes: bool
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
-        path -> (size, mtime_ns, inode, store[, attributes]) of the settled rows of a root (in `store`
+        path -> (size, mtime_ns, inode[, store][, attributes]) of the settled rows of a root (in `store`
         if given), and the paths of its other rows."""
         return _settled(self.conn, root, network, store, attributes)
 
@@ -353,7 +353,9 @@ class Manifest(FolderRecords, UploadLedger):
 def _settled(
     conn: sqlite3.Connection, root: str, network: bool, store: str | None, attributes: bool
 ) -> tuple[dict[str, tuple], list[str]]:
-    columns = "path, size, mtime_ns, inode, store" + (", attributes" if attributes else "")
+    # The store only where the caller compares it (routes, static attributes): one string fewer per row.
+    columns = "path, size, mtime_ns, inode" + (", store" if store is None or attributes else "")
+    columns += ", attributes" if attributes else ""
     where, args = (
         (f"{SETTLED_SQL} and store = ?", [INDEXED, racy_ns(network), store])
         if store is not None

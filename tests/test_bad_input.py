@@ -19,7 +19,7 @@ import pytest
 
 from ingest import scan as scanning
 from ingest import validate as validation
-from ingest.manifest import INDEXED, REJECTED, Manifest
+from ingest.manifest import INDEXED, REJECTED, SCHEMA_VERSION, Manifest
 from ingest.remote.local import LocalRemote
 from ingest.validate import Validator
 from tests.conftest import Cli, as_unprivileged
@@ -487,6 +487,7 @@ def test_manifest_from_a_newer_version(ingest, root, state_dir):
         "values ('ingest', 'm999_from_the_future', '2030-01-01T00:00:00')"
     )
     db.commit()
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # as the newer version leaves it
     db.close()
     before = manifest.read_bytes()
     result = ingest("sync", str(root), check=2)
