@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ingest.config import Root
-from ingest.walk import Walker
+from ingest.walk import Skip, Walker
 
 log = logging.getLogger("ingest.watch")
 Snapshot = dict[str, tuple]  # relative path -> what a change of it would change
@@ -38,7 +38,7 @@ class StatPoller(threading.Thread):
         on_change: OnChange,
         interval: float,
         threads: int,
-        skip: Callable[[str], object] | None = None,
+        skip: Skip | None = None,
         descend: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):

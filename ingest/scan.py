@@ -121,35 +121,53 @@ def glob_match(path: str, pattern: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
-def _name_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """A test of a name against fnmatch patterns. It runs once per name in every pass, so the plain
-    shapes ('x*', '*x', 'x') are string tests; only the others go to a regular expression."""
-    prefixes, suffixes, exact, others = [], [], set(), []
-    for p in patterns:
-        if not any(c in p for c in "*?["):
-            exact.add(p)
-        elif p.endswith("*") and not any(c in p[:-1] for c in "*?["):
-            prefixes.append(p[:-1])
-        elif p.startswith("*") and not any(c in p[1:] for c in "*?["):
-            suffixes.append(p[1:])
-        else:
-            others.append(p)
-    rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
-    # The others only for a name that starts as one of them does (none may start with a wildcard).
-    heads = tuple(re.split(r"[*?\[]", p, maxsplit=1)[0] for p in others)
-    if "" in heads:
-        heads = ("",)
-    starts, ends = tuple(prefixes), tuple(suffixes)
+class NameMatcher:
+    """A test of names against fnmatch patterns. It runs on every name in every pass, so the plain
+    shapes ('x*', '*x', 'x') are string tests, only the others go to a regular expression, and a
+    folder's names are first tested together: in most folders none can match, and one search of the
+    joined names says so."""
 
-    def matches(name: str) -> bool:
-        if name.startswith(starts) or name.endswith(ends) or name in exact:
-            return True
-        return rest is not None and name.startswith(heads) and rest.match(name) is not None
+    def __init__(self, patterns: Iterable[str]):
+        prefixes, suffixes, exact, others = [], [], set(), []
+        for p in patterns:
+            if not any(c in p for c in "*?["):
+                exact.add(p)
+            elif p.endswith("*") and not any(c in p[:-1] for c in "*?["):
+                prefixes.append(p[:-1])
+            elif p.startswith("*") and not any(c in p[1:] for c in "*?["):
+                suffixes.append(p[1:])
+            else:
+                others.append(p)
+        rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
+        # The others only for a name that starts as one of them does (none may start with a wildcard).
+        heads = tuple(re.split(r"[*?\[]", p, maxsplit=1)[0] for p in others)
+        if "" in heads:
+            heads = ("",)
+        starts, ends = tuple(prefixes), tuple(suffixes)
+        # What the joined names ("\0"-separated: no name holds a NUL) contain if any name can match.
+        self._marks = (
+            *("\0" + p for p in (*starts, *heads)),
+            *(e + "\0" for e in ends),
+            *("\0" + e + "\0" for e in exact),
+        )
 
-    return matches
+        def matches(name: str) -> bool:
+            if name.startswith(starts) or name.endswith(ends) or name in exact:
+                return True
+            return rest is not None and name.startswith(heads) and rest.match(name) is not None
+
+        self.matches = matches
+
+    def __call__(self, name: str) -> bool:
+        return self.matches(name)
+
+    def none_in(self, names: list[str]) -> bool:
+        """True when no name of the list can match: a few substring searches instead of a test each."""
+        joined = "\0" + "\0".join(names) + "\0"
+        return not any(mark in joined for mark in self._marks)
 
 
-is_ignored_name = _name_matcher(DEFAULT_IGNORES)
+is_ignored_name = NameMatcher(DEFAULT_IGNORES)
 
 
 def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
@@ -212,7 +230,7 @@ def is_network_fs(path: Path) -> bool:
     return filesystem_type(path) in NETWORK_FS
 
 
-def walk_rules(root: Root) -> tuple[Callable[[str], object] | None, Callable[[str], bool]]:
+def walk_rules(root: Root) -> tuple[NameMatcher | None, Callable[[str], bool]]:
     """What a walk of root never looks at: (names to skip, whether to go into a relative folder)."""
     skip = is_ignored_name if root.ignore_defaults else None
     return skip, lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)

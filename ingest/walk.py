@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 # Threads for a filesystem where each call waits on a server. Local disks answer from the kernel's
 # caches in a microsecond or two: threads there only add hand-offs of the interpreter lock.
@@ -22,7 +23,18 @@ NETWORK_THREADS = 32
 CHUNK = 64  # entries stat-ed by one task: a large folder is spread over the pool, a small one is one task
 
 Stat = os.stat_result | OSError  # what lstat gave: the stat, or the error to report for that entry
-Skip = Callable[[str], object]  # true for a name never looked at (the default ignores)
+
+
+class Skip(Protocol):
+    """The names never looked at (the default ignores)."""
+
+    def __call__(self, name: str) -> bool: ...
+
+    def none_in(self, names: list[str]) -> bool:
+        """True when no name of the list is skipped (one test for a whole folder)."""
+        ...
+
+
 Descend = Callable[[str], bool]  # relative folder path -> whether the walk goes into it
 
 
@@ -69,13 +81,19 @@ class Walker:
 
     def _serial(self, path: str | Path) -> Iterator[tuple[os.DirEntry, Stat]]:
         with os.scandir(path) as it:
-            items = list(it)
-        return _stat_each(items, self.skip)
+            items = self._kept(list(it))
+        return _stat_each(items)
+
+    def _kept(self, items: list[os.DirEntry]) -> list[os.DirEntry]:
+        skip = self.skip
+        if skip is None or skip.none_in([item.name for item in items]):
+            return items
+        return [item for item in items if not skip(item.name)]
 
     # on the pool ---------------------------------------------------------------------------------
     def _list(self, path: str, rel: str) -> list[tuple[list[os.DirEntry], Future | list[Stat]]]:
         with os.scandir(path) as it:
-            items = [item for item in it if self.skip is None or not self.skip(item.name)]
+            items = self._kept(list(it))
         head = f"{rel}/" if rel else ""
         chunks: list[tuple[list[os.DirEntry], Future | list[Stat]]] = []
         assert self._pool is not None
@@ -112,10 +130,8 @@ class Walker:
                 pass
 
 
-def _stat_each(items: list[os.DirEntry], skip: Skip | None) -> Iterator[tuple[os.DirEntry, Stat]]:
+def _stat_each(items: list[os.DirEntry]) -> Iterator[tuple[os.DirEntry, Stat]]:
     for item in items:
-        if skip is not None and skip(item.name):
-            continue
         try:
             yield item, item.stat(follow_symlinks=False)
         except OSError as exc:

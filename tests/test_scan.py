@@ -411,6 +411,17 @@ def test_the_ignore_test_is_fnmatch_over_the_default_patterns(name):
     from ingest.config import DEFAULT_IGNORES
 
     assert scanning.is_ignored_name(name) is any(fnmatch.fnmatchcase(name, p) for p in DEFAULT_IGNORES)
+    if scanning.is_ignored_name(name):  # a folder holding it is tested name by name
+        assert not scanning.is_ignored_name.none_in(["a.md", name, "b.txt"])
+
+
+def test_a_folder_whose_names_cannot_match_is_passed_whole_and_one_that_can_is_not():
+    matcher = scanning.NameMatcher(["*.tmp", "draft-*", "README", "#*#"])
+    assert matcher.none_in(["a.md", "notes.tmp.md", "x-draft-1", "README.md", "a#b#"])
+    for name in ("a.tmp", "draft-2", "README", "#x#"):
+        assert matcher(name) and not matcher.none_in(["a.md", name])
+    assert not matcher.none_in(["#no-closing"]), "a head only asks for the test name by name"
+    assert not matcher("#no-closing")
 
 
 def test_the_mount_commands_output_gives_the_type_on_macos_and_elsewhere(base, monkeypatch):
