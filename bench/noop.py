@@ -229,9 +229,10 @@ def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) 
 
 def _search(ctx: Context, synced: SyncedTree, env: dict[str, str], out: Outcome) -> None:
     """`ingest search` from the CLI on the tree's manifest and store: what a search pays for a large
-    manifest (the rows of its hits only)."""
+    manifest (the rows of its hits only). Each query names one note, as a search for something
+    particular does: a word found in every note measures the store's ranking of 100,000 matches."""
     search = [*INGEST, "--backend", "local", "search"]
-    queries = ["ledger", "harbour lantern", "note 4711", "invoice and orchard", "record 99", "lantern", "orchard"]
+    queries = [str(n) for n in (4711, 65488, 12345, 99999, 31337, 27182, 16180, 271)]
     run_child([*search, queries[0]], env, synced.home)  # the byte-code cache
     times = []
     for q in queries[:SEARCHES]:
@@ -246,7 +247,7 @@ def _search(ctx: Context, synced: SyncedTree, env: dict[str, str], out: Outcome)
         statistics.median(times),
         "ms",
         ("<=", SEARCH_MS),
-        f"of {SEARCHES}, embedded store",
+        f"of {SEARCHES}, embedded store, a query matching one note each",
     )
 
 
