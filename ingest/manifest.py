@@ -251,7 +251,7 @@ class Manifest(FolderRecords, UploadLedger):
 
     def remember_store_specs(self, specs: list[Mapping[str, Any]]) -> None:
         """The [[stores]] entries of the last config file: they replace the ones kept before."""
-        if [dict(spec) for spec in specs] == self.remembered_store_specs():
+        if [json.loads(json.dumps(spec)) for spec in specs] == self.remembered_store_specs():
             return  # as kept: a pass with nothing to do writes nothing
         with self.transaction():
             self.db.table("store_specs").delete_where()

@@ -101,6 +101,24 @@ def test_a_local_noop_imports_no_extractor(ingest, docs_root):
     assert again["counts"]["unchanged"] == 4 and loaded == []
 
 
+def test_a_configured_noop_rewrites_nothing_and_imports_no_table_helpers(ingest, docs_root, tmp_path, state_dir):
+    config = tmp_path / "ingest.toml"
+    config.write_text(
+        f'[[roots]]\npath = "{docs_root}"\nstore = "handbook"\n\n'
+        '[[stores]]\nname = "handbook"\npaths = ["guides/**"]\nattributes = { team = "docs" }\n'
+    )
+    first, _ = run_child("--backend", "local", "-c", str(config), "sync")
+    assert first["counts"]["indexed"] == 4
+    again, loaded = run_child("--backend", "local", "-c", str(config), "sync")
+    assert again["counts"]["unchanged"] == 4 and again["exit_code"] == 0
+    assert loaded == [], "the [[stores]] entries kept are the ones given: nothing to write"
+    m = Manifest(state_dir / "local" / "manifest.db")
+    try:
+        assert [spec["attributes"] for spec in m.remembered_store_specs()] == [{"team": "docs"}]
+    finally:
+        m.close()
+
+
 def test_search_and_status_import_neither_the_sdk_nor_an_extractor_nor_sqlite_utils(ingest, docs_root):
     run_child("--backend", "local", "sync", str(docs_root))
     light = (*SDK, *EXTRACTORS, *SQLITE_UTILS)
