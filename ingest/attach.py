@@ -133,8 +133,7 @@ class Attacher:
                 self._ask(batch_id, tracked)
 
     def finish(self) -> None:
-        self.calls.drain()
-        self.flush()
+        self.flush(soon=True)  # not behind an answer still on its way: each is handled as it comes
         self.wait()
 
     def _flush(self, store_id: str, soon: bool = False) -> None:
@@ -276,11 +275,12 @@ class Attacher:
     def wait(self) -> None:
         deadline = self.clock() + self.settings.index_timeout
         total = self._waiting()
-        while self.batches or self.singles or self._queue:
+        while self.batches or self.singles or self._queue or self.calls.under_way:
             for batch_id, tracked in list(self.batches.items()):  # all at once: one round trip for the lot
                 if not tracked.asking:
                     self._ask(batch_id, tracked)
             self.calls.drain()
+            total = max(total, self._waiting())
             hint = min((t.hint for t in self.batches.values() if t.hint is not None), default=None)
             self._poll_singles()
             for store_id in list(self._queue):
