@@ -13,16 +13,10 @@ from ingest.remote.base import MAX_RETRY_AFTER, Remote
 SWEEP_WINDOW = 300  # with no upload yet to measure the server's clock by: the skew allowed
 
 
-def unresolved(manifest: Manifest) -> list[Upload]:
-    """The uploads the sweep looks for remotely: started with no reply on record, or retried after the
-    request may have got through."""
-    return manifest.ledger(STARTED) + manifest.ledger_suspects()
-
-
 def sweep(settings: Settings, manifest: Manifest, remote: Remote) -> int:
     """Delete the remote copies uploads whose reply never came may have left; how many went. The
     window is the span between an upload's first try and the reply that came, on the server's clock."""
-    suspects = unresolved(manifest)
+    suspects = manifest.ledger(STARTED) + manifest.ledger_suspects()
     if not suspects:
         return 0
     removed = 0
