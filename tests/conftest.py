@@ -30,6 +30,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def lexical_local_store(monkeypatch):
+    """The embedded store without its embedding model (here and in the processes tests start), so tests
+    of words see words only and never load the real model; tests of hybrid search pass a model of their
+    own (tests/test_hybrid_search.py)."""
+    monkeypatch.setenv("INGEST_SEMANTIC", "off")
+
+
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch) -> Path:
     """XDG dirs inside the test: nothing touches the user's real state or config."""
