@@ -34,7 +34,10 @@ def run(ctx: Context) -> Outcome:
     if not corpus.real:
         out.notes.append(f"corpus: {corpus.label}")
     home = ctx.scratch("local")
-    env = isolated_env(home, INGEST_SEMANTIC="on")
+    # The hybrid sync waits for all its documents: end to end is until the last one is searchable
+    # (at the default 600 s a first hybrid sync of these documents stops waiting half way).
+    (home / "ingest.toml").write_text("index_timeout = 7200\n")
+    env = isolated_env(home, INGEST_SEMANTIC="on", INGEST_CONFIG=str(home / "ingest.toml"))
     words_home = ctx.scratch("local-words")
     words_env = isolated_env(words_home, INGEST_SEMANTIC="off")
     label = "python3.11-doc" if corpus.real else "replicated examples (fallback)"
