@@ -77,9 +77,7 @@ def main(store: Path, corpus: Path) -> None:
             questions
         )
         t10 = sum(any(Path(path[c]).stem == stem for c in top(fuse(*cs), 10)) for cs, stem in named) / len(named)
-        print(
-            f"{name:10s} TUNING recall@5 {r5:.2f} ({len(questions)}), titles in the top 10 {t10:.3f} ({len(named)})"
-        )
+        print(f"{name:10s} TUNING recall@5 {r5:.2f} ({len(questions)}), titles in the top 10 {t10:.3f} ({len(named)})")
 
 
 if __name__ == "__main__":
