@@ -2,7 +2,12 @@
 defaults beside the SDK's own upload_and_poll in the same run; each run on a fresh emulator.
 
 100 uploads/s with 100 ms a request (issue 7 P2), and OpenAI's real POST /files limit, 1,000 a
-minute enforced per second, with 1 s a request (issue 14)."""
+minute enforced per second, with 1 s a request (issue 14).
+
+The floor beside launch → last file indexed is what no client can beat from launch: a process that
+imports ingest's CLI and the openai SDK (measured here), the emulator's bucket (one second's worth at
+once, then the rate; the request is counted after its latency), then the last file's attach and one
+poll once the emulator has indexed it."""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from bench.corpus import small_files
 SPEEDUP = 2.5  # issue 7, at the first profile
 SHARE_OF_BOUND = 0.95
 MAX_429_SHARE = 0.02
+INDEX_DELAY_S = 0.2  # the emulator's default: an attached file is in progress this long
+START_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -79,12 +86,25 @@ def emulator(ctx: Context, profile: Profile) -> Iterator[str]:
 
 def run(ctx: Context) -> Outcome:
     out = Outcome()
+    start_s = _start_floor(ctx)
+    out.details["process_start_s"] = start_s
     for n, profile in enumerate(PROFILES):
-        _profile(ctx, out, profile, first=n == 0)
+        _profile(ctx, out, profile, first=n == 0, start_s=start_s)
     return out
 
 
-def _profile(ctx: Context, out: Outcome, profile: Profile, first: bool) -> None:
+def _start_floor(ctx: Context) -> float:
+    """Launch → a process that has imported ingest's CLI and the openai SDK (median of a few)."""
+    home = ctx.scratch("start")
+    env = isolated_env(home)
+    seconds = sorted(
+        run_child([PYTHON, "-c", "import ingest.cli, openai"], env, ROOT, timeout=120).seconds
+        for _ in range(START_SAMPLES)
+    )
+    return seconds[len(seconds) // 2]
+
+
+def _profile(ctx: Context, out: Outcome, profile: Profile, first: bool, start_s: float) -> None:
     count = profile.quick_files if ctx.quick else profile.files
     folder = small_files(ctx, count)
     bound = count / profile.upload_rps
@@ -139,9 +159,23 @@ def _profile(ctx: Context, out: Outcome, profile: Profile, first: bool) -> None:
         f"[{tag}]   share of the rate bound, launch → last file indexed",
         100 * bound / r["seconds"],
         "%",
-        (">=", 100 * SHARE_OF_BOUND) if first else None,
-        f"adds start-up (imports, scan, hashes, store): {r['first_upload_s']:.1f} s"
-        + ("" if first else f"; round trips of {profile.latency_ms / 1000:g} s outside the rate bound"),
+        (">=", 100 * SHARE_OF_BOUND),
+        f"adds start-up (imports, scan, hashes, store): {r['first_upload_s']:.1f} s",
+    )
+    latency = profile.latency_ms / 1000
+    floor = start_s + max(0.0, count - profile.upload_rps) / profile.upload_rps + 2 * latency
+    floor += max(latency, INDEX_DELAY_S)
+    details["floor_s"] = floor
+    out.add(
+        "upload",
+        f"[{tag}]   floor: the most any client reaches from launch",
+        100 * bound / floor,
+        "%",
+        None,
+        f"{floor:.1f} s: start-up {start_s:.2f} s (python, ingest.cli, openai imported) + the bucket "
+        f"{max(0.0, count - profile.upload_rps) / profile.upload_rps:.1f} s + {latency:g} s before it counts "
+        f"the first upload + the last one's attach, {latency:g} s + one poll once indexed, "
+        f"{max(latency, INDEX_DELAY_S):g} s; ingest took {r['seconds'] / floor:.2f}x the floor",
     )
     out.add(
         "upload",

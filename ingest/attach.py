@@ -4,6 +4,7 @@ or failed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -12,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ingest.calls import Calls
 from ingest.config import Settings
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import INDEXING, LEFT_BEHIND, MOVED, REPLACED, RETRIED, STOPPED, FileEvent, Note, OnEvent
@@ -27,6 +29,7 @@ from ingest.remote.base import (
     UNSUPPORTED_FILE,
     AttachItem,
     AuthError,
+    Batch,
     NotFound,
     Remote,
     RemoteError,
@@ -40,6 +43,8 @@ from ingest.stores import Stores, remember_profile
 log = logging.getLogger("ingest")
 PERMANENT = (UNSUPPORTED_FILE, INVALID_FILE)  # the server read the file and refused it: another try cannot help
 Progress = Callable[[str, int, int], None]
+CALLS_AT_ONCE = 8  # attaches and batch polls in flight at once
+POLL_EVERY = 1.0  # seconds between questions about one batch while uploads go on (waiting: the server's hint)
 
 
 @dataclass
@@ -54,6 +59,9 @@ class Outcome:
 class _Batch:
     store_id: str
     rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
+    asking: bool = False  # its status is being asked
+    due: float = 0.0  # when poll_soon may ask again
+    hint: float | None = None  # the server's last openai-poll-after-ms, in seconds
 
 
 def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
@@ -88,6 +96,7 @@ class Attacher:
         self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
         self.moved: frozenset[str] = frozenset()
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
+        self.calls = Calls(CALLS_AT_ONCE, "attach")  # attaches and polls sent while the uploads go on
         self._index_retries: dict[str, int] = defaultdict(int)
 
     def resume(self, attach: list[FileRow], attaching: list[FileRow], moved: frozenset[str]) -> None:
@@ -106,22 +115,33 @@ class Attacher:
                 self.singles[row.known_file_id] = (row.known_store_id, row)
 
     def queue(self, row: FileRow) -> None:
-        """A file just uploaded: attached with the next full batch, or by finish()."""
+        """A file just uploaded: attached with the next full batch (sent while uploads go on), or by finish()."""
         self._queue[row.known_store_id].append(row)
         if len(self._queue[row.known_store_id]) >= BATCH_LIMIT:
-            self._flush(row.known_store_id)
+            self._flush(row.known_store_id, soon=True)
+
+    def flush(self, soon: bool = False) -> None:
+        """Attach what is queued, full batches or not; soon: on the pool, answered through calls."""
+        for store_id in list(self._queue):
+            self._flush(store_id, soon)
+
+    def poll_soon(self) -> None:
+        """While uploads go on: ask about the batches made so far, each at most every POLL_EVERY s."""
+        now = self.clock()
+        for batch_id, tracked in self.batches.items():
+            if not tracked.asking and tracked.due <= now:
+                self._ask(batch_id, tracked)
 
     def finish(self) -> None:
-        for store_id in list(self._queue):
-            self._flush(store_id)
+        self.flush(soon=True)  # not behind an answer still on its way: each is handled as it comes
         self.wait()
 
-    def _flush(self, store_id: str) -> None:
+    def _flush(self, store_id: str, soon: bool = False) -> None:
         rows = self._queue.pop(store_id, [])
         for start in range(0, len(rows), BATCH_LIMIT):
-            self._attach(store_id, rows[start : start + BATCH_LIMIT])
+            self._attach(store_id, rows[start : start + BATCH_LIMIT], soon)
 
-    def _attach(self, store_id: str, rows: list[FileRow]) -> None:
+    def _attach(self, store_id: str, rows: list[FileRow], soon: bool = False) -> None:
         if not rows:
             return
         if self.profile.per_file_batches is False:
@@ -129,8 +149,15 @@ class Attacher:
             return
         chunking = self.stores.chunking(rows[0].store or "")
         items = [AttachItem(r.known_file_id, r.attrs(), chunking) for r in rows]
+        call = functools.partial(self.remote.attach_batch, store_id, items)
+        if soon:  # the rows stay "uploaded" until the reply: a crash meanwhile leaves them to be attached again
+            self.calls.submit(call, functools.partial(self._made, store_id, rows))
+        else:
+            self._made(store_id, rows, call)
+
+    def _made(self, store_id: str, rows: list[FileRow], answer: Callable[[], Batch]) -> None:
         try:
-            batch = self.remote.attach_batch(store_id, items)
+            batch = answer()
         except AuthError:
             raise
         except Unsupported as exc:
@@ -152,6 +179,7 @@ class Attacher:
                 tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
                 self.manifest.ledger_set(row.known_file_id, "live", store_id)
         self.batches[batch.id] = tracked
+        self._ask(batch.id, tracked)  # answered with the others, whatever this caller is doing meanwhile
 
     def _gone(self, rows: list[FileRow]) -> None:
         """The vector store or the uploaded file is gone remotely: upload these again."""
@@ -247,24 +275,13 @@ class Attacher:
     def wait(self) -> None:
         deadline = self.clock() + self.settings.index_timeout
         total = self._waiting()
-        while self.batches or self.singles or self._queue:
-            hint = None
-            for batch_id in list(self.batches):
-                tracked = self.batches[batch_id]
-                try:
-                    batch = self.remote.get_batch(tracked.store_id, batch_id)
-                except NotFound:
-                    self._reattach(self.batches.pop(batch_id))
-                    continue
-                except AuthError:
-                    raise
-                except RemoteError as exc:
-                    log.warning("cannot check batch %s: %s", batch_id, exc)
-                    continue
-                if batch.status != IN_PROGRESS:
-                    self._settle(batch_id, batch)
-                elif batch.poll_after_ms is not None:
-                    hint = batch.poll_after_ms / 1000 if hint is None else min(hint, batch.poll_after_ms / 1000)
+        while self.batches or self.singles or self._queue or self.calls.under_way:
+            for batch_id, tracked in list(self.batches.items()):  # all at once: one round trip for the lot
+                if not tracked.asking:
+                    self._ask(batch_id, tracked)
+            self.calls.drain()
+            total = max(total, self._waiting())
+            hint = min((t.hint for t in self.batches.values() if t.hint is not None), default=None)
             self._poll_singles()
             for store_id in list(self._queue):
                 self._flush(store_id)  # retries go out again (in a new batch, or one by one)
@@ -282,6 +299,31 @@ class Attacher:
                     self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
             self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
+
+    def _ask(self, batch_id: str, tracked: _Batch) -> None:
+        tracked.asking = True
+        call = functools.partial(self.remote.get_batch, tracked.store_id, batch_id)
+        self.calls.submit(call, functools.partial(self._polled, batch_id, tracked))
+
+    def _polled(self, batch_id: str, tracked: _Batch, answer: Callable[[], Batch]) -> None:
+        tracked.asking = False
+        if self.batches.get(batch_id) is not tracked:
+            return
+        try:
+            batch = answer()
+        except NotFound:
+            self._reattach(self.batches.pop(batch_id))
+            return
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.warning("cannot check batch %s: %s", batch_id, exc)
+            return
+        if batch.status != IN_PROGRESS:
+            self._settle(batch_id, batch)
+            return
+        tracked.hint = batch.poll_after_ms / 1000 if batch.poll_after_ms is not None else None
+        tracked.due = self.clock() + max(POLL_EVERY, tracked.hint or 0.0)
 
     def _reattach(self, tracked: _Batch) -> None:
         for row in tracked.rows.values():

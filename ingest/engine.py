@@ -30,7 +30,7 @@ from ingest.events import (
     ignore,
 )
 from ingest.events import REJECTED as EVENT_REJECTED
-from ingest.execute import Executor, event_of, retry_due
+from ingest.execute import Executor, event_of, reserve, retry_due
 from ingest.ignores import split as split_ignored
 from ingest.indexing import Indexer, Outcome, Progress
 from ingest.interrupt import reason as stopped_by
@@ -46,8 +46,9 @@ from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
-from ingest.stores import Stores, server_profile
+from ingest.stores import Stores, server_profile_soon
 from ingest.survey import Survey
+from ingest.sweep import sweep
 
 log = logging.getLogger("ingest")
 MISSING_ROOT = "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
@@ -88,8 +89,8 @@ class Engine:
         self._report.events.append(event)
         self.on_event(event)
 
-    def indexer(self, progress: Progress | None = None) -> Indexer:
-        stores = Stores(self.settings, self.manifest, self.remote, self.emit)
+    def indexer(self, progress: Progress | None = None, stores: Stores | None = None) -> Indexer:
+        stores = stores or Stores(self.settings, self.manifest, self.remote, self.emit)
         return Indexer(
             self.settings,
             self.manifest,
@@ -123,23 +124,30 @@ class Engine:
                     else:
                         rename(self.manifest, self.remote, old, new)
                     self.emit(StoreEvent(new, RENAME_DUE if options.dry_run else RENAMED, reason=old))
-            if not options.dry_run:
-                self.profile = server_profile(self.manifest, self.remote, self.settings.server)
-            indexer = self.indexer(progress)
+            # A server not met before is identified while the folders are scanned (see server_profile_soon).
+            profile = (
+                (lambda: self.profile)
+                if options.dry_run
+                else server_profile_soon(self.manifest, self.remote, self.settings.server)
+            )
+            stores = Stores(self.settings, self.manifest, self.remote, self.emit)
             # A pass with nothing to do makes no remote call: the stores are asked about only when
             # there is work for them, when they have not been confirmed for a while, or by a reindex.
-            checked = not options.dry_run and (options.check_stores or indexer.stores.check_due())
+            checked = not options.dry_run and (options.check_stores or stores.check_due())
             if checked:
-                indexer.stores.check_all()
+                stores.check_all()
+            removed = 0
             if not options.dry_run:
-                indexer.sweep()  # remote calls only for uploads whose reply never came
-                if scopes is None:  # not on every incremental pass of the daemon
+                # remote calls only for uploads whose reply never came
+                removed = sweep(self.settings, self.manifest, self.remote)
+                if scopes is None and pending_rebuilds(self.settings, self.manifest):  # not on every daemon pass
+                    self.profile = profile()
                     rebuild(self.settings, self.manifest, self.remote, self.stop, self.emit, profile=self.profile)
             else:
                 for store in pending_rebuilds(self.settings, self.manifest):
                     self.emit(StoreEvent(store.name, REBUILD_DUE, old_vector_store_id=store.id))
             plan, scans = self._plan(options, scopes)
-            if not options.dry_run and not checked and self._remote_work(plan) and indexer.stores.check_all():
+            if not options.dry_run and not checked and self._remote_work(plan) and stores.check_all():
                 plan, scans = self._plan(options, scopes)  # a store gone remotely sent its files back to pending
             report.counts = plan.counts()
             self._report_plan(plan, scans)
@@ -147,6 +155,10 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
+                reserve(plan, stores)  # the stores are made while the probe may still be out
+                self.profile = profile()
+                indexer = self.indexer(progress, stores)
+                indexer.outcome.duplicates_removed += removed
                 executor = Executor(
                     self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
                 )

@@ -3,12 +3,13 @@ attributes in place, and hand uploads to the indexer. Every action becomes an ev
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -127,19 +128,16 @@ class Executor:
         failed_moves = self._move(plan.moves, roots)
         self._refresh(stale, roots)
 
-        uploads: list[FileRow] = []
+        uploads: list[FileRow | Callable[[], FileRow]] = []
         attach: list[FileRow] = list(self.reattach)
         attaching: list[FileRow] = []
-        stores.reserve(
-            Counter(
-                obs.store
-                for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves, *plan.transfers]
-                if prior is None or not prior.vector_store_id or prior.store != obs.store
-            )
-        )
+        reserve(plan, stores, failed_moves)
+        # A new or changed file's intent is recorded as its turn to upload comes, in the commit that
+        # starts it: the first upload goes out without waiting for the rows of all the others. One not
+        # reached (stopped, killed) is left as it was, and the next run's plan finds it again.
+        for obs, prior in [*plan.uploads, *failed_moves]:
+            uploads.append(functools.partial(self._prepare_upload, obs, prior, roots[obs.root], stores))
         with m.transaction():
-            for obs, prior in [*plan.uploads, *failed_moves]:
-                uploads.append(self._prepare_upload(obs, prior, roots[obs.root], stores))
             for obs, row in plan.resumes:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
                     self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
@@ -246,7 +244,7 @@ class Executor:
         root: Root,
         stores: Stores,
         options: Options,
-        uploads: list[FileRow],
+        uploads: list[FileRow | Callable[[], FileRow]],
         attach: list[FileRow],
         attaching: list[FileRow],
     ) -> bool:
@@ -287,6 +285,17 @@ class Executor:
             else:
                 self.manifest.update(row, old_vector_store_id=None)
         return True
+
+
+def reserve(plan: Plan, stores: Stores, failed_moves: Sequence[tuple[Observed, FileRow]] = ()) -> None:
+    """Create the vector stores the plan's new files need (see Stores.reserve); again, it creates nothing."""
+    stores.reserve(
+        Counter(
+            obs.store
+            for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves, *plan.transfers]
+            if prior is None or not prior.vector_store_id or prior.store != obs.store
+        )
+    )
 
 
 def _row_from(obs: Observed, row: FileRow | None, **changes: Any) -> FileRow:

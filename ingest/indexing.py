@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,22 +80,26 @@ class Indexer:
     # upload ------------------------------------------------------------------------------------
     def run(
         self,
-        uploads: list[FileRow],
+        uploads: Sequence[FileRow | Callable[[], FileRow]],
         attach: list[FileRow],
         attaching: list[FileRow],
         moved: frozenset[str] = frozenset(),
     ) -> Outcome:
-        """uploads: rows to send (state PENDING); the others as Attacher.resume takes them."""
+        """uploads: rows to send (state PENDING), or what records one, called in the commit that starts
+        its upload; the others as Attacher.resume takes them."""
         self.attacher.resume(attach, attaching, moved)
-        if uploads:
-            try:
-                self._upload_all(uploads)
-            finally:
-                self.text.close()
-        self.attacher.finish()
+        try:
+            if uploads:
+                try:
+                    self._upload_all(uploads)
+                finally:
+                    self.text.close()
+            self.attacher.finish()
+        finally:
+            self.attacher.calls.close()
         return self.outcome
 
-    def _upload_all(self, rows: list[FileRow]) -> None:
+    def _upload_all(self, rows: Sequence[FileRow | Callable[[], FileRow]]) -> None:
         total, done = len(rows), 0
         # A remote that paces its uploads says how many are worth having under way; the pool only
         # bounds the threads.
@@ -103,7 +107,7 @@ class Indexer:
         threads = pacer.ceiling if pacer is not None else self.settings.upload_concurrency
         with ThreadPoolExecutor(threads, thread_name_prefix="upload") as pool:
             pending: dict[Future[RemoteFile], _InFlight] = {}
-            todo = iter(rows)
+            todo, started, flushed = iter(rows), 0, False
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are (or are next).
             while True:
@@ -114,30 +118,43 @@ class Indexer:
                         break
                     future, sent = self._start(pool, row)
                     pending[future] = sent
+                    started += 1
+                if started == total and not flushed:
+                    # The last uploads are under way: what is uploaded goes to be attached now, while
+                    # they finish, so that the run's last batch holds only them.
+                    self.attacher.flush(soon=True)
+                    flushed = True
                 if not pending:
                     break
-                finished, _ = wait(pending, timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
+                calls = self.attacher.calls.under_way  # attaches and polls, answered here as they come
+                finished, _ = wait([*pending, *calls], timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
                 self.manifest.alive()  # bounds how late a killed run can have created a file: see sweep()
-                for future in finished:
-                    sent = pending.pop(future)
-                    try:
-                        self._uploaded(future, sent)
-                    except AuthError:
-                        pool.shutdown(cancel_futures=True)
-                        raise
-                    done += 1
-                    self.progress("upload", done, total)
+                try:
+                    for future in finished:
+                        if future in calls:
+                            self.attacher.calls.answer(future)
+                            continue
+                        self._uploaded(future, pending.pop(future))
+                        done += 1
+                        self.progress("upload", done, total)
+                    self.attacher.poll_soon()
+                except AuthError:
+                    pool.shutdown(cancel_futures=True)
+                    raise
         if pacer is not None:
             log.info("uploads: %s", pacer.describe())
 
-    def _start(self, pool: ThreadPoolExecutor, row: FileRow) -> tuple[Future[RemoteFile], _InFlight]:
-        path = Path(row.root) / row.path
-        failed: ExtractError | OSError | None = None
-        try:
-            source, name = self.text.source(path, row.store or "", row.mime)
-        except (ExtractError, OSError) as exc:
-            source, name, failed = path, path.name, exc
-        with self.manifest.transaction():  # one commit, not two: it is paid once per file
+    def _start(
+        self, pool: ThreadPoolExecutor, item: FileRow | Callable[[], FileRow]
+    ) -> tuple[Future[RemoteFile], _InFlight]:
+        with self.manifest.transaction():  # one commit, not two or three: it is paid once per file
+            row = item if isinstance(item, FileRow) else item()
+            path = Path(row.root) / row.path
+            failed: ExtractError | OSError | None = None
+            try:
+                source, name = self.text.source(path, row.store or "", row.mime)
+            except (ExtractError, OSError) as exc:
+                source, name, failed = path, path.name, exc
             size = (row.size or 0) if source == path else source.stat().st_size
             upload_id = self.manifest.ledger_start(row.root, row.path, name, size, row.sha256)
             row = self.manifest.update(row, state=UPLOADING, attempts=row.attempts + 1, reason=None)

@@ -8,7 +8,8 @@ import logging
 import posixpath
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ingest.config import Root, Settings, StoreSpec
@@ -83,14 +84,33 @@ def fingerprint(spec: StoreSpec) -> str:
 def server_profile(manifest: Manifest, remote: Remote, named: str = "auto") -> profiles.Profile:
     """The server's profile: as the manifest remembers it for this base URL, else found out (or, with
     `server = NAME` in the config, taken as named) and kept."""
+    return server_profile_soon(manifest, remote, named)()
+
+
+def server_profile_soon(manifest: Manifest, remote: Remote, named: str = "auto") -> Callable[[], profiles.Profile]:
+    """server_profile(), with the probe (and the SDK import building the remote takes) started now on
+    a thread of its own, so that a first run scans meanwhile. Call the result, on this thread, for the
+    profile: it waits for the probe and records what was found (the manifest is written here only)."""
     known = manifest.server(remote.base_url)
     if known is not None and named in ("auto", known["profile"]):
-        return profiles.load(known)
-    found = remote.probe() if named == "auto" else profiles.PROFILES[named]
-    if found.settled:
-        remember_profile(manifest, remote, found)
-        log.info("server at %s: %s", remote.base_url, found.describe())
-    return found
+        remembered = profiles.load(known)
+        return lambda: remembered
+    probing: Future[profiles.Profile] | None = None
+    if named == "auto":
+        pool = ThreadPoolExecutor(1, thread_name_prefix="probe")
+        probing = pool.submit(lambda: remote.probe())  # a lazy remote is built (the SDK imported) there too
+        pool.shutdown(wait=False)
+    found: list[profiles.Profile] = []
+
+    def result() -> profiles.Profile:
+        if not found:
+            found.append(probing.result() if probing is not None else profiles.PROFILES[named])
+            if found[0].settled:
+                remember_profile(manifest, remote, found[0])
+                log.info("server at %s: %s", remote.base_url, found[0].describe())
+        return found[0]
+
+    return result
 
 
 def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.helpers import manifest_rows
 from tests.test_noop import age_store_checks
 
 BATCHES = "POST /vector_stores/{vector_store_id}/file_batches"
+UPLOADS = "POST /files"
 
 
 rows = functools.partial(manifest_rows, backend="openai")
@@ -75,7 +78,9 @@ def test_batches_hold_at_most_500_files(openai_cli, fake_openai, tmp_path, state
         (root / f"d{i:04}.txt").write_text(f"document {i}\n")
     report = openai_cli.json("sync", str(root))
     assert report["counts"]["indexed"] == 520
-    assert fake_openai.counters()["requests"][BATCHES] == 2
+    sizes = [len(b.file_ids) for b in fake_openai.state.batches.values()]
+    # A full batch as soon as there is one; what is left once the last uploads are under way, and those.
+    assert max(sizes) == 500 and sum(sizes) == 520 and len(sizes) <= 3
     assert len(fake_openai.store_files(fake_openai.stores()[0]["id"], "completed")) == 520
 
 
@@ -304,3 +309,75 @@ def test_a_store_creation_that_never_reached_the_server_is_forgotten(
     report = openai_cli.json("sync", str(docs_root))
     assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4 and not report["notes"]
     assert len(fake_openai.stores()) == 1
+
+
+# ---- what overlaps what in a cold sync --------------------------------------------------------------------
+
+
+def _notes(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"n{i:03d}.txt").write_text(f"note {i} about the pangolin\n")
+    return folder
+
+
+def test_the_store_is_made_while_the_server_is_still_being_identified(openai_cli, fake_openai, docs_root, tmp_path):
+    # A probe held longer than the request timeout would be given up, and the store asked for then.
+    (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")
+    made = threading.Event()
+    answered: list[bool] = []
+    # The probe is answered only once the store has been asked for (or 30 s passed).
+    fake_openai.when("GET /version", 1, lambda: answered.append(made.wait(30)))
+    fake_openai.when("POST /vector_stores", 1, made.set)
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["exit_code"] == 0 and report["counts"]["indexed"] == 4
+    assert answered == [True], "the store was asked for only after the server said who it is"
+
+
+def test_the_first_upload_goes_out_before_the_other_files_are_recorded(openai_cli, fake_openai, tmp_path, state_dir):
+    root = _notes(tmp_path / "many", 60)
+    recorded: list[int] = []
+
+    def count() -> None:  # as the first upload arrives: the rows the manifest holds, as another process sees them
+        db = sqlite3.connect(state_dir / "manifest.db")
+        try:
+            recorded.append(db.execute("select count(*) from files").fetchone()[0])
+        finally:
+            db.close()
+
+    fake_openai.when(UPLOADS, 1, count)
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 60 and report["exit_code"] == 0
+    # The first upload waits for nothing but its own row (and those started beside it, a window's worth).
+    assert recorded and 1 <= recorded[0] < 60, recorded
+    assert all(r.state == INDEXED for r in rows(state_dir).values()) and len(rows(state_dir)) == 60
+
+
+def test_files_uploaded_are_attached_while_the_last_uploads_are_under_way(openai_cli, fake_openai, tmp_path):
+    root = _notes(tmp_path / "many", 40)
+    attached = threading.Event()
+    held: list[bool] = []
+    (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")  # none given up
+    # The last upload is answered only once a batch has been asked for (or 30 s passed).
+    fake_openai.when(UPLOADS, 40, lambda: held.append(attached.wait(30)))
+    fake_openai.when(BATCHES, 1, attached.set)
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 40 and report["exit_code"] == 0
+    assert held == [True], "the first batch waited for the last upload"
+    sizes = sorted(len(b.file_ids) for b in fake_openai.state.batches.values())
+    assert sum(sizes) == 40 and len(sizes) == 2 and sizes[0] < 40
+
+
+def test_batches_are_asked_about_all_at_once(openai_cli, fake_openai, tmp_path, monkeypatch):
+    monkeypatch.setattr("ingest.attach.BATCH_LIMIT", 4)
+    (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")  # none given up
+    root = _notes(tmp_path / "many", 12)
+    polls = "GET /vector_stores/{vector_store_id}/file_batches/{batch_id}"
+    second = threading.Event()
+    together: list[bool] = []
+    # The first question is answered only once the second has arrived (or 30 s passed).
+    fake_openai.when(polls, 1, lambda: together.append(second.wait(30)))
+    fake_openai.when(polls, 2, second.set)
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 12 and report["exit_code"] == 0
+    assert together == [True], "the second batch was asked about only after the first one's answer"
