@@ -30,6 +30,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def lexical_local_store():
+    """The embedded store without its embedding model (here and in the processes tests start), so tests
+    of words see words only and never load the real model; tests of hybrid search pass a model of their
+    own (tests/test_hybrid_search.py). Session-wide, not through a test's monkeypatch, whose undoing
+    would then come after every other fixture's teardown."""
+    saved = os.environ.get("INGEST_SEMANTIC")
+    os.environ["INGEST_SEMANTIC"] = "off"
+    yield
+    if saved is None:
+        os.environ.pop("INGEST_SEMANTIC", None)
+    else:
+        os.environ["INGEST_SEMANTIC"] = saved
+
+
 @pytest.fixture
 def state_dir(tmp_path, monkeypatch) -> Path:
     """XDG dirs inside the test: nothing touches the user's real state or config."""

@@ -380,7 +380,20 @@ def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_pa
     file_id = _add(first, store, _write(docs_root, "a.txt", "the okapi lives in the forest"))
     first.close()
     db = sqlite3.connect(tmp_path / "store" / "store.db")
-    db.execute("DROP TABLE _sqlite_migrations")  # as a store written before the schema had versions
+    # As a store written before the schema had versions: no migration record, and none of what later
+    # migrations added (the chunk vectors).
+    for statement in (
+        "DROP TABLE _sqlite_migrations",
+        "DROP TRIGGER chunks_vec_insert",
+        "DROP TRIGGER chunks_vec_delete",
+        "DROP TRIGGER chunks_vec_update",
+        "DROP INDEX chunks_unembedded",
+        "DROP TABLE settings",
+        "DROP TABLE vector_gen",
+        "DROP TABLE chunks_vocab",
+        "ALTER TABLE chunks DROP COLUMN embedding",
+    ):
+        db.execute(statement)
     db.execute("PRAGMA user_version = 0")
     db.commit()
     db.close()

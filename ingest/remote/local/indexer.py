@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -30,6 +30,7 @@ class Indexer:
         blobs: Path,
         preparer: Preparer,
         budget_s: float,
+        encode: Callable[[Sequence[str]], list[bytes | None]] = lambda texts: [None] * len(texts),
     ):
         self._db = db
         self._lock = lock
@@ -37,6 +38,7 @@ class Indexer:
         self._blobs = blobs
         self._preparer = preparer
         self._budget = budget_s
+        self._encode = encode
         self._claimed: set[tuple[str, str]] = set()
 
     def work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
@@ -73,8 +75,11 @@ class Indexer:
 
     def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
         """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""
+        # A group's chunks are embedded in one call (batches of like length), outside the lock.
+        vectors = iter(self._encode([t for _, _, prepared in results for t in prepared.chunks]))
         with self._tx() as db:
             for file_id, gen, prepared in results:
+                embeddings = [next(vectors) for _ in prepared.chunks]
                 current = db.execute(
                     "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
                 ).fetchone()
@@ -82,8 +87,11 @@ class Indexer:
                     continue  # detached or re-attached while we worked: the newer state wins
                 db.execute("DELETE FROM chunks WHERE store_id = ? AND file_id = ?", (store_id, file_id))
                 db.executemany(
-                    "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, ?, ?, ?)",
-                    [(store_id, file_id, i, t) for i, t in enumerate(prepared.chunks)],
+                    "INSERT INTO chunks(store_id, file_id, seq, text, embedding) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (store_id, file_id, i, t, v)
+                        for i, (t, v) in enumerate(zip(prepared.chunks, embeddings, strict=True))
+                    ],
                 )
                 error = prepared.error
                 db.execute(

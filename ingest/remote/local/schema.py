@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # half; in a large store they change nothing.
 BACKGROUND_ROWS = 200
 BACKGROUND_TEXT = " ".join(["qqbackgroundqq"] * 400)
+EMBEDDING_MODEL = "embedding_model"  # the settings key naming the model the stored vectors come from
 
 
 def m001_initial(db: sqlite_utils.Database) -> None:
@@ -51,10 +52,31 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         )
 
 
+def m002_vectors(db: sqlite_utils.Database) -> None:
+    # One embedding per chunk (float16). The partial index finds chunks still to embed (a store made
+    # before hybrid search, or indexed without the model) without reading the others.
+    db.execute("ALTER TABLE chunks ADD COLUMN embedding BLOB")
+    db.execute("CREATE INDEX chunks_unembedded ON chunks(store_id) WHERE embedding IS NULL")
+    db.execute("CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # How many chunks hold each term: search leaves out terms too common to weigh anything.
+    db.execute("CREATE VIRTUAL TABLE chunks_vocab USING fts5vocab(chunks_fts, 'row')")
+    # Bumped by every change of a stored vector, so a process holding vectors in memory (this one or
+    # another) knows with one read that they are stale.
+    db.execute("CREATE TABLE vector_gen(n INTEGER NOT NULL)")
+    db.execute("INSERT INTO vector_gen VALUES (0)")
+    for event, row in (("INSERT", "new"), ("DELETE", "old"), ("UPDATE OF embedding", "new")):
+        name = "chunks_vec_" + event.split()[0].lower()
+        db.execute(
+            f"CREATE TRIGGER {name} AFTER {event} ON chunks"
+            f" WHEN {row}.embedding IS NOT NULL OR '{event}' = 'UPDATE OF embedding'"
+            " BEGIN UPDATE vector_gen SET n = n + 1; END"
+        )
+
+
 # Append-only, applied in order, each recorded by name (sqlite-utils' Migrations). How many there are is
 # kept in the store's user_version once they are applied: opening an up-to-date store is one PRAGMA, and
 # sqlite-utils (a search's largest import) is loaded only to migrate.
-MIGRATIONS = (m001_initial,)
+MIGRATIONS = (m001_initial, m002_vectors)
 
 
 def migration_set() -> Migrations:

@@ -1,4 +1,5 @@
-"""How a query becomes a safe, ranked FTS5 search of the embedded store, and its hits."""
+"""How a query becomes a safe, ranked search of the embedded store: FTS5 (bm25) for the words, chunk
+vectors for the meaning (vectors.py), and one fused score in 0–1 per hit."""
 
 from __future__ import annotations
 
@@ -9,17 +10,37 @@ from collections.abc import Mapping
 
 from ingest.remote import filters as attribute_filters
 from ingest.remote.base import Hit
+from ingest.remote.local.vectors import Query
 
 # A bm25 of this size maps to a score of 0.5 (typical of a good one-word match); the squash keeps
 # scores in (0, 1) and comparable across queries, unlike dividing by the best hit.
 BM25_HALF = 5.0
 MAX_QUERY_TERMS = 64
+# The fused score is LEXICAL_WEIGHT × the bm25 score + the rest × the cosine similarity (clipped at
+# 0): both absolute, so the sum is comparable across queries and stores, as a rank fusion's is not.
+# Chosen on bench/questions.py's TUNING set, never on the held-out questions (see the README).
+LEXICAL_WEIGHT = 0.5
 
 
-def fts_query(query: str) -> str:
-    """A user's query as an FTS5 expression that cannot be a syntax error: quoted terms, ORed."""
-    terms = list(dict.fromkeys(t.lower() for t in re.findall(r"\w+", query)))
-    return " OR ".join(f'"{t}"' for t in terms[:MAX_QUERY_TERMS])
+def fts_query(query: str, db: sqlite3.Connection | None = None) -> str:
+    """A user's query as an FTS5 expression that cannot be a syntax error: quoted terms, ORed.
+
+    Given the store, terms found in over half the chunks are left out: bm25 gives them no weight
+    (FTS5 floors their IDF at 1e-6), so no ranking changes, but their long posting lists were most
+    of the cost of a question in everyday words ("the", "a", "to")."""
+    terms = list(dict.fromkeys(t.lower() for t in re.findall(r"\w+", query)))[:MAX_QUERY_TERMS]
+    if db is not None and len(terms) > 1:
+        marks = ",".join("?" * len(terms))
+        common = {
+            term
+            for (term,) in db.execute(
+                f"SELECT term FROM chunks_vocab WHERE term IN ({marks})"
+                " AND doc * 2 > (SELECT COUNT(*) FROM chunks_fts_docsize)",
+                terms,
+            )
+        }
+        terms = [t for t in terms if t not in common] or terms
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 def score(rank: float) -> float:
@@ -28,44 +49,80 @@ def score(rank: float) -> float:
     return max(strength / (strength + BM25_HALF), 1e-6)
 
 
+def fuse(lexical: Mapping[int, float], semantic: Mapping[int, float]) -> dict[int, float]:
+    """One score in (0, 1] per chunk from its lexical score and its cosine similarity. A chunk outside
+    the lexical top k counts 0 for its words: scoring it exactly would cost FTS5 a pass over every
+    match of the query, for a small share of the score."""
+    return {
+        c: max(LEXICAL_WEIGHT * lexical.get(c, 0.0) + (1 - LEXICAL_WEIGHT) * max(semantic.get(c, 0.0), 0.0), 1e-6)
+        for c in lexical.keys() | semantic.keys()
+    }
+
+
 def hits(
-    db: sqlite3.Connection, store_id: str, query: str, filters: Mapping[str, object] | None, max_results: int
+    db: sqlite3.Connection,
+    store_id: str,
+    query: str,
+    filters: Mapping[str, object] | None,
+    max_results: int,
+    meaning: Query | None = None,
 ) -> list[Hit]:
-    """The store's best chunks for a query that pass the filters, best first (caller holds the lock)."""
-    match = fts_query(query)
-    if not match:
+    """The store's best chunks for a query that pass the filters, best first (caller holds the lock).
+
+    With `meaning` (the query's vector and the store's), the words' and the vectors' best are fused."""
+    match = fts_query(query, db)
+    if not match and meaning is None:
         return []
-    # Rank in the full-text index alone, then join only the best k chunks: joining every matching
-    # chunk first costs more than the search. k grows when filters leave fewer than asked for.
-    k = max(50, max_results * 5)
+    # Rank in the full-text index (and the vectors) alone, then join only the best k chunks: joining
+    # every matching chunk first costs more than the search. k grows when filters leave fewer than
+    # asked for.
+    k = max(100 if meaning else 50, max_results * 5)
     while True:
-        top = db.execute(
-            "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?", (match, k)
-        ).fetchall()
-        found = _hits(db, store_id, top, filters, max_results)
-        if len(found) >= max_results or len(top) < k:
+        lexical = _lexical_top(db, match, k)
+        exhausted = len(lexical) < k
+        scored = lexical
+        if meaning is not None:
+            semantic = meaning.top(k)
+            semantic |= meaning.similarity(lexical.keys() - semantic.keys())
+            scored = fuse(lexical, semantic)
+            exhausted = exhausted and k >= meaning.size
+        found = _hits(db, store_id, scored, filters, max_results)
+        if len(found) >= max_results or exhausted:
             return found
         k *= 4
 
 
-def _hits(db: sqlite3.Connection, store_id: str, top: list[tuple], filters, max_results: int) -> list[Hit]:
-    rank_of = dict(top)
-    marks = ",".join("?" * len(rank_of))
+def _lexical_top(db: sqlite3.Connection, match: str, k: int) -> dict[int, float]:
+    """The best k chunks for the words of the query (over all stores), with their scores."""
+    if not match:
+        return {}
+    rows = db.execute(
+        "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?", (match, k)
+    ).fetchall()
+    return {rowid: score(rank) for rowid, rank in rows}
+
+
+def _hits(db: sqlite3.Connection, store_id: str, score_of: dict[int, float], filters, max_results: int) -> list[Hit]:
+    """The best chunks that pass the filters. Texts are read for the chosen ones only: a candidate
+    list of a few hundred chunks is a megabyte of text."""
+    marks = ",".join("?" * len(score_of))
     rows = (
         db.execute(
-            "SELECT c.id, c.file_id, f.filename, sf.attributes, c.text FROM chunks c"
+            "SELECT c.id, c.file_id, f.filename, sf.attributes FROM chunks c"
             " JOIN store_files sf ON sf.store_id = c.store_id AND sf.file_id = c.file_id"
             f" JOIN files f ON f.id = c.file_id WHERE c.store_id = ? AND c.id IN ({marks})",
-            (store_id, *rank_of),
+            (store_id, *score_of),
         ).fetchall()
-        if rank_of
+        if score_of
         else []
     )
-    found = []
-    for chunk_id, file_id, filename, attributes, text in sorted(rows, key=lambda r: (rank_of[r[0]], r[0])):
+    chosen = []
+    for chunk_id, file_id, filename, attributes in sorted(rows, key=lambda r: (-score_of[r[0]], r[0])):
         attrs = json.loads(attributes)
         if attribute_filters.matches(filters, attrs):
-            found.append(Hit(file_id, filename, score(rank_of[chunk_id]), attrs, text))
-            if len(found) == max_results:
+            chosen.append((chunk_id, file_id, filename, attrs))
+            if len(chosen) == max_results:
                 break
-    return found
+    marks = ",".join("?" * len(chosen))
+    text_of = dict(db.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", [c[0] for c in chosen]))
+    return [Hit(file_id, filename, score_of[c], attrs, text_of[c]) for c, file_id, filename, attrs in chosen]

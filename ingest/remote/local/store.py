@@ -8,7 +8,8 @@ get_store_file and list_store_files index pending files for about `work_budget_s
 
 Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bills a larger figure
 of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
-porter stemming), not semantic.
+porter stemming), fused with a chunk-vector search when the `semantic` extra is installed (search.py,
+vectors.py, embed.py).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import schema, search
+from ingest.remote.local import embed, schema, search
 from ingest.remote.local.checks import check_attributes, check_chunking, check_metadata, check_search
 from ingest.remote.local.indexer import Indexer
 from ingest.remote.local.prepare import Preparer
+from ingest.remote.local.vectors import Vectors
 from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
@@ -67,6 +69,7 @@ class LocalRemote:
         clock: Callable[[], float] = time.time,
         work_budget_s: float = 2.0,
         preparer: Preparer | None = None,
+        embedder: Callable[[], embed.Embedder | None] | None = None,
     ):
         self.directory = Path(directory)
         self.blobs = self.directory / "blobs"
@@ -86,7 +89,12 @@ class LocalRemote:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             schema.apply(self._db)
-        self._work = Indexer(self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s).work
+        # Called only when there is text to embed or a store with vectors to search; by default the
+        # installed model, loaded once per process.
+        self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
+        self._work = Indexer(
+            self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s, self._vectors.encode
+        ).work
 
     def close(self) -> None:
         """Stop the extraction workers and close the database; the object is unusable afterwards."""
@@ -331,6 +339,8 @@ class LocalRemote:
         with self._lock:
             self._require_store(self._db, store_id)
         self._work(store_id)
+        # verify and reindex list every store: that is how a lexical store becomes hybrid.
+        self._vectors.embed_kept(store_id)
         rows = self._rows(
             f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
             " AND (? IS NULL OR status = ?) ORDER BY rowid",
@@ -365,8 +375,10 @@ class LocalRemote:
         with self._tx() as db:
             self._require_store(db, store_id)
             self._touch(db, store_id)
+        # The model is loaded only for a store that has vectors to compare the query with.
+        meaning = self._vectors.query(store_id, query)
         with self._lock:
-            return search.hits(self._db, store_id, query, filters, max_results)
+            return search.hits(self._db, store_id, query, filters, max_results, meaning)
 
 
 def _store_file(row: tuple) -> StoreFile:

@@ -1,0 +1,164 @@
+"""The embedded store's chunk vectors: made by the embedding model, kept in SQLite, searched in memory.
+
+Everything here asks for the model only when there is text to embed or a store with vectors to
+search, so a no-op sync or a `status` never loads it (nor numpy).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from ingest.remote.local import embed, schema
+
+log = logging.getLogger("ingest")
+
+KEPT_BATCH = 256  # chunks embedded per transaction when a lexical store is made hybrid
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query's vector beside a store's chunk vectors (ids ascending, one matrix row each)."""
+
+    ids: Any
+    matrix: Any
+    vector: Any
+
+    def top(self, k: int) -> dict[int, float]:
+        """The k chunks nearest to the query, with their cosine similarities."""
+        import numpy as np
+
+        sims = self.matrix @ self.vector
+        best = np.argpartition(-sims, k)[:k] if k < len(sims) else np.arange(len(sims))
+        return {int(self.ids[i]): float(sims[i]) for i in best}
+
+    def similarity(self, wanted: Iterable[int]) -> dict[int, float]:
+        """The cosine similarities of the given chunks (those without a vector are absent)."""
+        import numpy as np
+
+        chunks = np.fromiter(wanted, dtype=np.int64)
+        if not len(chunks):
+            return {}
+        pos = np.clip(np.searchsorted(self.ids, chunks), 0, len(self.ids) - 1)
+        found = self.ids[pos] == chunks
+        sims = self.matrix[pos[found]] @ self.vector
+        return {int(c): float(s) for c, s in zip(chunks[found], sims, strict=True)}
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+class Vectors:
+    """One store directory's vectors, on the store's connection and lock."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.RLock,
+        tx: Callable[[], AbstractContextManager[sqlite3.Connection]],
+        embedder: Callable[[], embed.Embedder | None],
+    ):
+        self._db, self._lock, self._tx = db, lock, tx
+        self._embedder = embedder
+        self._checked: str | None = None
+        # store id → (vector_gen when read, ids, matrix): re-read only when a vector changed.
+        self._cache: dict[str, tuple[int, Any, Any]] = {}
+
+    def model(self) -> embed.Embedder | None:
+        """The embedding model, loaded on first need. The first use of a model other than the one the
+        stored vectors came from drops those vectors, to be made again (see embed_kept)."""
+        model = self._embedder()
+        if model is None or self._checked == model.name:
+            return model
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (schema.EMBEDDING_MODEL,)).fetchone()
+            if row is None or row[0] != model.name:
+                if row is not None:
+                    db.execute("UPDATE chunks SET embedding = NULL WHERE embedding IS NOT NULL")
+                db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (schema.EMBEDDING_MODEL, model.name))
+        self._checked = model.name
+        return model
+
+    def encode(self, texts: Sequence[str]) -> list[bytes | None]:
+        """Each text's vector as a blob; all None without the model (the chunks stay lexical only)."""
+        model = self.model() if texts else None
+        if model is None:
+            return [None] * len(texts)
+        try:
+            return list(embed.to_blobs(model.encode(texts)))
+        except Exception as e:  # the words must still be indexed when the model fails
+            log.warning(f"the embedding model failed ({type(e).__name__}: {e}); these chunks are lexical only")
+            return [None] * len(texts)
+
+    def embed_kept(self, store_id: str) -> None:
+        """Embed the store's chunks that have no vector (kept from a lexical store, or indexed without
+        the model) from their stored text: no document is extracted again."""
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, text FROM chunks WHERE store_id = ? AND embedding IS NULL LIMIT ?",
+                    (store_id, KEPT_BATCH),
+                ).fetchall()
+            if not rows or self.model() is None:
+                return
+            blobs = self.encode([text for _, text in rows])
+            if blobs[0] is None:
+                return
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL",
+                    [(blob, chunk_id) for blob, (chunk_id, _) in zip(blobs, rows, strict=True)],
+                )
+
+    def query(self, store_id: str, text: str) -> Query | None:
+        """The query's vector beside the store's vectors; None when the store has none or there is no model."""
+        with self._lock:
+            if not self._has_vectors(store_id):
+                return None
+        model = self.model()  # may drop another model's vectors: read them after
+        if model is None:
+            return None
+        with self._lock:
+            loaded = self._load(store_id)
+        if loaded is None:
+            return None
+        return Query(*loaded, model.encode([text])[0])
+
+    def _has_vectors(self, store_id: str) -> bool:
+        cached = self._cache.get(store_id)
+        if cached is not None and cached[0] == self._gen():
+            return cached[1] is not None
+        return (
+            self._db.execute(
+                "SELECT 1 FROM chunks WHERE store_id = ? AND embedding IS NOT NULL LIMIT 1", (store_id,)
+            ).fetchone()
+            is not None
+        )
+
+    def _gen(self) -> int:
+        return self._db.execute("SELECT n FROM vector_gen").fetchone()[0]
+
+    def _load(self, store_id: str) -> tuple[Any, Any] | None:
+        """(chunk ids, float32 matrix) of the store's embedded chunks, from memory while unchanged."""
+        gen = self._gen()
+        cached = self._cache.get(store_id)
+        if cached is None or cached[0] != gen:
+            rows = self._db.execute(
+                "SELECT id, embedding FROM chunks WHERE store_id = ? AND embedding IS NOT NULL ORDER BY id",
+                (store_id,),
+            ).fetchall()
+            if rows:
+                import numpy as np
+
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                cached = (gen, ids, embed.from_blobs([r[1] for r in rows]))
+            else:
+                cached = (gen, None, None)
+            self._cache[store_id] = cached
+        return None if cached[1] is None else (cached[1], cached[2])

