@@ -163,7 +163,7 @@ def test_vectors_of_another_model_are_made_again(tmp_path, root):
 def test_a_store_from_before_versioning_is_migrated(tmp_path, root):
     (tmp_path / "s").mkdir()
     db = sqlite_utils.Database(tmp_path / "s" / "store.db")
-    schema.migrations.apply(db, stop_before="m002_vectors")
+    schema.migration_set().apply(db, stop_before="m002_vectors")
     db["_sqlite_migrations"].drop()  # an unversioned store: the first layout, no record of it
     db.close()
     remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
