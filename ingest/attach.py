@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from ingest.calls import Calls
 from ingest.config import Settings
 from ingest.events import FAILED as EVENT_FAILED
-from ingest.events import INDEXING, LEFT_BEHIND, MOVED, REPLACED, RETRIED, STOPPED, FileEvent, Note, OnEvent
-from ingest.events import UPLOADED as EVENT_UPLOADED
+from ingest.events import INDEXING, RETRIED, STOPPED, Note, OnEvent
 from ingest.limits import BATCH_LIMIT
-from ingest.manifest import ATTACHING, INDEXED, PENDING, RETIRE, UPLOADED, FileRow, Manifest
-from ingest.manifest import FAILED as ROW_FAILED
+from ingest.manifest import ATTACHING, PENDING, RETIRE, UPLOADED, FileRow, Manifest
+from ingest.outcomes import Outcome, Outcomes, event
+from ingest.pollbudget import PollBudget
 from ingest.remote.base import (
     CANCELLED,
     COMPLETED,
@@ -43,29 +43,13 @@ from ingest.stores import Stores, remember_profile
 log = logging.getLogger("ingest")
 PERMANENT = (UNSUPPORTED_FILE, INVALID_FILE)  # the server read the file and refused it: another try cannot help
 Progress = Callable[[str, int, int], None]
-CALLS_AT_ONCE = 8  # attaches and batch polls in flight at once
-POLL_EVERY = 1.0  # seconds between questions about one batch while uploads go on (waiting: the server's hint)
-
-
-@dataclass
-class Outcome:
-    uploaded: int = 0
-    indexed: int = 0
-    deleted_remote: int = 0
-    duplicates_removed: int = 0
+CALLS_AT_ONCE = 8  # attaches, batch polls and listings in flight at once (polls: as pollbudget.py allows)
 
 
 @dataclass
 class _Batch:
     store_id: str
     rows: dict[str, FileRow]  # by file id: results are matched by id, never by list order
-    asking: bool = False  # its status is being asked
-    due: float = 0.0  # when poll_soon may ask again
-    hint: float | None = None  # the server's last openai-poll-after-ms, in seconds
-
-
-def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
-    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
 
 
 def _show(row: FileRow) -> str:
@@ -94,23 +78,27 @@ class Attacher:
         self.limit = Limit(profile.attach_concurrency, profile.attach_max)
         self.batches: dict[str, _Batch] = {}
         self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
-        self.moved: frozenset[str] = frozenset()
+        self.record = Outcomes(manifest, remote, emit, outcome)  # what became of each file
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
         self.calls = Calls(CALLS_AT_ONCE, "attach")  # attaches and polls sent while the uploads go on
         self._index_retries: dict[str, int] = defaultdict(int)
+        self.polls = PollBudget(clock)  # when each batch is asked about: one budget for all of them
 
     def resume(self, attach: list[FileRow], attaching: list[FileRow], moved: frozenset[str]) -> None:
         """attach: rows with a file id; attaching: rows in a batch (or, with no batch id, attached on
         their own); moved: file ids attached again for their new attributes (their event is the move)."""
-        self.moved = moved
+        self.record.moved = moved
         for row in attach:
             # Attached before (failed, moved, or cut off): some servers ignore a second attach of a file
             # already in the store, so it goes first. Not there is fine.
-            self.detach(row.known_store_id, row.known_file_id, "attaching it anyway")
+            self.record.detach(row.known_store_id, row.known_file_id, "attaching it anyway")
             self._queue[row.known_store_id].append(row)
         for row in attaching:
             if row.batch_id:
-                self.batches.setdefault(row.batch_id, _Batch(row.known_store_id, {})).rows[row.known_file_id] = row
+                if row.batch_id not in self.batches:
+                    self.batches[row.batch_id] = _Batch(row.known_store_id, {})
+                    self.polls.track(row.batch_id)
+                self.batches[row.batch_id].rows[row.known_file_id] = row
             else:
                 self.singles[row.known_file_id] = (row.known_store_id, row)
 
@@ -125,12 +113,13 @@ class Attacher:
         for store_id in list(self._queue):
             self._flush(store_id, soon)
 
-    def poll_soon(self) -> None:
-        """While uploads go on: ask about the batches made so far, each at most every POLL_EVERY s."""
-        now = self.clock()
-        for batch_id, tracked in self.batches.items():
-            if not tracked.asking and tracked.due <= now:
-                self._ask(batch_id, tracked)
+    def poll_soon(self, waiting: bool = False) -> None:
+        """Ask about the batches due, as the budget allows (pollbudget.py): while uploads go on, each at
+        most every POLL_EVERY s; waiting, as often as the server says."""
+        for batch_id in self.polls.take(waiting):
+            tracked = self.batches[batch_id]
+            call = functools.partial(self.remote.get_batch, tracked.store_id, batch_id)
+            self.calls.submit(call, functools.partial(self._polled, batch_id, tracked))
 
     def finish(self) -> None:
         self.flush(soon=True)  # not behind an answer still on its way: each is handled as it comes
@@ -171,7 +160,7 @@ class Attacher:
             return
         except RemoteError as exc:
             for row in rows:
-                self.fail(row, f"attach failed: {exc}", None, retryable=True)
+                self.record.fail(row, f"attach failed: {exc}", None, retryable=True)
             return
         tracked = _Batch(store_id, {})
         with self.manifest.transaction():
@@ -179,7 +168,8 @@ class Attacher:
                 tracked.rows[row.known_file_id] = self.manifest.update(row, state=ATTACHING, batch_id=batch.id)
                 self.manifest.ledger_set(row.known_file_id, "live", store_id)
         self.batches[batch.id] = tracked
-        self._ask(batch.id, tracked)  # answered with the others, whatever this caller is doing meanwhile
+        self.polls.track(batch.id)
+        self.poll_soon()  # answered with the others, whatever this caller is doing meanwhile
 
     def _gone(self, rows: list[FileRow]) -> None:
         """The vector store or the uploaded file is gone remotely: upload these again."""
@@ -215,7 +205,7 @@ class Attacher:
                 if result.error.retryable:
                     self._again(store_id, row, f"attach failed: {result.error}", None)
                 else:
-                    self.fail(row, f"attach failed: {result.error}", None, retryable=False)
+                    self.record.fail(row, f"attach failed: {result.error}", None, retryable=False)
             elif result.lost:
                 self._again(store_id, row, "the server lost its record of the file while indexing it", None)
             elif result.store_file is not None:
@@ -226,28 +216,28 @@ class Attacher:
     def _observed(self, store_id: str, row: FileRow, sf: StoreFile) -> None:
         """What the store's own record of a file says."""
         if sf.status == COMPLETED:
-            self._indexed(row)
+            self.record.indexed(row)
         elif sf.status == IN_PROGRESS:
             self.singles[row.known_file_id] = (store_id, row)
         elif sf.status == CANCELLED:
-            self.fail(row, "indexing was cancelled", "cancelled", retryable=True)
+            self.record.fail(row, "indexing was cancelled", "cancelled", retryable=True)
         else:
             reason = f"indexing failed: {sf.error_code or 'the server gave no reason'}" + (
                 f": {sf.error_message}" if sf.error_message else ""
             )
             if sf.error_code in PERMANENT:
-                self.fail(row, reason, sf.error_code, retryable=False)
+                self.record.fail(row, reason, sf.error_code, retryable=False)
             else:  # server_error, an unknown code, or none at all (the embedder was down): may pass next time
                 self._again(store_id, row, reason, sf.error_code)
 
     def _again(self, store_id: str, row: FileRow, reason: str, code: str | None) -> None:
         """Attach once more in this run (detached first), a bounded number of times; then fail retryably."""
         if self._index_retries[row.known_file_id] >= self.settings.server_error_retries:
-            self.fail(row, reason, code, retryable=True)
+            self.record.fail(row, reason, code, retryable=True)
             return
         self._index_retries[row.known_file_id] += 1
         # A second attach of a file already in the store is ignored by some servers: the failed one goes first.
-        self.detach(store_id, row.known_file_id, "attaching it again anyway")
+        self.record.detach(store_id, row.known_file_id, "attaching it again anyway")
         self._queue[store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
         self.emit(event(row, RETRIED, f"{reason}; attached again"))
 
@@ -276,12 +266,9 @@ class Attacher:
         deadline = self.clock() + self.settings.index_timeout
         total = self._waiting()
         while self.batches or self.singles or self._queue or self.calls.under_way:
-            for batch_id, tracked in list(self.batches.items()):  # all at once: one round trip for the lot
-                if not tracked.asking:
-                    self._ask(batch_id, tracked)
+            self.poll_soon(waiting=True)  # those due together, in one round trip, as the budget allows
             self.calls.drain()
             total = max(total, self._waiting())
-            hint = min((t.hint for t in self.batches.values() if t.hint is not None), default=None)
             self._poll_singles()
             for store_id in list(self._queue):
                 self._flush(store_id)  # retries go out again (in a new batch, or one by one)
@@ -298,105 +285,74 @@ class Attacher:
                 for _, row in self.singles.values():
                     self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
-            self.stop.wait(max(0.05, min(hint if hint is not None else 1.0, 10.0)))
-
-    def _ask(self, batch_id: str, tracked: _Batch) -> None:
-        tracked.asking = True
-        call = functools.partial(self.remote.get_batch, tracked.store_id, batch_id)
-        self.calls.submit(call, functools.partial(self._polled, batch_id, tracked))
+            self.stop.wait(max(0.05, min(self.polls.next_in(waiting=True), 10.0)))
 
     def _polled(self, batch_id: str, tracked: _Batch, answer: Callable[[], Batch]) -> None:
-        tracked.asking = False
         if self.batches.get(batch_id) is not tracked:
             return
         try:
             batch = answer()
         except NotFound:
+            self.polls.forget(batch_id)
             self._reattach(self.batches.pop(batch_id))
             return
         except AuthError:
             raise
         except RemoteError as exc:
             log.warning("cannot check batch %s: %s", batch_id, exc)
+            self.polls.failed(batch_id)
             return
-        if batch.status != IN_PROGRESS:
-            self._settle(batch_id, batch)
+        hint = batch.poll_after_ms / 1000 if batch.poll_after_ms is not None else None
+        if batch.status == IN_PROGRESS:
+            self.polls.answered(batch_id, hint)
             return
-        tracked.hint = batch.poll_after_ms / 1000 if batch.poll_after_ms is not None else None
-        tracked.due = self.clock() + max(POLL_EVERY, tracked.hint or 0.0)
+        # Counts that account for every file as completed say so of each; anything else is read file by
+        # file (llama-stack says "completed" for a batch whose files failed), on the pool: the uploads go on.
+        if batch.completed == len(tracked.rows) and not (batch.failed or batch.cancelled or batch.in_progress):
+            self._settle(batch_id, None, hint)
+            return
+        listing = functools.partial(_listed, self.remote, tracked.store_id, batch_id)
+        self.calls.submit(listing, functools.partial(self._read, batch_id, tracked, hint))
+
+    def _read(self, batch_id: str, tracked: _Batch, hint: float | None, answer: Callable[[], list[StoreFile]]) -> None:
+        if self.batches.get(batch_id) is not tracked:
+            return
+        try:
+            records = {sf.file_id: sf for sf in answer()}
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.warning("cannot list files of batch %s: %s", batch_id, exc)
+            self.polls.failed(batch_id)  # asked about again, after a pause
+            return
+        self._settle(batch_id, records, hint)
 
     def _reattach(self, tracked: _Batch) -> None:
         for row in tracked.rows.values():
             self._queue[tracked.store_id].append(self.manifest.update(row, state=UPLOADED, batch_id=None))
 
-    def _settle(self, batch_id: str, batch) -> None:
+    def _settle(self, batch_id: str, records: dict[str, StoreFile] | None, hint: float | None) -> None:
+        """records: the batch's files as listed; None: its counts said every file completed."""
         tracked = self.batches.pop(batch_id)
-        records: dict[str, StoreFile] = {}
-        # Counts that account for every file as completed say so of each; anything else is read file by
-        # file (llama-stack says "completed" for a batch whose files failed).
-        counted = batch.completed == len(tracked.rows) and not (batch.failed or batch.cancelled or batch.in_progress)
-        try:
-            if not counted:
-                records = {sf.file_id: sf for sf in self.remote.batch_files(tracked.store_id, batch_id)}
-        except RemoteError as exc:
-            log.warning("cannot list files of batch %s: %s", batch_id, exc)
-            self.batches[batch_id] = tracked  # look again next round
-            return
+        still = _Batch(tracked.store_id, {})  # files the batch still has in progress: asked about again
         with self.manifest.transaction():
             for file_id, row in tracked.rows.items():
-                sf = records.get(file_id)
-                if counted:
-                    self._indexed(row)
+                sf = records.get(file_id) if records is not None else None
+                if records is None:
+                    self.record.indexed(row)
                 elif sf is None:
                     # Silence is not success: a file the listing leaves out is looked up on its own.
                     self.singles[file_id] = (tracked.store_id, row)
                 elif sf.status == IN_PROGRESS:
-                    self.batches.setdefault(batch_id, _Batch(tracked.store_id, {})).rows[file_id] = row
+                    still.rows[file_id] = row
                 else:
                     self._observed(tracked.store_id, row, sf)
+        if still.rows:
+            self.batches[batch_id] = still
+            self.polls.track(batch_id, answered=True, hint=hint)
+        else:
+            self.polls.forget(batch_id)
 
-    def detach(self, store_id: str, file_id: str, then: str) -> bool:
-        """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
-        try:
-            self.remote.detach(store_id, file_id)
-        except AuthError:
-            raise
-        except RemoteError as exc:
-            log.info("detach of %s failed (%s); %s", file_id, exc, then)
-            return False
-        return True
 
-    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
-        """A file that moved store leaves the old one: only now that the new one has indexed it."""
-        if self.detach(store_id, file_id, "it is detached next run"):
-            return True
-        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
-        return False
-
-    def _indexed(self, row: FileRow) -> None:
-        if row.old_file_id:
-            # Make before break: the old version goes only now that the new one is searchable.
-            self.manifest.ledger_set(row.old_file_id, RETIRE)
-        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
-        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
-            kept = None
-        if row.old_vector_store_id:
-            self.emit(event(row, MOVED, "to another store, with its file id"))
-        elif row.known_file_id not in self.moved:
-            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
-        self.manifest.update(
-            row,
-            state=INDEXED,
-            old_vector_store_id=kept,
-            old_file_id=None,
-            reason=None,
-            error_code=None,
-            retryable=None,
-            batch_id=None,
-            indexed_at=time.time(),
-        )
-        self.outcome.indexed += 1
-
-    def fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
-        row = self.manifest.update(row, state=ROW_FAILED, reason=reason, error_code=code, retryable=int(retryable))
-        self.emit(event(row, EVENT_FAILED, reason))
+def _listed(remote: Remote, store_id: str, batch_id: str) -> list[StoreFile]:
+    return list(remote.batch_files(store_id, batch_id))  # every page, read on the pool

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest.attach import Attacher, Outcome, Progress, event
+from ingest.attach import Attacher, Progress
 from ingest.config import Settings
 from ingest.events import (
     RETIRE_FAILED,
@@ -31,6 +31,7 @@ from ingest.manifest import (
     FileRow,
     Manifest,
 )
+from ingest.outcomes import Outcome, event
 from ingest.remote.base import (
     AuthError,
     Remote,
@@ -174,7 +175,7 @@ class Indexer:
             remote_file = future.result()
         except ExtractError as exc:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
-            self.attacher.fail(
+            self.attacher.record.fail(
                 row, f"this server cannot read its type, and its text cannot be extracted: {exc}", exc.code, False
             )
             return
@@ -185,7 +186,7 @@ class Indexer:
             return
         except OSError as exc:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
-            self.attacher.fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
+            self.attacher.record.fail(row, f"cannot read: {exc.strerror or exc}", None, retryable=True)
             return
         except AuthError:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
@@ -194,7 +195,7 @@ class Indexer:
         except RemoteError as exc:
             self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.
-            self.attacher.fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
+            self.attacher.record.fail(row, f"upload failed: {exc}", None, retryable=exc.retryable)
             return
         changes: dict[str, Any] = {"state": UPLOADED, "file_id": remote_file.id}
         try:
@@ -246,7 +247,7 @@ class Indexer:
         if self.stop.is_set():
             return False
         if upload.vector_store_id:  # an expired store refuses; deleting the file detaches it anyway
-            self.attacher.detach(upload.vector_store_id, upload.file_id, "deleting the file")
+            self.attacher.record.detach(upload.vector_store_id, upload.file_id, "deleting the file")
         self.remote.delete_file(upload.file_id)
         return True
 

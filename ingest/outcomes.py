@@ -1,0 +1,82 @@
+"""What became of each attached file: recorded in the manifest and told as an event, on the caller's
+thread (the only one that writes the manifest)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from ingest.events import FAILED as EVENT_FAILED
+from ingest.events import LEFT_BEHIND, MOVED, REPLACED, FileEvent, Note, OnEvent
+from ingest.events import UPLOADED as EVENT_UPLOADED
+from ingest.manifest import FAILED as ROW_FAILED
+from ingest.manifest import INDEXED, RETIRE, FileRow, Manifest
+from ingest.remote.base import AuthError, Remote, RemoteError
+
+log = logging.getLogger("ingest")
+
+
+@dataclass
+class Outcome:
+    uploaded: int = 0
+    indexed: int = 0
+    deleted_remote: int = 0
+    duplicates_removed: int = 0
+
+
+def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
+    return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
+
+
+class Outcomes:
+    def __init__(self, manifest: Manifest, remote: Remote, emit: OnEvent, outcome: Outcome):
+        self.manifest, self.remote, self.emit, self.outcome = manifest, remote, emit, outcome
+        self.moved: frozenset[str] = frozenset()  # file ids attached again for new attributes: told as moves
+
+    def detach(self, store_id: str, file_id: str, then: str) -> bool:
+        """Detach, where a refusal is no reason to stop: `then` says what happens next instead."""
+        try:
+            self.remote.detach(store_id, file_id)
+        except AuthError:
+            raise
+        except RemoteError as exc:
+            log.info("detach of %s failed (%s); %s", file_id, exc, then)
+            return False
+        return True
+
+    def _left(self, store_id: str, file_id: str, row: FileRow) -> bool:
+        """A file that moved store leaves the old one: only now that the new one has indexed it."""
+        if self.detach(store_id, file_id, "it is detached next run"):
+            return True
+        self.emit(Note(LEFT_BEHIND, f"{os.path.join(row.root, row.path)}: still in its old store {store_id}"))
+        return False
+
+    def indexed(self, row: FileRow) -> None:
+        if row.old_file_id:
+            # Make before break: the old version goes only now that the new one is searchable.
+            self.manifest.ledger_set(row.old_file_id, RETIRE)
+        kept = row.old_vector_store_id  # left set when the detach fails: the next run detaches it
+        if kept and (kept == row.vector_store_id or not row.file_id or self._left(kept, row.file_id, row)):
+            kept = None
+        if row.old_vector_store_id:
+            self.emit(event(row, MOVED, "to another store, with its file id"))
+        elif row.known_file_id not in self.moved:
+            self.emit(event(row, REPLACED if row.old_file_id else EVENT_UPLOADED))
+        self.manifest.update(
+            row,
+            state=INDEXED,
+            old_vector_store_id=kept,
+            old_file_id=None,
+            reason=None,
+            error_code=None,
+            retryable=None,
+            batch_id=None,
+            indexed_at=time.time(),
+        )
+        self.outcome.indexed += 1
+
+    def fail(self, row: FileRow, reason: str, code: str | None, retryable: bool) -> None:
+        row = self.manifest.update(row, state=ROW_FAILED, reason=reason, error_code=code, retryable=int(retryable))
+        self.emit(event(row, EVENT_FAILED, reason))
