@@ -31,6 +31,8 @@ def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
 
 
 class Outcomes:
+    """Records each file's end in the manifest and tells it as an event, on the caller's thread."""
+
     def __init__(self, manifest: Manifest, remote: Remote, emit: OnEvent, outcome: Outcome):
         self.manifest, self.remote, self.emit, self.outcome = manifest, remote, emit, outcome
         self.moved: frozenset[str] = frozenset()  # file ids attached again for new attributes: told as moves
