@@ -46,7 +46,7 @@ from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
-from ingest.stores import Stores, known_profile, server_profile, server_profile_soon
+from ingest.stores import SoonProfile, Stores, known_profile, server_profile, server_profile_soon
 from ingest.survey import Survey
 from ingest.sweep import sweep
 
@@ -153,6 +153,8 @@ class Engine:
                 reserve(plan, stores)  # the stores are made while the probe may still be out
                 if self._remote_work(plan):  # with nothing to do, the server is not asked who it is
                     self.profile = profile()
+                elif isinstance(profile, SoonProfile):
+                    profile.keep_answer()  # a first run's probe, already sent
                 indexer = self.indexer(progress, stores)
                 indexer.outcome.duplicates_removed += removed
                 executor = Executor(

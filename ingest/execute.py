@@ -164,9 +164,14 @@ class Executor:
                 self.emit(event_of(obs, MOVED, old, f"from {os.path.join(old.root, old.path)}; attached again"))
                 continue
             if not self._set_attributes(old, attrs):
+                # Re-keyed as an upload still to do, the old file serving until the new one is indexed:
+                # the stat matches, so a row left "indexed" by a run that stops here is never looked at again.
+                pending = replace(
+                    old, root=obs.root, path=obs.path, state=PENDING, file_id=None, old_file_id=old.file_id
+                )
                 with self.manifest.transaction():
                     self.manifest.remove(old.root, old.path)
-                    again.append((obs, self.manifest.put(replace(old, root=obs.root, path=obs.path))))
+                    again.append((obs, self.manifest.put(replace(pending, batch_id=None, attempts=0))))
                 continue
             with self.manifest.transaction():
                 self.manifest.remove(old.root, old.path)

@@ -13,6 +13,7 @@ from ingest.config import NO_CONFIG, Settings, StoreSpec
 from ingest.errors import ConfigError
 from ingest.errors import UnknownStore as UnknownStore
 from ingest.manifest import INDEXED, Manifest
+from ingest.mounts import is_network_fs
 from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
 from ingest.stores import TOOL_KEYS, attribute_schema
@@ -167,7 +168,7 @@ def local_changes(settings: Settings, manifest: Manifest) -> dict[str, int]:
     counts = {"new": 0, "changed": 0, "deleted": 0, "unreachable_roots": 0}
     for root in settings.roots:
         known = manifest.stats(root.key)
-        result = scanning.scan(root, ("",), scanning.is_network_fs(root.path), known)
+        result = scanning.scan(root, ("",), is_network_fs(root.path), known)
         if result.missing:
             counts["unreachable_roots"] += 1
             continue

@@ -108,17 +108,29 @@ def server_profile_soon(manifest: Manifest, remote: Remote, named: str = "auto")
         pool = ThreadPoolExecutor(1, thread_name_prefix="probe")
         probing = pool.submit(lambda: remote.probe())  # a lazy remote is built (the SDK imported) there too
         pool.shutdown(wait=False)
-    found: list[profiles.Profile] = []
+    return SoonProfile(manifest, remote, probing, named)
 
-    def result() -> profiles.Profile:
-        if not found:
-            found.append(probing.result() if probing is not None else profiles.PROFILES[named])
-            if found[0].settled:
-                remember_profile(manifest, remote, found[0])
-                log.info("server at %s: %s", remote.base_url, found[0].describe())
-        return found[0]
 
-    return result
+class SoonProfile:
+    """The profile a probe already sent will give (see server_profile_soon)."""
+
+    def __init__(self, manifest: Manifest, remote: Remote, probing: Future[profiles.Profile] | None, named: str):
+        self._manifest, self._remote, self._probing, self._named = manifest, remote, probing, named
+        self._found: profiles.Profile | None = None
+
+    def keep_answer(self) -> None:
+        """For a run with nothing to do: record the answer of a probe already sent, so the next such run
+        asks nothing; a probe that failed is left for the run that has work (it reports the error)."""
+        if self._probing is not None and self._probing.exception() is None:
+            self()
+
+    def __call__(self) -> profiles.Profile:
+        if self._found is None:
+            self._found = self._probing.result() if self._probing is not None else profiles.PROFILES[self._named]
+            if self._found.settled:
+                remember_profile(self._manifest, self._remote, self._found)
+                log.info("server at %s: %s", self._remote.base_url, self._found.describe())
+        return self._found
 
 
 def remember_profile(manifest: Manifest, remote: Remote, found: profiles.Profile) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from ingest import scan as scanning
 from ingest.config import Root, Settings
 from ingest.manifest import ERROR, REJECTED, FileRow, Manifest
+from ingest.mounts import is_network_fs
 from ingest.observe import needs_hash
 from ingest.plan import Observed
 from ingest.stores import route
@@ -25,7 +26,7 @@ class Survey:
         self._network: dict[str, bool] = {}
 
     def network(self, root: Root) -> bool:
-        return self._network.setdefault(root.key, scanning.is_network_fs(root.path))
+        return self._network.setdefault(root.key, is_network_fs(root.path))
 
     def store_rules(self, root: Root) -> tuple[bool, dict[str, bool]]:
         """Whether any store takes files by path, and which stores (of this root) set static attributes."""

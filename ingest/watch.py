@@ -18,9 +18,10 @@ from watchdog.observers import Observer
 
 from ingest.config import Root, Settings, WatchOptions
 from ingest.events import Report
+from ingest.mounts import NETWORK_FS, filesystem_type
 from ingest.poll import StatPoller
 from ingest.remote.base import AuthError, RemoteError
-from ingest.scan import NETWORK_FS, filesystem_type, walk_rules, wanted
+from ingest.scan import walk_rules, wanted
 from ingest.walk import threads_for
 
 log = logging.getLogger("ingest.watch")

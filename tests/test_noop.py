@@ -66,6 +66,18 @@ def test_an_openai_noop_makes_no_remote_call_and_never_imports_the_sdk(openai_cl
     assert loaded == []
 
 
+def test_a_first_run_with_nothing_to_do_keeps_the_servers_answer(openai_cli, fake_openai, tmp_path):
+    """A first run probes the server while it scans; with nothing to upload it still records the answer,
+    so that the next pass over the empty folder asks the server nothing."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    openai_cli("sync", str(empty))
+    assert fake_openai.counters()["requests"].get("GET /version") == 1
+    before = requests(fake_openai)
+    openai_cli("sync", str(empty))
+    assert requests(fake_openai) == before, json.dumps(fake_openai.counters()["requests"])
+
+
 def test_an_openai_noop_asks_the_server_who_it_is_only_once_there_is_work(
     openai_cli, fake_openai, docs_root, state_dir
 ):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ingest import mounts
 from ingest import scan as scanning
 from ingest.config import Root
-from ingest.scan import Entry, filesystem_type, glob_match, is_network_fs, scan, sha256_file
+from ingest.mounts import filesystem_type, is_network_fs
+from ingest.scan import Entry, glob_match, scan, sha256_file
 from tests.conftest import as_unprivileged
 
 
@@ -307,7 +309,7 @@ def test_filesystem_type_and_network_shares(base, mount_table, monkeypatch, fsty
     table.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/export {share} {fstype} rw 0 0\n")
     assert filesystem_type(share / "docs", str(table)) == fstype
     assert filesystem_type(base / "elsewhere", str(table)) == "ext4"
-    monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(table),))
+    monkeypatch.setattr(mounts.filesystem_type, "__defaults__", (str(table),))
     assert is_network_fs(share) is network
     assert is_network_fs(base) is False
 
@@ -337,7 +339,7 @@ def test_an_unreadable_mount_table_means_unknown(tmp_path):
 def test_scan_asks_the_mount_table_when_not_told(docs_root, monkeypatch, mount_table):
     table = mount_table
     table.write_text(f"srv:/export {os.path.realpath(docs_root)} nfs4 rw 0 0\n")
-    monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(table),))
+    monkeypatch.setattr(mounts.filesystem_type, "__defaults__", (str(table),))
     result = scan(Root(docs_root, "docs"))
     assert {e.inode for e in result.entries} == {0}, "NFS inodes are not a stable identity"
 
@@ -431,7 +433,7 @@ def test_the_mount_commands_output_gives_the_type_on_macos_and_elsewhere(base, m
         "nas:/export on /Volumes/nfs (nfs, asynchronous)\n"
         "server:/x on /mnt/with space type nfs4 (rw,relatime)\n"
     )
-    assert scanning.parse_mount_output(text) == [
+    assert mounts.parse_mount_output(text) == [
         ("/", "apfs"),
         ("/Volumes/Team Docs", "smbfs"),
         ("/Volumes/nfs", "nfs"),
@@ -439,9 +441,9 @@ def test_the_mount_commands_output_gives_the_type_on_macos_and_elsewhere(base, m
     ]
     share = base / "Team Docs"
     share.mkdir()
-    monkeypatch.setattr(scanning.sys, "platform", "darwin")
-    monkeypatch.setattr(scanning, "_mount_command", lambda: [("/", "apfs"), (str(share), "smbfs")])
+    monkeypatch.setattr(mounts.sys, "platform", "darwin")
+    monkeypatch.setattr(mounts, "_mount_command", lambda: [("/", "apfs"), (str(share), "smbfs")])
     assert filesystem_type(share / "a.md", str(base / "no-proc-mounts")) == "smbfs"
     assert filesystem_type(base, str(base / "no-proc-mounts")) == "apfs"
-    monkeypatch.setattr(scanning.filesystem_type, "__defaults__", (str(base / "no-proc-mounts"),))
+    monkeypatch.setattr(mounts.filesystem_type, "__defaults__", (str(base / "no-proc-mounts"),))
     assert is_network_fs(share) is True

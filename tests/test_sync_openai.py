@@ -381,3 +381,20 @@ def test_batches_are_asked_about_all_at_once(openai_cli, fake_openai, tmp_path, 
     report = openai_cli.json("sync", str(root))
     assert report["counts"]["indexed"] == 12 and report["exit_code"] == 0
     assert together == [True], "the second batch was asked about only after the first one's answer"
+
+
+def test_a_refused_rename_cut_short_is_uploaded_by_the_next_run(emulated_ingest, fake_openai, docs_root, state_dir):
+    """The rename's attribute update is refused and the run stops before the new upload: the row at the
+    new path must not look indexed (its stat matches, so nothing else would look at it again)."""
+    emulated_ingest.sync()
+    old = rows(state_dir)["notes.py"].file_id
+    fake_openai.inject("500", count=30, endpoint="POST /vector_stores/{vector_store_id}/files/{file_id}")
+    fake_openai.when("POST /vector_stores/{vector_store_id}/files/{file_id}", 1, emulated_ingest.stop.set)
+    (docs_root / "notes.py").rename(docs_root / "renamed.py")
+    emulated_ingest.sync()
+    assert rows(state_dir)["renamed.py"].state != INDEXED
+    emulated_ingest.stop.clear()
+    emulated_ingest.sync()
+    new = rows(state_dir)["renamed.py"]
+    assert new.state == INDEXED and new.file_id != old
+    assert "renamed.py" in remote_by_path(fake_openai) and "notes.py" not in remote_by_path(fake_openai)
