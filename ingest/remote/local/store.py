@@ -93,15 +93,9 @@ class LocalRemote:
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
         self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
+        encode, fill = self._vectors.encode, self._vectors.embed_kept
         self._work = Indexer(
-            self._db,
-            self._lock,
-            self._tx,
-            self.blobs,
-            self._preparer,
-            work_budget_s,
-            self._vectors.encode,
-            self._vectors.embed_kept,
+            self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s, encode, fill
         ).work
 
     def close(self) -> None:
@@ -360,9 +354,7 @@ class LocalRemote:
 
     def fill_vectors(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector, a batch at a time until `done()`; how many were.
-
-        Polls do this within their work budget; reindex calls it to make a lexical store hybrid. Only
-        this store has it: the servers embed for themselves."""
+        Polls do it within their work budget; reindex calls it (servers embed for themselves)."""
         self._vectors.model()  # first, so another model's vectors are dropped and made again here
         return self._vectors.embed_kept(store_id, done)
 
