@@ -5,12 +5,49 @@ costs a no-op pass or a search more than the SQL it runs."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import sqlite_utils
+
+Step = Callable[["sqlite_utils.Database"], None]
+
+
+def migrate(conn: sqlite3.Connection, name: str, steps: Sequence[Step], newer: Callable[[str], Exception]) -> None:
+    """Apply the steps (append-only, recorded by name with sqlite-utils' Migrations) not applied yet and
+    stamp how many there are in user_version: opening an up-to-date database is one PRAGMA, and
+    sqlite-utils is loaded only to migrate. In one IMMEDIATE transaction, so two processes opening a new
+    database at once apply each step once. A database a newer version wrote (a step not known here) is
+    refused with newer(that step's name), and left as it is."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] == len(steps):
+        return
+    import sqlite_utils
+
+    migrations = migration_set(name, steps)
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        known = {step.__name__ for step in steps}
+        unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+        if unknown:
+            raise newer(unknown[-1])
+        migrations.apply(db)
+        conn.execute(f"PRAGMA user_version = {len(steps)}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migration_set(name: str, steps: Sequence[Step]) -> sqlite_utils.Migrations:
+    from sqlite_utils import Migrations
+
+    migrations = Migrations(name)
+    for step in steps:
+        migrations()(step)
+    return migrations
 
 
 class Database:

@@ -12,6 +12,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ingest.database import migrate
 from ingest.errors import ManifestError
 from ingest.ledger import DELETED as DELETED
 from ingest.ledger import LIVE as LIVE
@@ -23,7 +24,7 @@ from ingest.records import FolderRecords
 from ingest.rows import FileRow as FileRow
 from ingest.rows import StoreRow as StoreRow
 from ingest.rows import Upload as Upload
-from ingest.schema import MIGRATIONS, migration_set
+from ingest.schema import MIGRATIONS
 
 # File states, in the order a document goes through them.
 REJECTED = "rejected"  # validation refused it; reason says why; never uploaded
@@ -95,16 +96,14 @@ class Manifest(FolderRecords, UploadLedger):
 
     def _migrate(self) -> None:
         """Apply the migrations not applied yet, refusing a manifest a newer version wrote."""
-        migrations = migration_set()
-        known = {m.name for m in migrations._migrations}
-        unknown = [m.name for m in migrations.applied(self.db) if m.name not in known]
-        if unknown:
-            raise ManifestError(
+
+        def newer(step: str) -> Exception:
+            return ManifestError(
                 f"{self.path}: the manifest was written by a newer version of ingest "
-                f"(migration {unknown[-1]}); upgrade ingest, or point --manifest elsewhere."
+                f"(migration {step}); upgrade ingest, or point --manifest elsewhere."
             )
-        migrations.apply(self.db)
-        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        migrate(self.conn, "ingest", MIGRATIONS, newer)
 
     def close(self) -> None:
         self.conn.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ingest import database
+
 if TYPE_CHECKING:
     import sqlite_utils
     from sqlite_utils import Migrations
@@ -158,9 +160,4 @@ MIGRATIONS = (
 
 
 def migration_set() -> Migrations:
-    from sqlite_utils import Migrations
-
-    migrations = Migrations("ingest")
-    for step in MIGRATIONS:
-        migrations()(step)
-    return migrations
+    return database.migration_set("ingest", MIGRATIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import stat
 import threading
 
@@ -409,3 +410,20 @@ def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_pa
         applied = [name for (name,) in db.execute("SELECT name FROM _sqlite_migrations")]
         db.close()
         assert applied == [step.__name__ for step in MIGRATIONS]
+
+
+def test_a_store_a_newer_version_wrote_is_refused_and_left_as_it_is(tmp_path):
+    LocalRemote(tmp_path / "store").close()
+    db = sqlite3.connect(tmp_path / "store" / "store.db")
+    db.execute(
+        "INSERT INTO _sqlite_migrations(migration_set, name, applied_at)"
+        " VALUES ('ingest-local-store', 'm099_later', 'x')"
+    )
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(RemoteError, match=r"newer version of ingest \(migration m099_later\)"):
+        LocalRemote(tmp_path / "store")
+    db = sqlite3.connect(tmp_path / "store" / "store.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 99, "left as it was"
+    db.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
+from ingest import database
+from ingest.errors import RemoteError
+
 if TYPE_CHECKING:
     import sqlite_utils
     from sqlite_utils import Migrations
@@ -80,26 +83,13 @@ MIGRATIONS = (m001_initial, m002_vectors)
 
 
 def migration_set() -> Migrations:
-    from sqlite_utils import Migrations
-
-    migrations = Migrations("ingest-local-store")
-    for step in MIGRATIONS:
-        migrations()(step)
-    return migrations
+    return database.migration_set("ingest-local-store", MIGRATIONS)
 
 
-def apply(conn: sqlite3.Connection) -> None:
-    """Bring the store's schema up to date. In one IMMEDIATE transaction, so two processes opening a
-    new store at once apply each step once (the second waits, then finds nothing pending)."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
-        return  # up to date (or from a newer version, which keeps the steps it knows)
-    import sqlite_utils
+def apply(conn: sqlite3.Connection, where: str = "the embedded store") -> None:
+    """Bring the store's schema up to date, refusing a store a newer version of ingest wrote."""
 
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        migration_set().apply(sqlite_utils.Database(conn, execute_plugins=False))
-        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    def newer(step: str) -> Exception:
+        return RemoteError(f"{where} was written by a newer version of ingest (migration {step}): upgrade ingest")
+
+    database.migrate(conn, "ingest-local-store", MIGRATIONS, newer)

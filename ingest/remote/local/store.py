@@ -89,7 +89,7 @@ class LocalRemote:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
-            schema.apply(self._db)
+            schema.apply(self._db, f"the embedded store {self.directory / 'store.db'}")
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
         self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
