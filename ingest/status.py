@@ -12,6 +12,7 @@ from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Settings, StoreSpec
 from ingest.errors import ConfigError
 from ingest.errors import UnknownStore as UnknownStore
+from ingest.limits import MAX_SEARCH_RESULTS
 from ingest.manifest import INDEXED, Manifest
 from ingest.mounts import is_network_fs
 from ingest.remote import profile as profiles
@@ -126,7 +127,10 @@ def search_stores(
     if store_name and not stores:
         known = sorted({s.name for s in manifest.stores()})
         raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
-    results = [(store, hit) for store in stores for hit in remote.search(store.id, query, filters, max_results)]
+    # Chunks, not documents, come back: a long document can fill max_results with its own chunks, so each
+    # store is asked for more (up to the API's limit) and the best chunk of each document is kept.
+    chunks = min(MAX_SEARCH_RESULTS, max(4 * max_results, 20))
+    results = [(store, hit) for store in stores for hit in remote.search(store.id, query, filters, chunks)]
     # The rows of the hits only: a search costs the same in a manifest of a hundred files or a million.
     by_file = {
         file_id: (os.path.join(row.root, row.path), row.attrs())

@@ -66,6 +66,18 @@ def test_search_finds_documents_and_respects_filters(ingest, docs_root):
     assert "faq.html" in out and "score" in out
 
 
+def test_search_gives_as_many_documents_as_asked_when_one_document_has_many_matching_chunks(ingest, tmp_path):
+    docs = tmp_path / "many"
+    docs.mkdir()
+    (docs / "long.txt").write_text(
+        "\n\n".join(f"Section {n}: the axolotl regrows its limbs, axolotl after axolotl. " * 30 for n in range(12))
+    )
+    (docs / "short.txt").write_text("A short note that names the axolotl once.\n")
+    ingest("sync", str(docs))
+    hits = ingest.json("search", "axolotl", "-n", "2")
+    assert sorted(Path(h["path"]).name for h in hits) == ["long.txt", "short.txt"]
+
+
 def test_edit_replaces_the_old_version_after_the_new_one_is_indexed(ingest, docs_root, state_dir):
     ingest("sync", str(docs_root))
     old_id = manifest_rows(state_dir)["guides/usage.txt"].file_id

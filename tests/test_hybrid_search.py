@@ -350,7 +350,7 @@ def test_a_missing_model_means_words_alone_and_one_line_saying_so(tmp_path, root
         for _ in range(3):
             assert remote.search(store.id, "sleep")[0].file_id == file_id
     said = [r.getMessage() for r in caplog.records if "lexical only" in r.getMessage()]
-    assert said == [embed.MISSING_HINT], "said once per process, not per file or query"
+    assert said == [embed.NO_MODEL_HINT], "said once per process, not per file or query"
 
 
 def test_the_extra_not_installed_means_words_alone(tmp_path, root, caplog, monkeypatch):

