@@ -76,7 +76,23 @@ def reindex(engine: Engine, rehash: bool = False, retry_failed: bool = False, dr
     out.report = engine.sync(
         Options(dry_run=dry_run, rehash=rehash, retry_failed=retry_failed, command="reindex", check_stores=True)
     )
+    if not dry_run:
+        _fill_vectors(engine)
     return out
+
+
+def _fill_vectors(engine: Engine) -> None:
+    """Give every chunk of the embedded store a vector (a lexical store becomes hybrid this way, from
+    its kept chunks), until done or stopped. Servers embed for themselves: they have no such step."""
+    fill = getattr(engine.remote, "fill_vectors", None) if engine.remote.kind == "local" else None
+    if fill is None:
+        return
+    for store in engine.manifest.stores():
+        if engine.stop.is_set():
+            return
+        embedded = fill(store.id, engine.stop.is_set)
+        if embedded:
+            log.info("embedded %d chunks of %s for search by meaning", embedded, store.name)
 
 
 def gc(engine: Engine, dry_run: bool = False) -> list[str]:

@@ -16,6 +16,8 @@ import sqlite_utils
 
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote, embed, schema
+from ingest.remote.local.search import LEXICAL_WEIGHT, fuse
+from ingest.remote.local.vectors import KEPT_BATCH
 
 # Words of one group mean the same to the test model and share no letters that FTS5 could match.
 CONCEPTS = [
@@ -140,7 +142,7 @@ def test_without_the_model_search_is_lexical_and_a_later_model_embeds_the_kept_c
     model = ConceptModel()
     hybrid = LocalRemote(tmp_path / "s", embedder=Loader(model))
     assert hybrid.search(store.id, "wait") == []  # nothing embedded yet, and search does not embed
-    list(hybrid.list_store_files(store.id))  # what verify and reindex do
+    hybrid.fill_vectors(store.id, lambda: False)  # what reindex does
     assert hybrid.search(store.id, "wait")[0].file_id == file_id
 
 
@@ -152,12 +154,116 @@ def test_vectors_of_another_model_are_made_again(tmp_path, root):
     newer = ConceptModel("concepts-2")
     second = LocalRemote(tmp_path / "s", embedder=Loader(newer))
     assert second.search(store.id, "wait") == []  # the old vectors are not compared with the new model's
-    list(second.list_store_files(store.id))
+    second.fill_vectors(store.id, lambda: False)
     assert second.search(store.id, "wait")[0].file_id == file_id
     db = sqlite3.connect(tmp_path / "s" / "store.db")
     assert db.execute("SELECT value FROM settings WHERE key = ?", (schema.EMBEDDING_MODEL,)).fetchone() == (
         "concepts-2",
     )
+
+
+def test_reindex_remakes_the_vectors_of_another_model_before_any_search(tmp_path, root):
+    first = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel("concepts-1")))
+    store = first.create_store("s", {}, None, None)
+    _add(first, store, root, "a.txt", "sleep well")
+    first.close()
+    second = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel("concepts-2")))
+    assert second.fill_vectors(store.id, lambda: False) == 1
+
+
+def _vectors(folder) -> tuple[int, int]:
+    """(chunks with a vector, chunks without) in the store directory's database, filler rows aside."""
+    db = sqlite3.connect(folder / "store.db")
+    try:
+        return db.execute("SELECT COUNT(embedding), COUNT(*) - COUNT(embedding) FROM chunks WHERE id > 0").fetchone()
+    finally:
+        db.close()
+
+
+def _lexical_store(tmp_path, root, texts):
+    """A store indexed without the model, closed: (the store, its files' ids)."""
+    lexical = LocalRemote(tmp_path / "s", embedder=lambda: None)
+    store = lexical.create_store("s", {}, None, None)
+    ids = [_add(lexical, store, root, f"{n}.txt", text) for n, text in enumerate(texts)]
+    lexical.close()
+    return store, ids
+
+
+def test_listing_a_store_never_embeds(tmp_path, root):
+    store, _ = _lexical_store(tmp_path, root, ["the program will sleep here", "an automobile in the garage"])
+    loader = Loader(ConceptModel())
+    hybrid = LocalRemote(tmp_path / "s", embedder=loader)
+    assert _vectors(tmp_path / "s") == (0, 2)
+    assert [f.status for f in hybrid.list_store_files(store.id)] == ["completed", "completed"]
+    assert _vectors(tmp_path / "s") == (0, 2), "verify, forget and a rebuild list stores: that must stay cheap"
+    assert loader.calls == 0
+
+
+def test_a_poll_fills_in_missing_vectors_within_its_budget(tmp_path, root):
+    store, ids = _lexical_store(tmp_path, root, ["the program will sleep here", "an automobile in the garage"])
+    spent = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()), work_budget_s=0)
+    assert spent.get_store_file(store.id, ids[0]).status == "completed"
+    assert _vectors(tmp_path / "s") == (0, 2), "a budget already spent embeds nothing"
+    spent.close()
+    # A budget no machine runs out of here: what the poll does with it, not how fast, is tested.
+    ample = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()), work_budget_s=600)
+    assert ample.get_store_file(store.id, ids[0]).status == "completed"
+    assert _vectors(tmp_path / "s") == (2, 0)
+    assert ample.search(store.id, "wait")[0].file_id == ids[0]
+
+
+def test_missing_vectors_are_made_a_batch_at_a_time_until_told_to_stop(tmp_path):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    store = remote.create_store("s", {}, None, None)
+    remote._db.executemany(
+        "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, 'f', ?, 'sleep')",
+        [(store.id, n) for n in range(KEPT_BATCH * 2 + 1)],
+    )
+    asked = []
+
+    def done() -> bool:  # asked before each batch: stop after the first
+        asked.append(1)
+        return len(asked) > 1
+
+    assert remote.fill_vectors(store.id, done) == KEPT_BATCH
+    assert _vectors(tmp_path / "s") == (KEPT_BATCH, KEPT_BATCH + 1)
+    assert remote.fill_vectors(store.id, lambda: False) == KEPT_BATCH + 1
+    assert remote.fill_vectors(store.id, lambda: True) == 0
+
+
+def test_a_chunk_without_a_vector_is_scored_on_its_words_alone(tmp_path, root):
+    loader = Loader(ConceptModel())
+    remote = LocalRemote(tmp_path / "s", embedder=loader)
+    store = remote.create_store("s", {}, None, None)
+    synonym = _add(remote, store, root, "a.txt", "pause")  # no word of the query, the same meaning
+    loader.model = None  # the model was off when the next document was indexed
+    exact = _add(remote, store, root, "b.txt", "sleep sleep now")
+    loader.model = ConceptModel()
+    assert _vectors(tmp_path / "s") == (1, 1)
+    hits = remote.search(store.id, "sleep")
+    assert [h.file_id for h in hits] == [exact, synonym], "the exact words must not rank below a synonym"
+    assert all(0 < h.score <= 1 for h in hits)
+
+
+def test_fusion_scores_a_chunk_without_a_vector_on_its_words():
+    fused = fuse({1: 0.6, 2: 0.4}, {2: 0.8, 3: 0.5})
+    assert fused[1] == pytest.approx(0.6)  # no vector: its words are the whole score
+    assert fused[2] == pytest.approx(LEXICAL_WEIGHT * 0.4 + (1 - LEXICAL_WEIGHT) * 0.8)
+    assert fused[3] == pytest.approx((1 - LEXICAL_WEIGHT) * 0.5)  # outside the lexical top: 0 for words
+
+
+def test_verify_never_embeds_and_reindex_makes_a_lexical_store_hybrid(ingest, docs_root, state_dir, monkeypatch):
+    loader = Loader(None)
+    monkeypatch.setattr(embed, "DEFAULT", loader)
+    ingest("--backend", "local", "sync", str(docs_root))
+    (folder,) = {p.parent for p in state_dir.rglob("store.db")}
+    without = _vectors(folder)[1]
+    assert without > 0 and _vectors(folder)[0] == 0
+    loader.model = ConceptModel()
+    ingest("--backend", "local", "verify", check=None)
+    assert _vectors(folder) == (0, without)
+    ingest("--backend", "local", "reindex")
+    assert _vectors(folder) == (without, 0)
 
 
 def test_a_store_from_before_versioning_is_migrated(tmp_path, root):

@@ -2,7 +2,8 @@
 
 It runs in the caller's thread, for about a work budget per call (at least one file), so a poll of
 a batch or a file both makes progress and answers. Any in_progress row is pending work: a file a
-crash left in_progress is indexed by a later call.
+crash left in_progress is indexed by a later call. Budget left once the pending files are done goes
+to the store's chunks that have no vector yet, so polls fill them in over time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Indexer:
         preparer: Preparer,
         budget_s: float,
         encode: Callable[[Sequence[str]], list[bytes | None]] = lambda texts: [None] * len(texts),
+        fill: Callable[[str, Callable[[], bool]], int] = lambda store_id, done: 0,
     ):
         self._db = db
         self._lock = lock
@@ -39,10 +41,14 @@ class Indexer:
         self._preparer = preparer
         self._budget = budget_s
         self._encode = encode
+        self._fill = fill
         self._claimed: set[tuple[str, str]] = set()
 
-    def work(self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None) -> None:
-        """Index pending files of a store (or of one batch, or one file) for about the budget."""
+    def work(
+        self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None, vectors: bool = True
+    ) -> None:
+        """Index pending files of a store (or of one batch, or one file) for about the budget, then,
+        with `vectors`, embed the store's chunks that have none until the budget is spent."""
         deadline = time.monotonic() + self._budget
         sql = (
             "SELECT sf.file_id, sf.gen, COALESCE(sf.chunking, s.chunking), f.filename, f.bytes FROM store_files sf"
@@ -72,6 +78,8 @@ class Indexer:
         finally:
             with self._lock:
                 self._claimed.difference_update((store_id, r[0]) for r in rows)
+        if vectors:
+            self._fill(store_id, lambda: time.monotonic() >= deadline)
 
     def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
         """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""

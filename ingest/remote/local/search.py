@@ -50,11 +50,18 @@ def score(rank: float) -> float:
 
 
 def fuse(lexical: Mapping[int, float], semantic: Mapping[int, float]) -> dict[int, float]:
-    """One score in (0, 1] per chunk from its lexical score and its cosine similarity. A chunk outside
-    the lexical top k counts 0 for its words: scoring it exactly would cost FTS5 a pass over every
-    match of the query, for a small share of the score."""
+    """One score in (0, 1] per chunk from its lexical score and its cosine similarity; `semantic` holds
+    every candidate that has a vector. A chunk outside the lexical top k counts 0 for its words:
+    scoring it exactly would cost FTS5 a pass over every match of the query, for a small share of the
+    score. A chunk with no vector yet (indexed while the model was off) is scored on its words alone,
+    so it does not rank below weaker matches until its vector is made."""
     return {
-        c: max(LEXICAL_WEIGHT * lexical.get(c, 0.0) + (1 - LEXICAL_WEIGHT) * max(semantic.get(c, 0.0), 0.0), 1e-6)
+        c: max(
+            LEXICAL_WEIGHT * lexical.get(c, 0.0) + (1 - LEXICAL_WEIGHT) * max(semantic[c], 0.0)
+            if c in semantic
+            else lexical[c],
+            1e-6,
+        )
         for c in lexical.keys() | semantic.keys()
     }
 

@@ -4,7 +4,8 @@ Under its directory: `store.db` (WAL) and `blobs/<file id>`, the store's own cop
 a later edit of the source does not change what gets indexed.
 
 Indexing is lazy (indexer.py): attach_batch records files as in_progress; get_batch, batch_files,
-get_store_file and list_store_files index pending files for about `work_budget_s`, then answer.
+get_store_file and list_store_files index pending files for about `work_budget_s`, then answer. All
+but list_store_files then spend what is left of the budget embedding chunks that have no vector.
 
 Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bills a larger figure
 of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
@@ -92,8 +93,9 @@ class LocalRemote:
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
         self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
+        encode, fill = self._vectors.encode, self._vectors.embed_kept
         self._work = Indexer(
-            self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s, self._vectors.encode
+            self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s, encode, fill
         ).work
 
     def close(self) -> None:
@@ -338,9 +340,9 @@ class LocalRemote:
     def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
         with self._lock:
             self._require_store(self._db, store_id)
-        self._work(store_id)
-        # verify and reindex list every store: that is how a lexical store becomes hybrid.
-        self._vectors.embed_kept(store_id)
+        # Pending files are indexed (a rebuild waits on them through this), but missing vectors are
+        # not made here: verify and forget list every store and must stay cheap (see fill_vectors).
+        self._work(store_id, vectors=False)
         rows = self._rows(
             f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
             " AND (? IS NULL OR status = ?) ORDER BY rowid",
@@ -349,6 +351,12 @@ class LocalRemote:
             status,
         )
         return iter([_store_file(r) for r in rows])
+
+    def fill_vectors(self, store_id: str, done: Callable[[], bool]) -> int:
+        """Embed the store's chunks that have no vector, a batch at a time until `done()`; how many were.
+        Polls do it within their work budget; reindex calls it (servers embed for themselves)."""
+        self._vectors.model()  # first, so another model's vectors are dropped and made again here
+        return self._vectors.embed_kept(store_id, done)
 
     def update_attributes(self, store_id: str, file_id: str, attributes: Mapping[str, AttrValue]) -> None:
         check_attributes(attributes)

@@ -18,7 +18,10 @@ from ingest.remote.local import embed, schema
 
 log = logging.getLogger("ingest")
 
-KEPT_BATCH = 256  # chunks embedded per transaction when a lexical store is made hybrid
+# Chunks embedded per transaction when filling in missing vectors: one forward pass (embed.BATCH), about
+# 2 s at the README's 16-17 chunks/s on 2 cores, so a poll's deadline (2 s) or a stop request is
+# overrun by at most that.
+KEPT_BATCH = embed.BATCH
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Vectors:
         self._checked: str | None = None
         # store id → (vector_gen when read, ids, matrix): re-read only when a vector changed.
         self._cache: dict[str, tuple[int, Any, Any]] = {}
+        self._filling: set[str] = set()  # stores whose missing vectors a thread is making now
 
     def model(self) -> embed.Embedder | None:
         """The embedding model, loaded on first need. The first use of a model other than the one the
@@ -96,25 +100,37 @@ class Vectors:
             log.warning(f"the embedding model failed ({type(e).__name__}: {e}); these chunks are lexical only")
             return [None] * len(texts)
 
-    def embed_kept(self, store_id: str) -> None:
+    def embed_kept(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector (kept from a lexical store, or indexed without
-        the model) from their stored text: no document is extracted again."""
-        while True:
+        the model) from their stored text, KEPT_BATCH at a time until `done()` or none is left: no
+        document is extracted again. Returns how many were embedded. Another thread already filling
+        the store is left to it."""
+        with self._lock:
+            if store_id in self._filling:
+                return 0
+            self._filling.add(store_id)
+        embedded = 0
+        try:
+            while not done():
+                with self._lock:
+                    rows = self._db.execute(
+                        "SELECT id, text FROM chunks WHERE store_id = ? AND embedding IS NULL LIMIT ?",
+                        (store_id, KEPT_BATCH),
+                    ).fetchall()
+                if not rows or self.model() is None:
+                    break
+                blobs = self.encode([text for _, text in rows])
+                if blobs[0] is None:
+                    break
+                with self._tx() as db:
+                    embedded += db.executemany(
+                        "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL",
+                        [(blob, chunk_id) for blob, (chunk_id, _) in zip(blobs, rows, strict=True)],
+                    ).rowcount
+        finally:
             with self._lock:
-                rows = self._db.execute(
-                    "SELECT id, text FROM chunks WHERE store_id = ? AND embedding IS NULL LIMIT ?",
-                    (store_id, KEPT_BATCH),
-                ).fetchall()
-            if not rows or self.model() is None:
-                return
-            blobs = self.encode([text for _, text in rows])
-            if blobs[0] is None:
-                return
-            with self._tx() as db:
-                db.executemany(
-                    "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL",
-                    [(blob, chunk_id) for blob, (chunk_id, _) in zip(blobs, rows, strict=True)],
-                )
+                self._filling.discard(store_id)
+        return embedded
 
     def query(self, store_id: str, text: str) -> Query | None:
         """The query's vector beside the store's vectors; None when the store has none or there is no model."""
