@@ -126,10 +126,12 @@ class Manifest(FolderRecords, UploadLedger):
     def settled_beside(
         self, root: str, network: bool, store: str | None, attributes: bool
     ) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
-        """settled(), read on a connection of its own in another thread while the caller walks the
-        root (SQLite leaves the interpreter lock while it steps); call the result to wait for it.
-        Inside a transaction it is read here and now: another connection would not see its writes."""
-        if self.conn.in_transaction:
+        """settled(), read on a connection of its own in another thread while the caller walks a
+        network root, whose walk waits on the server; call the result to wait for it. A local walk is
+        work for the interpreter, and the two fight over its lock: read there first, here and now
+        (1.1 s against 1.8 s for a no-op of 100,000 local files). Inside a transaction too: another
+        connection would not see its writes."""
+        if self.conn.in_transaction or not network:
             read_now = _settled(self.conn, root, network, store, attributes)
             return lambda: read_now
         path = self.path
