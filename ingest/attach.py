@@ -73,7 +73,7 @@ class Attacher:
         progress: Progress | None = None,
     ):
         self.settings, self.manifest, self.remote, self.stores = settings, manifest, remote, stores
-        self.profile, self.outcome, self.emit, self.stop, self.clock = profile, outcome, emit, stop, clock
+        self.profile, self.emit, self.stop, self.clock = profile, emit, stop, clock
         self.progress = progress or (lambda phase, done, total: None)
         self.limit = Limit(profile.attach_concurrency, profile.attach_max)
         self.batches: dict[str, _Batch] = {}
