@@ -277,7 +277,7 @@ def _parts(synced: SyncedTree) -> dict[str, float]:
             scans.append(time.perf_counter() - started)
             started = time.perf_counter()
             reading = survey.settled_beside(root)
-            scan.scan(root, ("",), network, lambda read=reading: read()[0])
+            scan.scan(root, ("",), network, lambda vouched, read=reading: read()[0])
             besides.append(time.perf_counter() - started)
             started = time.perf_counter()
             scan.scan(root, ("",), network, settled, threads=NETWORK_THREADS)
