@@ -247,7 +247,7 @@ class Engine:
             if lapsed and not options.dry_run:
                 for path in lapsed:  # changed since it was acknowledged: looked at again
                     self.manifest.unignore(root.key, path)
-            quiet += [(root.key, p) for p in calm]
+            quiet.append((root.key, calm))
             unsure = list(settled) if options.rehash else result.unsure
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
@@ -342,7 +342,8 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "deleted": [_show(r) for r in plan.deletes],
         "excluded": [_show(r) for r in plan.excluded],
         "ignored": [os.path.join(r, p) for r, p in plan.ignored],
-        "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
+        "unchanged": [_show(o) for o, _ in plan.unchanged]
+        + [os.path.join(r, p) for r, paths in plan.quiet for p in paths],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
         "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],
