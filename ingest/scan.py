@@ -328,7 +328,10 @@ def _walk_spread(
     process of a spread (see ingest.spread), then each process walks (and vouches for) its share."""
     n = spread.processes()
     level: list[tuple[str | Path, str]] = [(start, "")]
-    while level and (n == 1 or len(level) < SPREAD_FOLDERS * n):
+    if n == 1:
+        _walk(root, walker, level, real_root, network, result)
+        return
+    while level and len(level) < SPREAD_FOLDERS * n:
         below: list[tuple[str | Path, str]] = []
         _walk(root, walker, level, real_root, network, result, below)
         level = below
