@@ -145,7 +145,11 @@ def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, m
     result = openai_cli("sync", str(docs_root), check=2)
     assert "refused the API key" in result.stderr
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
-    assert sum(fake_openai.counters()["requests"].values()) <= 3
+    # No call a refused key answers is sent again: the probe, the store, and the uploads sent beside the
+    # store's creation (they need no store), at most once each.
+    requests = fake_openai.counters()["requests"]
+    assert requests.get("GET /version", 0) <= 1 and requests.get("POST /vector_stores", 0) <= 1, requests
+    assert requests.get("POST /files", 0) <= 4, requests
     assert last_run(state_dir)["exit_code"] == 2, "the run that died is not recorded as a success"
 
 
@@ -366,6 +370,49 @@ def test_files_uploaded_are_attached_while_the_last_uploads_are_under_way(openai
     assert held == [True], "the first batch waited for the last upload"
     sizes = sorted(len(b.file_ids) for b in fake_openai.state.batches.values())
     assert sum(sizes) == 40 and len(sizes) == 2 and sizes[0] < 40
+
+
+def test_the_first_upload_goes_out_while_the_store_is_being_created(openai_cli, fake_openai, tmp_path, state_dir):
+    root = _notes(tmp_path / "many", 30)
+    (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")  # none given up
+    uploaded = threading.Event()
+    held: list[bool] = []
+    # The store's creation is answered only once an upload has arrived (or 30 s passed).
+    fake_openai.when(CREATE_STORE, 1, lambda: held.append(uploaded.wait(30)))
+    fake_openai.when(UPLOADS, 1, uploaded.set)
+    report = openai_cli.json("sync", str(root))
+    assert report["counts"]["indexed"] == 30 and report["exit_code"] == 0
+    assert held == [True], "the first upload waited for the vector store"
+    (store,) = fake_openai.stores()
+    assert {r.vector_store_id for r in rows(state_dir).values()} == {store["id"]}
+    assert len(fake_openai.store_files(store["id"])) == 30
+
+
+def test_a_store_that_cannot_be_made_leaves_the_files_uploaded_beside_it_recorded(
+    openai_cli, fake_openai, tmp_path, state_dir
+):
+    root = _notes(tmp_path / "many", 40)
+    config = tmp_path / "ingest.toml"
+    config.write_text("request_timeout = 60\nrequest_retries = 0\nindex_timeout = 30\n")
+    uploaded = threading.Event()
+    fake_openai.when(CREATE_STORE, 1, lambda: uploaded.wait(30))  # refused once an upload is out
+    fake_openai.when(UPLOADS, 1, uploaded.set)
+    fake_openai.inject("500", 1, endpoint=CREATE_STORE)
+    first = openai_cli("sync", str(root), check=None)
+    assert first.exit_code != 0 and not fake_openai.stores()
+    after = rows(state_dir)
+    sent = {f["id"] for f in fake_openai.files()}
+    # Every file the server holds is one a row names (gc and the next run find them); none in a store.
+    assert sent and sent == {r.file_id for r in after.values() if r.file_id}
+    assert not any(r.vector_store_id for r in after.values())
+    uploads = fake_openai.counters()["uploads"]
+    config.write_text("request_timeout = 60\nindex_timeout = 30\n")
+    again = openai_cli.json("sync", str(root))
+    assert again["exit_code"] == 0 and again["counts"]["indexed"] == 40
+    # Those uploaded before are attached, not sent again.
+    assert fake_openai.counters()["uploads"] - uploads == 40 - len(sent)
+    assert len(fake_openai.files()) == 40 and len(fake_openai.stores()) == 1
+    assert all(r.state == INDEXED for r in rows(state_dir).values())
 
 
 def test_batches_are_asked_about_all_at_once(openai_cli, fake_openai, tmp_path, monkeypatch):
