@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import posixpath
@@ -331,7 +330,8 @@ def begin_store(
         "shard": str(shard),
         CREATE_TOKEN: token,
     }
-    return intent, functools.partial(remote.create_store, name, metadata, spec.chunking, spec.expires_after_days)
+    # A lambda: a lazy remote is built (the SDK imported) by the thread that sends it, not here.
+    return intent, lambda: remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
 
 
 def settle_creations(manifest: Manifest, remote: Remote) -> list[StoreEvent]:
