@@ -320,6 +320,28 @@ def test_store_expires_after_inactivity(tmp_path):
     assert remote.get_store(s.id).status == "expired"
 
 
+def test_a_search_does_not_wait_for_a_writer_unless_its_activity_is_due(tmp_path, docs_root):
+    now = [1_000_000.0]
+    remote = LocalRemote(tmp_path / "s", clock=lambda: now[0])
+    s = remote.create_store("s", {}, None, expires_after_days=1)
+    f = remote.upload(_write(docs_root, "a.txt", "the okapi report"), "a.txt")
+    assert remote.get_batch(s.id, remote.attach_batch(s.id, [AttachItem(f.id, {})]).id).completed == 1
+    remote._db.execute("PRAGMA busy_timeout = 0")  # waiting for the writer would fail at once
+    writer = sqlite3.connect(tmp_path / "s" / "store.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process, in the middle of a sync
+    try:
+        assert [h.file_id for h in remote.search(s.id, "okapi")] == [f.id]
+        now[0] += 120  # activity is due: this search records it, so it needs the write lock
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            remote.search(s.id, "okapi")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    remote.search(s.id, "okapi")
+    now[0] += 86400 - 60  # a day after the store's last write, not yet a day after that search
+    assert remote.get_store(s.id).status == "completed", "the search two minutes in postponed expiry"
+
+
 def test_blob_folder_is_private(remote):
     assert stat.S_IMODE(remote.blobs.stat().st_mode) == 0o700
     assert (remote.directory / "store.db").exists()
