@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store
 from ingest.configfile import load
 from ingest.errors import ConfigError, NothingToDo
-from ingest.events import OnEvent, Report, ignore
 from ingest.lock import ManifestLock
 from ingest.manifest import Manifest
 from ingest.remote.base import LazyRemote, Remote
 
 if TYPE_CHECKING:
     from ingest.engine import Engine, Scopes
+    from ingest.events import OnEvent, Report
     from ingest.indexing import Progress
     from ingest.repair import Repairs
     from ingest.verify import Findings
@@ -166,6 +166,9 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
 class Ingest:
     """An open manifest and its remote. Use `Ingest.open()`; every method is one operation.
 
+    `settings` are completed from the manifest (the folders and [[stores]] entries it remembers,
+    see remembered()) when first asked for: a search over every store needs none of it.
+
     >>> with Ingest.open(["docs"]) as ingest:      # doctest: +SKIP
     ...     report = ingest.sync()
     """
@@ -181,14 +184,25 @@ class Ingest:
         configured: Settings | None = None,
         named: tuple[Path, ...] = (),
     ):
-        self.settings, self.backend, self.manifest, self.remote = settings, backend, manifest, remote
-        self.on_event = on_event or ignore
+        self.backend, self.manifest, self.remote = backend, manifest, remote
+        self._given, self._settings = settings, None
+        self.on_event = on_event
         self.stop = stop or threading.Event()
         self._engine: Engine | None = None
         # The configuration before the PATHs named restricted it, and those PATHs: a sync over a folder
         # inside a known root, or a parent of known roots, is worked out from both (ingest.folders).
         self.configured = configured or settings
         self.named = named
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = remembered(self._given, self.manifest)
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
 
     @classmethod
     @contextmanager
@@ -222,7 +236,7 @@ class Ingest:
             try:
                 remote = remote or connect(settings, chosen)
                 named = tuple(Path(p) for p in paths)
-                yield cls(remembered(settings, manifest), chosen, manifest, remote, on_event, stop, configured, named)
+                yield cls(settings, chosen, manifest, remote, on_event, stop, configured, named)
             finally:
                 if own and remote is not None and hasattr(remote, "close"):
                     remote.close()
@@ -232,11 +246,15 @@ class Ingest:
 
     @property
     def engine(self) -> Engine:
-        from ingest.engine import Engine
-
         if self._engine is None:
-            self._engine = Engine(self.settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+            self._engine = self._engine_for(self.settings)
         return self._engine
+
+    def _engine_for(self, settings: Settings) -> Engine:
+        from ingest.engine import Engine
+        from ingest.events import ignore
+
+        return Engine(settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event or ignore)
 
     def sync(
         self,
@@ -253,7 +271,7 @@ class Ingest:
         scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do.
         A folder named inside a known root syncs that part of it; a parent of known roots takes their
         files over; store sends the folders named to that store; exclude leaves globs out."""
-        from ingest.engine import Engine, Options
+        from ingest.engine import Options
         from ingest.folders import adopt, target
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
@@ -263,7 +281,7 @@ class Ingest:
             return self.engine.sync(options, scopes, progress=progress)
         goal = target(self.configured, self.manifest, list(self.named), store, exclude)
         settings = remembered(goal.settings, self.manifest)
-        engine = Engine(settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+        engine = self._engine_for(settings)
         if dry_run:
             with self.manifest.scratch():  # planned as if the inner roots' files were taken over; nothing kept
                 adopt(self.manifest, goal.adoptions)
@@ -365,11 +383,12 @@ class Ingest:
         max_results: int = 5,
     ) -> list[dict[str, Any]]:
         """The best chunk of each matching document, best first, across the stores (or the one named)."""
-        from ingest.remote.filters import check_filter
-        from ingest.status import filter_schema, search_stores
-        from ingest.stores import ATTRIBUTE_HINTS
+        from ingest.search import filter_schema, search_stores
 
         if filters:
+            from ingest.remote.filters import check_filter
+            from ingest.stores import ATTRIBUTE_HINTS
+
             try:
                 filters = check_filter(filters, filter_schema(self.settings, self.manifest), ATTRIBUTE_HINTS)
             except ValueError as exc:

@@ -12,7 +12,6 @@ import click
 from ingest import __version__, cli_upkeep, render
 from ingest.cli_common import UsageFailure, guarded, open_api
 from ingest.config import WatchOptions
-from ingest.interrupt import Interrupt
 from ingest.manifest import STATES
 
 log = logging.getLogger("ingest")
@@ -88,6 +87,8 @@ def sync(
     A folder inside a known root syncs that part of it. Example:
         ingest sync ./docs --dry-run
     """
+    from ingest.interrupt import Interrupt  # here: the commands that only read never wind a run down
+
     _set_verbosity(ctx, verbose)
     if store_name and not paths:
         raise UsageFailure("--store needs the folders to send: ingest sync ./docs --store NAME")

@@ -3,7 +3,6 @@ into Settings; every error names the file and the key."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -142,6 +141,8 @@ def _check_layout(source: str, roots: tuple[Root, ...], stores: tuple[StoreSpec,
     used, names = {r.store for r in roots}, {s.name for s in stores}
     for i, spec in enumerate(stores):
         if not spec.paths and spec.name not in used:
+            import difflib  # here: only a mistake needs a suggestion
+
             typo = [
                 f"roots[{j}].store = {r.store!r}"
                 for j, r in enumerate(roots)
