@@ -185,7 +185,8 @@ class Ingest:
         named: tuple[Path, ...] = (),
     ):
         self.backend, self.manifest, self.remote = backend, manifest, remote
-        self._given, self._settings = settings, None
+        self._given = settings
+        self._settings: Settings | None = None
         self.on_event = on_event
         self.stop = stop or threading.Event()
         self._engine: Engine | None = None
@@ -367,7 +368,7 @@ class Ingest:
 
     def status(self) -> dict[str, Any]:
         """Files by state per store, storage cost, recent runs, every problem file and the daemon."""
-        from ingest.daemon import read_heartbeat
+        from ingest.heartbeat import read_heartbeat
         from ingest.status import collect
 
         data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest, self.settings)
