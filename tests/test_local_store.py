@@ -449,3 +449,33 @@ def test_a_store_a_newer_version_wrote_is_refused_and_left_as_it_is(tmp_path):
     db = sqlite3.connect(tmp_path / "store" / "store.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 99, "left as it was"
     db.close()
+
+
+def _index(remote, store_id, path, name):
+    f = remote.upload(path, name)
+    assert remote.get_batch(store_id, remote.attach_batch(store_id, [AttachItem(f.id, {})]).id).completed == 1
+    return f.id
+
+
+def test_the_shards_of_a_store_share_one_ranking_until_the_index_changes(remote, docs_root, tmp_path):
+    shards = [remote.create_store("docs", {"shard": str(n)}, None, None) for n in range(3)]
+    ids = [
+        _index(remote, s.id, _write(docs_root, f"{n}.txt", f"okapi field notes {n}"), f"{n}.txt")
+        for n, s in enumerate(shards)
+    ]
+    rankings = []
+    remote._db.set_trace_callback(lambda sql: rankings.append(sql) if "MATCH" in sql else None)
+    assert [[h.file_id for h in remote.search(s.id, "okapi")] for s in shards] == [[i] for i in ids]
+    assert len(rankings) == 1, "the same words ranked once for the three shards"
+    # Another process adds a document: the next search ranks again and finds it.
+    other = LocalRemote(tmp_path / "store")
+    try:
+        added = _index(other, shards[0].id, _write(docs_root, "new.txt", "okapi okapi sighting"), "new.txt")
+    finally:
+        other.close()
+    assert [h.file_id for h in remote.search(shards[0].id, "okapi")] == [added, ids[0]]
+    assert len(rankings) == 2
+    # ...and so does a change made through this connection.
+    remote.detach(shards[0].id, added)
+    assert [h.file_id for h in remote.search(shards[0].id, "okapi")] == [ids[0]]
+    assert len(rankings) == 3

@@ -97,6 +97,7 @@ class LocalRemote:
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
         self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
+        self._ranked = search.Ranked()  # the shards of a logical store are searched with the same words
 
     def close(self) -> None:
         """Stop the extraction workers and close the database; the object is unusable afterwards."""
@@ -145,13 +146,13 @@ class LocalRemote:
             raise NotFound(f"vector store {store_id} not found")
         return row
 
-    def _touch(self, db: sqlite3.Connection, store_id: str) -> None:
-        """Record activity on a store, which postpones its expiry."""
+    def _touch(self, db: sqlite3.Connection, store_id: str) -> int:
+        """Record activity on a store, which postpones its expiry; how many rows that changed."""
         now = self._clock()
-        db.execute(
+        return db.execute(
             "UPDATE stores SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
             (now, store_id, now - ACTIVITY_RESOLUTION_S),
-        )
+        ).rowcount
 
     # Files ------------------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
@@ -405,11 +406,11 @@ class LocalRemote:
         # take no write lock, so they never wait for a sync that is writing.
         if self._clock() - last_active > ACTIVITY_RESOLUTION_S:
             with self._tx() as db:
-                self._touch(db, store_id)
+                self._ranked.not_indexed += self._touch(db, store_id)  # the index's rankings still hold
         # The model is loaded only for a store that has vectors to compare the query with.
         meaning = self._vectors.query(store_id, query)
         with self._lock:
-            return search.hits(self._db, store_id, query, filters, max_results, meaning)
+            return search.hits(self._db, store_id, query, filters, max_results, meaning, self._ranked)
 
 
 def _store_file(row: tuple) -> StoreFile:
