@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE
 from ingest.remote.base import (
@@ -82,8 +82,7 @@ class LocalRemote:
         self._clock = clock
         # Extraction and chunking, in worker processes when there is enough to do (see prepare.py);
         # by default made with the indexer, on the first call that indexes.
-        self._preparer = preparer
-        self._work_budget_s = work_budget_s
+        self._preparer, self._work_budget_s = preparer, work_budget_s
         self._indexer: Indexer | None = None
         # One connection behind one lock: simple, and SQLite serialises writers anyway.
         self._lock = threading.RLock()
@@ -106,10 +105,8 @@ class LocalRemote:
         with self._lock:
             self._db.close()
 
-    def _work(
-        self, store_id: str, *, batch_id: str | None = None, file_id: str | None = None, vectors: bool = True
-    ) -> None:
-        """Index the store's pending files for about the work budget (indexer.py)."""
+    def _work(self, store_id: str, **scope: Any) -> None:
+        """Index the store's pending files (of a batch_id, a file_id) for about the work budget (indexer.py)."""
         with self._lock:
             if self._indexer is None:
                 from ingest.remote.local.indexer import Indexer
@@ -120,7 +117,7 @@ class LocalRemote:
                 self._indexer = Indexer(
                     self._db, self._lock, self._tx, self.blobs, self._preparer, self._work_budget_s, encode, fill
                 )
-        self._indexer.work(store_id, batch_id=batch_id, file_id=file_id, vectors=vectors)
+        self._indexer.work(store_id, **scope)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
