@@ -56,8 +56,9 @@ def restricted(settings: Settings, paths: Iterable[str | os.PathLike[str]], comm
     if named:
         settings = settings.with_paths(named)
     if command in ROOTS_REQUIRED and not settings.roots:
+        again = ", or `ingest reindex` to rescan every folder synced before" if command == "sync" else ""
         raise NothingToDo(
-            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config"
+            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config{again}"
         )
     return settings
 

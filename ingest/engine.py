@@ -51,7 +51,10 @@ from ingest.survey import Survey
 from ingest.sweep import sweep
 
 log = logging.getLogger("ingest")
-MISSING_ROOT = "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+MISSING_ROOT = (
+    "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+    " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
 
 
 @dataclass(frozen=True)

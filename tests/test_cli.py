@@ -57,7 +57,7 @@ def test_json_output_is_machine_output_only(ingest, docs_root):
 
 def test_exit_codes_come_from_the_errors(ingest, docs_root, tmp_path, state_dir):
     nothing = ingest("sync", check=2)
-    assert "nothing to sync: name a folder" in nothing.stderr
+    assert "nothing to sync: name a folder" in nothing.stderr and "ingest reindex" in nothing.stderr
     missing = ingest("--config", str(tmp_path / "nope.toml"), "status", check=2)
     assert "config file not found" in missing.stderr
     bad = tmp_path / "bad.toml"
