@@ -161,6 +161,8 @@ _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "KIB": 1024, "MIB": 
 
 def _did_you_mean(key: str, allowed: set[str]) -> str:
     """The closest allowed key first (a typo like `root` for `roots`), then all of them."""
+    import difflib  # here: only a mistake needs a suggestion
+
     close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
     hint = f": did you mean {close[0]!r}?" if close else ""
     return f"{hint} (allowed here: {', '.join(sorted(allowed))})"
