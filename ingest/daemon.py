@@ -14,7 +14,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
 
-from ingest.api import Ingest, choose_backend, connect, ensure_state_dir, settings_for
+from ingest.api import Ingest
+from ingest.backend import choose_backend, connect, ensure_state_dir, settings_for
 from ingest.config import Settings, WatchOptions
 from ingest.engine import Scopes
 from ingest.errors import USAGE, IngestError, LockBusy
