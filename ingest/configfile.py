@@ -3,7 +3,6 @@ into Settings; every error names the file and the key."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -142,6 +141,8 @@ def _check_layout(source: str, roots: tuple[Root, ...], stores: tuple[StoreSpec,
     used, names = {r.store for r in roots}, {s.name for s in stores}
     for i, spec in enumerate(stores):
         if not spec.paths and spec.name not in used:
+            import difflib  # here: only a mistake needs a suggestion
+
             typo = [
                 f"roots[{j}].store = {r.store!r}"
                 for j, r in enumerate(roots)
@@ -160,6 +161,8 @@ _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "KIB": 1024, "MIB": 
 
 def _did_you_mean(key: str, allowed: set[str]) -> str:
     """The closest allowed key first (a typo like `root` for `roots`), then all of them."""
+    import difflib  # here: only a mistake needs a suggestion
+
     close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
     hint = f": did you mean {close[0]!r}?" if close else ""
     return f"{hint} (allowed here: {', '.join(sorted(allowed))})"

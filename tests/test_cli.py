@@ -87,6 +87,15 @@ def test_watch_defaults_are_the_watch_options(ingest):
         assert f"[default: {value}" in text.split(option, 1)[1].split("--", 1)[0]
 
 
+def test_help_lists_the_upkeep_commands_beside_the_everyday_ones(ingest):
+    from ingest.cli_upkeep import COMMANDS
+
+    text = ingest("--help").stdout
+    listed = [line.split()[0] for line in text.split("Commands:", 1)[1].splitlines() if line.strip()]
+    assert listed == sorted(["sync", "watch", "status", "search", "ls", *(c.name for c in COMMANDS)])
+    assert "Compare local files, the manifest and the remote" in text, "with their one-line help"
+
+
 def test_the_run_records_the_exit_code_the_cli_exits_with(ingest, tmp_path, state_dir, docs_root):
     ingest("sync", str(docs_root))
     status = ingest.json("status")
