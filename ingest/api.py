@@ -184,7 +184,7 @@ class Ingest:
         files over; store sends the folders named to that store; exclude leaves globs out."""
         from ingest.engine import Options
         from ingest.events import FOLDERS, Note
-        from ingest.folders import adopt, readmit, target
+        from ingest.folders import adopt, readmit, remembered_excludes, target
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
         if scopes is not None or not (self.named or store or exclude or self.configured.roots):
@@ -197,6 +197,7 @@ class Ingest:
             if notes:
                 goal = target(self.configured, self.manifest, list(self.named), store, exclude)
             settings = remembered(goal.settings, self.manifest)
+            notes += remembered_excludes(self.configured, settings, exclude)
             engine = self._engine_for(settings)
             # planned (a dry run) as if the inner roots' files were taken over
             adopt(self.manifest, goal.adoptions)

@@ -165,6 +165,22 @@ def readmit(settings: Settings, manifest: Manifest, paths: list[Path]) -> list[s
     return notes
 
 
+def remembered_excludes(configured: Settings, settings: Settings, given: tuple[str, ...]) -> list[str]:
+    """The excludes a run applies that it was not given: remembered with a folder synced without a
+    config file (a one-off --exclude, a folder forgotten inside it). Said each time, so that nothing
+    is left out unseen."""
+    own = {r.key for r in configured.roots} if configured.source != NO_CONFIG else set()
+    notes = []
+    for root in settings.roots:
+        held = [p for p in root.exclude if p not in given]
+        if held and root.key not in own:
+            notes.append(
+                f"{root.path}: leaving out {', '.join(map(repr, held))}, remembered from an earlier run; syncing "
+                f"a folder by name brings it back, and a [[roots]] entry for {root.path} in a config file replaces them"
+            )
+    return notes
+
+
 def _covers(folder: str, prefix: str) -> bool:
     """Whether the folder pattern matches prefix or one of its parents."""
     parts = prefix.split("/")

@@ -394,6 +394,7 @@ def test_sync_exclude_glob(world, share):
     assert set(world.store_files(vs)) == {"intro.md", "guides/install.md"}
     again = world.cli.json("sync", str(share))
     assert again["counts"]["new"] == 0, "a run without the config keeps the root's excludes"
+    assert any("leaving out 'notes/**', remembered" in n for n in again["notes"]), "and says so"
 
 
 # 5. config mistakes -------------------------------------------------------------------------------
