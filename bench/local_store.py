@@ -121,7 +121,7 @@ def run(ctx: Context) -> Outcome:
     out.add("local", "search p95", percentile(times, 95), "ms", None, f"max {max(times):.1f} ms")
     out.add(
         "local",
-        "search p50 via status.search_stores (CLI's library path)",
+        "search p50 via search.search_stores (CLI's library path)",
         percentile(lib_times, 50),
         "ms",
         None,
@@ -312,7 +312,7 @@ def _title(path: Path) -> str | None:
 def _search(home: Path, queries: list[tuple[str, str | None]]) -> tuple[list[float], float, int, list[float]]:
     from ingest.manifest import Manifest
     from ingest.remote.local import LocalRemote
-    from ingest.status import search_stores
+    from ingest.search import search_stores
 
     local = home / "state" / "ingest" / "local"
     manifest = Manifest(local / "manifest.db")

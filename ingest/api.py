@@ -8,115 +8,25 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.backend import Backend, choose_backend, connect, ensure_state_dir, restricted, settings_for
 from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store
-from ingest.configfile import load
-from ingest.errors import ConfigError, NothingToDo
-from ingest.events import OnEvent, Report, ignore
+from ingest.errors import ConfigError
 from ingest.lock import ManifestLock
 from ingest.manifest import Manifest
-from ingest.remote.base import LazyRemote, Remote
+from ingest.remote.base import Remote
 
 if TYPE_CHECKING:
     from ingest.engine import Engine, Scopes
+    from ingest.events import OnEvent, Report
     from ingest.indexing import Progress
     from ingest.repair import Repairs
     from ingest.verify import Findings
 
 log = logging.getLogger("ingest")
-ROOTS_REQUIRED = ("sync", "watch")  # the commands that act on named folders only, never on remembered ones
-
-
-@dataclass(frozen=True)
-class Backend:
-    kind: str  # "openai" | "local"
-    manifest: Path
-    store_dir: Path | None
-
-
-def settings_for(
-    paths: Iterable[str | os.PathLike[str]] = (),
-    config: str | os.PathLike[str] | Settings | None = None,
-    backend: str | None = None,
-    command: str = "sync",
-) -> Settings:
-    """The settings of a run: a config file (or a Settings object), the environment, and the PATHs named."""
-    settings = config if isinstance(config, Settings) else load(str(config) if config is not None else None)
-    if backend and backend != "auto":
-        settings = replace(settings, backend=backend)
-    return restricted(settings, paths, command)
-
-
-def restricted(settings: Settings, paths: Iterable[str | os.PathLike[str]], command: str) -> Settings:
-    """The settings for a run over PATHs (none: the configured roots)."""
-    named = [Path(p) for p in paths]
-    if named:
-        settings = settings.with_paths(named)
-    if command in ROOTS_REQUIRED and not settings.roots:
-        raise NothingToDo(
-            f"nothing to {command}: name a folder (ingest {command} ./docs) or add [[roots]] to the config"
-        )
-    return settings
-
-
-def choose_backend(settings: Settings, env: Mapping[str, str] | None = None) -> Backend:
-    env = os.environ if env is None else env
-    kind = settings.backend
-    if kind == "auto":  # a configured server means OpenAI's API, even one that wants no key
-        kind = "openai" if env.get("OPENAI_API_KEY") or settings.base_url else "local"
-    if kind == "openai" and not env.get("OPENAI_API_KEY") and not settings.base_url:
-        raise ConfigError(
-            "the openai backend needs an API key: set OPENAI_API_KEY (or use --backend local for the embedded store)"
-        )
-    base = settings.state_dir if kind == "openai" else settings.state_dir / "local"
-    manifest = settings.manifest or base / "manifest.db"
-    return Backend(kind, manifest, settings.state_dir / "local" / "store" if kind == "local" else None)
-
-
-def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str, str] | None = None) -> Remote:
-    """The remote of the chosen backend, built on its first call: the SDK and the extractors are
-    imported only then, so a pass with nothing to do never imports them."""
-    env = os.environ if env is None else env
-    backend = backend or choose_backend(settings, env)
-    ensure_state_dir(settings.state_dir)
-    if backend.kind == "openai":
-        key = env.get("OPENAI_API_KEY") or "no-key"
-
-        def build() -> Remote:
-            from ingest.remote.openai import OpenAIRemote
-
-            return OpenAIRemote.connect(
-                key, settings.base_url, settings.request_retries, settings.request_timeout, settings.upload_concurrency
-            )
-
-        # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
-        url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return LazyRemote(backend.kind, build, url.rstrip("/") + "/")
-    store_dir = backend.store_dir
-    assert store_dir is not None
-    log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)
-
-    def build_local() -> Remote:
-        from ingest.remote.local import LocalRemote
-
-        return LocalRemote(store_dir)
-
-    return LazyRemote(backend.kind, build_local, "local")
-
-
-def ensure_state_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.stat().st_uid == os.geteuid():
-            os.chmod(path, 0o700)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot use the state folder {path} ({exc.strerror}): create it for this user, "
-            "or set XDG_STATE_HOME or state_dir in the config to a folder it can write"
-        ) from None
 
 
 def remember(settings: Settings, manifest: Manifest) -> None:
@@ -166,6 +76,9 @@ def remembered(settings: Settings, manifest: Manifest) -> Settings:
 class Ingest:
     """An open manifest and its remote. Use `Ingest.open()`; every method is one operation.
 
+    `settings` are completed from the manifest (the folders and [[stores]] entries it remembers,
+    see remembered()) when first asked for: a search over every store needs none of it.
+
     >>> with Ingest.open(["docs"]) as ingest:      # doctest: +SKIP
     ...     report = ingest.sync()
     """
@@ -181,14 +94,26 @@ class Ingest:
         configured: Settings | None = None,
         named: tuple[Path, ...] = (),
     ):
-        self.settings, self.backend, self.manifest, self.remote = settings, backend, manifest, remote
-        self.on_event = on_event or ignore
+        self.backend, self.manifest, self.remote = backend, manifest, remote
+        self._given = settings
+        self._settings: Settings | None = None
+        self.on_event = on_event
         self.stop = stop or threading.Event()
         self._engine: Engine | None = None
         # The configuration before the PATHs named restricted it, and those PATHs: a sync over a folder
         # inside a known root, or a parent of known roots, is worked out from both (ingest.folders).
         self.configured = configured or settings
         self.named = named
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = remembered(self._given, self.manifest)
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
 
     @classmethod
     @contextmanager
@@ -222,7 +147,7 @@ class Ingest:
             try:
                 remote = remote or connect(settings, chosen)
                 named = tuple(Path(p) for p in paths)
-                yield cls(remembered(settings, manifest), chosen, manifest, remote, on_event, stop, configured, named)
+                yield cls(settings, chosen, manifest, remote, on_event, stop, configured, named)
             finally:
                 if own and remote is not None and hasattr(remote, "close"):
                     remote.close()
@@ -232,11 +157,15 @@ class Ingest:
 
     @property
     def engine(self) -> Engine:
-        from ingest.engine import Engine
-
         if self._engine is None:
-            self._engine = Engine(self.settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+            self._engine = self._engine_for(self.settings)
         return self._engine
+
+    def _engine_for(self, settings: Settings) -> Engine:
+        from ingest.engine import Engine
+        from ingest.events import ignore
+
+        return Engine(settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event or ignore)
 
     def sync(
         self,
@@ -253,7 +182,7 @@ class Ingest:
         scopes (root key → relative paths) limits the run to those paths, as the daemon's passes do.
         A folder named inside a known root syncs that part of it; a parent of known roots takes their
         files over; store sends the folders named to that store; exclude leaves globs out."""
-        from ingest.engine import Engine, Options
+        from ingest.engine import Options
         from ingest.folders import adopt, target
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
@@ -263,7 +192,7 @@ class Ingest:
             return self.engine.sync(options, scopes, progress=progress)
         goal = target(self.configured, self.manifest, list(self.named), store, exclude)
         settings = remembered(goal.settings, self.manifest)
-        engine = Engine(settings, self.manifest, self.remote, stop=self.stop, on_event=self.on_event)
+        engine = self._engine_for(settings)
         if dry_run:
             with self.manifest.scratch():  # planned as if the inner roots' files were taken over; nothing kept
                 adopt(self.manifest, goal.adoptions)
@@ -349,7 +278,7 @@ class Ingest:
 
     def status(self) -> dict[str, Any]:
         """Files by state per store, storage cost, recent runs, every problem file and the daemon."""
-        from ingest.daemon import read_heartbeat
+        from ingest.heartbeat import read_heartbeat
         from ingest.status import collect
 
         data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest, self.settings)
@@ -365,11 +294,12 @@ class Ingest:
         max_results: int = 5,
     ) -> list[dict[str, Any]]:
         """The best chunk of each matching document, best first, across the stores (or the one named)."""
-        from ingest.remote.filters import check_filter
-        from ingest.status import filter_schema, search_stores
-        from ingest.stores import ATTRIBUTE_HINTS
+        from ingest.search import filter_schema, search_stores
 
         if filters:
+            from ingest.remote.filters import check_filter
+            from ingest.stores import ATTRIBUTE_HINTS
+
             try:
                 filters = check_filter(filters, filter_schema(self.settings, self.manifest), ATTRIBUTE_HINTS)
             except ValueError as exc:

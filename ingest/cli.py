@@ -1,5 +1,5 @@
 """click commands: parse, call, print. No logic. The global options and the everyday commands; the
-upkeep ones (cli_upkeep.py) are registered on the same group."""
+upkeep ones (cli_upkeep.py) join the same group when they are asked for."""
 
 from __future__ import annotations
 
@@ -9,16 +9,35 @@ import sys
 
 import click
 
-from ingest import __version__, cli_upkeep, render
+from ingest import __version__, render
 from ingest.cli_common import UsageFailure, guarded, open_api
 from ingest.config import WatchOptions
-from ingest.interrupt import Interrupt
 from ingest.manifest import STATES
 
 log = logging.getLogger("ingest")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The upkeep commands (cli_upkeep.py) join the group when one of them is named or all are listed
+    (help, completion): an everyday command starts without loading them."""
+
+    def _add_upkeep(self) -> None:
+        from ingest import cli_upkeep
+
+        for command in cli_upkeep.COMMANDS:
+            self.add_command(command)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._add_upkeep()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_upkeep()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ingest")
 @click.option(
     "-c",
@@ -88,6 +107,8 @@ def sync(
     A folder inside a known root syncs that part of it. Example:
         ingest sync ./docs --dry-run
     """
+    from ingest.interrupt import Interrupt  # here: the commands that only read never wind a run down
+
     _set_verbosity(ctx, verbose)
     if store_name and not paths:
         raise UsageFailure("--store needs the folders to send: ingest sync ./docs --store NAME")
@@ -234,10 +255,6 @@ def ls(ctx: click.Context, path: str | None, store_name: str | None, state: str 
     with open_api(ctx, lock=False) as ingest:
         files = ingest.ls(path, store=store_name, state=state)
     click.echo(json.dumps(files, indent=2) if as_json else render.listing(files))
-
-
-for command in cli_upkeep.COMMANDS:
-    cli.add_command(command)
 
 
 def main() -> None:  # pragma: no cover

@@ -10,7 +10,6 @@ import click
 
 from ingest import render
 from ingest.cli_common import guarded, open_api
-from ingest.interrupt import Interrupt
 
 
 @click.command()
@@ -55,6 +54,8 @@ def reindex(
     Example (crontab):
         17 3 * * *  ingest reindex --wait
     """
+    from ingest.interrupt import Interrupt
+
     with open_api(ctx, wait=wait) as ingest, Interrupt(ingest.stop):
         repairs = ingest.reindex(
             rehash=rehash, retry_failed=retry_failed, dry_run=dry_run, allow_mass_delete=allow_mass_delete

@@ -3,7 +3,6 @@ into Settings; every error names the file and the key."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -142,6 +141,8 @@ def _check_layout(source: str, roots: tuple[Root, ...], stores: tuple[StoreSpec,
     used, names = {r.store for r in roots}, {s.name for s in stores}
     for i, spec in enumerate(stores):
         if not spec.paths and spec.name not in used:
+            import difflib  # here: only a mistake needs a suggestion
+
             typo = [
                 f"roots[{j}].store = {r.store!r}"
                 for j, r in enumerate(roots)
@@ -158,6 +159,15 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.I)
 _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 
 
+def _did_you_mean(key: str, allowed: set[str]) -> str:
+    """The closest allowed key first (a typo like `root` for `roots`), then all of them."""
+    import difflib  # here: only a mistake needs a suggestion
+
+    close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    hint = f": did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (allowed here: {', '.join(sorted(allowed))})"
+
+
 class _Reader:
     """Typed access to a TOML table; every error names the source file and the dotted key."""
 
@@ -170,7 +180,7 @@ class _Reader:
     def known(self, table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
         for key in table:
             if key not in allowed:
-                raise self.fail(prefix + key, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+                raise self.fail(prefix + key, f"unknown key{_did_you_mean(key, allowed)}")
 
     def table(self, data, key, prefix=""):
         value = data.get(key, {})
@@ -305,7 +315,8 @@ class _Reader:
             raise self.fail(key + ".max_chunk_size_tokens", f"must be from {lo} to {hi}")
         if not isinstance(overlap, int) or not 0 <= overlap <= size // 2:
             raise self.fail(key + ".chunk_overlap_tokens", "must be from 0 to half of max_chunk_size_tokens")
-        unknown = set(value) - {"type", "max_chunk_size_tokens", "chunk_overlap_tokens"}
-        if unknown:
-            raise self.fail(key + "." + sorted(unknown)[0], "unknown key")
+        allowed = {"type", "max_chunk_size_tokens", "chunk_overlap_tokens"}
+        if unknown := set(value) - allowed:
+            first = sorted(unknown)[0]
+            raise self.fail(key + "." + first, f"unknown key{_did_you_mean(first, allowed)}")
         return {"type": "static", "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap}}

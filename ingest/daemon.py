@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
 
-from ingest.api import Ingest, choose_backend, connect, ensure_state_dir, settings_for
+from ingest.api import Ingest
+from ingest.backend import choose_backend, connect, ensure_state_dir, settings_for
 from ingest.config import Settings, WatchOptions
 from ingest.engine import Scopes
 from ingest.errors import USAGE, IngestError, LockBusy
@@ -31,6 +31,7 @@ from ingest.events import (
     Report,
     StoreEvent,
 )
+from ingest.heartbeat import heartbeat_path, write_heartbeat
 from ingest.lock import ManifestLock
 from ingest.watch import Watcher
 
@@ -128,36 +129,6 @@ class EventLog:
         self.metrics.count(event)
 
 
-def heartbeat_path(settings: Settings) -> Path:
-    return settings.state_dir / "daemon.json"
-
-
-def read_heartbeat(settings: Settings) -> dict | None:
-    """The daemon's last heartbeat, with whether its process is still alive."""
-    try:
-        data = json.loads(heartbeat_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(int(data["pid"]), 0)
-        data["running"] = not data.get("stopped")
-    except (OSError, KeyError, ValueError):
-        data["running"] = False
-    return data
-
-
-def _write_heartbeat(path: Path, health: dict, stopped: bool = False) -> None:
-    data = {
-        "pid": os.getpid(),
-        "heartbeat_at": time.time(),
-        "stopped": stopped,
-        **{k: v for k, v in health.items() if k != "last_report"},
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
 def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
     """prometheus_client's handler for /metrics, with /healthz beside it."""
 
@@ -240,7 +211,7 @@ def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) ->
         metrics.queue.set(health.get("queue", 0))
         if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY:
             last_beat[0] = time.monotonic()
-            _write_heartbeat(beat, health)
+            write_heartbeat(beat, health)
 
     on_event = EventLog(metrics)
 
@@ -278,6 +249,6 @@ def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) ->
     finally:
         if server:
             server.shutdown()
-        _write_heartbeat(beat, watcher.health, stopped=True)
+        write_heartbeat(beat, watcher.health, stopped=True)
     log.info("stopped")
     return 0

@@ -51,7 +51,10 @@ from ingest.survey import Survey
 from ingest.sweep import sweep
 
 log = logging.getLogger("ingest")
-MISSING_ROOT = "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+MISSING_ROOT = (
+    "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+    " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                reserve(plan, stores)  # the stores are made while the probe may still be out
+                reserve(plan, stores, soon=True)  # made while the probe is out and the first uploads go
                 if self._remote_work(plan):  # with nothing to do, the server is not asked who it is
                     self.profile = profile()
                 elif isinstance(profile, SoonProfile):

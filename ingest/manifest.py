@@ -7,7 +7,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -143,6 +142,8 @@ class Manifest(FolderRecords, UploadLedger):
                 return _settled(conn, root, network, store, attributes)
             finally:
                 conn.close()
+
+        from concurrent.futures import ThreadPoolExecutor  # here: only a network root reads beside its walk
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="manifest")
         future = pool.submit(read)

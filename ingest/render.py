@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ingest.events import FileEvent, Report
-
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
+    from ingest.events import FileEvent, Report
     from ingest.indexing import Progress
 
 ORDER = (

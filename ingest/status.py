@@ -1,23 +1,19 @@
-"""Read-only views: status of the stores and the manifest, and search across stores."""
+"""Read-only views: status of the stores and the manifest, and the listing of `ingest ls` (search.py searches)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ingest import scan as scanning
-from ingest.config import NO_CONFIG, Settings, StoreSpec
+from ingest.config import NO_CONFIG, Settings
 from ingest.errors import ConfigError
-from ingest.errors import UnknownStore as UnknownStore
-from ingest.limits import MAX_SEARCH_RESULTS
 from ingest.manifest import INDEXED, Manifest
 from ingest.mounts import is_network_fs
 from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
-from ingest.stores import TOOL_KEYS, attribute_schema
 
 GIB = 1024**3
 NO_STORE = "(not in a store: rejected or unreadable)"
@@ -91,69 +87,6 @@ def collect(
         "problems": problems,
         "recent_runs": runs,
     }
-
-
-def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The attributes ingest set, in the types it set them: servers add keys of their own (llama-stack's
-    chunk_id, token_count, …) and may hand integers back as floats."""
-    keys = ours.keys() if ours is not None else TOOL_KEYS
-    out = {}
-    for key in keys:
-        if key in attributes:
-            value = attributes[key]
-            if isinstance(value, float) and value.is_integer() and (ours is None or isinstance(ours.get(key), int)):
-                value = int(value)
-            out[key] = value
-    return out
-
-
-def filter_schema(settings: Settings, manifest: Manifest) -> dict[str, type]:
-    """The attributes files can carry: ingest's own and the static ones of every store, configured or
-    remembered."""
-    remembered = [StoreSpec(**{**spec, "paths": tuple(spec["paths"])}) for spec in manifest.remembered_store_specs()]
-    return attribute_schema([*settings.stores, *remembered])
-
-
-def search_stores(
-    manifest: Manifest,
-    remote: Remote,
-    query: str,
-    store_name: str | None,
-    filters: Mapping[str, Any] | None,
-    max_results: int,
-) -> list[dict[str, Any]]:
-    """Search every vector store of the named logical store (or all), merged by score."""
-    stores = manifest.stores(store_name) if store_name else manifest.stores()
-    if store_name and not stores:
-        known = sorted({s.name for s in manifest.stores()})
-        raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
-    # Chunks, not documents, come back: a long document can fill max_results with its own chunks, so each
-    # store is asked for more (up to the API's limit) and the best chunk of each document is kept.
-    chunks = min(MAX_SEARCH_RESULTS, max(4 * max_results, 20))
-    results = [(store, hit) for store in stores for hit in remote.search(store.id, query, filters, chunks)]
-    # The rows of the hits only: a search costs the same in a manifest of a hundred files or a million.
-    by_file = {
-        file_id: (os.path.join(row.root, row.path), row.attrs())
-        for file_id, row in manifest.rows_of_files({hit.file_id for _, hit in results}).items()
-    }
-    hits: list[dict[str, Any]] = []
-    for store, hit in results:
-        path, ours = by_file.get(hit.file_id) or (None, None)
-        hits.append(
-            {
-                "path": path or hit.attributes.get("path", hit.filename),
-                "score": round(hit.score, 4),  # as the server gives it: some score by distance, past 1
-                "store": store.name,
-                "file_id": hit.file_id,
-                "attributes": _ours(hit.attributes, ours),
-                "text": hit.text,
-            }
-        )
-    hits.sort(key=lambda h: -h["score"])
-    best: dict[str, dict[str, Any]] = {}
-    for found in hits:  # one line per document: its best chunk
-        best.setdefault(found["path"], found)
-    return list(best.values())[:max_results]
 
 
 def feeding(settings: Settings, manifest: Manifest) -> dict[str, list[str]]:

@@ -152,7 +152,9 @@ class Watcher:
         self._stop_observers()
         for root in self.settings.roots:
             if not root.path.is_dir():
-                log.warning("root %s is missing; waiting for it to come back", root.path)
+                if root.key not in self._missing:
+                    log.warning("root %s is missing or not mounted; waiting for it, no deletions", root.path)
+                    self._missing.add(root.key)  # known missing: not reported again as vanished
                 continue
             fstype = filesystem_type(root.path)
             network = fstype in NETWORK_FS

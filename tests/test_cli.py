@@ -57,7 +57,7 @@ def test_json_output_is_machine_output_only(ingest, docs_root):
 
 def test_exit_codes_come_from_the_errors(ingest, docs_root, tmp_path, state_dir):
     nothing = ingest("sync", check=2)
-    assert "nothing to sync: name a folder" in nothing.stderr
+    assert "nothing to sync: name a folder" in nothing.stderr and "ingest reindex" in nothing.stderr
     missing = ingest("--config", str(tmp_path / "nope.toml"), "status", check=2)
     assert "config file not found" in missing.stderr
     bad = tmp_path / "bad.toml"
@@ -85,6 +85,15 @@ def test_watch_defaults_are_the_watch_options(ingest):
     defaults = WatchOptions()
     for option, value in (("--settle", defaults.settle), ("--rescan-interval", defaults.rescan_interval)):
         assert f"[default: {value}" in text.split(option, 1)[1].split("--", 1)[0]
+
+
+def test_help_lists_the_upkeep_commands_beside_the_everyday_ones(ingest):
+    from ingest.cli_upkeep import COMMANDS
+
+    text = ingest("--help").stdout
+    listed = [line.split()[0] for line in text.split("Commands:", 1)[1].splitlines() if line.strip()]
+    assert listed == sorted(["sync", "watch", "status", "search", "ls", *(c.name for c in COMMANDS)])
+    assert "Compare local files, the manifest and the remote" in text, "with their one-line help"
 
 
 def test_the_run_records_the_exit_code_the_cli_exits_with(ingest, tmp_path, state_dir, docs_root):

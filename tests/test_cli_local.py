@@ -193,7 +193,8 @@ def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, t
     assert report["failed"] == [
         {
             "path": str(docs_root),
-            "reason": "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there",
+            "reason": "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+            " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)",
         }
     ]
     docs_root.mkdir()  # a mount point with nothing mounted on it

@@ -153,6 +153,26 @@ def test_an_unknown_key_lists_the_keys_allowed_there(workdir, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "text, key, close",
+    [
+        ('[[root]]\npath = "docs"', "root", "roots"),
+        (
+            '[[stores]]\nname = "a"\nchunking = { type = "static", max_chunk_size = 10 }',
+            "stores[0].chunking.max_chunk_size",
+            "max_chunk_size_tokens",
+        ),
+    ],
+)
+def test_an_unknown_key_names_the_closest_allowed_one(workdir, tmp_path, text, key, close):
+    message = config_error(tmp_path, text)
+    assert f": {key}: unknown key: did you mean {close!r}?" in message
+
+
+def test_an_unknown_key_far_from_any_allowed_one_guesses_nothing(workdir, tmp_path):
+    assert "did you mean" not in config_error(tmp_path, 'colour = "blue"')
+
+
+@pytest.mark.parametrize(
     "text, key, words",
     [
         ('backend = "azure"', "backend", "must be one of auto, local, openai"),

@@ -320,6 +320,28 @@ def test_store_expires_after_inactivity(tmp_path):
     assert remote.get_store(s.id).status == "expired"
 
 
+def test_a_search_does_not_wait_for_a_writer_unless_its_activity_is_due(tmp_path, docs_root):
+    now = [1_000_000.0]
+    remote = LocalRemote(tmp_path / "s", clock=lambda: now[0])
+    s = remote.create_store("s", {}, None, expires_after_days=1)
+    f = remote.upload(_write(docs_root, "a.txt", "the okapi report"), "a.txt")
+    assert remote.get_batch(s.id, remote.attach_batch(s.id, [AttachItem(f.id, {})]).id).completed == 1
+    remote._db.execute("PRAGMA busy_timeout = 0")  # waiting for the writer would fail at once
+    writer = sqlite3.connect(tmp_path / "s" / "store.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process, in the middle of a sync
+    try:
+        assert [h.file_id for h in remote.search(s.id, "okapi")] == [f.id]
+        now[0] += 120  # activity is due: this search records it, so it needs the write lock
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            remote.search(s.id, "okapi")
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    remote.search(s.id, "okapi")
+    now[0] += 86400 - 60  # a day after the store's last write, not yet a day after that search
+    assert remote.get_store(s.id).status == "completed", "the search two minutes in postponed expiry"
+
+
 def test_blob_folder_is_private(remote):
     assert stat.S_IMODE(remote.blobs.stat().st_mode) == 0o700
     assert (remote.directory / "store.db").exists()
@@ -427,3 +449,33 @@ def test_a_store_a_newer_version_wrote_is_refused_and_left_as_it_is(tmp_path):
     db = sqlite3.connect(tmp_path / "store" / "store.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 99, "left as it was"
     db.close()
+
+
+def _index(remote, store_id, path, name):
+    f = remote.upload(path, name)
+    assert remote.get_batch(store_id, remote.attach_batch(store_id, [AttachItem(f.id, {})]).id).completed == 1
+    return f.id
+
+
+def test_the_shards_of_a_store_share_one_ranking_until_the_index_changes(remote, docs_root, tmp_path):
+    shards = [remote.create_store("docs", {"shard": str(n)}, None, None) for n in range(3)]
+    ids = [
+        _index(remote, s.id, _write(docs_root, f"{n}.txt", f"okapi field notes {n}"), f"{n}.txt")
+        for n, s in enumerate(shards)
+    ]
+    rankings = []
+    remote._db.set_trace_callback(lambda sql: rankings.append(sql) if "MATCH" in sql else None)
+    assert [[h.file_id for h in remote.search(s.id, "okapi")] for s in shards] == [[i] for i in ids]
+    assert len(rankings) == 1, "the same words ranked once for the three shards"
+    # Another process adds a document: the next search ranks again and finds it.
+    other = LocalRemote(tmp_path / "store")
+    try:
+        added = _index(other, shards[0].id, _write(docs_root, "new.txt", "okapi okapi sighting"), "new.txt")
+    finally:
+        other.close()
+    assert [h.file_id for h in remote.search(shards[0].id, "okapi")] == [added, ids[0]]
+    assert len(rankings) == 2
+    # ...and so does a change made through this connection.
+    remote.detach(shards[0].id, added)
+    assert [h.file_id for h in remote.search(shards[0].id, "okapi")] == [ids[0]]
+    assert len(rankings) == 3

@@ -115,7 +115,7 @@ def watch(state_dir, tmp_path):
     """Starts `ingest watch ROOT …` and waits for its first full sync; every daemon is killed at teardown."""
     started: list[Daemon] = []
 
-    def start(root: Path, *args: str, settle: str = SETTLE) -> Daemon:
+    def start(root: Path, *args: str, settle: str = SETTLE, first: str = "full sync:") -> Daemon:
         log_path = tmp_path / f"watch-{len(started)}.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
@@ -126,7 +126,7 @@ def watch(state_dir, tmp_path):
             )
         daemon = Daemon(proc, log_path, state_dir)
         started.append(daemon)
-        daemon.until(lambda: "full sync:" in daemon.log() or proc.poll() is not None, "the first full sync")
+        daemon.until(lambda: first in daemon.log() or proc.poll() is not None, f"{first!r} in the log")
         assert proc.poll() is None, f"ingest watch exited with {proc.returncode}\n{daemon.log()}"
         return daemon
 
@@ -463,6 +463,20 @@ def test_an_unmounted_share_deletes_nothing_and_a_share_mounted_late_is_synced(w
         "the changes on the remounted share to be synced",
     )
     assert daemon.rows()["a.txt"].file_id == before["a.txt"].file_id
+
+
+def test_a_root_missing_at_start_is_said_once_and_synced_when_it_appears(watch, tmp_path):
+    later = tmp_path / "later"  # never existed when the daemon started: a share mounted after it
+    daemon = watch(later, first="later is missing or not mounted; waiting for it")
+    daemon.until(lambda: daemon.heartbeat().get("roots_missing") == [str(later)], "the missing root checked")
+    later.mkdir()
+    (later / "a.txt").write_text("The late folder's memo.\n")
+    daemon.until(
+        lambda: (row := daemon.rows().get("a.txt")) is not None and indexed(row),
+        "the folder that appeared to be synced",
+    )
+    assert "vanished" not in daemon.log(), "a folder that never was there is not reported as vanished"
+    assert daemon.log().count("later is missing or not mounted") == 1
 
 
 def test_an_inotify_overflow_triggers_a_full_rescan(state_dir, docs_root):

@@ -97,10 +97,12 @@ def hits(
     filters: Mapping[str, object] | None,
     max_results: int,
     meaning: Query | None = None,
+    ranked: Ranked | None = None,
 ) -> list[Hit]:
     """The store's best chunks for a query that pass the filters, best first (caller holds the lock).
 
-    With `meaning` (the query's vector and the store's), the words' and the vectors' best are fused."""
+    With `meaning` (the query's vector and the store's), the words' and the vectors' best are fused.
+    `ranked` keeps the index's rankings for the next store searched with the same words."""
     match = fts_query(query, db)
     if not match and meaning is None:
         return []
@@ -109,7 +111,7 @@ def hits(
     # asked for.
     k = max(100 if meaning else 50, max_results * 5)
     while True:
-        lexical = _lexical_top(db, match, k)
+        lexical = ranked.top(db, match, k) if ranked is not None else _lexical_top(db, match, k)
         exhausted = len(lexical) < k
         scored = lexical
         if meaning is not None:
@@ -121,6 +123,27 @@ def hits(
         if len(found) >= max_results or exhausted:
             return found
         k *= 4
+
+
+class Ranked:
+    """The full-text index's best k chunks for the last query, while the database is unchanged. The
+    index is shared by every store in the directory, and ranks every match of the words each time:
+    a logical store's shards (10 for 100,000 files), searched one after another with the same words,
+    paid for the same ranking each (1.6 s for two everyday words there, against 0.2 s)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._tops: dict[int, dict[int, float]] = {}
+        self.not_indexed = 0  # rows this connection changed that are not the index's (a search's activity)
+
+    def top(self, db: sqlite3.Connection, match: str, k: int) -> dict[int, float]:
+        # data_version moves when another connection commits, total_changes when this one writes.
+        key = (match, db.execute("PRAGMA data_version").fetchone()[0], db.total_changes - self.not_indexed)
+        if key != self._key:
+            self._key, self._tops = key, {}
+        if k not in self._tops:
+            self._tops[k] = _lexical_top(db, match, k)
+        return self._tops[k]
 
 
 def _lexical_top(db: sqlite3.Connection, match: str, k: int) -> dict[int, float]:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE
 from ingest.remote.base import (
@@ -45,10 +44,12 @@ from ingest.remote.base import (
 )
 from ingest.remote.local import embed, schema, search
 from ingest.remote.local.checks import check_attributes, check_chunking, check_metadata, check_search
-from ingest.remote.local.indexer import Indexer
-from ingest.remote.local.prepare import Preparer
 from ingest.remote.local.vectors import Vectors
 from ingest.remote.profile import LOCAL, PROFILES, Profile
+
+if TYPE_CHECKING:  # indexing's modules load with the first call that indexes: a search makes none
+    from ingest.remote.local.indexer import Indexer
+    from ingest.remote.local.prepare import Preparer
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
 STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
@@ -79,8 +80,10 @@ class LocalRemote:
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.chmod(folder, 0o700)  # mkdir's mode is reduced by the umask
         self._clock = clock
-        # Extraction and chunking, in worker processes when there is enough to do (see prepare.py).
-        self._preparer = preparer or Preparer()
+        # Extraction and chunking, in worker processes when there is enough to do (see prepare.py);
+        # by default made with the indexer, on the first call that indexes.
+        self._preparer, self._work_budget_s = preparer, work_budget_s
+        self._indexer: Indexer | None = None
         # One connection behind one lock: simple, and SQLite serialises writers anyway.
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
@@ -93,16 +96,28 @@ class LocalRemote:
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
         self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
-        encode, fill = self._vectors.encode, self._vectors.embed_kept
-        self._work = Indexer(
-            self._db, self._lock, self._tx, self.blobs, self._preparer, work_budget_s, encode, fill
-        ).work
+        self._ranked = search.Ranked()  # the shards of a logical store are searched with the same words
 
     def close(self) -> None:
         """Stop the extraction workers and close the database; the object is unusable afterwards."""
-        self._preparer.close()
+        if self._preparer is not None:
+            self._preparer.close()
         with self._lock:
             self._db.close()
+
+    def _work(self, store_id: str, **scope: Any) -> None:
+        """Index the store's pending files (of a batch_id, a file_id) for about the work budget (indexer.py)."""
+        with self._lock:
+            if self._indexer is None:
+                from ingest.remote.local.indexer import Indexer
+                from ingest.remote.local.prepare import Preparer
+
+                self._preparer = self._preparer or Preparer()
+                encode, fill = self._vectors.encode, self._vectors.embed_kept
+                self._indexer = Indexer(
+                    self._db, self._lock, self._tx, self.blobs, self._preparer, self._work_budget_s, encode, fill
+                )
+        self._indexer.work(store_id, **scope)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -128,20 +143,22 @@ class LocalRemote:
             raise NotFound(f"vector store {store_id} not found")
         return row
 
-    def _touch(self, db: sqlite3.Connection, store_id: str) -> None:
-        """Record activity on a store, which postpones its expiry."""
+    def _touch(self, db: sqlite3.Connection, store_id: str) -> int:
+        """Record activity on a store, which postpones its expiry; how many rows that changed."""
         now = self._clock()
-        db.execute(
+        return db.execute(
             "UPDATE stores SET last_active_at = ? WHERE id = ? AND last_active_at < ?",
             (now, store_id, now - ACTIVITY_RESOLUTION_S),
-        )
+        ).rowcount
 
     # Files ------------------------------------------------------------------------------------------
     def upload(self, path: Path, filename: str) -> RemoteFile:
         size = Path(path).stat().st_size
         if size > MAX_FILE_BYTES:
             raise RemoteError(f"{filename}: {size} bytes is over the 512 MB upload limit")
-        file_id = "file-local-" + secrets.token_hex(12)
+        import shutil  # here: a search uploads nothing (shutil brings bz2 and lzma)
+
+        file_id = "file-local-" + os.urandom(12).hex()
         tmp = self.blobs / f".{file_id}.tmp"
         try:  # copy then rename: a crash never leaves a half-written blob under a real id
             with open(path, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
@@ -178,7 +195,7 @@ class LocalRemote:
         rule = check_chunking(chunking)
         if expires_after_days is not None and not 1 <= expires_after_days <= 365:
             raise RemoteError(f"expires_after days must be 1-365, got {expires_after_days}")
-        store_id = "vs_local_" + secrets.token_hex(12)
+        store_id = "vs_local_" + os.urandom(12).hex()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO stores VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -251,7 +268,7 @@ class LocalRemote:
             # NULL, not "null", so the store's own strategy applies (COALESCE in the indexer).
             rule = None if item.chunking is None else json.dumps(check_chunking(item.chunking).as_openai())
             prepared[item.file_id] = (json.dumps(dict(item.attributes)), rule)
-        batch_id = "vsfb_local_" + secrets.token_hex(12)
+        batch_id = "vsfb_local_" + os.urandom(12).hex()
         now = int(self._clock())
         with self._tx() as db:
             self._require_store(db, store_id)
@@ -380,13 +397,17 @@ class LocalRemote:
         self, store_id: str, query: str, filters: Mapping[str, object] | None = None, max_results: int = 10
     ) -> list[Hit]:
         check_search(filters, max_results)
-        with self._tx() as db:
-            self._require_store(db, store_id)
-            self._touch(db, store_id)
+        with self._lock:
+            last_active = self._require_store(self._db, store_id)[-1]
+        # A search is activity (it postpones expiry), recorded at most once a minute: the others
+        # take no write lock, so they never wait for a sync that is writing.
+        if self._clock() - last_active > ACTIVITY_RESOLUTION_S:
+            with self._tx() as db:
+                self._ranked.not_indexed += self._touch(db, store_id)  # the index's rankings still hold
         # The model is loaded only for a store that has vectors to compare the query with.
         meaning = self._vectors.query(store_id, query)
         with self._lock:
-            return search.hits(self._db, store_id, query, filters, max_results, meaning)
+            return search.hits(self._db, store_id, query, filters, max_results, meaning, self._ranked)
 
 
 def _store_file(row: tuple) -> StoreFile:

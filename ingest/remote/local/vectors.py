@@ -148,8 +148,14 @@ class Vectors:
 
     def _has_vectors(self, store_id: str) -> bool:
         cached = self._cache.get(store_id)
-        if cached is not None and cached[0] == self._gen():
+        gen = self._gen()
+        if cached is not None and cached[0] == gen:
             return cached[1] is not None
+        # No vector was ever stored in this directory (a store by words alone): one read. Otherwise
+        # the query below, which stops at a store's first vector but reads every chunk of a store
+        # that has none (40 ms at 100,000 chunks, on every search).
+        if gen == 0:
+            return False
         return (
             self._db.execute(
                 "SELECT 1 FROM chunks WHERE store_id = ? AND embedding IS NOT NULL LIMIT 1", (store_id,)
