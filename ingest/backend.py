@@ -83,13 +83,7 @@ def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str
 
         # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
         url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-
-        def ask_version() -> tuple[int, object] | None:
-            from ingest.remote import version
-
-            return version.ask(url, key, settings.request_timeout)
-
-        return LazyRemote(backend.kind, build, url.rstrip("/") + "/", ask_version)
+        return LazyRemote(backend.kind, build, url.rstrip("/") + "/")
     store_dir = backend.store_dir
     assert store_dir is not None
     log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)

@@ -153,7 +153,7 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                reserve(plan, stores, soon=True)  # made while the probe is out and the first uploads go
+                reserve(plan, stores)  # the stores are made while the probe may still be out
                 if self._remote_work(plan):  # with nothing to do, the server is not asked who it is
                     self.profile = profile()
                 elif isinstance(profile, SoonProfile):

@@ -131,7 +131,7 @@ class Executor:
         uploads: list[FileRow | Callable[[], FileRow]] = []
         attach: list[FileRow] = list(self.reattach)
         attaching: list[FileRow] = []
-        reserve(plan, stores, failed_moves, soon=True)
+        reserve(plan, stores, failed_moves)
         # A new or changed file's intent is recorded as its turn to upload comes, in the commit that
         # starts it: the first upload goes out without waiting for the rows of all the others. One not
         # reached (stopped, killed) is left as it was, and the next run's plan finds it again.
@@ -221,12 +221,10 @@ class Executor:
                 self.manifest.ledger_set(old, RETIRE)  # routed to another store: nothing to keep serving
                 old = None
         spec = self.settings.store_spec(obs.store)
-        # None while its store is still being created: the upload needs none, and the file is placed
-        # (and attached) once the store exists (see Indexer._uploaded).
         store_id = (
             row.vector_store_id
             if row is not None and row.vector_store_id and row.store == obs.store
-            else stores.place_soon(obs.store)
+            else stores.place(obs.store)
         )
         attrs = attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", spec)
         same = row is not None and row.sha256 == obs.sha256 and row.state != INDEXED
@@ -274,8 +272,6 @@ class Executor:
         if row.state in (PENDING, UPLOADING, REJECTED, ERROR) or (row.state == UPLOADED and not row.file_id):
             uploads.append(self._prepare_upload(obs, row, root, stores))
         elif row.state == UPLOADED:
-            if not row.vector_store_id:  # uploaded while its store was being made, which then failed
-                row = self.manifest.update(row, vector_store_id=stores.place(obs.store))
             attach.append(row)
         elif row.state == ATTACHING:
             attaching.append(row)
@@ -296,17 +292,14 @@ class Executor:
         return True
 
 
-def reserve(
-    plan: Plan, stores: Stores, failed_moves: Sequence[tuple[Observed, FileRow]] = (), soon: bool = False
-) -> None:
+def reserve(plan: Plan, stores: Stores, failed_moves: Sequence[tuple[Observed, FileRow]] = ()) -> None:
     """Create the vector stores the plan's new files need (see Stores.reserve); again, it creates nothing."""
     stores.reserve(
         Counter(
             obs.store
             for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves, *plan.transfers]
             if prior is None or not prior.vector_store_id or prior.store != obs.store
-        ),
-        soon,
+        )
     )
 
 

@@ -77,7 +77,6 @@ class Indexer:
         self.attacher = Attacher(
             settings, manifest, remote, stores, profile, self.outcome, emit, self.stop, clock, self.progress
         )
-        self._unplaced: list[FileRow] = []  # uploaded while their store was being created: attached once it is
 
     # upload ------------------------------------------------------------------------------------
     def run(
@@ -96,13 +95,9 @@ class Indexer:
                     self._upload_all(uploads)
                 finally:
                     self.text.close()
-            if not self.stop.is_set():
-                self.stores.settle()  # a creation a failure raises from; one left when stopping is settled next run
-                self._place()
             self.attacher.finish()
         finally:
             self.attacher.calls.close()
-            self.stores.close()
         return self.outcome
 
     def _upload_all(self, rows: Sequence[FileRow | Callable[[], FileRow]]) -> None:
@@ -114,12 +109,11 @@ class Indexer:
         with ThreadPoolExecutor(threads, thread_name_prefix="upload") as pool:
             pending: dict[Future[RemoteFile], _InFlight] = {}
             todo, started, flushed = iter(rows), 0, False
-            failed: BaseException | None = None  # a store's creation: raised once the uploads sent are recorded
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are (or are next).
             while True:
                 window = pacer.wanted if pacer is not None else self.settings.upload_concurrency
-                while len(pending) < window + max(2, window // 4) and not (self.stop.is_set() or failed):
+                while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
                     row = next(todo, None)
                     if row is None:
                         break
@@ -132,24 +126,14 @@ class Indexer:
                     self.attacher.flush(soon=True)
                     flushed = True
                 if not pending:
-                    if failed is not None:
-                        raise failed
                     break
                 calls = self.attacher.calls.under_way  # attaches and polls, answered here as they come
-                making = self.stores.under_way  # the stores the first uploads did not wait for
-                finished, _ = wait([*pending, *calls, *making], timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
+                finished, _ = wait([*pending, *calls], timeout=HEARTBEAT, return_when=FIRST_COMPLETED)
                 self.manifest.alive()  # bounds how late a killed run can have created a file: see sweep()
                 try:
                     for future in finished:
                         if future in calls:
                             self.attacher.calls.answer(future)
-                            continue
-                        if future in making:
-                            try:
-                                self.stores.answer(future)
-                            except Exception as exc:  # no upload starts now; those sent are recorded first
-                                failed = failed or exc
-                            self._place()
                             continue
                         self._uploaded(future, pending.pop(future))
                         done += 1
@@ -221,27 +205,11 @@ class Indexer:
                 self.emit(event(row, SKIPPED, "changed during upload; it is synced again next run"))
         except OSError:
             pass
-        if not row.vector_store_id:
-            changes["vector_store_id"] = self.stores.place_soon(row.store or "")
         with self.manifest.transaction():  # together: a crash between them would orphan the file id
             self.manifest.ledger_done(upload_id, remote_file.id, remote_file.maybe_duplicated, remote_file.created_at)
             row = self.manifest.update(row, **changes)
         self.outcome.uploaded += 1
-        if row.vector_store_id:
-            self.attacher.queue(row)
-        else:
-            self._unplaced.append(row)
-
-    def _place(self) -> None:
-        """Place (and queue to be attached) the files uploaded while their store was being created."""
-        waiting, self._unplaced = self._unplaced, []
-        with self.manifest.transaction():
-            for row in waiting:
-                store_id = self.stores.place_soon(row.store or "")
-                if store_id is None:
-                    self._unplaced.append(row)
-                else:
-                    self.attacher.queue(self.manifest.update(row, vector_store_id=store_id))
+        self.attacher.queue(row)
 
     # clean-up ----------------------------------------------------------------------------------
     def retire(self) -> None:

@@ -15,7 +15,7 @@ from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, igno
 from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
 from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote import profile as profiles
-from ingest.remote.base import CREATE_TOKEN, AuthError, NotFound, Remote, RemoteError, Store
+from ingest.remote.base import CREATE_TOKEN, AuthError, NotFound, Remote, RemoteError
 from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
@@ -168,10 +168,6 @@ class Stores:
     def __init__(self, settings: Settings, manifest: Manifest, remote: Remote, emit: OnEvent = ignore):
         self.settings, self.manifest, self.remote, self.emit = settings, manifest, remote, emit
         self._assigned: dict[str, int] = {}
-        # Creations sent by reserve(soon=True), answered on this thread by answer(): future → (spec, intent)
-        self.under_way: dict[Future[Store], tuple[StoreSpec, StoreRow]] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._failed: set[str] = set()  # stores whose creation failed in this run
 
     def check_due(self, now: float | None = None) -> bool:
         """Whether a pass with nothing to do must still look at its stores: a creation to settle, or a
@@ -217,53 +213,16 @@ class Stores:
                     error_code=None,
                 )
 
-    def reserve(self, wanted: Mapping[str, int], soon: bool = False) -> None:
-        """Create, outside any transaction, every shard that `wanted` new files per store need: a store
-        row must be committed the moment the store exists remotely, or a crash orphans it. soon: the
-        creations are sent on a thread and answered by answer(), so that uploads (which need no store,
-        only their attach does) go out meanwhile; the files are placed once it exists (place_soon)."""
+    def reserve(self, wanted: Mapping[str, int]) -> None:
+        """Create now, outside any transaction, every shard that `wanted` new files per store need: a
+        store row must be committed the moment the store exists remotely, or a crash orphans it."""
         for name, count in sorted(wanted.items()):
             spec = self.settings.store_spec(name)
             shards = self.manifest.stores(name)
             free = sum(max(0, spec.max_files - self._used(s.id)) for s in shards)
-            coming = [intent for _, intent in self.under_way.values() if intent.name == name]
-            free += spec.max_files * len(coming)
-            while not (shards or coming) or free < count:
-                if soon:
-                    coming.append(self._create_soon(spec, len(shards) + len(coming)))
-                else:
-                    shards.append(self._create(spec, len(shards) + len(coming)))
+            while not shards or free < count:
+                shards.append(self._create(spec, len(shards)))
                 free += spec.max_files
-
-    def _create_soon(self, spec: StoreSpec, shard: int) -> StoreRow:
-        intent, send = begin_store(self.manifest, self.remote, spec, shard)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(2, thread_name_prefix="store")
-        self.under_way[self._pool.submit(send)] = (spec, intent)
-        return intent
-
-    def answer(self, future: Future[Any]) -> None:
-        """Record a creation sent by reserve(soon=True) (one of under_way), on this thread. A failed one
-        raises, its intent left for the next run to settle (see settle_creations), as a crash leaves it."""
-        spec, intent = self.under_way.pop(future)
-        try:
-            made = future.result()
-        except BaseException:
-            self._failed.add(spec.name)  # its files stay unplaced in this run: no other store is made for them
-            raise
-        row = _record(self.manifest, intent, made.id, ACTIVE)
-        self.emit(StoreEvent(spec.name, CREATED, row.id))
-
-    def settle(self, name: str | None = None) -> None:
-        """Wait for the creations under way (of store `name`, or all) and record them."""
-        for future, (_, intent) in list(self.under_way.items()):
-            if name is None or intent.name == name:
-                self.answer(future)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
 
     def _used(self, store_id: str) -> int:
         if store_id not in self._assigned:  # counted once per run, not once per file
@@ -272,25 +231,14 @@ class Stores:
 
     def place(self, name: str) -> str:
         """The vector store id a new file of logical store `name` goes to."""
-        self.settle(name)
-        return self.place_soon(name) or self._place_new(name)
-
-    def place_soon(self, name: str) -> str | None:
-        """As place(), or None while the store the file would go to is still being created: the file is
-        placed (place_soon again) once it exists, and attached only then."""
         spec = self.settings.store_spec(name)
-        for shard in self.manifest.stores(name):
+        shards = self.manifest.stores(name)
+        for shard in shards:
             used = self._used(shard.id)
             if used < spec.max_files:
                 self._assigned[shard.id] = used + 1
                 return shard.id
-        if name in self._failed or any(intent.name == name for _, intent in self.under_way.values()):
-            return None
-        return self._place_new(name)
-
-    def _place_new(self, name: str) -> str:
-        spec = self.settings.store_spec(name)
-        shard = self._create(spec, len(self.manifest.stores(name)))
+        shard = self._create(spec, len(shards))
         self._assigned[shard.id] = 1
         return shard.id
 
@@ -309,15 +257,6 @@ def create_store(
     """Create a vector store for shard `shard` of `spec` and record it. The intent (a one-off token,
     also put in the store's metadata) is committed first, so that a store whose creation a crash
     cut off is found and adopted by the next run instead of being left behind as an orphan."""
-    intent, send = begin_store(manifest, remote, spec, shard, replaces)
-    return _record(manifest, intent, send().id, status)
-
-
-def begin_store(
-    manifest: Manifest, remote: Remote, spec: StoreSpec, shard: int, replaces: str | None = None
-) -> tuple[StoreRow, Callable[[], Store]]:
-    """Commit the intent to create shard `shard` of `spec` (see create_store); the call that creates
-    it remotely, to be sent (on any thread) and its answer recorded with _record."""
     import secrets  # here: only a store to create needs a token
 
     token = secrets.token_hex(8)
@@ -330,8 +269,8 @@ def begin_store(
         "shard": str(shard),
         CREATE_TOKEN: token,
     }
-    # A lambda: a lazy remote is built (the SDK imported) by the thread that sends it, not here.
-    return intent, lambda: remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
+    store = remote.create_store(name, metadata, spec.chunking, spec.expires_after_days)
+    return _record(manifest, intent, store.id, status)
 
 
 def settle_creations(manifest: Manifest, remote: Remote) -> list[StoreEvent]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 
 import pytest
 
@@ -258,38 +257,3 @@ def test_the_config_can_name_the_server(llama_cli, llama, docs_root, tmp_path):
     assert llama.counters()["requests"].get(BATCHES) is None and llama.counters()["requests"][ATTACH] == 4
     config.write_text(config.read_text().replace('"llama-stack"', '"nonsense"'))
     assert "server: must be one of auto, openai," in llama_cli("status", check=2).stderr
-
-
-@pytest.mark.parametrize(
-    "server, fault, found, settled",
-    [
-        ("llama-stack", None, "llama-stack", True),
-        ("openai", None, COMPATIBLE, True),
-        ("openai", "500", COMPATIBLE, False),
-    ],
-)
-def test_a_first_run_asks_who_the_server_is_while_the_sdk_is_still_being_imported(server, fault, found, settled):
-    import functools
-
-    from ingest.remote import version
-    from ingest.remote.base import LazyRemote
-    from ingest.remote.openai import OpenAIRemote
-
-    with Emulator(profile=server) as emu:
-        if fault:
-            emu.inject(fault, 1, endpoint="GET /version")
-        asked = threading.Event()
-        emu.when("GET /version", 1, asked.set)
-        built: list[bool] = []
-
-        def build():  # the remote (the SDK) is ready only once the question has reached the server
-            built.append(asked.wait(30))
-            return OpenAIRemote.connect("anything", emu.base_url, attempts=2, timeout=10)
-
-        ask = functools.partial(version.ask, emu.base_url + "/", "anything", 10)
-        profile = LazyRemote("openai", build, emu.base_url + "/", ask).probe()
-        assert built == [True], "the question waited for the SDK"
-        assert (profile.name, profile.settled) == (found, settled)
-        assert emu.counters()["requests"]["GET /version"] == 1, "asked once, not again by the SDK"
-        if server == "llama-stack":  # its tables made before the first upload, as the SDK's probe does
-            assert emu.counters()["requests"]["GET /files"] == 1

@@ -144,36 +144,11 @@ class LazyRemote:
     """A Remote built on first use. Building one imports its SDK (the openai package takes half a
     second to import) or the embedded store's extractors: a pass with nothing to do never needs it."""
 
-    def __init__(
-        self,
-        kind: str,
-        build: Callable[[], Remote],
-        base_url: str,
-        ask_version: Callable[[], tuple[int, object] | None] | None = None,
-    ):
+    def __init__(self, kind: str, build: Callable[[], Remote], base_url: str):
         self.kind, self.base_url = kind, base_url  # known without building it: the server profile's key
         self._build: Callable[[], Remote] | None = build
         self._remote: Remote | None = None
         self._lock = threading.Lock()
-        self._ask_version = ask_version  # GET /version without the SDK (see remote/version.py)
-
-    def probe(self) -> Profile:
-        """The remote's probe; where its question needs no SDK, it is sent while the remote is built
-        (the SDK imported) on another thread, and the answer handed to the probe once it is."""
-        from ingest.remote.profile import by_host
-
-        if self._ask_version is None or self._remote is not None or by_host(self.base_url) is not None:
-            return self._built().probe()
-        threading.Thread(target=self._warm, name="build-remote").start()
-        answer = self._ask_version()
-        remote: Any = self._built()  # waits for the build under way
-        return remote.probe(answer) if answer is not None else remote.probe()
-
-    def _warm(self) -> None:
-        try:
-            self._built()
-        except Exception:  # raised again, and reported, where the remote is used
-            pass
 
     @property
     def built(self) -> bool:
@@ -188,12 +163,9 @@ class LazyRemote:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_build", "_remote", "_lock"):
             raise AttributeError(name)
-        return getattr(self._built(), name)
-
-    def _built(self) -> Remote:
         if self._remote is None:
             with self._lock:  # the upload pool's threads may all ask at once
                 if self._remote is None:
                     assert self._build is not None
                     self._remote, self._build = self._build(), None
-        return self._remote
+        return getattr(self._remote, name)

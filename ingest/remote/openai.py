@@ -138,26 +138,17 @@ class OpenAIRemote:
     def base_url(self) -> str:
         return str(self.client.base_url)
 
-    def probe(self, answer: tuple[int, object] | None = None) -> profile.Profile:
-        """Which server this is: OpenAI and Azure by their host; llama-stack answers GET /version.
-        answer: (status, body) of a GET /version already sent (see version.ask)."""
+    def probe(self) -> profile.Profile:
+        """Which server this is: OpenAI and Azure by their host; llama-stack answers GET /version."""
         known = profile.by_host(self.base_url)
         if known is not None:
             return known
-        reply: object = None
-        if answer is not None:
-            status, reply = answer
-            if status >= 500:
-                return replace(profile.PROFILES[profile.COMPATIBLE], settled=False)  # asked again next run
-            if status >= 400:
-                reply = None  # not a route of this server
-        else:
-            try:
-                reply = self.client.get("/version", cast_to=object, options={"max_retries": 0})
-            except (openai.APIConnectionError, openai.InternalServerError):
-                return replace(profile.PROFILES[profile.COMPATIBLE], settled=False)  # asked again next run
-            except openai.OpenAIError:
-                reply = None  # not a route of this server
+        try:
+            reply: object = self.client.get("/version", cast_to=object, options={"max_retries": 0})
+        except (openai.APIConnectionError, openai.InternalServerError):
+            return replace(profile.PROFILES[profile.COMPATIBLE], settled=False)  # asked again next run
+        except openai.OpenAIError:
+            reply = None  # not a route of this server
         found = profile.from_version(reply)
         if found.name == profile.LLAMA_STACK:
             # A brand-new llama-stack creates its tables on the first read: uploads sent at once before it get
