@@ -231,14 +231,17 @@ class Engine:
             if not prefixes:
                 continue
             network = self.survey.network(root)
-            # The common case is "nothing changed": the scan compares each file's stat with the settled
-            # rows as plain tuples, and full rows are loaded only for what moved and for what is gone.
-            # The manifest's rows are read beside the walk, on a connection of their own.
-            reading = self.survey.settled_beside(root)
+            # The common case is "nothing changed": the scan compares each folder's digest with the one
+            # recorded, then each other file's stat with the settled rows as plain tuples, and full rows
+            # are loaded only for what moved and for what is gone.
+            digests = None if options.rehash else self.survey.digests(root)
+            reading = self.survey.settled_for(root, digests)
             result = scanning.scan(
-                root, prefixes, network, None if options.rehash else functools.partial(_first, reading)
+                root, prefixes, network, None if options.rehash else _first(reading), digests=digests
             )
-            settled, others = reading()
+            settled, others = reading(result.vouched)
+            if digests is not None and not options.dry_run:
+                self.manifest.record_folder_digests(root.key, result.settled_folders(settled, others))
             fresh, calm = self.survey.calm(root, result, settled)
             fresh, result.problems, skipped, lapsed = split_ignored(
                 root.key, root.path, fresh, result.problems, ignores
@@ -247,8 +250,8 @@ class Engine:
             if lapsed and not options.dry_run:
                 for path in lapsed:  # changed since it was acknowledged: looked at again
                     self.manifest.unignore(root.key, path)
-            quiet += [(root.key, p) for p in calm]
-            unsure = settled.keys() - set(calm) if calm else settled.keys()
+            quiet.append((root.key, calm))
+            unsure = list(settled) if options.rehash else result.unsure
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
             )
@@ -321,8 +324,8 @@ class Engine:
         )
 
 
-def _first(read: Callable[[], tuple[dict[str, tuple], list[str]]]) -> dict[str, tuple]:
-    return read()[0]
+def _first(read: Callable[[Mapping[str, int]], tuple[dict[str, tuple], list[str]]]) -> scanning.SettledFor:
+    return lambda vouched: read(vouched)[0]
 
 
 def _within(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -342,7 +345,8 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "deleted": [_show(r) for r in plan.deletes],
         "excluded": [_show(r) for r in plan.excluded],
         "ignored": [os.path.join(r, p) for r, p in plan.ignored],
-        "unchanged": [_show(o) for o, _ in plan.unchanged] + [os.path.join(r, p) for r, p in plan.quiet],
+        "unchanged": [_show(o) for o, _ in plan.unchanged]
+        + [os.path.join(r, p) for r, paths in plan.quiet for p in paths],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
         "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],

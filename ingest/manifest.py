@@ -19,7 +19,7 @@ from ingest.ledger import RETIRE as RETIRE
 from ingest.ledger import STARTED as STARTED
 from ingest.ledger import UploadLedger
 from ingest.observe import SETTLED_SQL, racy_ns
-from ingest.records import FolderRecords
+from ingest.records import FolderRecords, outside
 from ingest.rows import FileRow as FileRow
 from ingest.rows import StoreRow as StoreRow
 from ingest.rows import Upload as Upload
@@ -115,12 +115,13 @@ class Manifest(FolderRecords, UploadLedger):
         }
 
     def settled(
-        self, root: str, network: bool, store: str | None, attributes: bool
+        self, root: str, network: bool, store: str | None, attributes: bool, vouched: Mapping[str, int] | None = None
     ) -> tuple[dict[str, tuple], list[str]]:
         """What a no-op pass compares against, as plain tuples rather than a FileRow per file:
         path -> (size, mtime_ns, inode[, store][, attributes]) of the settled rows of a root (in `store`
-        if given), and the paths of its other rows."""
-        return _settled(self.conn, root, network, store, attributes)
+        if given), and the paths of its other rows; none of the rows in the `vouched` folders (folder ->
+        its files, as their digests recorded)."""
+        return _settled(self.conn, root, network, store, attributes, vouched)
 
     def settled_beside(
         self, root: str, network: bool, store: str | None, attributes: bool
@@ -353,7 +354,12 @@ class Manifest(FolderRecords, UploadLedger):
 
 
 def _settled(
-    conn: sqlite3.Connection, root: str, network: bool, store: str | None, attributes: bool
+    conn: sqlite3.Connection,
+    root: str,
+    network: bool,
+    store: str | None,
+    attributes: bool,
+    vouched: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, tuple], list[str]]:
     # The store only where the caller compares it (routes, static attributes): one string fewer per row.
     columns = "path, size, mtime_ns, inode" + (", store" if store is None or attributes else "")
@@ -363,11 +369,15 @@ def _settled(
         if store is not None
         else (SETTLED_SQL, [INDEXED, racy_ns(network)])
     )
+    found = outside(conn, root, vouched)
+    if found is None:
+        return {}, []
+    scope, scoped = found
     settled = {
-        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where root = ? and {where}", [root, *args])
+        r[0]: r[1:] for r in conn.execute(f"select {columns} from files where {scope} and {where}", [*scoped, *args])
     }
     others = [
         r[0]
-        for r in conn.execute(f"select path from files where root = ? and not coalesce(({where}), 0)", [root, *args])
+        for r in conn.execute(f"select path from files where {scope} and not coalesce(({where}), 0)", [*scoped, *args])
     ]
     return settled, others

@@ -60,8 +60,13 @@ class Plan:
     excluded: list[FileRow] = field(default_factory=list)  # still there, but the configuration leaves them out
     ignored: list[tuple[str, str]] = field(default_factory=list)  # acknowledged by `ingest ignore`: left alone
     held: list[tuple[FileRow, str]] = field(default_factory=list)
-    quiet: list[tuple[str, str]] = field(default_factory=list)  # unchanged by stat fingerprint: no row loaded
+    # Unchanged by stat fingerprint, no row loaded: (root, its paths), a tuple a root rather than a file.
+    quiet: list[tuple[str, list[str]]] = field(default_factory=list)
     mass_held: dict[str, int] = field(default_factory=dict)  # store → deletions held as too large a share of it
+
+    @property
+    def quiet_count(self) -> int:
+        return sum(len(paths) for _, paths in self.quiet)
 
     def counts(self) -> dict[str, int]:
         changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)
@@ -72,7 +77,7 @@ class Plan:
             + len(self.transfers)
             + len(self.unchanged)
             + len(self.rejected)
-            + len(self.quiet),
+            + self.quiet_count,
             "new": len(self.uploads) - changed,
             "changed": changed,
             "resumed": len(self.resumes),
@@ -81,7 +86,7 @@ class Plan:
             "deleted": len(self.deletes),
             "excluded": len(self.excluded),
             "ignored": len(self.ignored),
-            "unchanged": len(self.unchanged) + len(self.quiet),
+            "unchanged": len(self.unchanged) + self.quiet_count,
             "rejected": len(self.rejected) + len(self.refused),
             "unreadable": len(self.unreadable),
             "held": len(self.held),

@@ -4,13 +4,27 @@ roots. A part of Manifest (which opens the database); kept apart so that each fi
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from ingest.database import Database
 from ingest.rows import FileRow
+from ingest.schema import DIGEST_TRIGGER, folder_of
+
+
+def outside(conn: sqlite3.Connection, root: str, vouched: Mapping[str, int] | None) -> tuple[str, list] | None:
+    """The SQL condition (and its arguments) for the rows of a root outside the vouched folders (folder ->
+    its files, as their digests recorded); None when there are none. The rows of a vouched folder are
+    what its digest was taken of: if they are all the root has, nothing else is to be read."""
+    if not vouched:
+        return "root = ?", [root]
+    if conn.execute("select count(*) from files where root = ?", [root]).fetchone()[0] == sum(vouched.values()):
+        return None
+    folders = json.dumps(list(vouched))
+    return f"root = ? and {folder_of('path')} not in (select value from json_each(?))", [root, folders]
 
 
 class _Undo(Exception):
@@ -49,12 +63,40 @@ class FolderRecords(Database):
         where, args = ("root = ?", [root]) if root is not None else ("1", [])
         return {(r["root"], r["path"]): r for r in self.query(f"select * from ignores where {where}", args)}
 
-    # folders ---------------------------------------------------------------------------------
-    def stats(self, root: str) -> dict[str, tuple]:
-        """path -> (size, mtime_ns, inode) of every row of a root, as last seen."""
+    # folder digests --------------------------------------------------------------------------
+    def folder_digests(self, root: str) -> dict[str, tuple[str, int]]:
+        """folder -> (digest, files) of a root, as recorded by the last pass that found the folder settled.
+        None at all where the triggers that drop a digest on any write to its rows are missing (a table
+        rebuilt by some later change): a digest nothing keeps true is never trusted."""
+        triggers = self.conn.execute(
+            "select count(*) from sqlite_master where type = 'trigger' and name like ?", [DIGEST_TRIGGER + "_%"]
+        ).fetchone()[0]
+        if triggers != 3:
+            return {}
         return {
-            r[0]: r[1:]
-            for r in self.conn.execute("select path, size, mtime_ns, inode from files where root = ?", [root])
+            r[0]: (r[1], r[2])
+            for r in self.conn.execute("select folder, digest, files from folder_digests where root = ?", [root])
+        }
+
+    def record_folder_digests(self, root: str, digests: Mapping[str, tuple[str, int]]) -> None:
+        if not digests:
+            return
+        with self.transaction():
+            self.conn.executemany(
+                "insert or replace into folder_digests (root, folder, digest, files) values (?, ?, ?, ?)",
+                [(root, folder, digest, files) for folder, (digest, files) in digests.items()],
+            )
+
+    # folders ---------------------------------------------------------------------------------
+    def stats(self, root: str, vouched: Mapping[str, int] | None = None) -> dict[str, tuple]:
+        """path -> (size, mtime_ns, inode) of every row of a root, as last seen; none of the rows in the
+        `vouched` folders (folder -> its files, as their digests recorded)."""
+        scope = outside(self.conn, root, vouched)
+        if scope is None:
+            return {}
+        where, args = scope
+        return {
+            r[0]: r[1:] for r in self.conn.execute(f"select path, size, mtime_ns, inode from files where {where}", args)
         }
 
     def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:

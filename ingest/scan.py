@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from ingest.config import DEFAULT_IGNORES, Root
+from ingest import spread
+from ingest.config import Root
+from ingest.globs import NameMatcher, glob_match, is_ignored_name
 from ingest.mounts import NETWORK_FS, filesystem_type
-from ingest.observe import inode_of, same_stat
+from ingest.observe import folder_digest, inode_of, same_stat
 from ingest.walk import Walker, threads_for
 
 
@@ -40,6 +39,19 @@ class Problem:
 
 Seen = tuple[str, int, int, int]  # (path, size, mtime_ns, inode) of a file the walk found
 Settled = Mapping[str, tuple]  # path -> (size, mtime_ns, inode, ...) of files known unchanged when last hashed
+Digests = Mapping[str, tuple[str, int]]  # folder ('' or 'a/b/') -> (digest, files) recorded when all were settled
+Part = tuple[
+    list[Seen], list[tuple[str | None, int, int]], dict[str, int], dict[str, tuple[str, int]], list[str], list[Problem]
+]
+SettledFor = Callable[[Mapping[str, int]], Settled]  # the settled rows outside the vouched folders given
+
+
+@dataclass(frozen=True)
+class FolderDigests:
+    """The digests recorded for a root's folders, and the context (store, share or not) they were taken in."""
+
+    known: Digests
+    context: str
 
 
 @dataclass
@@ -50,103 +62,86 @@ class ScanResult:
     missing: bool = False  # the root (or a scoped prefix's parent) does not exist or is not a directory
     calm: list[str] = field(default_factory=list)  # files whose stat matched the `settled` fingerprint given
     seen: list[Seen] = field(default_factory=list)  # every file found, in walk order, until sort_out
+    # Each folder listed whole: (folder, start, end) of its files in `seen` (folder None: a scoped file).
+    folders: list[tuple[str | None, int, int]] = field(default_factory=list)
+    vouched: dict[str, int] = field(default_factory=dict)  # folders whose digest matched -> their files
+    digests: dict[str, tuple[str, int]] = field(default_factory=dict)  # the other folders' digests now
+    whole: list[str] = field(default_factory=list)  # folders not vouched whose every file was calm
+    unsure: list[str] = field(default_factory=list)  # settled paths the walk did not find calm
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
         self.seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))
 
+    def vouch(self, digests: FolderDigests) -> None:
+        """Find the folders whose digest matches the recorded one: their files are calm without a row."""
+        known, seen = digests.known.get, self.seen
+        for folder, start, end in self.folders:
+            if folder is None or folder in self.vouched or folder in self.digests:
+                continue  # a scoped file, or a folder a process of a spread walk vouched for already
+            now = (folder_digest(digests.context, seen[start:end]), end - start)
+            if known(folder) == now:
+                self.vouched[folder] = end - start
+            else:
+                self.digests[folder] = now
+
     def sort_out(self, settled: Settled) -> None:
         """Split what the walk found into calm paths (the observe rule: the stat matches a settled
-        row) and entries to look at."""
-        key, entries, calm, known_at = self.root.key, self.entries, self.calm, settled.get
-        for seen in self.seen:
-            known = known_at(seen[0])
-            if known is not None and same_stat(known, seen[1], seen[2], seen[3]):
-                calm.append(seen[0])
+        row, or the folder's digest vouches for it) and entries to look at."""
+        key, entries, calm, known_at, vouched = self.root.key, self.entries, self.calm, settled.get, self.vouched
+        compared: set[str] = set()
+        for folder, start, end in self.folders:
+            if folder in vouched:
+                calm += [seen[0] for seen in self.seen[start:end]]
+                continue
+            before = len(entries)
+            for seen in self.seen[start:end]:
+                known = known_at(seen[0])
+                if known is not None and same_stat(known, seen[1], seen[2], seen[3]):
+                    calm.append(seen[0])
+                    compared.add(seen[0])
+                else:
+                    entries.append(Entry(key, *seen))
+            if folder is not None and len(entries) == before:
+                self.whole.append(folder)
+        self.unsure = [path for path in settled if path not in compared]
+        self.seen, self.folders = [], []
+
+    def settled_folders(self, settled: Settled, others: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """The digests to record: folders whose every file was calm by its row, holding no other row."""
+        if not self.whole:
+            return {}
+        rows: dict[str, int] = {}
+        for path in (*settled, *others):
+            folder = path[: path.rfind("/") + 1]
+            rows[folder] = rows.get(folder, 0) + 1
+        return {f: self.digests[f] for f in self.whole if f in self.digests and rows.get(f, 0) == self.digests[f][1]}
+
+    def part(self) -> Part:
+        """What a process of a spread walk sends back (after vouch): the vouched folders' files as paths."""
+        seen: list[Seen] = []
+        folders: list[tuple[str | None, int, int]] = []
+        calm: list[str] = []
+        for folder, start, end in self.folders:
+            if folder in self.vouched:
+                calm += [item[0] for item in self.seen[start:end]]
             else:
-                entries.append(Entry(key, *seen))
-        self.seen = []
+                folders.append((folder, len(seen), len(seen) + end - start))
+                seen += self.seen[start:end]
+        return seen, folders, self.vouched, self.digests, calm, self.problems
+
+    def merge(self, part: Part) -> None:
+        seen, folders, vouched, digests, calm, problems = part
+        base = len(self.seen)
+        self.seen += seen
+        self.folders += [(folder, base + start, base + end) for folder, start, end in folders]
+        self.vouched.update(vouched)
+        self.digests.update(digests)
+        self.calm += calm
+        self.problems += problems
 
     @property
     def has_errors(self) -> bool:
         return self.missing or any(p.is_error for p in self.problems)
-
-
-@lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """'**' spans folders, '*' and '?' stay within one; a pattern without '/' matches any basename."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z", re.S)
-
-
-def glob_match(path: str, pattern: str) -> bool:
-    if "/" not in pattern and pattern != "**":
-        return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], pattern)
-    return bool(_glob_regex(pattern).match(path))
-
-
-class NameMatcher:
-    """A test of names against fnmatch patterns. It runs on every name in every pass, so the plain
-    shapes ('x*', '*x', 'x') are string tests, only the others go to a regular expression, and a
-    folder's names are first tested together: in most folders none can match, and one search of the
-    joined names says so."""
-
-    def __init__(self, patterns: Iterable[str]):
-        prefixes, suffixes, exact, others = [], [], set(), []
-        for p in patterns:
-            if not any(c in p for c in "*?["):
-                exact.add(p)
-            elif p.endswith("*") and not any(c in p[:-1] for c in "*?["):
-                prefixes.append(p[:-1])
-            elif p.startswith("*") and not any(c in p[1:] for c in "*?["):
-                suffixes.append(p[1:])
-            else:
-                others.append(p)
-        rest = re.compile("|".join(fnmatch.translate(p) for p in others)) if others else None
-        # The others only for a name that starts as one of them does (none may start with a wildcard).
-        heads = tuple(re.split(r"[*?\[]", p, maxsplit=1)[0] for p in others)
-        if "" in heads:
-            heads = ("",)
-        starts, ends = tuple(prefixes), tuple(suffixes)
-        # What the joined names ("\0"-separated: no name holds a NUL) contain if any name can match.
-        self._marks = (
-            *("\0" + p for p in (*starts, *heads)),
-            *(e + "\0" for e in ends),
-            *("\0" + e + "\0" for e in exact),
-        )
-
-        def matches(name: str) -> bool:
-            if name.startswith(starts) or name.endswith(ends) or name in exact:
-                return True
-            return rest is not None and name.startswith(heads) and rest.match(name) is not None
-
-        self.matches = matches
-
-    def __call__(self, name: str) -> bool:
-        return self.matches(name)
-
-    def none_in(self, names: list[str]) -> bool:
-        """True when no name of the list can match: a few substring searches instead of a test each."""
-        joined = "\0" + "\0".join(names) + "\0"
-        return not any(mark in joined for mark in self._marks)
-
-
-is_ignored_name = NameMatcher(DEFAULT_IGNORES)
 
 
 def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
@@ -173,14 +168,16 @@ def scan(
     root: Root,
     prefixes: Iterable[str] = ("",),
     network: bool | None = None,
-    settled: Settled | Callable[[], Settled] | None = None,
+    settled: Settled | SettledFor | None = None,
     threads: int | None = None,
+    digests: FolderDigests | None = None,
 ) -> ScanResult:
     """Every wanted file under root (or under the given relative prefixes of it). With `settled`, a
     file whose stat still matches goes to result.calm as a bare path instead of result.entries: the
-    no-op pass over a large share is this. `settled` may be a callable (a manifest read running beside
-    the walk): it is asked for once the walk is done. `threads` > 1 overlaps the listings and stats
-    (default: as many as the filesystem's latency calls for)."""
+    no-op pass over a large share is this. With `digests`, a folder whose digest matches the recorded
+    one is calm whole, its rows unread. `settled` may be a callable (a manifest read running beside
+    the walk): it is asked, once the walk is done, for the rows outside the vouched folders. `threads`
+    > 1 overlaps the listings and stats (default: as many as the filesystem's latency calls for)."""
     result = ScanResult(root=root)
     if not root.path.is_dir():
         result.missing = True
@@ -208,10 +205,17 @@ def scan(
                 result.problems.append(Problem(root.key, prefix, f"cannot read: {exc.strerror}", True))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                _walk(root, walker, start, prefix, real_root, network, result)
+                if threads == 1 and not prefix:
+                    _walk_spread(root, walker, start, real_root, network, result, digests)
+                else:
+                    _walk(root, walker, [(start, prefix)], real_root, network, result)
             else:
+                first = len(result.seen)
                 _consider(root, prefix, start, st, real_root, network, result)
-    result.sort_out((settled() if callable(settled) else settled) or {})
+                result.folders.append((None, first, len(result.seen)))
+    if digests is not None:
+        result.vouch(digests)
+    result.sort_out((settled(result.vouched) if callable(settled) else settled) or {})
     return result
 
 
@@ -225,15 +229,67 @@ def _collapse(prefixes: Iterable[str]) -> list[str]:
     return kept
 
 
-def _walk(
-    root: Root, walker: Walker, start: Path, prefix: str, real_root: str, network: bool, result: ScanResult
+FILE_TYPE = stat.S_IFMT(0o177777)  # the bits of st_mode that say what kind of entry it is
+
+
+SPREAD_FOLDERS = 4  # per process: the folders of one level that a walk is spread at
+
+
+def _walk_spread(
+    root: Root,
+    walker: Walker,
+    start: Path,
+    real_root: str,
+    network: bool,
+    result: ScanResult,
+    digests: FolderDigests | None,
 ) -> None:
+    """A whole root on a local disk: walked level by level until one level has folders enough for every
+    process of a spread (see ingest.spread), then each process walks (and vouches for) its share."""
+    n = spread.processes()
+    level: list[tuple[str | Path, str]] = [(start, "")]
+    if n == 1:
+        _walk(root, walker, level, real_root, network, result)
+        return
+    while level and len(level) < SPREAD_FOLDERS * n:
+        below: list[tuple[str | Path, str]] = []
+        _walk(root, walker, level, real_root, network, result, below)
+        level = below
+    if not level:
+        return
+    if digests is not None:
+        folder_digest(digests.context, [])  # its imports, before the fork: a child imports nothing
+
+    def share(folders: list[tuple[str | Path, str]]) -> Part:
+        part = ScanResult(root=root)
+        _walk(root, walker, folders, real_root, network, part)
+        if digests is not None:
+            part.vouch(digests)
+        return part.part()
+
+    for part in spread.spread(level, share, n):
+        result.merge(part)
+
+
+def _walk(
+    root: Root,
+    walker: Walker,
+    stack: list[tuple[str | Path, str]],
+    real_root: str,
+    network: bool,
+    result: ScanResult,
+    below: list[tuple[str | Path, str]] | None = None,
+) -> None:
+    """Walk the folders of the stack and every folder under them; with `below`, only the stack's
+    folders, leaving their subfolders there."""
     # The per-file path is the hot loop of every no-op pass: the common case (a world-readable
-    # regular file, no globs to apply) is decided inline; everything else goes through _consider.
-    plain = root.include == ("**",) and not root.exclude
-    key, seen = root.key, result.seen
-    S_ISDIR, S_ISREG, S_IROTH = stat.S_ISDIR, stat.S_ISREG, stat.S_IROTH
-    stack: list[tuple[str | Path, str]] = [(start, prefix)]
+    # regular file with an ASCII name, no globs to apply) is decided inline, with the mode's bits
+    # tested in place; everything else goes through _odd and _consider.
+    plain_root = root.include == ("**",) and not root.exclude
+    key, seen, folders, appended = root.key, result.seen, result.folders, result.seen.append
+    inodes = not network
+    S_IFMT, S_IFREG, S_IFDIR, S_IROTH, stat_result = FILE_TYPE, stat.S_IFREG, stat.S_IFDIR, stat.S_IROTH, os.stat_result
+    push = (stack if below is None else below).append
     while stack:
         folder, rel = stack.pop()
         try:
@@ -242,24 +298,46 @@ def _walk(
             result.problems.append(Problem(key, rel or ".", f"cannot list folder: {exc.strerror}", True))
             continue
         head = f"{rel}/" if rel else ""
+        plain = plain_root and "\n" not in head and "\r" not in head
+        first = len(seen)
         for item, st in pairs:
             name = item.name
-            path = head + name
-            if not name.isascii() and _unencodable(name):
-                # A folder's files cannot be seen: an error, so that they do not look deleted.
-                result.problems.append(Problem(key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
-                continue
-            if isinstance(st, OSError):
-                result.problems.append(Problem(key, path, f"cannot read: {st.strerror}", True))
+            if type(st) is not stat_result or not name.isascii():
+                _odd(root, item, st, head, real_root, network, result, push)
                 continue
             mode = st.st_mode
-            if S_ISDIR(mode):
-                if not _excluded_folder(root, path):
-                    stack.append((item.path, path))
-            elif plain and S_ISREG(mode) and mode & S_IROTH and "\n" not in path and "\r" not in path:
-                seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))  # ScanResult.add
+            if mode & S_IFMT == S_IFREG and plain and mode & S_IROTH and "\n" not in name and "\r" not in name:
+                appended((head + name, st.st_size, st.st_mtime_ns, st.st_ino if inodes else 0))  # ScanResult.add
+            elif mode & S_IFMT == S_IFDIR:
+                if not _excluded_folder(root, head + name):
+                    push((item.path, head + name))
             else:
-                _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
+                _consider(root, head + name, item.path, st, real_root, network, result, parts_checked=True)
+        folders.append((head, first, len(seen)))
+
+
+def _odd(
+    root: Root,
+    item: os.DirEntry,
+    st: os.stat_result | OSError,
+    head: str,
+    real_root: str,
+    network: bool,
+    result: ScanResult,
+    push: Callable[[tuple[str | Path, str]], None],
+) -> None:
+    """An entry the walk's inline test does not settle: a name that is not ASCII, a stat that failed."""
+    path = head + item.name
+    if _unencodable(item.name):
+        # A folder's files cannot be seen: an error, so that they do not look deleted.
+        result.problems.append(Problem(root.key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
+    elif isinstance(st, OSError):
+        result.problems.append(Problem(root.key, path, f"cannot read: {st.strerror}", True))
+    elif stat.S_ISDIR(st.st_mode):
+        if not _excluded_folder(root, path):
+            push((item.path, path))
+    else:
+        _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
 
 
 BAD_NAME = "the name is not valid UTF-8 (an old or foreign encoding): rename it to have it indexed"

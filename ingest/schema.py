@@ -144,6 +144,28 @@ def m008_store_checked_at(db: sqlite_utils.Database) -> None:
     db.table("uploads").create_index(["suspect"])
 
 
+def m009_folder_digests(db: sqlite_utils.Database) -> None:
+    # One digest per folder of a root, taken when every file of the folder had a settled row and the
+    # folder held no other row: a no-op pass compares a digest per folder instead of reading a row per
+    # file. Any write to a row of the folder drops its digest (the triggers), so a digest that is there
+    # speaks for rows unchanged since; a manifest without them (older, or rebuilt) compares row by row.
+    db.table("folder_digests").create({"root": str, "folder": str, "digest": str, "files": int}, pk=("root", "folder"))
+    for event, sides in (("insert", ("new",)), ("delete", ("old",)), ("update", ("old", "new"))):
+        drops = "".join(
+            f"delete from folder_digests where root = {side}.root and folder = {folder_of(side + '.path')}; "
+            for side in sides
+        )
+        db.execute(f"create trigger {DIGEST_TRIGGER}_{event} after {event} on files begin {drops}end")
+
+
+DIGEST_TRIGGER = "folder_digest_dropped_on"  # the triggers' names: insert, delete, update
+
+
+def folder_of(path: str) -> str:
+    """SQL for the folder of a path column, as the scan names it: 'a/b/' of 'a/b/c.txt', '' of 'c.txt'."""
+    return f"rtrim({path}, replace({path}, '/', ''))"
+
+
 # Append-only, applied in order, each recorded by name (sqlite-utils' Migrations). How many there are is
 # kept in the manifest's user_version once they are applied (ingest.manifest): opening an up-to-date
 # manifest is one PRAGMA, and sqlite-utils is loaded only to migrate.
@@ -156,6 +178,7 @@ MIGRATIONS = (
     m006_folders,
     m007_server,
     m008_store_checked_at,
+    m009_folder_digests,
 )
 
 

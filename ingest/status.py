@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from ingest.config import NO_CONFIG, Settings
 from ingest.errors import ConfigError
 from ingest.manifest import INDEXED, Manifest
 from ingest.mounts import is_network_fs
+from ingest.observe import digest_context
 from ingest.remote import profile as profiles
 from ingest.remote.base import Remote, RemoteError
 
@@ -104,8 +107,13 @@ def local_changes(settings: Settings, manifest: Manifest) -> dict[str, int]:
     read): the same walk and fingerprint comparison as a no-op sync."""
     counts = {"new": 0, "changed": 0, "deleted": 0, "unreachable_roots": 0}
     for root in settings.roots:
-        known = manifest.stats(root.key)
-        result = scanning.scan(root, ("",), is_network_fs(root.path), known)
+        network = is_network_fs(root.path)
+        # A folder whose digest matches holds settled rows its files match: no row of it is read.
+        digests = scanning.FolderDigests(manifest.folder_digests(root.key), digest_context(root.store, network))
+        read: list[dict[str, tuple]] = []
+        reading = functools.partial(_stats, read, manifest, root.key)
+        result = scanning.scan(root, ("",), network, reading, digests=digests)
+        known = read[0] if read else manifest.stats(root.key)
         if result.missing:
             counts["unreachable_roots"] += 1
             continue
@@ -114,6 +122,11 @@ def local_changes(settings: Settings, manifest: Manifest) -> dict[str, int]:
         counts["changed"] += len(seen & known.keys())
         counts["deleted"] += len(known.keys() - seen - set(result.calm))
     return counts
+
+
+def _stats(read: list[dict[str, tuple]], manifest: Manifest, root: str, vouched: Mapping[str, int]) -> dict[str, tuple]:
+    read.append(manifest.stats(root, vouched))  # kept for the count of deletions
+    return read[0]
 
 
 def listing(

@@ -11,7 +11,7 @@ from ingest import scan as scanning
 from ingest.config import Root, Settings
 from ingest.manifest import ERROR, REJECTED, FileRow, Manifest
 from ingest.mounts import is_network_fs
-from ingest.observe import needs_hash
+from ingest.observe import digest_context, needs_hash
 from ingest.plan import Observed
 from ingest.stores import route
 from ingest.validate import Validator
@@ -43,6 +43,34 @@ class Survey:
         return self.manifest.settled(
             root.key, self.network(root), store=None if routed else root.store, attributes=any(static.values())
         )
+
+    def digests(self, root: Root) -> scanning.FolderDigests | None:
+        """The folder digests recorded for root, where they can speak for its rows: not where routes or
+        static attributes are compared file by file (calm below)."""
+        routed, static = self.store_rules(root)
+        if routed or any(static.values()):
+            return None
+        context = digest_context(root.store, self.network(root))
+        return scanning.FolderDigests(self.manifest.folder_digests(root.key), context)
+
+    def settled_for(
+        self, root: Root, digests: scanning.FolderDigests | None
+    ) -> Callable[[Mapping[str, int]], tuple[dict[str, tuple], list[str]]]:
+        """settled() outside the folders the walk vouched for, read once (later calls give the same).
+        With no digest to compare, nothing is vouched for: read beside the walk (settled_beside)."""
+        if digests is None or not digests.known:
+            beside = self.settled_beside(root)
+            return lambda vouched: beside()
+        read: list[tuple[dict[str, tuple], list[str]]] = []
+
+        def reading(vouched: Mapping[str, int]) -> tuple[dict[str, tuple], list[str]]:
+            if not read:
+                read.append(
+                    self.manifest.settled(root.key, self.network(root), root.store, attributes=False, vouched=vouched)
+                )
+            return read[0]
+
+        return reading
 
     def settled_beside(self, root: Root) -> Callable[[], tuple[dict[str, tuple], list[str]]]:
         """settled(), read while the caller walks the root: call the result for it."""

@@ -82,7 +82,10 @@ class Walker:
     def _serial(self, path: str | Path) -> Iterator[tuple[os.DirEntry, Stat]]:
         with os.scandir(path) as it:
             items = self._kept(list(it))
-        return _stat_each(items)
+        try:  # the common case in one comprehension; an entry that cannot be stat-ed sends it one by one
+            return zip(items, [item.stat(follow_symlinks=False) for item in items], strict=True)
+        except OSError:
+            return _stat_each(items)
 
     def _kept(self, items: list[os.DirEntry]) -> list[os.DirEntry]:
         skip = self.skip

@@ -94,7 +94,7 @@ def test_a_parallel_walk_gives_the_serial_walks_result(shared_root, monkeypatch,
 
     def both():
         serial = scan(root, prefixes, network=False, settled=settled, threads=1)
-        parallel = scan(root, prefixes, network=False, settled=lambda: settled, threads=8)
+        parallel = scan(root, prefixes, network=False, settled=lambda vouched: settled, threads=8)
         return _outcome(serial), _outcome(parallel)
 
     serial, parallel = as_unprivileged(both)
