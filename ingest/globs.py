@@ -1,5 +1,6 @@
 """Names and paths against patterns: the include/exclude and route globs ('**' spans folders), and the
-fnmatch test the walk makes of every name it lists (the default ignores)."""
+fnmatch test the walk makes of every name it lists (the default ignores); and the names that nothing
+downstream can carry (not UTF-8)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,23 @@ class NameMatcher:
 
 
 is_ignored_name = NameMatcher(DEFAULT_IGNORES)
+
+
+BAD_NAME = "the name is not valid UTF-8 (an old or foreign encoding): rename it to have it indexed"
+
+
+def unencodable(name: str) -> bool:
+    """True for a name whose bytes are not UTF-8: Python keeps them as lone surrogates, which
+    nothing downstream (the manifest, the API, a JSON report) can carry."""
+    if name.isascii():
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(path: str) -> str:
+    """The name with its undecodable bytes shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from ingest import spread
 from ingest.config import Root
-from ingest.globs import NameMatcher, glob_match, is_ignored_name
+from ingest.globs import BAD_NAME, NameMatcher, glob_match, is_ignored_name, printable, unencodable
 from ingest.mounts import NETWORK_FS, filesystem_type
 from ingest.observe import folder_digest, inode_of, same_stat
 from ingest.walk import Walker, threads_for
@@ -156,7 +156,7 @@ def wanted(root: Root, path: str, parts_checked: bool = False) -> bool:
 def walk_rules(root: Root) -> tuple[NameMatcher | None, Callable[[str], bool]]:
     """What a walk of root never looks at: (names to skip, whether to go into a relative folder)."""
     skip = is_ignored_name if root.ignore_defaults else None
-    return skip, lambda rel: not _unencodable(rel) and not _excluded_folder(root, rel)
+    return skip, lambda rel: not unencodable(rel) and not _excluded_folder(root, rel)
 
 
 def _excluded_folder(root: Root, path: str) -> bool:
@@ -328,7 +328,7 @@ def _odd(
 ) -> None:
     """An entry the walk's inline test does not settle: a name that is not ASCII, a stat that failed."""
     path = head + item.name
-    if _unencodable(item.name):
+    if unencodable(item.name):
         # A folder's files cannot be seen: an error, so that they do not look deleted.
         result.problems.append(Problem(root.key, printable(path), BAD_NAME, item.is_dir(follow_symlinks=False)))
     elif isinstance(st, OSError):
@@ -338,26 +338,6 @@ def _odd(
             push((item.path, path))
     else:
         _consider(root, path, item.path, st, real_root, network, result, parts_checked=True)
-
-
-BAD_NAME = "the name is not valid UTF-8 (an old or foreign encoding): rename it to have it indexed"
-
-
-def _unencodable(name: str) -> bool:
-    """True for a name whose bytes are not UTF-8: Python keeps them as lone surrogates, which
-    nothing downstream (the manifest, the API, a JSON report) can carry."""
-    if name.isascii():
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def printable(path: str) -> str:
-    """The name with its undecodable bytes shown as \\xNN escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _consider(
@@ -370,7 +350,7 @@ def _consider(
     result: ScanResult,
     parts_checked: bool = False,
 ) -> None:
-    if _unencodable(path):
+    if unencodable(path):
         result.problems.append(Problem(root.key, printable(path), BAD_NAME, False))
         return
     if "\n" in path or "\r" in path:
