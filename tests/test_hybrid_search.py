@@ -280,6 +280,19 @@ def test_the_first_results_name_different_documents(tmp_path, root):
     assert all(0 < h.score <= 1 for h in hits)
 
 
+def test_by_words_alone_results_are_ranked_by_chunk(tmp_path, root):
+    # Ranking by document is for fused scores; by words alone it cost title queries (see _hits).
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(None))
+    rule = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = remote.create_store("s", {}, rule, None)
+    filler = " ".join(f"w{i}" for i in range(80))
+    long = _add(remote, store, root, "long.txt", "\n\n".join(f"sleep sleep {filler}" for _ in range(3)))
+    _add(remote, store, root, "short.txt", f"sleep {filler} {filler}")
+    hits = remote.search(store.id, "sleep")
+    assert [h.file_id for h in hits[:3]] == [long] * 3, "the long document's chunks each match better"
+    assert len({h.score for h in hits[:3]}) == 1, "none of them discounted as a repeat"
+
+
 def test_verify_never_embeds_and_reindex_makes_a_lexical_store_hybrid(ingest, docs_root, state_dir, monkeypatch):
     loader = Loader(None)
     monkeypatch.setattr(embed, "DEFAULT", loader)
