@@ -80,6 +80,8 @@ def rename(manifest: Manifest, remote: Remote, old: str, new: str) -> list[str]:
     if not shards:
         known = ", ".join(sorted({s.name for s in manifest.stores()})) or "none yet"
         raise ConfigError(f"no store named {old!r}; the stores are: {known}")
+    if new == old:
+        raise ConfigError(f"the store is called {old!r} already")
     if manifest.stores(new):
         raise ConfigError(f"a store named {new!r} exists already; remove it first (ingest store remove {new})")
     for shard in shards:

@@ -339,6 +339,8 @@ def test_store_rename_command(world, share):
     again = world.cli.json("sync", str(share))
     assert again["counts"]["unchanged"] == 4 and world.file_ids() == files and world.stores() == {"library": [vs]}
     assert world.cli("store", "rename", "nope", "x", check=2).stderr.count("no store named 'nope'") == 1
+    same = world.cli("store", "rename", "library", "library", check=2).stderr
+    assert "called 'library' already" in same and "remove it" not in same
 
 
 # 4. excluded is not deleted -----------------------------------------------------------------------
