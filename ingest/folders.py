@@ -123,7 +123,7 @@ def _check_there(path: Path, owner: Root | None, roots: dict[str, Root], manifes
         return  # a parent of known roots: they are held as missing
     if owner is not None and manifest.rows_under(owner.key, path.relative_to(owner.path).as_posix()):
         return
-    raise ConfigError(f"{path}: no such folder, and ingest has synced nothing there before")
+    raise ConfigError(f"{path} does not exist, and ingest has synced nothing there before: check the path")
 
 
 def readmit(settings: Settings, manifest: Manifest, paths: list[Path]) -> list[str]:

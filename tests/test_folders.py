@@ -217,8 +217,8 @@ def test_a_folder_the_config_file_excludes_says_so_when_synced_by_name(world, sh
 def test_a_folder_that_is_not_there_is_an_error_unless_synced_before(world, share, tmp_path):
     typo = tmp_path / "shrae"
     result = world.cli("sync", str(typo), check=2)
-    assert f"{typo}: no such folder" in result.stderr
-    with pytest.raises(ConfigError, match="no such folder"):
+    assert f"{typo} does not exist" in result.stderr
+    with pytest.raises(ConfigError, match="does not exist"):
         ingest.sync(typo)
     assert "folders missing" not in world.cli("status").stdout, "the typo is not remembered"
     world.cli("verify")
