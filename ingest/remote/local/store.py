@@ -209,9 +209,18 @@ class LocalRemote:
                     self._clock(),
                 ),
             )
-        return self.get_store(store_id)
+        return self._store(store_id)
 
     def get_store(self, store_id: str) -> Store:
+        # A server indexes while its client waits, whatever it polls with (GET vector_stores/{id}
+        # file_counts among them): a store with pending files gets the work budget here too, or a
+        # wait on its counts would never see them move.
+        if self._rows("SELECT 1 FROM store_files WHERE store_id = ? AND status = ? LIMIT 1", store_id, IN_PROGRESS):
+            self._work(store_id, vectors=False)
+        return self._store(store_id)
+
+    def _store(self, store_id: str) -> Store:
+        """The store as it stands, without indexing anything (listings of every store stay cheap)."""
         with self._lock:
             _, name, metadata, _, days, _, last_active = self._require_store(self._db, store_id)
             rows = self._db.execute(
@@ -227,7 +236,7 @@ class LocalRemote:
         return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
 
     def list_stores(self) -> Iterator[Store]:
-        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+        return iter([self._store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
 
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
