@@ -498,3 +498,11 @@ def test_a_chunking_change_rebuilds_the_embedded_store_within_the_one_sync(inges
     hits = ingest.json("--config", str(config), "search", "narwhals")
     assert [h["path"] for h in hits] == [str(tmp_path / "docs" / "a.md")], hits
 
+
+def test_reindex_says_when_it_rebuilt_a_store(ingest, tmp_path):
+    config, changed = rechunked(tmp_path)
+    ingest("--config", str(config), "sync")
+    config.write_text(changed)
+    out = ingest("--config", str(config), "reindex").stdout
+    [new] = ingest.json("status")["stores"][0]["vector_store_ids"]
+    assert f"store 'docs': rebuilt; the vector store id is now {new}" in out, out
