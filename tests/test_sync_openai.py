@@ -370,13 +370,14 @@ def test_files_uploaded_are_attached_while_the_last_uploads_are_under_way(openai
 
 def test_batches_are_asked_about_all_at_once(openai_cli, fake_openai, tmp_path, monkeypatch):
     monkeypatch.setattr("ingest.attach.BATCH_LIMIT", 4)
-    (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")  # none given up
+    # Bounds far past the hold below, so a slow machine gives up on nothing (a hang detector only).
+    (tmp_path / "ingest.toml").write_text("request_timeout = 300\nindex_timeout = 600\n")
     root = _notes(tmp_path / "many", 12)
     polls = "GET /vector_stores/{vector_store_id}/file_batches/{batch_id}"
     second = threading.Event()
     together: list[bool] = []
-    # The first question is answered only once the second has arrived (or 30 s passed).
-    fake_openai.when(polls, 1, lambda: together.append(second.wait(30)))
+    # The first question is answered only once the second has arrived (or 120 s passed).
+    fake_openai.when(polls, 1, lambda: together.append(second.wait(120)))
     fake_openai.when(polls, 2, second.set)
     report = openai_cli.json("sync", str(root))
     assert report["counts"]["indexed"] == 12 and report["exit_code"] == 0
