@@ -20,7 +20,7 @@ from ingest.events import INDEXING, RETRIED, STOPPED, Note, OnEvent
 from ingest.limits import BATCH_LIMIT
 from ingest.manifest import ATTACHING, PENDING, RETIRE, UPLOADED, FileRow, Manifest
 from ingest.outcomes import Outcome, Outcomes, event
-from ingest.pollbudget import PollBudget
+from ingest.pollbudget import POLL_EVERY, PollBudget
 from ingest.remote.base import (
     CANCELLED,
     COMPLETED,
@@ -78,6 +78,7 @@ class Attacher:
         self.limit = Limit(profile.attach_concurrency, profile.attach_max)
         self.batches: dict[str, _Batch] = {}
         self.singles: dict[str, tuple[str, FileRow]] = {}  # file id → (store id, row): attached on its own
+        self._singles_due = float("-inf")  # files attached on their own are asked about once a POLL_EVERY
         self.record = Outcomes(manifest, remote, emit, outcome)  # what became of each file
         self._queue: dict[str, list[FileRow]] = defaultdict(list)
         self.calls = Calls(CALLS_AT_ONCE, "attach")  # attaches and polls sent while the uploads go on
@@ -242,6 +243,9 @@ class Attacher:
         self.emit(event(row, RETRIED, f"{reason}; attached again"))
 
     def _poll_singles(self) -> None:
+        if self.clock() < self._singles_due:
+            return
+        self._singles_due = self.clock() + POLL_EVERY
         for file_id, (store_id, row) in list(self.singles.items()):
             try:
                 sf = self.remote.get_store_file(store_id, file_id)
@@ -267,14 +271,18 @@ class Attacher:
         total = self._waiting()
         while self.batches or self.singles or self._queue or self.calls.under_way:
             self.poll_soon(waiting=True)  # those due together, in one round trip, as the budget allows
-            self.calls.drain()
+            # Answers are handled as they come, and what they make due (a batch just attached) is asked
+            # about on the next turn, not after the slowest question under way.
+            self.calls.answer_some(self._pause())
             total = max(total, self._waiting())
             self._poll_singles()
             for store_id in list(self._queue):
                 self._flush(store_id)  # retries go out again (in a new batch, or one by one)
             self.progress("index", max(0, total - self._waiting()), total)
-            if not (self.batches or self.singles or self._queue):
+            if not (self.batches or self.singles or self._queue or self.calls.under_way):
                 break
+            if self.stop.is_set() or self.clock() >= deadline:
+                self.calls.drain()  # what was sent is recorded before the run goes on
             if self.stop.is_set():
                 self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
@@ -285,7 +293,11 @@ class Attacher:
                 for _, row in self.singles.values():
                     self.emit(event(row, INDEXING, f"still indexing after {self.settings.index_timeout:.0f} s"))
                 return
-            self.stop.wait(max(0.05, min(self.polls.next_in(waiting=True), 10.0)))
+            if not self.calls.under_way:
+                self.stop.wait(self._pause())
+
+    def _pause(self) -> float:
+        return max(0.05, min(self.polls.next_in(waiting=True), 10.0))
 
     def _polled(self, batch_id: str, tracked: _Batch, answer: Callable[[], Batch]) -> None:
         if self.batches.get(batch_id) is not tracked:

@@ -25,6 +25,13 @@ class Calls:
         """Handle one finished call (one of under_way)."""
         self.under_way.pop(future)(future.result)
 
+    def answer_some(self, timeout: float) -> None:
+        """Handle the calls that finish first, waiting at most `timeout` for one."""
+        if self.under_way:
+            done, _ = wait(self.under_way, timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                self.answer(future)
+
     def drain(self) -> None:
         """Wait for every call under way, handling each answer as it comes."""
         while self.under_way:
