@@ -73,6 +73,16 @@ class Executor:
         roots = {r.key: r for r in self.settings.roots}
         stale = []
         with m.transaction():
+            for obs, row in plan.kept_failed:
+                # Its stat recorded, so that the next run does not hash it again to find it the same.
+                row = m.update(
+                    row,
+                    size=obs.size,
+                    mtime_ns=obs.mtime_ns,
+                    inode=obs.inode,
+                    hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+                )
+                self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
             for obs, row in plan.unchanged:
                 if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
                     obs.size,
