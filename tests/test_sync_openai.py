@@ -218,6 +218,17 @@ def test_a_file_refused_for_its_content_is_not_resumed_or_uploaded_again(openai_
     assert fake_openai.counters()["uploads"] == uploads + 4, "the other files, not the refused one"
 
 
+def test_the_requests_are_logged_with_vv_only(openai_cli, docs_root, caplog):
+    def requests(*flags: str) -> int:
+        caplog.clear()
+        openai_cli("sync", *flags, str(docs_root))
+        (docs_root / "faq.html").write_text(f"<p>changed {len(flags)}</p>")  # work to do, requests to make
+        return sum(r.getMessage().startswith("HTTP Request") for r in caplog.records)
+
+    assert requests("-v") == 0, "-v is one line per file"
+    assert requests("-vv") > 0
+
+
 def test_retryable_failures_stop_after_a_bounded_number_of_runs(openai_cli, fake_openai, docs_root, state_dir):
     fake_openai.configure(index_fail_names={"usage.txt"})
     attaches = []
