@@ -1,5 +1,6 @@
-"""Fusion weights against reciprocal rank fusion, on the TUNING questions and on page titles other
-than the local bench's, never on the held-out questions.
+"""Fusion weights against reciprocal rank fusion, each ranking chunks alone or by document
+(search.by_document), on the TUNING questions and on page titles other than the local bench's, never
+on the held-out questions.
 
     .venv/bin/python -m bench.fusion STORE_DIR [CORPUS_DIR]
 
@@ -25,7 +26,7 @@ def main(store: Path, corpus: Path) -> None:
 
     db = sqlite3.connect(store / "store.db")
     rows = db.execute(
-        "SELECT c.id, c.embedding, sf.attributes FROM chunks c JOIN store_files sf"
+        "SELECT c.id, c.embedding, sf.attributes, c.file_id FROM chunks c JOIN store_files sf"
         " ON sf.file_id = c.file_id AND sf.store_id = c.store_id WHERE c.embedding IS NOT NULL ORDER BY c.id"
     ).fetchall()
     import numpy as np
@@ -33,6 +34,7 @@ def main(store: Path, corpus: Path) -> None:
     ids = np.array([r[0] for r in rows])
     matrix = embed.from_blobs([r[1] for r in rows])
     path = {r[0]: json.loads(r[2])["path"] for r in rows}
+    document = {r[0]: r[3] for r in rows}
     model = embed.LazyModel()()
     assert model is not None, "the semantic extra and its model are needed"
     bench_titles = {q for q, _ in local_store._queries(corpus)}
@@ -67,17 +69,23 @@ def main(store: Path, corpus: Path) -> None:
         return fuse
 
     def top(scores, n):
-        return sorted(scores, key=lambda c: -scores[c])[:n]
+        return sorted(scores, key=lambda c: (-scores[c], c))[:n]
+
+    def by_document(fuse):
+        return lambda lex, sem: search.by_document(fuse(lex, sem), document)
 
     questions = [(candidates(q), pages) for q, pages in TUNING]
     named = [(candidates(q), stem) for q, stem in titles]
-    methods = {f"blend {w}": blend(w) for w in (0.0, 0.3, 0.5, 0.7, 1.0)} | {"rrf 60": rrf(60), "rrf 10": rrf(10)}
+    fusions = {f"blend {w}": blend(w) for w in (0.0, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)}
+    fusions |= {"rrf 60": rrf(60), "rrf 10": rrf(10)}
+    methods = {f"{name}, chunks": fuse for name, fuse in fusions.items()}
+    methods |= {f"{name}, by document": by_document(fuse) for name, fuse in fusions.items()}
     for name, fuse in methods.items():
         r5 = sum(any(local_store._page(path[c]) in pages for c in top(fuse(*cs), 5)) for cs, pages in questions) / len(
             questions
         )
         t10 = sum(any(Path(path[c]).stem == stem for c in top(fuse(*cs), 10)) for cs, stem in named) / len(named)
-        print(f"{name:10s} TUNING recall@5 {r5:.2f} ({len(questions)}), titles in the top 10 {t10:.3f} ({len(named)})")
+        print(f"{name:24s} TUNING recall@5 {r5:.2f} ({len(questions)}), titles in the top 10 {t10:.3f} ({len(named)})")
 
 
 if __name__ == "__main__":

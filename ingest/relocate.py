@@ -55,7 +55,7 @@ def pending_renames(settings: Settings, manifest: Manifest) -> list[tuple[str, s
     yet, with the same chunking and attribute schema: a rename in the configuration, nothing else."""
     roots = {r.key: r for r in settings.roots}
     feeding, existing = fed(settings), {s.name: s for s in manifest.stores()}
-    out = []
+    candidates: dict[str, list[tuple[int, str]]] = {}  # new name -> (files, old name) of the stores it could be
     for name, store in existing.items():
         if name in feeding:
             continue
@@ -68,8 +68,10 @@ def pending_renames(settings: Settings, manifest: Manifest) -> list[tuple[str, s
             continue
         new = targets.pop()
         if new not in existing and store.fingerprint == fingerprint(settings.store_spec(new)):
-            out.append((name, new))
-    return out
+            candidates.setdefault(new, []).append((len(rows), name))
+    # Two stores whose files now all go to one (two folders under a parent now synced whole): the
+    # larger is renamed, the other's files move into it, as any store's files do.
+    return [(min(found, key=lambda c: (-c[0], c[1]))[1], new) for new, found in candidates.items()]
 
 
 def rename(manifest: Manifest, remote: Remote, old: str, new: str) -> list[str]:
@@ -78,6 +80,8 @@ def rename(manifest: Manifest, remote: Remote, old: str, new: str) -> list[str]:
     if not shards:
         known = ", ".join(sorted({s.name for s in manifest.stores()})) or "none yet"
         raise ConfigError(f"no store named {old!r}; the stores are: {known}")
+    if new == old:
+        raise ConfigError(f"the store is called {old!r} already")
     if manifest.stores(new):
         raise ConfigError(f"a store named {new!r} exists already; remove it first (ingest store remove {new})")
     for shard in shards:

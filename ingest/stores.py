@@ -129,7 +129,8 @@ class SoonProfile:
             self._found = self._probing.result() if self._probing is not None else profiles.PROFILES[self._named]
             if self._found.settled:
                 remember_profile(self._manifest, self._remote, self._found)
-                log.info("server at %s: %s", self._remote.base_url, self._found.describe())
+                if self._remote.kind != "local":  # the embedded store is said once, by connect
+                    log.info("server at %s: %s", self._remote.base_url, self._found.describe())
         return self._found
 
 

@@ -227,6 +227,27 @@ def test_a_parent_of_a_known_root_adopts_its_files_with_their_ids(world, share):
     world.cli("verify")
 
 
+def test_a_parent_of_two_known_roots_renames_one_store_and_moves_the_other_in_one_run(world, share):
+    world.cli("sync", str(share / "notes"), str(share / "guides"))  # two stores: notes (2 files), guides (1)
+    stores = world.stores()
+    (notes_store,) = stores["notes"]
+    assert set(stores) == {"notes", "guides"}
+    before = ids_by_path(world)
+    plan = world.cli.json("sync", str(share), "--dry-run")
+    renames = [n for n in plan["notes"] if "renamed to 'share'" in n]
+    assert renames == ["store 'notes' would be renamed to 'share' in place"], plan["notes"]
+
+    report = world.cli.json("sync", str(share))  # one run, no error
+    counts = report["counts"]
+    assert counts["moved_store"] == 1 and counts["new"] == 1 and counts["uploaded"] == 1, counts
+    assert world.stores()["share"] == [notes_store], "the larger store is renamed"
+    assert "guides" not in world.stores() or not world.store_files(world.stores()["guides"][0]), "emptied"
+    remote = world.store_files(notes_store)
+    assert set(remote) == {"intro.md", "guides/install.md", "notes/a.md", "notes/b.txt"}
+    assert remote["guides/install.md"] == before[str(share / "guides/install.md")], "moved, not uploaded again"
+    world.cli("verify")
+
+
 def test_a_parent_sent_to_an_existing_store_takes_the_files_over_make_before_break(world, share, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
@@ -318,6 +339,8 @@ def test_store_rename_command(world, share):
     again = world.cli.json("sync", str(share))
     assert again["counts"]["unchanged"] == 4 and world.file_ids() == files and world.stores() == {"library": [vs]}
     assert world.cli("store", "rename", "nope", "x", check=2).stderr.count("no store named 'nope'") == 1
+    same = world.cli("store", "rename", "library", "library", check=2).stderr
+    assert "called 'library' already" in same and "remove it" not in same
 
 
 # 4. excluded is not deleted -----------------------------------------------------------------------

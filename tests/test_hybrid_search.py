@@ -16,7 +16,7 @@ import sqlite_utils
 
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote, embed, schema
-from ingest.remote.local.search import LEXICAL_WEIGHT, fuse
+from ingest.remote.local.search import LEXICAL_WEIGHT, PAGE_SHARE, REPEAT_DISCOUNT, by_document, fuse
 from ingest.remote.local.vectors import KEPT_BATCH
 
 # Words of one group mean the same to the test model and share no letters that FTS5 could match.
@@ -235,7 +235,9 @@ def test_a_chunk_without_a_vector_is_scored_on_its_words_alone(tmp_path, root):
     loader = Loader(ConceptModel())
     remote = LocalRemote(tmp_path / "s", embedder=loader)
     store = remote.create_store("s", {}, None, None)
-    synonym = _add(remote, store, root, "a.txt", "pause")  # no word of the query, the same meaning
+    # No word of the query, and close in meaning (a cosine of about 0.6, like a good match of a real
+    # model): scored as 0 for its missing vector, the exact words would rank below it.
+    synonym = _add(remote, store, root, "a.txt", "pause a while")
     loader.model = None  # the model was off when the next document was indexed
     exact = _add(remote, store, root, "b.txt", "sleep sleep now")
     loader.model = ConceptModel()
@@ -250,6 +252,45 @@ def test_fusion_scores_a_chunk_without_a_vector_on_its_words():
     assert fused[1] == pytest.approx(0.6)  # no vector: its words are the whole score
     assert fused[2] == pytest.approx(LEXICAL_WEIGHT * 0.4 + (1 - LEXICAL_WEIGHT) * 0.8)
     assert fused[3] == pytest.approx((1 - LEXICAL_WEIGHT) * 0.5)  # outside the lexical top: 0 for words
+
+
+def test_a_document_answering_in_several_chunks_beats_one_lucky_chunk():
+    scores = {1: 0.6, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.65}
+    ranked = by_document(scores, {1: "a", 2: "a", 3: "a", 4: "a", 5: "b"})
+    # a's best chunk carries a share of its next two (not of the third), b's single chunk its own score
+    assert ranked[1] == pytest.approx(1 - 0.4 * (1 - PAGE_SHARE * 0.5) ** 2)
+    assert ranked[1] > ranked[5] == pytest.approx(0.65)
+    assert ranked[2] == ranked[3] == ranked[4] == pytest.approx(0.5 * REPEAT_DISCOUNT)
+    assert all(0 < v <= 1 for v in ranked.values())
+    assert by_document({1: 1.0, 2: 1.0}, {1: "a", 2: "a"})[1] == pytest.approx(1.0)
+
+
+def test_the_first_results_name_different_documents(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    rule = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = remote.create_store("s", {}, rule, None)
+    filler = " ".join(f"w{i}" for i in range(80))
+    long = _add(remote, store, root, "long.txt", "\n\n".join(f"sleep {filler}" for _ in range(4)))
+    short = _add(remote, store, root, "short.txt", "pause now")
+    hits = remote.search(store.id, "sleep")
+    assert [h.file_id for h in hits[:2]] == [long, short]
+    # the long document's other chunks still follow: as many results as there are matches
+    assert [h.file_id for h in hits].count(long) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(0 < h.score <= 1 for h in hits)
+
+
+def test_by_words_alone_results_are_ranked_by_chunk(tmp_path, root):
+    # Ranking by document is for fused scores; by words alone it cost title queries (see _hits).
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(None))
+    rule = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = remote.create_store("s", {}, rule, None)
+    filler = " ".join(f"w{i}" for i in range(80))
+    long = _add(remote, store, root, "long.txt", "\n\n".join(f"sleep sleep {filler}" for _ in range(3)))
+    _add(remote, store, root, "short.txt", f"sleep {filler} {filler}")
+    hits = remote.search(store.id, "sleep")
+    assert [h.file_id for h in hits[:3]] == [long] * 3, "the long document's chunks each match better"
+    assert len({h.score for h in hits[:3]}) == 1, "none of them discounted as a repeat"
 
 
 def test_verify_never_embeds_and_reindex_makes_a_lexical_store_hybrid(ingest, docs_root, state_dir, monkeypatch):

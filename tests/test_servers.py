@@ -211,7 +211,7 @@ def test_the_daemons_next_pass_retries_what_failed_in_an_outage(llama_cli, llama
 
 def test_the_server_is_found_out_once_per_base_url_and_what_it_refused_is_kept(tmp_path):
     class Server:
-        base_url, probes = "http://a.example/v1/", 0
+        kind, base_url, probes = "openai", "http://a.example/v1/", 0
 
         def probe(self):
             self.probes += 1
