@@ -68,6 +68,9 @@ STORE_ACTIONS = (
     LEFT_EMPTY,
 )
 STORE_WARNINGS = frozenset({RECREATED, MASS_DELETE_HELD})
+# News even to a run that changed no file (reindex from cron speaks only of news): not CREATED (its
+# files are counted) nor LEFT_EMPTY (a standing state, which every night's mail would repeat).
+STORE_NEWS = frozenset(STORE_ACTIONS) - {CREATED, LEFT_EMPTY}
 
 # Things about the run as a whole.
 STOPPED = "stopped"  # stopped (SIGTERM) while files were indexing
@@ -204,6 +207,10 @@ class Report:
             or isinstance(e, Note)
             or (isinstance(e, StoreEvent) and e.action != CREATED)
         ]
+
+    @property
+    def store_news(self) -> list[StoreEvent]:
+        return [e for e in self.events if isinstance(e, StoreEvent) and e.action in STORE_NEWS]
 
     @property
     def exit_code(self) -> int:

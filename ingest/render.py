@@ -245,6 +245,7 @@ def repairs(result, verbose: bool = False) -> str:
                 report.failures
                 or report.held
                 or report.newly_rejected
+                or report.store_news
                 or any(report.counts.get(k) for k in ("new", "changed", "moved", "deleted", "uploaded"))
             )
         )

@@ -460,3 +460,49 @@ def test_a_run_without_the_config_naming_the_root_keeps_its_store_and_excludes(
     after = rows_by_path(state_dir)
     assert after["faq.html"].store == "kb", after["faq.html"].store
     assert "notes.py" not in after, "an excluded file was uploaded"
+
+
+STATIC = 'chunking = { type = "static", max_chunk_size_tokens = 200, chunk_overlap_tokens = 50 }\n'
+
+
+def rechunked(tmp_path: Path) -> tuple[Path, str]:
+    """A config with one store over one file, synced once; the same store with other chunking."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("narwhals\n")
+    config = tmp_path / "ingest.toml"
+    # One file and a short wait: a store that indexes while it is polled has the file done at the
+    # first poll, however slow the machine; one that does not leaves the rebuild waiting.
+    base = 'index_timeout = 1\n[[roots]]\npath = "docs"\n[[stores]]\nname = "docs"\n'
+    config.write_text(base)
+    return config, base + STATIC
+
+
+def test_a_chunking_change_rebuilds_the_embedded_store_within_the_one_sync(ingest, tmp_path, state_dir):
+    config, changed = rechunked(tmp_path)
+    ingest("--config", str(config), "sync")
+    [old] = ingest.json("status")["stores"][0]["vector_store_ids"]
+    config.write_text(changed)
+
+    report = ingest.json("--config", str(config), "sync")
+
+    [new] = ingest.json("status")["stores"][0]["vector_store_ids"]
+    assert new != old, report["notes"]
+    assert f"store 'docs': rebuilt; the vector store id is now {new}" in report["notes"], report["notes"]
+    assert {r.vector_store_id for r in rows_by_path(state_dir).values()} == {new}, "searches use the new store"
+    remote = LocalRemote(state_dir / "local" / "store")
+    try:
+        assert [sf.status for sf in remote.list_store_files(new)] == ["completed"]
+        assert old not in {s.id for s in remote.list_stores()}, "the old store is deleted once replaced"
+    finally:
+        remote.close()
+    hits = ingest.json("--config", str(config), "search", "narwhals")
+    assert [h["path"] for h in hits] == [str(tmp_path / "docs" / "a.md")], hits
+
+
+def test_reindex_says_when_it_rebuilt_a_store(ingest, tmp_path):
+    config, changed = rechunked(tmp_path)
+    ingest("--config", str(config), "sync")
+    config.write_text(changed)
+    out = ingest("--config", str(config), "reindex").stdout
+    [new] = ingest.json("status")["stores"][0]["vector_store_ids"]
+    assert f"store 'docs': rebuilt; the vector store id is now {new}" in out, out

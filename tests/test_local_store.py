@@ -83,7 +83,8 @@ def test_attach_is_in_progress_then_completed(remote, store, docs_root):
     batch = remote.attach_batch(store.id, [AttachItem(a.id, {"n": 1}), AttachItem(b.id, {})])
     assert batch.id.startswith("vsfb_local_")
     assert (batch.status, batch.in_progress, batch.total) == ("in_progress", 2, 2)
-    assert remote.get_store(store.id).file_counts["in_progress"] == 2
+    [listed] = remote.list_stores()  # a listing of every store indexes nothing
+    assert listed.file_counts["in_progress"] == 2
 
     done = remote.get_batch(store.id, batch.id)
     assert (done.status, done.completed, done.failed, done.total) == ("completed", 2, 0, 2)
@@ -93,6 +94,21 @@ def test_attach_is_in_progress_then_completed(remote, store, docs_root):
     assert info.usage_bytes == len("alpha document") + len("# beta document")
     assert info.metadata == {"project": "test"}
     assert remote.get_store_file(store.id, a.id).attributes == {"n": 1}
+
+
+def test_polling_the_store_alone_indexes_its_pending_files(tmp_path, docs_root):
+    # A server indexes while a client waits on GET vector_stores/{id} (a rebuild waits so): a budget
+    # of no time still indexes a file per poll, so the counts move on every poll.
+    remote = LocalRemote(tmp_path / "store", work_budget_s=0.0)
+    try:
+        store = remote.create_store("docs", {}, None, None)
+        ids = [remote.upload(_write(docs_root, f"{n}.txt", f"document {n}"), f"{n}.txt").id for n in range(2)]
+        remote.attach_batch(store.id, [AttachItem(i, {}) for i in ids])
+        pending = [remote.get_store(store.id).file_counts["in_progress"] for _ in range(2)]
+        assert pending == [1, 0]
+        assert remote.get_store(store.id).status == "completed"
+    finally:
+        remote.close()
 
 
 def test_failed_files_carry_error_code_and_message(remote, store, docs_root):

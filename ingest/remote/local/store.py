@@ -27,10 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.limits import MAX_BATCH_FILES, MAX_FILE_SIZE
 from ingest.remote.base import (
-    CANCELLED,
-    COMPLETED,
     CREATE_TOKEN,
-    FAILED,
     IN_PROGRESS,
     AttachItem,
     AttrValue,
@@ -42,7 +39,7 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import embed, schema, search
+from ingest.remote.local import embed, schema, search, views
 from ingest.remote.local.checks import check_attributes, check_chunking, check_metadata, check_search
 from ingest.remote.local.vectors import Vectors
 from ingest.remote.profile import LOCAL, PROFILES, Profile
@@ -52,10 +49,8 @@ if TYPE_CHECKING:  # indexing's modules load with the first call that indexes: a
     from ingest.remote.local.prepare import Preparer
 
 MAX_FILE_BYTES = MAX_FILE_SIZE
-STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 # Expiry is measured in days: recording activity once a minute is plenty.
 ACTIVITY_RESOLUTION_S = 60
-STORE_FILE_COLUMNS = "file_id, status, attributes, error_code, error_message, usage_bytes"
 
 
 class LocalRemote:
@@ -136,13 +131,6 @@ class LocalRemote:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def _require_store(self, db: sqlite3.Connection, store_id: str) -> tuple:
-        """The store's row, or NotFound."""
-        row = db.execute("SELECT * FROM stores WHERE id = ?", (store_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"vector store {store_id} not found")
-        return row
-
     def _touch(self, db: sqlite3.Connection, store_id: str) -> int:
         """Record activity on a store, which postpones its expiry; how many rows that changed."""
         now = self._clock()
@@ -209,25 +197,23 @@ class LocalRemote:
                     self._clock(),
                 ),
             )
-        return self.get_store(store_id)
+        return self._store(store_id)
 
     def get_store(self, store_id: str) -> Store:
+        # A server indexes while its client waits, whatever it polls with (GET vector_stores/{id}
+        # file_counts among them): a store with pending files gets the work budget here too, or a
+        # wait on its counts would never see them move.
+        if self._rows("SELECT 1 FROM store_files WHERE store_id = ? AND status = ? LIMIT 1", store_id, IN_PROGRESS):
+            self._work(store_id, vectors=False)
+        return self._store(store_id)
+
+    def _store(self, store_id: str) -> Store:
+        """The store as it stands, without indexing anything (listings of every store stay cheap)."""
         with self._lock:
-            _, name, metadata, _, days, _, last_active = self._require_store(self._db, store_id)
-            rows = self._db.execute(
-                "SELECT status, COUNT(*), SUM(usage_bytes) FROM store_files WHERE store_id = ? GROUP BY status",
-                (store_id,),
-            ).fetchall()
-        counts = {status: n for status, n, _ in rows}
-        file_counts = {s: counts.get(s, 0) for s in STATUSES} | {"total": sum(counts.values())}
-        if days is not None and self._clock() - last_active > days * 86400:
-            status = "expired"
-        else:  # like the API: in_progress while any of its files is being processed
-            status = IN_PROGRESS if file_counts[IN_PROGRESS] else COMPLETED
-        return Store(store_id, name, status, sum(u for _, _, u in rows), file_counts, json.loads(metadata))
+            return views.store_of(self._db, store_id, self._clock())
 
     def list_stores(self) -> Iterator[Store]:
-        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+        return iter([self._store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
 
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
@@ -253,7 +239,7 @@ class LocalRemote:
     def rename_store(self, store_id: str, name: str, metadata: Mapping[str, str]) -> None:
         check_metadata(metadata)
         with self._tx() as db:
-            self._require_store(db, store_id)
+            views.require_store(db, store_id)
             db.execute(
                 "UPDATE stores SET name = ?, metadata = ? WHERE id = ?", (name, json.dumps(dict(metadata)), store_id)
             )
@@ -271,7 +257,7 @@ class LocalRemote:
         batch_id = "vsfb_local_" + os.urandom(12).hex()
         now = int(self._clock())
         with self._tx() as db:
-            self._require_store(db, store_id)
+            views.require_store(db, store_id)
             for file_id, (attributes, rule) in prepared.items():
                 if db.execute("SELECT 1 FROM files WHERE id = ?", (file_id,)).fetchone() is None:
                     raise NotFound(f"file {file_id} not found")
@@ -313,7 +299,7 @@ class LocalRemote:
             store_id,
             batch_id,
         )
-        return iter([_store_file(r) for r in rows if status is None or r[1] == status])
+        return iter([views.store_file(r) for r in rows if status is None or r[1] == status])
 
     def _check_batch(self, store_id: str, batch_id: str) -> None:
         """Raise NotFound unless the batch exists in this store."""
@@ -321,53 +307,33 @@ class LocalRemote:
             raise NotFound(f"file batch {batch_id} not found in vector store {store_id}")
 
     def _batch(self, store_id: str, batch_id: str) -> Batch:
-        """The batch, counted from the current state of its files (one detached since: cancelled)."""
-        counts = dict(
-            self._rows(
-                "SELECT COALESCE(sf.status, 'cancelled') AS st, COUNT(*) FROM batch_files bf"
-                " LEFT JOIN store_files sf ON sf.store_id = ? AND sf.file_id = bf.file_id"
-                " WHERE bf.batch_id = ? GROUP BY st",
-                store_id,
-                batch_id,
-            )
-        )
-        pending = counts.get(IN_PROGRESS, 0)
-        # Indexing happens during polls, so the next poll is worth making soon.
-        return Batch(
-            batch_id,
-            IN_PROGRESS if pending else COMPLETED,
-            pending,
-            counts.get(COMPLETED, 0),
-            counts.get(FAILED, 0),
-            counts.get(CANCELLED, 0),
-            sum(counts.values()),
-            100 if pending else None,
-        )
+        with self._lock:
+            return views.batch_of(self._db, store_id, batch_id)
 
     # Store files ------------------------------------------------------------------------------------
     def get_store_file(self, store_id: str, file_id: str) -> StoreFile:
         self._work(store_id, file_id=file_id)
         rows = self._rows(
-            f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ? AND file_id = ?", store_id, file_id
+            f"SELECT {views.STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ? AND file_id = ?", store_id, file_id
         )
         if not rows:
             raise NotFound(f"file {file_id} not found in vector store {store_id}")
-        return _store_file(rows[0])
+        return views.store_file(rows[0])
 
     def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
         with self._lock:
-            self._require_store(self._db, store_id)
+            views.require_store(self._db, store_id)
         # Pending files are indexed (a rebuild waits on them through this), but missing vectors are
         # not made here: verify and forget list every store and must stay cheap (see fill_vectors).
         self._work(store_id, vectors=False)
         rows = self._rows(
-            f"SELECT {STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
+            f"SELECT {views.STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
             " AND (? IS NULL OR status = ?) ORDER BY rowid",
             store_id,
             status,
             status,
         )
-        return iter([_store_file(r) for r in rows])
+        return iter([views.store_file(r) for r in rows])
 
     def fill_vectors(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector, a batch at a time until `done()`; how many were.
@@ -398,7 +364,7 @@ class LocalRemote:
     ) -> list[Hit]:
         check_search(filters, max_results)
         with self._lock:
-            last_active = self._require_store(self._db, store_id)[-1]
+            last_active = views.require_store(self._db, store_id)[-1]
         # A search is activity (it postpones expiry), recorded at most once a minute: the others
         # take no write lock, so they never wait for a sync that is writing.
         if self._clock() - last_active > ACTIVITY_RESOLUTION_S:
@@ -408,9 +374,3 @@ class LocalRemote:
         meaning = self._vectors.query(store_id, query)
         with self._lock:
             return search.hits(self._db, store_id, query, filters, max_results, meaning, self._ranked)
-
-
-def _store_file(row: tuple) -> StoreFile:
-    """A StoreFile from a row of STORE_FILE_COLUMNS."""
-    file_id, status, attributes, code, message, usage = row
-    return StoreFile(file_id, status, json.loads(attributes), code, message, usage)
