@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,24 +183,32 @@ class Ingest:
         A folder named inside a known root syncs that part of it; a parent of known roots takes their
         files over; store sends the folders named to that store; exclude leaves globs out."""
         from ingest.engine import Options
-        from ingest.folders import adopt, target
+        from ingest.events import FOLDERS, Note
+        from ingest.folders import adopt, readmit, remembered_excludes, target
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
         if scopes is not None or not (self.named or store or exclude or self.configured.roots):
             if not dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
             return self.engine.sync(options, scopes, progress=progress)
-        goal = target(self.configured, self.manifest, list(self.named), store, exclude)
-        settings = remembered(goal.settings, self.manifest)
-        engine = self._engine_for(settings)
-        if dry_run:
-            with self.manifest.scratch():  # planned as if the inner roots' files were taken over; nothing kept
-                adopt(self.manifest, goal.adoptions)
-                return engine.sync(options, goal.scopes, progress=progress)
-        adopt(self.manifest, goal.adoptions)
-        if goal.scopes is None:
-            remember(settings, self.manifest)
-        return engine.sync(options, goal.scopes, progress=progress)
+        with self.manifest.scratch() if dry_run else nullcontext():  # a dry run keeps nothing
+            goal = target(self.configured, self.manifest, list(self.named), store, exclude)  # raises first
+            notes = readmit(self.configured, self.manifest, list(self.named))
+            if notes:
+                goal = target(self.configured, self.manifest, list(self.named), store, exclude)
+            settings = remembered(goal.settings, self.manifest)
+            notes += remembered_excludes(self.configured, settings, exclude)
+            engine = self._engine_for(settings)
+            # planned (a dry run) as if the inner roots' files were taken over
+            adopt(self.manifest, goal.adoptions)
+            if goal.scopes is None and not dry_run:
+                remember(settings, self.manifest)
+            report = engine.sync(options, goal.scopes, progress=progress)
+        for note in (Note(FOLDERS, n) for n in notes):
+            report.events.append(note)
+            if self.on_event:
+                self.on_event(note)
+        return report
 
     def forget(self, paths: Iterable[str | os.PathLike[str]], *, dry_run: bool = False, keep_store: bool = False):
         """Stop syncing folders: retire the remote files ingest made for them, drop their records, and
@@ -209,7 +217,7 @@ class Ingest:
         from ingest.forget import forget, resolve
 
         folders = resolve([Path(p) for p in paths], set(known(self.configured, self.manifest, thorough=True)))
-        return forget(self.engine, folders, dry_run, keep_store)
+        return forget(self.engine, folders, dry_run, keep_store, self.configured)
 
     def ignore(self, paths: Iterable[str | os.PathLike[str]], *, undo: bool = False):
         """Acknowledge files with a permanent problem (or, undo, look at them again)."""

@@ -83,7 +83,7 @@ def _set_verbosity(ctx: click.Context, verbose: int) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan; make no remote call and change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output only.")
 @click.option("--allow-mass-delete", is_flag=True, help="Delete even when a large share of a store would go.")

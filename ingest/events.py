@@ -75,6 +75,7 @@ STORE_NEWS = frozenset(STORE_ACTIONS) - {CREATED, LEFT_EMPTY}
 # Things about the run as a whole.
 STOPPED = "stopped"  # stopped (SIGTERM) while files were indexing
 RETIRE_FAILED = "retire_failed"  # a remote file to delete refused for now: tried again next run
+FOLDERS = "folders"  # a folder named is left out by an exclude, or no longer
 LEFT_BEHIND = "left_behind"  # a file moved to another store is still attached to the old one: detached next run
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ingest.config import NO_CONFIG, Root, Settings, default_store
 from ingest.errors import ConfigError
+from ingest.globs import glob_match
 from ingest.manifest import Manifest
 
 Scopes = dict[str, tuple[str, ...]]  # root key → relative prefixes to look at ("" = all of it)
@@ -65,6 +66,7 @@ def target(
     for raw in paths:
         path = Path(os.path.abspath(raw.expanduser()))
         owner = owner_of(path, roots)
+        _check_there(path, owner, roots, manifest)
         if owner is not None and owner.path != path:
             if store and store != owner.store:
                 raise ConfigError(
@@ -105,6 +107,84 @@ def target(
         {k: tuple(sorted(p)) for k, p in scopes.items()} if partial else None,
         tuple(adoptions),
     )
+
+
+def _check_there(path: Path, owner: Root | None, roots: dict[str, Root], manifest: Manifest) -> None:
+    """A folder named for the first time must be there: a typo is an error, not a root remembered as
+    missing for ever. A folder synced before that is gone now (an unmounted share, a folder deleted
+    inside a root) is the run's business: held, or its deletions propagated."""
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ConfigError(f"{path}: not a folder (name the folder that holds it)")
+    if owner is not None and owner.path == path:
+        return
+    if any(path in r.path.parents for r in roots.values()):
+        return  # a parent of known roots: they are held as missing
+    if owner is not None and manifest.rows_under(owner.key, path.relative_to(owner.path).as_posix()):
+        return
+    raise ConfigError(f"{path} does not exist, and ingest has synced nothing there before: check the path")
+
+
+def readmit(settings: Settings, manifest: Manifest, paths: list[Path]) -> list[str]:
+    """A folder left out of a remembered root (by `ingest forget`, or a one-off --exclude of a run
+    without a config file) comes back when it is synced by name: its exclusion is dropped from the
+    root's remembered settings (a dry run does this in a scratch transaction). What a config file
+    leaves out stays out, and is said."""
+    notes: list[str] = []
+    configured = {r.key: i for i, r in enumerate(settings.roots)} if settings.source != NO_CONFIG else {}
+    remembered = manifest.remembered_roots()
+    roots = known(settings, manifest)
+    for raw in paths:
+        path = Path(os.path.abspath(raw.expanduser()))
+        owner = owner_of(path, roots)
+        if owner is None or owner.path == path:
+            continue
+        prefix = path.relative_to(owner.path).as_posix()
+        covering = [p for p in owner.exclude if p.endswith("/**") and _covers(p[:-3], prefix)]
+        if owner.key in configured:
+            notes += [
+                f"{path} is left out by {p!r} in roots[{configured[owner.key]}].exclude of {settings.source}: "
+                "nothing there is synced; remove it there to sync it"
+                for p in covering
+            ]
+            continue
+        how = remembered.get(owner.key)
+        if how is None:
+            continue
+        dropped = [p for p in covering if p[:-3] == prefix]
+        if dropped:
+            notes.append(f"{path} is synced again: {', '.join(map(repr, dropped))} no longer left out of {owner.path}")
+            how = {**how, "exclude": tuple(p for p in how["exclude"] if p not in dropped)}
+            manifest.remember_roots([{"key": owner.key, **how}])
+        notes += [
+            f"{path} is left out by {p!r}, remembered for {owner.path}: syncing the folder it names brings it back"
+            for p in covering
+            if p not in dropped
+        ]
+    return notes
+
+
+def remembered_excludes(configured: Settings, settings: Settings, given: tuple[str, ...]) -> list[str]:
+    """The excludes a run applies that it was not given: remembered with a folder synced without a
+    config file (a one-off --exclude, a folder forgotten inside it). Said each time, so that nothing
+    is left out unseen."""
+    own = {r.key for r in configured.roots} if configured.source != NO_CONFIG else set()
+    notes = []
+    for root in settings.roots:
+        held = [p for p in root.exclude if p not in given]
+        if held and root.key not in own:
+            notes.append(
+                f"{root.path}: leaving out {', '.join(map(repr, held))}, remembered from an earlier run; syncing "
+                f"a folder by name brings it back, and a [[roots]] entry for {root.path} in a config file replaces them"
+            )
+    return notes
+
+
+def _covers(folder: str, prefix: str) -> bool:
+    """Whether the folder pattern matches prefix or one of its parents."""
+    parts = prefix.split("/")
+    return any(glob_match("/".join(parts[:n]), folder) for n in range(1, len(parts) + 1))
 
 
 def adopt(manifest: Manifest, adoptions: tuple[Adoption, ...]) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ingest.config import Settings
+from ingest.config import NO_CONFIG, Settings
 from ingest.errors import ConfigError
 from ingest.events import DELETED, RETIRE_FAILED, Event, FileEvent, Note
 from ingest.indexing import Indexer
@@ -77,9 +77,16 @@ def resolve(paths: list[Path], roots: set[str]) -> list[Folder]:
     return list(dict.fromkeys(out))
 
 
-def forget(engine: Engine, folders: list[Folder], dry_run: bool = False, keep_store: bool = False) -> Forgotten:
+def forget(
+    engine: Engine,
+    folders: list[Folder],
+    dry_run: bool = False,
+    keep_store: bool = False,
+    configured: Settings | None = None,
+) -> Forgotten:
     """Retire every remote file ingest made for the folders, drop their rows and remembered settings,
-    and delete each store of ingest's they leave empty (unless keep_store)."""
+    and delete each store of ingest's they leave empty (unless keep_store). configured: the config
+    file's own settings, whose roots come back at the next sync (default: the engine's)."""
     settings, manifest, remote = engine.settings, engine.manifest, engine.remote
     done = Forgotten(folders=[f.show() for f in folders], dry_run=dry_run)
     rows: list[FileRow] = []
@@ -100,7 +107,7 @@ def forget(engine: Engine, folders: list[Folder], dry_run: bool = False, keep_st
     empty = [s for s in empty if not _others_in(manifest, s.id, gone)]
     if not keep_store:
         done.stores_removed = sorted({s.name for s in empty})
-    done.notes += _resync_warnings(settings, manifest, folders)
+    done.notes += _resync_warnings(configured or settings, manifest, folders)
     if dry_run:
         return done
     with manifest.transaction():
@@ -154,9 +161,12 @@ def _others_in(manifest: Manifest, store_id: str, gone: set[tuple[str, str]]) ->
 
 
 def _resync_warnings(settings: Settings, manifest: Manifest, folders: list[Folder]) -> list[str]:
-    """A folder that is still there and still configured comes back with the next sync: say so."""
+    """What happens to each folder at the next sync: a configured one comes back (say how to keep it
+    out); a folder inside a root synced without a config file is left out of it from now on (say how
+    to bring it back)."""
     notes = []
-    configured = {r.key: i for i, r in enumerate(settings.roots)}
+    configured = {r.key: i for i, r in enumerate(settings.roots)} if settings.source != NO_CONFIG else {}
+    remembered = manifest.remembered_roots()
     for folder in folders:
         if folder.root in configured and Path(folder.show()).exists():
             where = f"roots[{configured[folder.root]}]"
@@ -166,6 +176,11 @@ def _resync_warnings(settings: Settings, manifest: Manifest, folders: list[Folde
                 else f'add "{folder.prefix}/**" to {where}.exclude in {settings.source}'
             )
             notes.append(f"{folder.show()} is still configured: the next sync syncs it again; {fix}")
+        elif folder.prefix and folder.root not in configured and folder.root in remembered:
+            notes.append(
+                f'{folder.show()} is left out of {folder.root} from now on ("{folder.prefix}/**" is remembered '
+                f"as an exclude of it); `ingest sync {folder.show()}` brings it back"
+            )
     return notes
 
 

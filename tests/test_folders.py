@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import ingest
+from ingest.errors import ConfigError
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.remote.base import NotFound
 from tests.conftest import Cli
@@ -184,6 +186,46 @@ def test_forget_a_folder_ingest_does_not_know_is_an_error(world, share, tmp_path
     result = world.cli("forget", str(tmp_path / "elsewhere"), check=2)
     assert "ingest syncs no folder there" in result.stderr and str(share) in result.stderr
     assert len(world.rows()) == 4
+
+
+def test_a_folder_forgotten_inside_a_root_stays_out_until_synced_by_name(world, share):
+    world.cli("sync", str(share))
+    done = world.cli.json("forget", str(share / "notes"))
+    (note,) = done["notes"]
+    assert "left out of" in note and f"ingest sync {share / 'notes'}" in note and "configured" not in note
+    assert world.cli.json("sync", str(share))["counts"]["new"] == 0, "kept out, as the note says"
+    plan = world.cli.json("sync", str(share / "notes"), "--dry-run")
+    assert plan["counts"]["new"] == 2
+    back = world.cli.json("sync", str(share / "notes"))
+    assert back["counts"]["new"] == 2 and any("synced again" in n for n in back["notes"])
+    again = world.cli.json("sync", str(share))
+    assert again["counts"]["new"] == 0 and again["counts"]["unchanged"] == 4, "and it stays back"
+
+
+def test_a_folder_the_config_file_excludes_says_so_when_synced_by_name(world, share):
+    world.config(f'[[roots]]\npath = "{share}"\n')
+    world.cli("sync")
+    done = world.cli.json("forget", str(share / "notes"))
+    (note,) = done["notes"]
+    assert 'add "notes/**" to roots[0].exclude in ingest.toml' in note
+    world.config(f'[[roots]]\npath = "{share}"\nexclude = ["notes/**"]\n')
+    report = world.cli.json("sync", str(share / "notes"))
+    assert report["counts"]["new"] == 0
+    assert any("roots[0].exclude of ingest.toml" in n for n in report["notes"])
+
+
+def test_a_folder_that_is_not_there_is_an_error_unless_synced_before(world, share, tmp_path):
+    typo = tmp_path / "shrae"
+    result = world.cli("sync", str(typo), check=2)
+    assert f"{typo} does not exist" in result.stderr
+    with pytest.raises(ConfigError, match="does not exist"):
+        ingest.sync(typo)
+    assert "folders missing" not in world.cli("status").stdout, "the typo is not remembered"
+    world.cli("verify")
+    world.cli("sync", str(share))
+    shutil.rmtree(share)  # an unmounted share: held, nothing deleted
+    held = world.cli.json("sync", str(share), check=1)
+    assert held["counts"]["held"] == 4 and len(world.rows()) == 4
 
 
 # 2. overlapping folders ---------------------------------------------------------------------------
@@ -375,6 +417,7 @@ def test_sync_exclude_glob(world, share):
     assert set(world.store_files(vs)) == {"intro.md", "guides/install.md"}
     again = world.cli.json("sync", str(share))
     assert again["counts"]["new"] == 0, "a run without the config keeps the root's excludes"
+    assert any("leaving out 'notes/**', remembered" in n for n in again["notes"]), "and says so"
 
 
 # 5. config mistakes -------------------------------------------------------------------------------
