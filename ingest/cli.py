@@ -74,9 +74,12 @@ def _set_verbosity(ctx: click.Context, verbose: int) -> None:
     verbose = ctx.obj["verbose"] = ctx.obj["verbose"] + verbose
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.getLogger().setLevel(logging.ERROR if ctx.obj["quiet"] else level)
-    # One line per HTTP request only when asked for (-v): not in a daemon's log, which polls all day.
-    for name in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
-        logging.getLogger(name).setLevel(level)
+    # One line per HTTP request only when asked for (-vv): not beside -v's one line per file, nor in a
+    # daemon's log, which polls all day. The SDK's own lines (its retries) come with -v.
+    requests = logging.DEBUG if verbose >= 2 else logging.WARNING
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.ERROR if ctx.obj["quiet"] else requests)
+    logging.getLogger("openai").setLevel(level)
 
 
 @cli.command()

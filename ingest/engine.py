@@ -287,6 +287,7 @@ class Engine:
             self.manifest.store_sizes,
             policy,
             lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
+            lambda row: options.retry_failed or retry_due(row, self.clock()),
         )
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans
@@ -349,6 +350,7 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         + [os.path.join(r, p) for r, paths in plan.quiet for p in paths],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
-        "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],
+        "retried": [_show(o) for o, r in plan.resumes if r.state == FAILED],
+        "kept_failed": [_show(o) for o, _ in plan.kept_failed],
         "held_back": [_show(r) for r, _ in plan.held],
     }

@@ -73,6 +73,9 @@ class Executor:
         roots = {r.key: r for r in self.settings.roots}
         stale = []
         with m.transaction():
+            for obs, row in plan.kept_failed:
+                row = self._restat(obs, row)  # the next run does not hash it again to find it the same
+                self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
             for obs, row in plan.unchanged:
                 if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
                     obs.size,
@@ -80,14 +83,7 @@ class Executor:
                     obs.inode,
                     obs.hashed_at_ns or row.hashed_at_ns,
                 ):
-                    row = m.update(
-                        row,
-                        size=obs.size,
-                        mtime_ns=obs.mtime_ns,
-                        inode=obs.inode,
-                        hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
-                    )
-                    stale.append((obs, row))
+                    stale.append((obs, self._restat(obs, row)))
                 elif self.survey.static_moved(row.store, row.attributes):
                     stale.append((obs, row))
             for row in plan.retirements():
@@ -146,6 +142,16 @@ class Executor:
         indexer.retire()
         indexer.sweep()
         return indexer.outcome
+
+    def _restat(self, obs: Observed, row: FileRow) -> FileRow:
+        """The row takes the stat this run saw (the same content)."""
+        return self.manifest.update(
+            row,
+            size=obs.size,
+            mtime_ns=obs.mtime_ns,
+            inode=obs.inode,
+            hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
+        )
 
     def _retire_ids(self, row: FileRow) -> None:
         for file_id in (row.file_id, row.old_file_id):
@@ -255,13 +261,7 @@ class Executor:
     ) -> bool:
         """Carry a half-done row on from its state; False when it stays failed (not retried)."""
         due = row.state == FAILED and (options.retry_failed or retry_due(row, self.clock()))
-        row = self.manifest.update(
-            row,
-            size=obs.size,
-            mtime_ns=obs.mtime_ns,
-            inode=obs.inode,
-            hashed_at_ns=obs.hashed_at_ns or row.hashed_at_ns,
-        )
+        row = self._restat(obs, row)
         if row.state == FAILED:
             if not due:
                 return False

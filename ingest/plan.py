@@ -49,6 +49,9 @@ class GuardPolicy:
 class Plan:
     uploads: list[tuple[Observed, FileRow | None]] = field(default_factory=list)  # new or changed
     resumes: list[tuple[Observed, FileRow]] = field(default_factory=list)  # half-done, same content
+    # Failed before with the same content and not due another try (refused for good, or its tries
+    # spent): reported again, left alone until the file changes or --retry-failed.
+    kept_failed: list[tuple[Observed, FileRow]] = field(default_factory=list)
     moves: list[tuple[Observed, FileRow]] = field(default_factory=list)
     # Same bytes, another store: attached there with the file id it has, then detached from the old one.
     transfers: list[tuple[Observed, FileRow]] = field(default_factory=list)
@@ -73,6 +76,7 @@ class Plan:
         return {
             "scanned": len(self.uploads)
             + len(self.resumes)
+            + len(self.kept_failed)
             + len(self.moves)
             + len(self.transfers)
             + len(self.unchanged)
@@ -108,10 +112,12 @@ def make_plan(
     store_sizes: Callable[[], Mapping[str, int]],
     policy: GuardPolicy,
     excluded: Callable[[FileRow], bool] = lambda row: False,
+    retry: Callable[[FileRow], bool] = lambda row: True,
 ) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
     store (asked only when there is something to delete); excluded(row) says whether a row the scan
-    did not see is left out by the configuration (rather than deleted)."""
+    did not see is left out by the configuration (rather than deleted); retry(row) whether a failed
+    row with unchanged content is tried again in this run."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -130,6 +136,8 @@ def make_plan(
             (plan.transfers if settled else plan.uploads).append((obs, row))
         elif row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id:
             plan.unchanged.append((obs, row))
+        elif row.state == FAILED and not retry(row):
+            plan.kept_failed.append((obs, row))
         elif row.state in ACTIVE_STATES or row.state in (FAILED, ERROR, REJECTED) or row.old_file_id:
             plan.resumes.append((obs, row))
         else:

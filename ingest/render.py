@@ -31,7 +31,18 @@ ORDER = (
     "held",
 )
 OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
+# How a person reads a count's or a plan line's key (the keys stay as they are in --json).
+LABELS = {"moved_store": "moved store", "kept_failed": "failed earlier", "held_back": "held back"}
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
+
+
+def count(n: int, noun: str) -> str:
+    """'1 store', '2 stores'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _label(key: str) -> str:
+    return LABELS.get(key, key)
 
 
 def summary(report: Report, verbose: bool = True) -> str:
@@ -39,7 +50,9 @@ def summary(report: Report, verbose: bool = True) -> str:
     head = "plan" if report.dry_run else "synced"
     lines = [
         f"{head}: "
-        + ", ".join(f"{c.get(k, 0)} {k}" for k in ORDER if (k in c and (k not in OPTIONAL or c[k])) or k == "failed")
+        + ", ".join(
+            f"{c.get(k, 0)} {_label(k)}" for k in ORDER if (k in c and (k not in OPTIONAL or c[k])) or k == "failed"
+        )
         + (f" in {report.seconds:.1f} s" if not report.dry_run else "")
     ]
     if not report.dry_run:
@@ -48,11 +61,10 @@ def summary(report: Report, verbose: bool = True) -> str:
             f"remote files deleted {c.get('remote_deleted', 0)}"
         )
     if report.dry_run:
-        for kind, paths in report.planned.items():
-            if kind == "unchanged" and not verbose:
-                continue
-            for path in paths:
-                lines.append(f"  {kind:<9} {path}")
+        shown = {kind: paths for kind, paths in report.planned.items() if paths and (verbose or kind != "unchanged")}
+        width = max((len(_label(kind)) for kind in shown), default=0)
+        for kind, paths in shown.items():
+            lines += [f"  {_label(kind):<{width}} {path}" for path in paths]
     for title, items in (
         ("failed", report.failures),
         ("failed earlier, not retried", report.kept_failed),
@@ -63,7 +75,7 @@ def summary(report: Report, verbose: bool = True) -> str:
             lines.append(f"{title}:")
             lines += _grouped(items)
     if report.still_indexing:
-        lines.append(f"still indexing: {len(report.still_indexing)} files")
+        lines.append(f"still indexing: {count(len(report.still_indexing), 'file')}")
     lines += [f"note: {n.describe()}" for n in report.notes]
     if report.interrupted:
         lines.append(f"interrupted by {report.interrupted}: what was done is recorded; the next run goes on")
@@ -102,7 +114,7 @@ def status(data: dict[str, Any]) -> str:
                 if pending
                 else ""
             )
-            + (f"; {changes['unreachable_roots']} folders missing" if changes.get("unreachable_roots") else "")
+            + (f"; {count(changes['unreachable_roots'], 'folder')} missing" if changes.get("unreachable_roots") else "")
         )
     if data.get("server"):
         lines.append(f"server: {data['server']['base_url']} ({data['server']['describe']})")
@@ -214,8 +226,8 @@ def progress_bar(enabled: bool = True) -> Iterator[Progress | None]:
 
 def findings(found) -> str:
     if not found.drifts:
-        return f"in sync: {found.stores_checked} stores, {found.files_checked} store files checked"
-    lines = [f"drift: {len(found.drifts)} problems in {found.stores_checked} stores"]
+        return f"in sync: {count(found.stores_checked, 'store')}, {count(found.files_checked, 'store file')} checked"
+    lines = [f"drift: {count(len(found.drifts), 'problem')} in {count(found.stores_checked, 'store')}"]
     lines += [f"  {d.kind:<18} {d.path}: {d.detail}" for d in found.drifts]
     return "\n".join(lines)
 

@@ -120,7 +120,10 @@ def local_changes(settings: Settings, manifest: Manifest) -> dict[str, int]:
         seen = {e.path for e in result.entries}
         counts["new"] += len(seen - known.keys())
         counts["changed"] += len(seen & known.keys())
-        counts["deleted"] += len(known.keys() - seen - set(result.calm))
+        # A refused name (a symlink out of the root, a newline in it) is a problem, not an entry: it is
+        # still there, and the next sync deletes nothing for it.
+        refused = {p.path for p in result.problems}
+        counts["deleted"] += len(known.keys() - seen - refused - set(result.calm))
     return counts
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ingest.config import Root, Settings, StoreSpec
 from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
 from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
-from ingest.manifest import PENDING, RETIRE, Manifest, StoreRow
+from ingest.manifest import FAILED, PENDING, RETIRE, Manifest, StoreRow
 from ingest.remote import profile as profiles
 from ingest.remote.base import CREATE_TOKEN, AuthError, NotFound, Remote, RemoteError
 from ingest.scan import glob_match
@@ -203,6 +203,10 @@ class Stores:
                 for file_id in (row.file_id, row.old_file_id):
                     if file_id:
                         self.manifest.ledger_set(file_id, RETIRE)
+                if row.state == FAILED and not row.retryable:
+                    # Refused for its content: the same bytes are refused again, in the new store as well.
+                    self.manifest.update(row, file_id=None, old_file_id=None, batch_id=None, vector_store_id=None)
+                    continue
                 self.manifest.update(
                     row,
                     state=PENDING,

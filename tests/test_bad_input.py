@@ -201,6 +201,18 @@ def test_a_name_that_is_not_utf8_is_refused_and_the_run_goes_on(ingest, root, st
     assert sync(ingest, root)["counts"]["new"] == 0
 
 
+def test_status_counts_no_change_for_files_refused_before_upload(ingest, root, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not under the root\n")
+    (root / "out.txt").symlink_to(outside)
+    (root / "new\nline.txt").write_text("a name with a newline\n")
+    report = sync(ingest, root)
+    assert set(reasons(report, root)) >= {"out.txt"}, "refused, and recorded without a store"
+    changes = ingest.json("status")["local_changes"]
+    assert (changes["new"], changes["changed"], changes["deleted"]) == (0, 0, 0)
+    assert sync(ingest, root)["counts"]["deleted"] == 0, "the next sync agrees: nothing to delete"
+
+
 def test_a_folder_renamed_to_a_name_that_is_not_utf8_deletes_nothing(ingest, root, state_dir):
     sync(ingest, root)
     folder = os.fsencode(root)

@@ -300,12 +300,12 @@ def phase_of(method: str, path: str) -> str:
 
 
 class Run:
-    """One `ingest -v sync` subprocess whose finished requests are followed line by line."""
+    """One `ingest -vv sync` subprocess whose finished requests are followed line by line."""
 
     def __init__(self, env: dict[str, str], root: Path, cwd: Path):
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "-v", "sync", str(root)],
+            [sys.executable, "-m", "ingest", "-vv", "sync", str(root)],
             env=env,
             cwd=cwd,
             stdout=subprocess.DEVNULL,

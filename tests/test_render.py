@@ -60,3 +60,35 @@ def test_the_progress_bar_is_off_unless_asked_and_draws_each_phase_on_its_own_li
     lines = screen.getvalue().split("\n")
     assert "upload" in lines[0] and "3/3" in lines[0], "the upload bar is finished before the next begins"
     assert "index" in lines[1] and "1/2" in lines[1], "a phase cut short is ended too"
+
+
+def test_the_plan_and_the_summary_say_their_kinds_in_words_aligned():
+    report = Report(
+        dry_run=True,
+        counts={"new": 1, "moved_store": 1},
+        planned={"new": ["/docs/a.md"], "moved_store": ["/docs/b.md: x -> y"], "kept_failed": ["/docs/c.txt"]},
+    )
+    lines = render.summary(report).splitlines()
+    assert lines[0] == "plan: 1 new, 1 moved store, 0 failed"
+    assert lines[1:4] == [
+        "  new            /docs/a.md",
+        "  moved store    /docs/b.md: x -> y",
+        "  failed earlier /docs/c.txt",
+    ]
+
+
+def test_counts_of_one_are_singular():
+    from types import SimpleNamespace
+
+    drift = SimpleNamespace(kind="missing", path="/docs/a.md", detail="not in the store")
+    assert render.findings(SimpleNamespace(drifts=[drift], stores_checked=1, files_checked=1)).startswith(
+        "drift: 1 problem in 1 store\n"
+    )
+    assert render.findings(SimpleNamespace(drifts=[], stores_checked=2, files_checked=1)) == (
+        "in sync: 2 stores, 1 store file checked"
+    )
+    changes = {"new": 0, "changed": 0, "deleted": 0, "unreachable_roots": 1}
+    data = {"backend": "local", "manifest": "m.db", "config": "c.toml", "local_changes": changes}
+    data.update(stores=[], recent_runs=[], problems=[])
+    text = render.status(data)
+    assert "local changes not synced yet: 0; 1 folder missing" in text

@@ -198,6 +198,37 @@ def test_a_permanent_failure_is_reported_but_does_not_fail_later_runs(openai_cli
     assert openai_cli.json("verify", check=1)["counts"] == {"failed": 1}
 
 
+def test_a_file_refused_for_its_content_is_not_resumed_or_uploaded_again(openai_cli, fake_openai, docs_root, state_dir):
+    fake_openai.configure(max_file_tokens=100)  # the emulator's estimate: bytes / 4
+    (docs_root / "big.txt").write_text("word " * 200)
+    first = openai_cli.json("sync", str(docs_root), check=1)
+    assert "invalid_file" in first["failed"][0]["reason"]
+    uploads = fake_openai.counters()["uploads"]
+    plan = openai_cli.json("sync", "--dry-run", str(docs_root))
+    assert plan["counts"].get("resumed", 0) == 0, "a refusal that is not tried again is not a resume"
+    assert [p for p in plan["plan"]["kept_failed"] if p.endswith("big.txt")] and not plan["plan"]["retried"]
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["counts"].get("resumed", 0) == 0 and report["exit_code"] == 0
+    assert report["failed_earlier"][0]["path"].endswith("big.txt")
+    for store in fake_openai.stores():  # a store gone remotely: the same bytes would be refused again
+        fake_openai.delete_store(store["id"])
+    age_store_checks(state_dir, CHECK_EVERY + 1)
+    report = openai_cli.json("sync", str(docs_root))
+    assert report["failed_earlier"][0]["path"].endswith("big.txt")
+    assert fake_openai.counters()["uploads"] == uploads + 4, "the other files, not the refused one"
+
+
+def test_the_requests_are_logged_with_vv_only(openai_cli, docs_root, caplog):
+    def requests(*flags: str) -> int:
+        caplog.clear()
+        openai_cli("sync", *flags, str(docs_root))
+        (docs_root / "faq.html").write_text(f"<p>changed {len(flags)}</p>")  # work to do, requests to make
+        return sum(r.getMessage().startswith("HTTP Request") for r in caplog.records)
+
+    assert requests("-v") == 0, "-v is one line per file"
+    assert requests("-vv") > 0
+
+
 def test_retryable_failures_stop_after_a_bounded_number_of_runs(openai_cli, fake_openai, docs_root, state_dir):
     fake_openai.configure(index_fail_names={"usage.txt"})
     attaches = []
