@@ -350,7 +350,7 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         + [os.path.join(r, p) for r, paths in plan.quiet for p in paths],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
-        "retried": [_show(o) for o, r in plan.resumes if r.state == FAILED],
+        "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],  # a --json key since before
         "kept_failed": [_show(o) for o, _ in plan.kept_failed],
         "held_back": [_show(r) for r, _ in plan.held],
     }

@@ -32,7 +32,12 @@ ORDER = (
 )
 OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
 # How a person reads a count's or a plan line's key (the keys stay as they are in --json).
-LABELS = {"moved_store": "moved store", "kept_failed": "failed earlier", "held_back": "held back"}
+LABELS = {
+    "moved_store": "moved store",
+    "kept_failed": "failed earlier",
+    "held_back": "held back",
+    "retry_failed": "retried",
+}
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
 
 

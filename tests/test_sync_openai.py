@@ -206,7 +206,7 @@ def test_a_file_refused_for_its_content_is_not_resumed_or_uploaded_again(openai_
     uploads = fake_openai.counters()["uploads"]
     plan = openai_cli.json("sync", "--dry-run", str(docs_root))
     assert plan["counts"].get("resumed", 0) == 0, "a refusal that is not tried again is not a resume"
-    assert [p for p in plan["plan"]["kept_failed"] if p.endswith("big.txt")] and not plan["plan"]["retried"]
+    assert [p for p in plan["plan"]["kept_failed"] if p.endswith("big.txt")] and not plan["plan"]["retry_failed"]
     report = openai_cli.json("sync", str(docs_root))
     assert report["counts"].get("resumed", 0) == 0 and report["exit_code"] == 0
     assert report["failed_earlier"][0]["path"].endswith("big.txt")
