@@ -254,7 +254,7 @@ class Engine:
             settled, others = reading(result.vouched)
             if digests is not None and not options.dry_run:
                 self.manifest.record_folder_digests(root.key, result.settled_folders(settled, others))
-            fresh, calm = self.survey.calm(root, result, settled)
+            fresh, calm, moved = self.survey.calm(root, result, settled)
             fresh, result.problems, skipped, lapsed = split_ignored(
                 root.key, root.path, fresh, result.problems, ignores
             )
@@ -265,7 +265,7 @@ class Engine:
             quiet.append((root.key, calm))
             unsure = list(settled) if options.rehash else result.unsure
             known = self.manifest.rows_at(
-                root.key, (p for p in itertools.chain(others, unsure) if _within(p, prefixes))
+                root.key, (p for p in itertools.chain(others, unsure, moved) if _within(p, prefixes))
             )
             rows.update((k, v) for k, v in known.items() if k[1] not in skipped)
             for entry in fresh:

@@ -81,21 +81,23 @@ class Survey:
 
     def calm(
         self, root: Root, result: scanning.ScanResult, settled: Mapping[str, tuple]
-    ) -> tuple[list[scanning.Entry], list[str]]:
-        """The scan's entries to look at, and the paths left calm: their stat matched a settled row, and
-        their store and static attributes are still what the configuration says."""
+    ) -> tuple[list[scanning.Entry], list[str], list[str]]:
+        """The scan's entries to look at, the paths left calm (their stat matched a settled row, and
+        their store and static attributes are still what the configuration says), and the paths of
+        those whose store or attributes moved: entries to look at too, whose rows are to be read."""
         routed, static = self.store_rules(root)
         if not routed and not any(static.values()):
-            return result.entries, result.calm  # the store was matched in SQL: nothing else can differ
-        fresh, calm = list(result.entries), []
+            return result.entries, result.calm, []  # the store was matched in SQL: nothing else can differ
+        fresh, calm, moved = list(result.entries), [], []
         for path in result.calm:
             known = settled[path]
             store = route(self.settings, root, path) if routed else root.store
             if known[3] != store or (static.get(store) and self.static_moved(store, known[4])):
                 fresh.append(scanning.Entry(root.key, path, *known[:3]))  # the stat matched these
+                moved.append(path)
             else:
                 calm.append(path)
-        return fresh, calm
+        return fresh, calm, moved
 
     def static_moved(self, store: str | None, attributes: str | None) -> bool:
         static = self.settings.store_spec(store or "").attributes

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.plan import RETRY_CAP
 from ingest.manifest import FAILED, INDEXED, Manifest
+from ingest.plan import RETRY_CAP
 from ingest.stores import CHECK_EVERY
 from tests.emulator import Emulator
 from tests.helpers import manifest_rows
