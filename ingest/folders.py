@@ -100,7 +100,14 @@ def target(
                     )
                 adoptions.append(Adoption(inner.key, outer.key, inner.path.relative_to(outer.path).as_posix()))
     if exclude:
-        chosen = {k: replace(r, exclude=(*r.exclude, *exclude)) for k, r in chosen.items()}
+        if any(not glob.strip() for glob in exclude):
+            raise ConfigError("--exclude needs a glob (an empty one would leave nothing out)")
+        # A configured root's excludes stay, this run's join them; a folder synced without a config
+        # file has this run's excludes instead of those remembered from an earlier one.
+        chosen = {
+            k: replace(r, exclude=tuple(dict.fromkeys((*r.exclude, *exclude) if k in configured else exclude)))
+            for k, r in chosen.items()
+        }
     partial = any(p != {""} for p in scopes.values())
     return Target(
         replace(settings, roots=tuple(chosen.values())),

@@ -418,6 +418,16 @@ def test_sync_exclude_glob(world, share):
     again = world.cli.json("sync", str(share))
     assert again["counts"]["new"] == 0, "a run without the config keeps the root's excludes"
     assert any("leaving out 'notes/**', remembered" in n for n in again["notes"]), "and says so"
+    other = world.cli.json("sync", str(share), "--exclude", "guides/**", "--exclude", "guides/**")
+    assert other["counts"]["new"] == 2 and other["counts"]["excluded"] == 1, "another --exclude replaces it"
+    assert set(world.store_files(vs)) == {"intro.md", "notes/a.md", "notes/b.txt"}
+    last = world.cli.json("sync", str(share))
+    assert [n for n in last["notes"] if "leaving out" in n] == [
+        f"{share}: leaving out 'guides/**', remembered from an earlier run; syncing a folder by name brings it"
+        f" back, and a [[roots]] entry for {share} in a config file replaces them"
+    ], "remembered once"
+    refused = world.cli("sync", str(share), "--exclude", "", check=2)
+    assert "--exclude needs a glob" in refused.stderr
 
 
 # 5. config mistakes -------------------------------------------------------------------------------
