@@ -99,6 +99,9 @@ class FolderRecords(Database):
             r[0]: r[1:] for r in self.conn.execute(f"select path, size, mtime_ns, inode from files where {where}", args)
         }
 
+    def has_rows(self, root: str) -> bool:
+        return bool(list(self.execute("select 1 from files where root = ? limit 1", [root])))
+
     def rows_under(self, root: str, prefix: str = "") -> list[FileRow]:
         """The rows of a root, or of a folder inside it (prefix: its path relative to the root)."""
         return self.listing(root, prefix, None, None)

@@ -549,3 +549,20 @@ def test_a_new_route_for_old_files_moves_them_with_their_ids(ingest, docs_root, 
     assert len(ingest.json("search", "zebrafish", "--store", "guides")) == 1
     assert not ingest.json("search", "zebrafish", "--store", "kb"), "no copy left behind in the old store"
     assert ingest.json("verify")["in_sync"] is True
+
+
+def test_a_configured_folder_never_synced_and_not_there_is_a_typo(ingest, docs_root, tmp_path, state_dir):
+    config = tmp_path / "typo.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\n[[roots]]\npath = "{tmp_path / "shrae"}"\n')
+    result = ingest("--config", str(config), "sync", check=2)
+    assert f"typo.toml: roots[1].path: {tmp_path / 'shrae'} does not exist" in result.stderr
+    m = Manifest(state_dir / "local" / "manifest.db")
+    try:
+        assert m.remembered_roots() == {} and not m.has_rows(str(tmp_path / "shrae"))
+    finally:
+        m.close()
+    (tmp_path / "shrae").mkdir()
+    assert ingest.json("--config", str(config), "sync")["exit_code"] == 0
+    (tmp_path / "shrae").rmdir()  # synced before: now an unmounted share, held, not a typo
+    gone = ingest.json("--config", str(config), "sync", check=1)
+    assert gone["counts"]["deleted"] == 0
