@@ -147,6 +147,9 @@ class Ingest:
             try:
                 remote = remote or connect(settings, chosen)
                 named = tuple(Path(p) for p in paths)
+                # A remote with a stop of its own (see OpenAIRemote) stops with the run: a Ctrl-C or
+                # SIGTERM ends its retry waits and sends nothing more, as in the daemon.
+                stop = stop or getattr(remote, "stop", None)
                 yield cls(settings, chosen, manifest, remote, on_event, stop, configured, named)
             finally:
                 if own and remote is not None and hasattr(remote, "close"):

@@ -33,6 +33,7 @@ from ingest.remote.base import (
     NotFound,
     Remote,
     RemoteError,
+    Stopped,
     StoreFile,
     Unsupported,
 )
@@ -159,6 +160,8 @@ class Attacher:
         except NotFound:
             self._gone(rows)  # a file id of ours is gone remotely: the whole batch is refused
             return
+        except Stopped:
+            return  # never sent: still uploaded, attached by the next run
         except RemoteError as exc:
             for row in rows:
                 self.record.fail(row, f"attach failed: {exc}", None, retryable=True)
@@ -202,6 +205,8 @@ class Attacher:
             row = sent.pop(result.file_id)
             if isinstance(result.error, NotFound):
                 self._gone([row])
+            elif isinstance(result.error, Stopped):
+                self.singles[row.known_file_id] = (store_id, row)  # not sent: looked up by the next run
             elif result.error is not None:
                 if result.error.retryable:
                     self._again(store_id, row, f"attach failed: {result.error}", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,20 +74,27 @@ def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str
     ensure_state_dir(settings.state_dir)
     if backend.kind == "openai":
         key = env.get("OPENAI_API_KEY") or "no-key"
+        stop = threading.Event()  # the remote's own, known before it is built (see LazyRemote)
 
         def build() -> Remote:
             from ingest.remote.openai import OpenAIRemote
 
             return OpenAIRemote.connect(
-                key, settings.base_url, settings.request_retries, settings.request_timeout, settings.upload_concurrency
+                key,
+                settings.base_url,
+                settings.request_retries,
+                settings.request_timeout,
+                settings.upload_concurrency,
+                stop=stop,
             )
 
         # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
         url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return LazyRemote(backend.kind, build, url.rstrip("/") + "/")
+        return LazyRemote(backend.kind, build, url.rstrip("/") + "/", stop)
     store_dir = backend.store_dir
     assert store_dir is not None
-    log.warning("no OPENAI_API_KEY: using the embedded local store in %s", store_dir)
+    why = "the local backend was asked for" if env.get("OPENAI_API_KEY") else "no OPENAI_API_KEY"
+    log.warning("%s: using the embedded local store in %s", why, store_dir)
 
     def build_local() -> Remote:
         from ingest.remote.local import LocalRemote

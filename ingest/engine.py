@@ -263,7 +263,8 @@ class Engine:
                 for path in lapsed:  # changed since it was acknowledged: looked at again
                     self.manifest.unignore(root.key, path)
             quiet.append((root.key, calm))
-            unsure = list(settled) if options.rehash else result.unsure
+            # A root not there has every settled row looked at: its deletions are held, each one named.
+            unsure = list(settled) if options.rehash or result.missing else result.unsure
             known = self.manifest.rows_at(
                 root.key, (p for p in itertools.chain(others, unsure, moved) if _within(p, prefixes))
             )

@@ -62,6 +62,13 @@ class RemoteError(IngestError):
         return f"the remote call failed: {self}"
 
 
+class Stopped(RemoteError):
+    """The run was stopping, so the call was never sent: nothing happened remotely, nothing failed."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what}: stopped before it was sent", retryable=True)
+
+
 class NotFound(RemoteError):
     """The object does not exist remotely (404)."""
 

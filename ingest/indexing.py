@@ -37,6 +37,7 @@ from ingest.remote.base import (
     Remote,
     RemoteError,
     RemoteFile,
+    Stopped,
 )
 from ingest.remote.local.extract import ExtractError
 from ingest.remote.profile import PROFILES, Profile
@@ -192,6 +193,10 @@ class Indexer:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING)
             raise
+        except Stopped:  # never sent: as it was before its turn came, for the next run
+            self.manifest.ledger_failed(upload_id, ambiguous=False)
+            self.manifest.update(row, state=PENDING, attempts=max(0, row.attempts - 1))
+            return
         except RemoteError as exc:
             self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
             # Only what another try can fix is retried by later runs: not a 400 or a refused file.

@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,11 @@ def docs_root(tmp_path) -> Path:
         "<script>var hidden = 'scriptword';</script></body></html>"
     )
     (root / "notes.py").write_text("def axolotl():\n    return 'axolotl regenerates'\n")
+    # Written an hour ago, as a file server's files were: a run takes each file's hash once, as it
+    # would theirs (a file changed within the last seconds is hashed again by the next run).
+    then = time.time_ns() - 3600 * 10**9
+    for path in root.rglob("*"):
+        os.utime(path, ns=(then, then))
     return root
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 
 from ingest.lock import ManifestLock
 
@@ -101,6 +103,22 @@ def test_the_run_records_the_exit_code_the_cli_exits_with(ingest, tmp_path, stat
     status = ingest.json("status")
     assert status["recent_runs"][0]["exit_code"] == 0
     config = tmp_path / "ingest.toml"
-    config.write_text(f'[[roots]]\npath = "{tmp_path / "unmounted"}"\n')
+    share = tmp_path / "unmounted"
+    share.mkdir()
+    (share / "a.txt").write_text("on the share\n")
+    config.write_text(f'[[roots]]\npath = "{share}"\n')
+    ingest("--config", str(config), "sync")
+    shutil.rmtree(share)  # synced before, now not mounted
     ingest("--config", str(config), "sync", check=1)
     assert ingest.json("status")["recent_runs"][0]["exit_code"] == 1
+
+
+def test_the_embedded_store_says_why_it_is_used(ingest, docs_root, monkeypatch, caplog):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="ingest"):
+        ingest("sync", str(docs_root))
+        assert "no OPENAI_API_KEY: using the embedded local store" in caplog.text
+        caplog.clear()
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        ingest("--backend", "local", "sync", str(docs_root))
+    assert "the local backend was asked for: using the embedded local store" in caplog.text

@@ -509,15 +509,7 @@ def test_reindex_says_when_it_rebuilt_a_store(ingest, tmp_path):
     assert f"store 'docs': rebuilt; the vector store id is now {new}" in out, out
 
 
-def _age(root: Path, seconds: int = 3600) -> None:
-    """Files written long before the first sync: their hashes are not taken again (out of the racy window)."""
-    then = time.time_ns() - seconds * 10**9
-    for path in root.rglob("*"):
-        os.utime(path, ns=(then, then))
-
-
 def test_a_new_static_attribute_on_old_files_updates_them_in_place(ingest, docs_root, tmp_path, state_dir):
-    _age(docs_root)
     config = tmp_path / "ingest.toml"
     base = f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n[[stores]]\nname = "kb"\n'
     config.write_text(base + 'attributes = { team = "hr" }\n')
@@ -535,7 +527,6 @@ def test_a_new_static_attribute_on_old_files_updates_them_in_place(ingest, docs_
 
 
 def test_a_new_route_for_old_files_moves_them_with_their_ids(ingest, docs_root, tmp_path, state_dir):
-    _age(docs_root)
     config = tmp_path / "ingest.toml"
     config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n')
     ingest("sync")

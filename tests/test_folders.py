@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -548,8 +550,8 @@ def test_an_interrupted_sync_records_what_it_did(world, share, monkeypatch, sig)
 
     def upload(self, path, filename):
         calls.append(filename)
-        if len(calls) == 1:
-            os.kill(os.getpid(), sig)  # as the operator would, while the first upload is under way
+        if len(calls) == 2:
+            os.kill(os.getpid(), sig)  # as the operator would, the first upload done (one at a time)
         return real(self, path, filename)
 
     monkeypatch.setattr(cls, "upload", upload)
@@ -565,6 +567,50 @@ def test_an_interrupted_sync_records_what_it_did(world, share, monkeypatch, sig)
     monkeypatch.setattr(cls, "upload", real)
     again = world.cli.json("sync", str(share))
     assert again["counts"]["uploaded"] == 10 - len(done) and len(world.file_ids()) == 10
+
+
+def test_uploads_a_stop_kept_from_being_sent_are_not_failures(world, share, monkeypatch):
+    """Stopped with several uploads under way: those still waiting for their turn were never sent.
+    They are left to the next run as they were, not recorded as failed (their tries not spent)."""
+    if world.emu is None:
+        pytest.skip("the embedded store sends nothing: there is no turn to wait for")
+    from ingest import pacing
+    from ingest.remote.openai import OpenAIRemote
+
+    for i in range(12):
+        (share / f"extra{i}.md").write_text(f"extra document {i}\n")
+    real, calls, first_sent = OpenAIRemote.upload, [], threading.Event()
+    real_acquire = pacing.Pacer.acquire
+
+    def acquire(self, timed=True):
+        if threading.current_thread().name.startswith("upload") and first_sent.is_set():
+            self.stop.wait(30)  # its turn has not come when the run is stopped
+        return real_acquire(self, timed)
+
+    def upload(self, path, filename):
+        calls.append(filename)
+        if len(calls) == 1:
+            first_sent.set()
+            deadline = time.monotonic() + 30
+            while len(calls) < 2 and time.monotonic() < deadline:  # another one waits for its turn
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, path, filename)
+
+    monkeypatch.setattr(OpenAIRemote, "upload", upload)
+    monkeypatch.setattr(pacing.Pacer, "acquire", acquire)
+    result = world.cli("sync", str(share), "--json", check=None)
+    report = json.loads(result.stdout)
+    assert result.exit_code == 143 and report["interrupted"] == "SIGTERM"
+    assert report["counts"]["failed"] == 0 and not report["failed"], report["failed"]
+    assert len(calls) > 1, "others were under way when it stopped (the check above can fail)"
+    assert not [p for p, r in world.rows().items() if r.state == "failed"]
+    assert all(r.attempts <= 1 for r in world.rows().values())
+    monkeypatch.setattr(OpenAIRemote, "upload", real)
+    monkeypatch.setattr(pacing.Pacer, "acquire", real_acquire)
+    again = world.cli.json("sync", str(share))
+    assert again["counts"]["failed"] == 0 and again["exit_code"] == 0
+    assert len(world.file_ids()) == 16
 
 
 # 12. filters ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ingest.remote.base import (
     NotFound,
     RemoteError,
     RemoteFile,
+    Stopped,
     Store,
     StoreFile,
     Unsupported,
@@ -53,12 +54,19 @@ TIMED_BYTES = 1 << 20
 class OpenAIRemote:
     kind = "openai"
 
-    def __init__(self, client: openai.OpenAI, attempts: int = 6, backoff: Backoff | None = None, concurrency: int = 8):
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        attempts: int = 6,
+        backoff: Backoff | None = None,
+        concurrency: int = 8,
+        stop: threading.Event | None = None,
+    ):
         self.client = client
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
-        # Set by the daemon on SIGTERM: retry waits end at once and no new attempt starts.
-        self.stop = threading.Event()
+        # Set when the run stops (Ctrl-C, SIGTERM): retry waits end at once and nothing more is sent.
+        self.stop = stop or threading.Event()
         # Uploads have a rate limit of their own, stated in their replies' headers: a pacer of their
         # own learns it. Every other call shares one, which goes by concurrency and 429s alone.
         self.upload_pacer = Pacer(concurrency, stop=self.stop)
@@ -75,14 +83,20 @@ class OpenAIRemote:
 
     @classmethod
     def connect(
-        cls, api_key: str, base_url: str | None, attempts: int, timeout: float, concurrency: int = 8
+        cls,
+        api_key: str,
+        base_url: str | None,
+        attempts: int,
+        timeout: float,
+        concurrency: int = 8,
+        stop: threading.Event | None = None,
     ) -> OpenAIRemote:
         import httpx2
 
         client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=httpx2.Timeout(timeout, connect=10.0)
         )
-        return cls(client, attempts=attempts, concurrency=concurrency)
+        return cls(client, attempts=attempts, concurrency=concurrency, stop=stop)
 
     def _call(
         self,
@@ -117,7 +131,7 @@ class OpenAIRemote:
                 with attempt:
                     ticket = None if self.stop.is_set() else pacer.acquire(timed)
                     if ticket is None:
-                        raise RemoteError(f"{what}: stopped before it was sent", retryable=True)
+                        raise Stopped(what)
                     try:
                         result = fn()
                     except BaseException as exc:
