@@ -318,7 +318,7 @@ def test_a_store_from_before_versioning_is_migrated(tmp_path, root):
     file_id = _add(remote, store, root, "a.txt", "sleep well")
     assert remote.search(store.id, "delay")[0].file_id == file_id
     applied = sqlite_utils.Database(tmp_path / "s" / "store.db")["_sqlite_migrations"].rows
-    assert [r["name"] for r in applied] == ["m001_initial", "m002_vectors"]
+    assert [r["name"] for r in applied] == ["m001_initial", "m002_vectors", "m003_titles"]
 
 
 def _tiny_bert(folder, dim=8, layers=2, heads=2, words=("sleep", "wait", "car", "garage", "the")):
