@@ -91,9 +91,10 @@ def main(store: Path, corpus: Path) -> None:
         for name, fuse in methods.items():
             found = sum(any(local_store._page(path[c]) in pages for c in top(fuse(*cs), 5)) for cs, pages in questions)
             listed = sum(any(Path(path[c]).stem == stem for c in top(fuse(*cs), 10)) for cs, stem in named)
+            label = name + (", titles" if with_titles else "")
             print(
-                f"{name + (', titles' if with_titles else ''):32s} TUNING recall@5 {found / len(questions):.2f}"
-                f" ({found} of {len(questions)}), titles in the top 10 {listed / len(named):.3f} ({listed} of {len(named)})"
+                f"{label:32s} TUNING recall@5 {found / len(questions):.2f} ({found} of {len(questions)}),"
+                f" titles in the top 10 {listed / len(named):.3f} ({listed} of {len(named)})"
             )
 
 
