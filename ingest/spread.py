@@ -25,12 +25,24 @@ MAX_PROCESSES = 4
 def processes() -> int:
     """How many processes a spread runs in (1: not at all): one for each core not already busy. A fork
     costs a fifth more work than a serial walk, for half the wall time where a core is idle; on a
-    machine whose cores are all taken (the load average) it is only the fifth more."""
+    machine whose cores are all taken it is only the fifth more."""
     if not hasattr(os, "fork") or threading.active_count() > 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    idle = cores - os.getloadavg()[0] + 1  # this process, running, counts in the load
-    return max(1, min(cores, int(idle), MAX_PROCESSES))
+    return max(1, min(cores - busy(), MAX_PROCESSES))
+
+
+def busy(loadavg: str = "/proc/loadavg") -> int:
+    """How many cores other processes are using now. Linux says how many tasks are runnable at this
+    moment (this one among them); the load average, the fallback, trails by a minute: a cron job run
+    after another would find the cores taken by the one before it, and one started beside a new hog
+    would not see it."""
+    try:
+        with open(loadavg, encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(0, running - 1)
+    except (OSError, ValueError, IndexError):
+        return max(0, int(os.getloadavg()[0] + 0.5) - 1) if hasattr(os, "getloadavg") else 0
 
 
 def spread(items: Sequence[T], work: Callable[[list[T]], R], n: int) -> list[R]:

@@ -405,6 +405,19 @@ def test_the_extra_not_installed_means_words_alone(tmp_path, root, caplog, monke
     assert embed.MISSING_HINT in caplog.text
 
 
+def test_without_the_model_numpy_is_not_imported(tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from ingest.remote.local import embed;"
+        f"assert embed.LazyModel(Path({str(tmp_path / 'no-model-here')!r}))() is None;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'tokenizers')))"
+    )
+    env = dict(os.environ, INGEST_SEMANTIC="on")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert embed.NO_MODEL_HINT in done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_semantic_search_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv("INGEST_SEMANTIC", "off")
     assert embed.LazyModel(_tiny_bert(tmp_path / "m"))() is None

@@ -93,3 +93,21 @@ def test_no_spread_with_other_threads_running(monkeypatch):
     finally:
         stop.set()
         other.join()
+
+
+def test_the_cores_in_use_are_the_runnable_tasks_besides_this_one(tmp_path, monkeypatch):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("3.50 2.00 1.00 3/412 12345\n")
+    assert spread.busy(str(loadavg)) == 2  # two others runnable now, whatever the minute's average says
+    loadavg.write_text("0.00 0.00 0.00 1/90 12345\n")
+    assert spread.busy(str(loadavg)) == 0
+    monkeypatch.setattr(spread.os, "getloadavg", lambda: (2.6, 1.0, 1.0))
+    assert spread.busy(str(tmp_path / "none")) == 2  # no such file: the load average, this process in it
+
+
+def test_a_spread_takes_the_cores_no_one_else_is_using(monkeypatch):
+    monkeypatch.setattr(spread.os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(spread, "busy", lambda: 1)
+    assert spread.processes() == 3
+    monkeypatch.setattr(spread, "busy", lambda: 7)
+    assert spread.processes() == 1
