@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ingest import scan as scanning
 from ingest.config import Settings
@@ -30,9 +31,7 @@ from ingest.events import (
     ignore,
 )
 from ingest.events import REJECTED as EVENT_REJECTED
-from ingest.execute import Executor, event_of, reserve, retry_due
 from ingest.ignores import split as split_ignored
-from ingest.indexing import Indexer, Outcome, Progress
 from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     FAILED,
@@ -41,7 +40,8 @@ from ingest.manifest import (
     FileRow,
     Manifest,
 )
-from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan
+from ingest.outcomes import Outcome, event_of
+from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan, retry_due
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
@@ -49,6 +49,10 @@ from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import SoonProfile, Stores, known_profile, server_profile, server_profile_soon
 from ingest.survey import Survey
 from ingest.sweep import sweep
+
+if TYPE_CHECKING:
+    from ingest.attach import Progress
+    from ingest.indexing import Indexer
 
 log = logging.getLogger("ingest")
 MISSING_ROOT = (
@@ -93,6 +97,8 @@ class Engine:
         self.on_event(event)
 
     def indexer(self, progress: Progress | None = None, stores: Stores | None = None) -> Indexer:
+        from ingest.indexing import Indexer  # the upload path: a pass with nothing to do never imports it
+
         stores = stores or Stores(self.settings, self.manifest, self.remote, self.emit)
         return Indexer(
             self.settings,
@@ -153,17 +159,23 @@ class Engine:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                reserve(plan, stores)  # the stores are made while the probe may still be out
-                if self._remote_work(plan):  # with nothing to do, the server is not asked who it is
+                stores.reserve(plan.new_stores())  # the stores are made while the probe may still be out
+                remote_work = self._remote_work(plan)
+                if remote_work:  # with nothing to do, the server is not asked who it is
                     self.profile = profile()
                 elif isinstance(profile, SoonProfile):
                     profile.keep_answer()  # a first run's probe, already sent
-                indexer = self.indexer(progress, stores)
-                indexer.outcome.duplicates_removed += removed
-                executor = Executor(
-                    self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
-                )
-                self._fold(report, executor.apply(plan, options, indexer))
+                if remote_work or plan.changes_rows():
+                    from ingest.execute import Executor
+
+                    indexer = self.indexer(progress, stores)
+                    indexer.outcome.duplicates_removed += removed
+                    executor = Executor(
+                        self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
+                    )
+                    self._fold(report, executor.apply(plan, options, indexer))
+                else:  # nothing to record or send: the upload path is not even imported
+                    self._fold(report, Outcome(duplicates_removed=removed))
                 if scopes is None:
                     for name in empty_stores(self.settings, self.manifest):
                         self.emit(StoreEvent(name, LEFT_EMPTY))

@@ -8,14 +8,13 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ingest.config import Root, Settings
 from ingest.errors import AuthError, RemoteError
-from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, FileEvent, OnEvent
+from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, OnEvent
 from ingest.indexing import Indexer, Outcome
 from ingest.manifest import (
     ATTACHING,
@@ -30,7 +29,8 @@ from ingest.manifest import (
     FileRow,
     Manifest,
 )
-from ingest.plan import Observed, Plan
+from ingest.outcomes import event_of
+from ingest.plan import Observed, Plan, restat_due, retry_due
 from ingest.relocate import transfer
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
@@ -41,15 +41,6 @@ if TYPE_CHECKING:
     from ingest.engine import Options
 
 log = logging.getLogger("ingest")
-MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
-RETRY_BASE, RETRY_CAP = 30.0, 3600.0  # seconds: the wait before a run tries a failed file again doubles from here
-
-
-def retry_due(row: FileRow, now: float) -> bool:
-    """A retryable failure is tried by the next run at once, then after waits that double: an outage
-    over by then costs nothing, and a daemon passing every few seconds does not spend the tries."""
-    wait = 0.0 if row.attempts < 2 else min(RETRY_CAP, RETRY_BASE * 2 ** (row.attempts - 2))
-    return bool(row.retryable) and row.attempts < MAX_AUTO_RETRIES and (row.updated_at or 0.0) + wait <= now
 
 
 class Executor:
@@ -77,12 +68,7 @@ class Executor:
                 row = self._restat(obs, row)  # the next run does not hash it again to find it the same
                 self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
             for obs, row in plan.unchanged:
-                if (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
-                    obs.size,
-                    obs.mtime_ns,
-                    obs.inode,
-                    obs.hashed_at_ns or row.hashed_at_ns,
-                ):
+                if restat_due(obs, row):
                     stale.append((obs, self._restat(obs, row)))
                 elif self.survey.static_moved(row.store, row.attributes):
                     stale.append((obs, row))
@@ -127,7 +113,7 @@ class Executor:
         uploads: list[FileRow | Callable[[], FileRow]] = []
         attach: list[FileRow] = list(self.reattach)
         attaching: list[FileRow] = []
-        reserve(plan, stores, failed_moves)
+        stores.reserve(plan.new_stores(failed_moves))
         # A new or changed file's intent is recorded as its turn to upload comes, in the commit that
         # starts it: the first upload goes out without waiting for the rows of all the others. One not
         # reached (stopped, killed) is left as it was, and the next run's plan finds it again.
@@ -292,17 +278,6 @@ class Executor:
         return True
 
 
-def reserve(plan: Plan, stores: Stores, failed_moves: Sequence[tuple[Observed, FileRow]] = ()) -> None:
-    """Create the vector stores the plan's new files need (see Stores.reserve); again, it creates nothing."""
-    stores.reserve(
-        Counter(
-            obs.store
-            for obs, prior in [*plan.uploads, *plan.resumes, *failed_moves, *plan.transfers]
-            if prior is None or not prior.vector_store_id or prior.store != obs.store
-        )
-    )
-
-
 def _row_from(obs: Observed, row: FileRow | None, **changes: Any) -> FileRow:
     base = row or FileRow(obs.root, obs.path, PENDING)
     values: dict[str, Any] = {
@@ -321,9 +296,3 @@ def _row_from(obs: Observed, row: FileRow | None, **changes: Any) -> FileRow:
     }
     values.update(changes)
     return replace(base, **values)
-
-
-def event_of(item: Observed | FileRow, action: str, row: FileRow | None, reason: str = "") -> FileEvent:
-    """An event for the file `item` names; the store and file id are those `row` held."""
-    store = item.store or (row.store if row else None)
-    return FileEvent(item.path, item.root, action, store, row.file_id if row else None, reason)

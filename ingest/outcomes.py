@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import LEFT_BEHIND, MOVED, REPLACED, FileEvent, Note, OnEvent
@@ -14,6 +15,9 @@ from ingest.events import UPLOADED as EVENT_UPLOADED
 from ingest.manifest import FAILED as ROW_FAILED
 from ingest.manifest import INDEXED, RETIRE, FileRow, Manifest
 from ingest.remote.base import AuthError, Remote, RemoteError
+
+if TYPE_CHECKING:
+    from ingest.plan import Observed
 
 log = logging.getLogger("ingest")
 
@@ -28,6 +32,12 @@ class Outcome:
 
 def event(row: FileRow, action: str, reason: str = "") -> FileEvent:
     return FileEvent(row.path, row.root, action, row.store, row.file_id, reason)
+
+
+def event_of(item: Observed | FileRow, action: str, row: FileRow | None, reason: str = "") -> FileEvent:
+    """An event for the file `item` names; the store and file id are those `row` held."""
+    store = item.store or (row.store if row else None)
+    return FileEvent(item.path, item.root, action, store, row.file_id if row else None, reason)
 
 
 class Outcomes:

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ingest.manifest import ACTIVE_STATES, ERROR, FAILED, INDEXED, REJECTED, FileRow
 from ingest.scan import Problem
+
+MAX_AUTO_RETRIES = 5  # retryable failures are tried again by later runs this many times, then need --retry-failed
+RETRY_BASE, RETRY_CAP = 30.0, 3600.0  # seconds: the wait before a run tries a failed file again doubles from here
+
+
+def retry_due(row: FileRow, now: float) -> bool:
+    """A retryable failure is tried by the next run at once, then after waits that double: an outage
+    over by then costs nothing, and a daemon passing every few seconds does not spend the tries."""
+    wait = 0.0 if row.attempts < 2 else min(RETRY_CAP, RETRY_BASE * 2 ** (row.attempts - 2))
+    return bool(row.retryable) and row.attempts < MAX_AUTO_RETRIES and (row.updated_at or 0.0) + wait <= now
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,16 @@ class Observed:
     ok: bool
     reason: str
     store: str
+
+
+def restat_due(obs: Observed, row: FileRow) -> bool:
+    """An unchanged file whose row takes this run's stat (the same content, touched or hashed again)."""
+    return (row.size, row.mtime_ns, row.inode, row.hashed_at_ns) != (
+        obs.size,
+        obs.mtime_ns,
+        obs.inode,
+        obs.hashed_at_ns or row.hashed_at_ns,
+    )
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,22 @@ class Plan:
     # Unchanged by stat fingerprint, no row loaded: (root, its paths), a tuple a root rather than a file.
     quiet: list[tuple[str, list[str]]] = field(default_factory=list)
     mass_held: dict[str, int] = field(default_factory=dict)  # store → deletions held as too large a share of it
+
+    def new_stores(self, failed_moves: Sequence[tuple[Observed, FileRow]] = ()) -> Counter[str]:
+        """Per store, the files of the plan (and the moves the remote refused) not in it yet: what
+        Stores.reserve creates stores for."""
+        return Counter(
+            obs.store
+            for obs, prior in [*self.uploads, *self.resumes, *failed_moves, *self.transfers]
+            if prior is None or not prior.vector_store_id or prior.store != obs.store
+        )
+
+    def changes_rows(self) -> bool:
+        """Whether carrying the plan out writes the manifest or tells of a file, remote calls aside
+        (see Engine._remote_work): a failure told again, a stat to record, a rejection, a deletion."""
+        return bool(
+            self.kept_failed or self.rejected or self.refused or self.unreadable or self.deletes or self.excluded
+        ) or any(restat_due(obs, row) for obs, row in self.unchanged)
 
     @property
     def quiet_count(self) -> int:

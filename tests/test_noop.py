@@ -28,6 +28,8 @@ EXTRACTORS = ("pypdf", "pypdfium2", "docx", "pptx", "lxml")  # what extract.py r
 # The manifest's and the store's table helpers: needed to migrate them, not to read them.
 SQLITE_UTILS = ("sqlite_utils", "dateutil")
 HEAVY = (*SDK, *EXTRACTORS, *SQLITE_UTILS, "ingest.remote.local.store")
+# The upload path: a pass with nothing to record or send imports none of it.
+UPLOAD_PATH = ("ingest.execute", "ingest.indexing", "ingest.attach", "ingest.text")
 
 
 def run_child(*args: str, heavy: tuple[str, ...] = HEAVY) -> tuple[dict, list[str]]:
@@ -111,6 +113,21 @@ def test_a_local_noop_imports_no_extractor(ingest, docs_root):
     assert "sqlite_utils" in loaded, "a new manifest is made by its migrations (the check below can fail)"
     again, loaded = run_child("--backend", "local", "sync", str(docs_root))
     assert again["counts"]["unchanged"] == 4 and loaded == []
+
+
+def test_a_pass_with_nothing_to_record_imports_nothing_of_the_upload_path(ingest, docs_root):
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # out of the racy window: no pass hashes them again
+    for path in docs_root.rglob("*"):
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    first, loaded = run_child("--backend", "local", "sync", str(docs_root), heavy=UPLOAD_PATH)
+    assert first["counts"]["indexed"] == 4 and "ingest.execute" in loaded
+    run_child("--backend", "local", "sync", str(docs_root))  # the pass that records the folders' digests
+    again, loaded = run_child("--backend", "local", "sync", str(docs_root), heavy=UPLOAD_PATH)
+    assert again["counts"]["unchanged"] == 4 and again["exit_code"] == 0
+    assert loaded == []
+    (docs_root / "notes.py").unlink()
+    gone, loaded = run_child("--backend", "local", "sync", str(docs_root), heavy=UPLOAD_PATH)
+    assert gone["counts"]["deleted"] == 1 and "ingest.execute" in loaded, "a deletion is carried out"
 
 
 def test_a_configured_noop_rewrites_nothing_and_imports_no_table_helpers(ingest, docs_root, tmp_path, state_dir):

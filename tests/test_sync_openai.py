@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.execute import RETRY_CAP
+from ingest.plan import RETRY_CAP
 from ingest.manifest import FAILED, INDEXED, Manifest
 from ingest.stores import CHECK_EVERY
 from tests.emulator import Emulator
