@@ -17,7 +17,7 @@ import sqlite_utils
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote, embed, schema
 from ingest.remote.local.search import LEXICAL_WEIGHT, PAGE_SHARE, REPEAT_DISCOUNT, by_document, fuse
-from ingest.remote.local.vectors import KEPT_BATCH
+from ingest.remote.local.vectors import KEPT_BATCH, TITLE_WEIGHT, Query, title_of
 
 # Words of one group mean the same to the test model and share no letters that FTS5 could match.
 CONCEPTS = [
@@ -318,7 +318,7 @@ def test_a_store_from_before_versioning_is_migrated(tmp_path, root):
     file_id = _add(remote, store, root, "a.txt", "sleep well")
     assert remote.search(store.id, "delay")[0].file_id == file_id
     applied = sqlite_utils.Database(tmp_path / "s" / "store.db")["_sqlite_migrations"].rows
-    assert [r["name"] for r in applied] == ["m001_initial", "m002_vectors"]
+    assert [r["name"] for r in applied] == ["m001_initial", "m002_vectors", "m003_titles"]
 
 
 def _tiny_bert(folder, dim=8, layers=2, heads=2, words=("sleep", "wait", "car", "garage", "the")):
@@ -476,3 +476,87 @@ def test_terms_in_over_half_the_chunks_are_left_out_of_the_query(tmp_path):
     assert fts_query("The cat") == '"the" OR "cat"'
     assert fts_query("The cat", remote._db) == '"cat"'
     assert fts_query("the", remote._db) == '"the"'  # a query of common words alone keeps them
+
+
+def test_a_documents_title_is_its_first_heading_else_its_first_line():
+    assert title_of("# Sleeping\n\nbody", "a.md") == "Sleeping"
+    assert (
+        title_of(".. _time:\n\n" + "*" * 20 + "\n time — Time access\n" + "*" * 20 + "\n\nbody", "t.txt")
+        == "time — Time access"
+    )
+    assert title_of("Intro\n=====\nbody", "a.rst") == "Intro"
+    assert title_of("time — Python docs\n\nTable of Contents", "time.html") == "time — Python docs"
+    assert title_of("", "notes.txt") == "notes.txt"
+
+
+def test_a_chunks_similarity_carries_its_documents_title():
+    unit = np.eye(3, dtype=np.float32)
+    query = Query(np.array([1, 2, 3]), unit, unit[0], titles=unit[[0, 1]], title_row=np.array([1, 0, -1]))
+    expected = {1: (1 - TITLE_WEIGHT) * 1.0, 2: TITLE_WEIGHT * 1.0, 3: 0.0}  # chunk 3's document has no title yet
+    assert query.top(3) == pytest.approx(expected)
+    assert query.similarity([3, 2, 9]) == pytest.approx({2: expected[2], 3: expected[3]})
+
+
+def _titles(folder) -> list[tuple[str, bool]]:
+    db = sqlite3.connect(folder / "store.db")
+    try:
+        rows = db.execute("SELECT file_id, embedding IS NOT NULL FROM title_vectors ORDER BY file_id").fetchall()
+        return [(file_id, bool(made)) for file_id, made in rows]
+    finally:
+        db.close()
+
+
+def test_a_title_vector_is_made_with_the_document_and_goes_with_it(tmp_path, root):
+    model = ConceptModel()
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(model))
+    store = remote.create_store("s", {}, None, None)
+    file_id = _add(remote, store, root, "a.md", "# Sleep\n\nin the garage")
+    assert _titles(tmp_path / "s") == [(file_id, True)]
+    (blob,) = remote._db.execute("SELECT embedding FROM title_vectors").fetchone()
+    assert embed.from_blobs([blob])[0] == pytest.approx(model.encode(["Sleep"])[0], abs=1e-3)
+    remote.delete_file(file_id)
+    assert _titles(tmp_path / "s") == []
+
+
+def test_titles_are_filled_in_from_the_kept_chunks_and_made_again_for_another_model(tmp_path, root):
+    store, (file_id,) = _lexical_store(tmp_path, root, ["# Sleep\n\nin the garage"])
+    assert _titles(tmp_path / "s") == [(file_id, False)]
+    (tmp_path / "s" / "blobs" / file_id).unlink()  # from the stored chunk, not the document
+    hybrid = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    assert hybrid.fill_vectors(store.id, lambda: False) == 1  # chunks are counted, titles follow them
+    assert _titles(tmp_path / "s") == [(file_id, True)]
+    hybrid.close()
+    newer = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel("concepts-2")))
+    newer.fill_vectors(store.id, lambda: True)  # nothing embedded: the other model's vectors are dropped
+    assert _titles(tmp_path / "s") == [(file_id, False)]
+    newer.fill_vectors(store.id, lambda: False)
+    assert _titles(tmp_path / "s") == [(file_id, True)]
+
+
+def test_a_store_from_before_titles_gets_them_by_the_fill_in(tmp_path, root):
+    (tmp_path / "s").mkdir()
+    db = sqlite_utils.Database(tmp_path / "s" / "store.db")
+    schema.migration_set().apply(db, stop_before="m003_titles")
+    db.execute("INSERT INTO stores VALUES ('vs_1', 's', '{}', NULL, NULL, 0, 0)")
+    db.execute("INSERT INTO files VALUES ('f', 'a.md', 7, 0)")
+    db.execute("INSERT INTO chunks(store_id, file_id, seq, text) VALUES ('vs_1', 'f', 0, '# Sleep')")
+    db.conn.commit()
+    db.close()
+    migrated = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    assert _titles(tmp_path / "s") == [("f", False)]
+    migrated.fill_vectors("vs_1", lambda: False)
+    assert _titles(tmp_path / "s") == [("f", True)]
+
+
+def test_a_pages_later_chunks_rank_by_its_title(tmp_path, root):
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(ConceptModel()))
+    rule = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = remote.create_store("s", {}, rule, None)
+    body = "\n\n".join(" ".join(f"w{n}x{i}" for i in range(80)) for n in range(3))
+    titled = _add(remote, store, root, "a.md", f"# Sleep\n\n{body}")
+    other = _add(remote, store, root, "b.md", f"# Garage\n\n{body}")
+    hits = remote.search(store.id, "wait", max_results=20)
+    score = {(h.file_id, h.text): h.score for h in hits}
+    later = [h.text for h in hits if h.file_id == other and "Garage" not in h.text]
+    assert len(later) >= 2, "the same later chunks in both documents"
+    assert all(score[(titled, text)] > score[(other, text)] for text in later)

@@ -420,9 +420,12 @@ def test_a_store_made_before_its_schema_was_versioned_is_adopted_and_kept(tmp_pa
     first.close()
     db = sqlite3.connect(tmp_path / "store" / "store.db")
     # As a store written before the schema had versions: no migration record, and none of what later
-    # migrations added (the chunk vectors).
+    # migrations added (the chunk and title vectors).
     for statement in (
         "DROP TABLE _sqlite_migrations",
+        "DROP TRIGGER chunks_title_insert",
+        "DROP TRIGGER chunks_title_delete",
+        "DROP TABLE title_vectors",
         "DROP TRIGGER chunks_vec_insert",
         "DROP TRIGGER chunks_vec_delete",
         "DROP TRIGGER chunks_vec_update",

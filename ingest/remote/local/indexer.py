@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ingest.remote.base import COMPLETED, FAILED
 from ingest.remote.local.prepare import Job, Prepared, Preparer
+from ingest.remote.local.vectors import title_of
 
 
 class Indexer:
@@ -74,20 +75,25 @@ class Indexer:
         ]
         try:
             for group in self._preparer.run(jobs, deadline):
-                self._save(store_id, [(*job.key, prepared) for job, prepared in group])
+                self._save(store_id, [(*job.key, job.filename, prepared) for job, prepared in group])
         finally:
             with self._lock:
                 self._claimed.difference_update((store_id, r[0]) for r in rows)
         if vectors:
             self._fill(store_id, lambda: time.monotonic() >= deadline)
 
-    def _save(self, store_id: str, results: list[tuple[str, int, Prepared]]) -> None:
-        """Swap prepared files' chunks in atomically, each unless it changed while it was prepared."""
-        # A group's chunks are embedded in one call (batches of like length), outside the lock.
-        vectors = iter(self._encode([t for _, _, prepared in results for t in prepared.chunks]))
+    def _save(self, store_id: str, results: list[tuple[str, int, str, Prepared]]) -> None:
+        """Swap prepared files' chunks (and title vectors) in atomically, each unless it changed while
+        it was prepared."""
+        # A group's chunks and titles are embedded in one call (batches of like length), outside the lock.
+        chunks = [t for *_, prepared in results for t in prepared.chunks]
+        titles = [title_of(p.chunks[0], filename) for _, _, filename, p in results if p.chunks]
+        vectors = self._encode(chunks + titles)
+        chunk_vectors, title_vectors = iter(vectors[: len(chunks)]), iter(vectors[len(chunks) :])
         with self._tx() as db:
-            for file_id, gen, prepared in results:
-                embeddings = [next(vectors) for _ in prepared.chunks]
+            for file_id, gen, _, prepared in results:
+                embeddings = [next(chunk_vectors) for _ in prepared.chunks]
+                title = next(title_vectors) if prepared.chunks else None
                 current = db.execute(
                     "SELECT gen FROM store_files WHERE store_id = ? AND file_id = ?", (store_id, file_id)
                 ).fetchone()
@@ -101,6 +107,11 @@ class Indexer:
                         for i, (t, v) in enumerate(zip(prepared.chunks, embeddings, strict=True))
                     ],
                 )
+                if title is not None:  # its row was made with the first chunk (schema.m003_titles)
+                    db.execute(
+                        "UPDATE title_vectors SET embedding = ? WHERE store_id = ? AND file_id = ?",
+                        (title, store_id, file_id),
+                    )
                 error = prepared.error
                 db.execute(
                     "UPDATE store_files SET status = ?, error_code = ?, error_message = ?, usage_bytes = ?"

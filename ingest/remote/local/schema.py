@@ -76,10 +76,36 @@ def m002_vectors(db: sqlite_utils.Database) -> None:
         )
 
 
+def m003_titles(db: sqlite_utils.Database) -> None:
+    # One vector per document, of its title (vectors.title_of its first chunk). The row comes and goes
+    # with the document's first chunk, NULL until embedded, so the fill-in finds missing ones by the
+    # partial index, as it finds chunks', and an existing store gets its rows here.
+    db.execute(
+        "CREATE TABLE title_vectors(store_id TEXT NOT NULL, file_id TEXT NOT NULL, embedding BLOB,"
+        " PRIMARY KEY(store_id, file_id))"
+    )
+    db.execute("CREATE INDEX title_vectors_missing ON title_vectors(store_id) WHERE embedding IS NULL")
+    db.execute("INSERT OR IGNORE INTO title_vectors SELECT store_id, file_id, NULL FROM chunks WHERE seq = 0")
+    db.execute(
+        "CREATE TRIGGER chunks_title_insert AFTER INSERT ON chunks WHEN new.seq = 0"
+        " BEGIN INSERT OR REPLACE INTO title_vectors VALUES (new.store_id, new.file_id, NULL); END"
+    )
+    db.execute(
+        "CREATE TRIGGER chunks_title_delete AFTER DELETE ON chunks WHEN old.seq = 0 BEGIN"
+        " DELETE FROM title_vectors WHERE store_id = old.store_id AND file_id = old.file_id; END"
+    )
+    for event, when in (("DELETE", "old.embedding IS NOT NULL"), ("UPDATE OF embedding", "1")):
+        name = "title_vec_" + event.split()[0].lower()
+        db.execute(
+            f"CREATE TRIGGER {name} AFTER {event} ON title_vectors WHEN {when}"
+            " BEGIN UPDATE vector_gen SET n = n + 1; END"
+        )
+
+
 # Append-only, applied in order, each recorded by name (sqlite-utils' Migrations). How many there are is
 # kept in the store's user_version once they are applied: opening an up-to-date store is one PRAGMA, and
 # sqlite-utils (a search's largest import) is loaded only to migrate.
-MIGRATIONS = (m001_initial, m002_vectors)
+MIGRATIONS = (m001_initial, m002_vectors, m003_titles)
 
 
 def migration_set() -> Migrations:

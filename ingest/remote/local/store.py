@@ -336,7 +336,8 @@ class LocalRemote:
         return iter([views.store_file(r) for r in rows])
 
     def fill_vectors(self, store_id: str, done: Callable[[], bool]) -> int:
-        """Embed the store's chunks that have no vector, a batch at a time until `done()`; how many were.
+        """Embed the store's chunks (then titles) that have no vector, a batch at a time until `done()`;
+        how many chunks were.
         Polls do it within their work budget; reindex calls it (servers embed for themselves)."""
         self._vectors.model()  # first, so another model's vectors are dropped and made again here
         return self._vectors.embed_kept(store_id, done)

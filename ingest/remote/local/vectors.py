@@ -1,4 +1,5 @@
-"""The embedded store's chunk vectors: made by the embedding model, kept in SQLite, searched in memory.
+"""The embedded store's vectors: one per chunk and one per document's title, made by the embedding
+model, kept in SQLite, searched in memory.
 
 Everything here asks for the model only when there is text to embed or a store with vectors to
 search, so a no-op sync or a `status` never loads it (nor numpy).
@@ -7,6 +8,7 @@ search, so a no-op sync or a `status` never loads it (nor numpy).
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -22,26 +24,51 @@ log = logging.getLogger("ingest")
 # 2 s at the README's 16-17 chunks/s on 2 cores, so a poll's deadline (2 s) or a stop request is
 # overrun by at most that.
 KEPT_BATCH = embed.BATCH
+# A chunk's similarity to a query is (1 − TITLE_WEIGHT) × its own cosine + TITLE_WEIGHT × its
+# document's title's: a chunk deep in a page is read in the light of what the page is about, and a
+# query that names the page finds it. Chosen on bench/questions.py's TUNING set and 80 page titles
+# apart from the bench's (python -m bench.fusion): found 38 of 41 questions (37 without) and all 80
+# titles (78), the same at 0.3-0.5 with the lexical weight at 0.2-0.3.
+TITLE_WEIGHT = 0.4
+# An underline (reStructuredText, Markdown's setext): a line of one punctuation mark repeated.
+_UNDERLINE = re.compile(r"^\s*([=\-~^*#+`'\":.])\1{2,}\s*$")
+
+
+def title_of(first_chunk: str, filename: str) -> str:
+    """A document's title, from its first chunk: a Markdown `# heading`, else the first underlined
+    heading (reStructuredText, setext), else its first line that is not markup (an HTML page's
+    extracted text starts with its <title>); the file's name when the chunk has no text."""
+    lines = [line.strip() for line in first_chunk.splitlines()[:80]]
+    for i, line in enumerate(lines):
+        if line.startswith("# "):
+            return line[2:].strip()
+        below = lines[i + 1] if i + 1 < len(lines) else ""
+        if line and not _UNDERLINE.match(line) and _UNDERLINE.match(below) and len(below) >= 0.6 * len(line):
+            return line
+    return next((line for line in lines if line and not line.startswith("..")), filename)
 
 
 @dataclass(frozen=True)
 class Query:
-    """A query's vector beside a store's chunk vectors (ids ascending, one matrix row each)."""
+    """A query's vector beside a store's chunk vectors (ids ascending, one matrix row each) and its
+    documents' title vectors (`title_row`: each chunk's row of `titles`, −1 while its document has none)."""
 
     ids: Any
     matrix: Any
     vector: Any
+    titles: Any = None
+    title_row: Any = None
 
     def top(self, k: int) -> dict[int, float]:
-        """The k chunks nearest to the query, with their cosine similarities."""
+        """The k chunks nearest to the query, with their similarities (see TITLE_WEIGHT)."""
         import numpy as np
 
-        sims = self.matrix @ self.vector
+        sims = self._similarities(slice(None))
         best = np.argpartition(-sims, k)[:k] if k < len(sims) else np.arange(len(sims))
         return {int(self.ids[i]): float(sims[i]) for i in best}
 
     def similarity(self, wanted: Iterable[int]) -> dict[int, float]:
-        """The cosine similarities of the given chunks (those without a vector are absent)."""
+        """The similarities of the given chunks (those without a vector are absent)."""
         import numpy as np
 
         chunks = np.fromiter(wanted, dtype=np.int64)
@@ -49,8 +76,18 @@ class Query:
             return {}
         pos = np.clip(np.searchsorted(self.ids, chunks), 0, len(self.ids) - 1)
         found = self.ids[pos] == chunks
-        sims = self.matrix[pos[found]] @ self.vector
+        sims = self._similarities(pos[found])
         return {int(c): float(s) for c, s in zip(chunks[found], sims, strict=True)}
+
+    def _similarities(self, rows: Any) -> Any:
+        """Cosines of the chunks at `rows`, each blended with its document's title's where there is one."""
+        sims = self.matrix[rows] @ self.vector
+        if self.titles is None or not len(self.titles):
+            return sims
+        of = self.title_row[rows]
+        titled = of >= 0
+        sims[titled] = (1 - TITLE_WEIGHT) * sims[titled] + TITLE_WEIGHT * (self.titles @ self.vector)[of[titled]]
+        return sims
 
     @property
     def size(self) -> int:
@@ -70,8 +107,8 @@ class Vectors:
         self._db, self._lock, self._tx = db, lock, tx
         self._embedder = embedder
         self._checked: str | None = None
-        # store id → (vector_gen when read, ids, matrix): re-read only when a vector changed.
-        self._cache: dict[str, tuple[int, Any, Any]] = {}
+        # store id → (vector_gen when read, what _load returns): re-read only when a vector changed.
+        self._cache: dict[str, tuple[int, Any]] = {}
         self._filling: set[str] = set()  # stores whose missing vectors a thread is making now
 
     def model(self) -> embed.Embedder | None:
@@ -85,6 +122,7 @@ class Vectors:
             if row is None or row[0] != model.name:
                 if row is not None:
                     db.execute("UPDATE chunks SET embedding = NULL WHERE embedding IS NOT NULL")
+                    db.execute("UPDATE title_vectors SET embedding = NULL WHERE embedding IS NOT NULL")
                 db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (schema.EMBEDDING_MODEL, model.name))
         self._checked = model.name
         return model
@@ -102,9 +140,9 @@ class Vectors:
 
     def embed_kept(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector (kept from a lexical store, or indexed without
-        the model) from their stored text, KEPT_BATCH at a time until `done()` or none is left: no
-        document is extracted again. Returns how many were embedded. Another thread already filling
-        the store is left to it."""
+        the model) from their stored text, then its documents' titles (from their first chunks),
+        KEPT_BATCH at a time until `done()` or none is left: no document is extracted again. Returns
+        how many chunks were embedded. Another thread already filling the store is left to it."""
         with self._lock:
             if store_id in self._filling:
                 return 0
@@ -117,16 +155,27 @@ class Vectors:
                         "SELECT id, text FROM chunks WHERE store_id = ? AND embedding IS NULL LIMIT ?",
                         (store_id, KEPT_BATCH),
                     ).fetchall()
+                    update = "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL"
+                    of_chunks = bool(rows)
+                    if not of_chunks:
+                        titles = self._db.execute(
+                            "SELECT t.rowid, c.text, f.filename FROM title_vectors t JOIN chunks c ON c.store_id ="
+                            " t.store_id AND c.file_id = t.file_id AND c.seq = 0 JOIN files f ON f.id = t.file_id"
+                            " WHERE t.store_id = ? AND t.embedding IS NULL LIMIT ?",
+                            (store_id, KEPT_BATCH),
+                        ).fetchall()
+                        rows = [(rowid, title_of(text, filename)) for rowid, text, filename in titles]
+                        update = "UPDATE title_vectors SET embedding = ? WHERE rowid = ? AND embedding IS NULL"
                 if not rows or self.model() is None:
                     break
                 blobs = self.encode([text for _, text in rows])
                 if blobs[0] is None:
                     break
                 with self._tx() as db:
-                    embedded += db.executemany(
-                        "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL",
-                        [(blob, chunk_id) for blob, (chunk_id, _) in zip(blobs, rows, strict=True)],
+                    changed = db.executemany(
+                        update, [(blob, key) for blob, (key, _) in zip(blobs, rows, strict=True)]
                     ).rowcount
+                    embedded += changed if of_chunks else 0
         finally:
             with self._lock:
                 self._filling.discard(store_id)
@@ -144,7 +193,8 @@ class Vectors:
             loaded = self._load(store_id)
         if loaded is None:
             return None
-        return Query(*loaded, model.encode([text])[0])
+        ids, matrix, titles, title_row = loaded
+        return Query(ids, matrix, model.encode([text])[0], titles, title_row)
 
     def _has_vectors(self, store_id: str) -> bool:
         cached = self._cache.get(store_id)
@@ -166,21 +216,29 @@ class Vectors:
     def _gen(self) -> int:
         return self._db.execute("SELECT n FROM vector_gen").fetchone()[0]
 
-    def _load(self, store_id: str) -> tuple[Any, Any] | None:
-        """(chunk ids, float32 matrix) of the store's embedded chunks, from memory while unchanged."""
+    def _load(self, store_id: str) -> tuple[Any, Any, Any, Any] | None:
+        """(chunk ids, float32 matrix, title matrix, each chunk's title row) of the store's embedded
+        chunks, from memory while unchanged."""
         gen = self._gen()
         cached = self._cache.get(store_id)
         if cached is None or cached[0] != gen:
             rows = self._db.execute(
-                "SELECT id, embedding FROM chunks WHERE store_id = ? AND embedding IS NOT NULL ORDER BY id",
+                "SELECT id, file_id, embedding FROM chunks WHERE store_id = ? AND embedding IS NOT NULL ORDER BY id",
                 (store_id,),
             ).fetchall()
             if rows:
                 import numpy as np
 
+                titles = self._db.execute(
+                    "SELECT file_id, embedding FROM title_vectors WHERE store_id = ? AND embedding IS NOT NULL",
+                    (store_id,),
+                ).fetchall()
+                row_of = {file_id: i for i, (file_id, _) in enumerate(titles)}
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
-                cached = (gen, ids, embed.from_blobs([r[1] for r in rows]))
+                title_row = np.array([row_of.get(r[1], -1) for r in rows], dtype=np.int64)
+                matrix = embed.from_blobs([r[2] for r in rows])
+                cached = (gen, (ids, matrix, embed.from_blobs([t[1] for t in titles]), title_row))
             else:
-                cached = (gen, None, None)
+                cached = (gen, None)
             self._cache[store_id] = cached
-        return None if cached[1] is None else (cached[1], cached[2])
+        return cached[1]
