@@ -5,14 +5,38 @@ costs a no-op pass or a search more than the SQL it runs."""
 from __future__ import annotations
 
 import sqlite3
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 Step = Callable[["sqlite_utils.Database"], None]
+_LOADING = threading.Lock()
+
+
+def load_sqlite_utils() -> ModuleType:
+    """sqlite_utils, imported without numpy and pandas. It imports them when they are installed (to
+    store their values; ingest never hands it any): with the `semantic` extra's numpy that was 0.2 s of
+    a first run's start-up, before anything else could begin. They are hidden only while this is the
+    process's one thread, for None in sys.modules makes any other thread's import of them fail."""
+    with _LOADING:
+        if "sqlite_utils.db" not in sys.modules and threading.active_count() == 1:
+            hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+            for name in hidden:
+                sys.modules[name] = None  # type: ignore[assignment]  # None there: importing it raises ImportError
+            try:
+                import sqlite_utils.db
+            finally:
+                for name in hidden:
+                    del sys.modules[name]
+        import sqlite_utils
+
+        return sqlite_utils
 
 
 def migrate(conn: sqlite3.Connection, name: str, steps: Sequence[Step], newer: Callable[[str], Exception]) -> None:
@@ -23,8 +47,7 @@ def migrate(conn: sqlite3.Connection, name: str, steps: Sequence[Step], newer: C
     refused with newer(that step's name), and left as it is."""
     if conn.execute("PRAGMA user_version").fetchone()[0] == len(steps):
         return
-    import sqlite_utils
-
+    sqlite_utils = load_sqlite_utils()
     migrations = migration_set(name, steps)
     db = sqlite_utils.Database(conn, execute_plugins=False)
     conn.execute("BEGIN IMMEDIATE")
@@ -42,9 +65,7 @@ def migrate(conn: sqlite3.Connection, name: str, steps: Sequence[Step], newer: C
 
 
 def migration_set(name: str, steps: Sequence[Step]) -> sqlite_utils.Migrations:
-    from sqlite_utils import Migrations
-
-    migrations = Migrations(name)
+    migrations = load_sqlite_utils().Migrations(name)
     for step in steps:
         migrations()(step)
     return migrations
@@ -59,8 +80,7 @@ class Database:
     def db(self) -> sqlite_utils.Database:
         """sqlite-utils over the same connection, for the writes and migrations that use its helpers."""
         if self._db is None:
-            import sqlite_utils
-
+            sqlite_utils = load_sqlite_utils()
             # No plugins: none is meant to touch the manifest's connection, and finding them reads
             # every installed package's entry points.
             self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
