@@ -166,6 +166,13 @@ NOT_READ = (
 NOT_SEARCHED = ("ingest.scan", "ingest.walk", "ingest.status", "ingest.interrupt", "concurrent.futures")
 
 
+def test_a_first_run_migrates_the_manifest_without_importing_numpy(ingest, docs_root):
+    report, loaded = run_child("--backend", "local", "sync", str(docs_root), heavy=("numpy", "pandas", *SQLITE_UTILS))
+    assert report["counts"]["indexed"] == 4
+    assert "sqlite_utils" in loaded, "a new manifest is migrated with sqlite-utils"
+    assert "numpy" not in loaded, "sqlite-utils imported numpy (0.2 s) to store values ingest never hands it"
+
+
 def test_search_and_status_import_neither_the_sdk_nor_an_extractor_nor_sqlite_utils(ingest, docs_root):
     run_child("--backend", "local", "sync", str(docs_root))
     light = (*SDK, *EXTRACTORS, *SQLITE_UTILS, *NOT_READ)
