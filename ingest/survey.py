@@ -116,8 +116,15 @@ class Survey:
             or needs_hash(entry, row.size, row.mtime_ns, row.inode, row.hashed_at_ns, self.network(root))
         )
         seen = (root.key, entry.path, entry.size, entry.mtime_ns, entry.inode)
+        data = None
+        if must_hash:
+            try:  # a small text file is read once, for its verdict and its hash
+                hashed_at = time.time_ns()
+                data = self.validator.read_small(full, entry.size)
+            except OSError as exc:
+                return Observed(*seen, None, None, "", False, f"cannot read: {exc.strerror or exc}", store)
         if must_hash or row is None or row.state in (REJECTED, ERROR):
-            verdict = self.validator.check(full, entry.size)
+            verdict = self.validator.check(full, entry.size, data)
             if not verdict.ok:
                 return Observed(*seen, None, None, verdict.mime, False, verdict.reason, store)
             mime = verdict.mime
@@ -125,8 +132,11 @@ class Survey:
             mime = row.mime or ""
         if must_hash:
             try:
-                hashed_at = time.time_ns()
-                sha = scanning.sha256_file(full)
+                if data is None:
+                    hashed_at = time.time_ns()
+                    sha = scanning.sha256_file(full)
+                else:
+                    sha = scanning.sha256_bytes(data)
             except OSError as exc:
                 return Observed(*seen, None, None, mime, False, f"cannot read: {exc.strerror or exc}", store)
         return Observed(*seen, hashed_at, sha, mime, True, "", store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ TEXT_LIKE_MIMES = {
 }
 # ASCII documents that are not text (PDF, RTF, PostScript): the quick call skips the rules naming them.
 DISGUISES = (b"%PDF-", b"{\\rtf", b"%!PS")
+# Files up to this size are read once for their verdict and hash: under the bytes libmagic reads of a
+# file (its bytes_max, 1 MiB in every release since 5.21), so judging the bytes in hand is the same.
+SMALL = 1 << 18
 # Charsets libmagic names that tell nothing about which legacy encoding to convert from.
 NOT_LEGACY = {"", "us-ascii", "utf-8", "binary", "unknown-8bit"}
 
@@ -73,7 +77,19 @@ class Validator:
             self._local.pair = _load_magic()  # a libmagic handle is not thread-safe
         return self._local.pair
 
-    def check(self, path: Path, size: int) -> Verdict:
+    def read_small(self, path: Path, size: int) -> bytes | None:
+        """The whole file, when check() would read it and it is a text type small enough to judge and
+        hash from one read (check(data=...), then its sha256); otherwise None, and each reads the file
+        as it needs. Raises OSError as a read does."""
+        ext = path.suffix.lower()
+        if not 0 < size <= min(SMALL, self.max_size) or ext not in self.types or ext not in TEXT_TYPES:
+            return None
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return data if len(data) <= SMALL else None  # grown since its stat: read as a large one is
+
+    def check(self, path: Path, size: int, data: bytes | None = None) -> Verdict:
+        """data: the whole file, read already (see read_small): a text type is then judged from it."""
         ext = path.suffix.lower()
         if ext not in self.types:
             allowed = " ".join(sorted(self.types))
@@ -91,35 +107,40 @@ class Validator:
         target = os.path.realpath(path) if path.is_symlink() else str(path)
         try:
             if ext in TEXT_TYPES:
-                return self._check_text_type(path, target, ext)
+                return self._check_text_type(path, target, ext, data)
             return _check_binary(path, ext, full_magic.from_file(target).lower())
         except OSError as exc:
             return Verdict(False, "", f"cannot read: {exc.strerror or exc}")
         except Exception as exc:  # libmagic errors are plain exceptions
             return Verdict(False, "", f"cannot identify the content: {exc}")
 
-    def _check_text_type(self, path: Path, target: str, ext: str) -> Verdict:
+    def _check_text_type(self, path: Path, target: str, ext: str, data: bytes | None) -> Verdict:
         full_magic, quick_magic = self._magic()
-        with open(target, "rb") as fh:
-            head = fh.read(5)
+        if data is None:
+            with open(target, "rb") as fh:
+                head = fh.read(5)
+        else:
+            head = data[:5]
         if head.startswith(DISGUISES) and (mime := full_magic.from_file(target).lower()) != "text/plain":
             return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
-        mime, _, charset = quick_magic.from_file(target).lower().partition("; charset=")
+        # A whole file in hand is what libmagic would read of it (read_small stays under its limit).
+        quick = quick_magic.from_file(target) if data is None else quick_magic.from_buffer(data)
+        mime, _, charset = quick.lower().partition("; charset=")
         verdict = None
         if mime == "application/octet-stream":
             # The quick call also gives up on 1-byte files and on text with a stray ^Z, DEL or SOH:
             # decoding decides, and the rules only name what a refused file is.
             utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-            verdict = _check_text(path, ext, "utf-16" if utf16 else "binary")
+            verdict = _check_text(path, ext, "utf-16" if utf16 else "binary", data)
             if verdict.ok:
                 return verdict
         elif _is_text(mime):
-            return _check_text(path, ext, charset)
+            return _check_text(path, ext, charset, data)
         mime = full_magic.from_file(target).lower()  # only to name what it is instead
         if verdict and (_is_text(mime) or mime == "application/octet-stream"):
             return verdict  # the rules know no more than decoding found
         if _is_text(mime):
-            return _check_text(path, ext, "")
+            return _check_text(path, ext, "", data)
         return Verdict(False, mime, f"content is {mime}, not text as {ext} should be")
 
 
@@ -127,12 +148,12 @@ def _is_text(mime: str) -> bool:
     return mime.startswith("text/") or mime in TEXT_LIKE_MIMES
 
 
-def _check_text(path: Path, ext: str, charset: str) -> Verdict:
+def _check_text(path: Path, ext: str, charset: str, data: bytes | None = None) -> Verdict:
     """The whole file must decode (UTF-16 when libmagic saw its BOM, else UTF-8) and hold no NUL."""
     mime = TEXT_MIMES[ext]
     encoding = "utf-16" if charset.startswith("utf-16") else "utf-8"
     try:
-        bad, nul = _scan(path, encoding)
+        bad, nul = _scan(path, encoding, data)
         if bad is None and not nul:
             return Verdict(True, mime)
         if charset == "binary" and _utf16_without_bom(path):
@@ -153,11 +174,11 @@ def _check_text(path: Path, ext: str, charset: str) -> Verdict:
     )
 
 
-def _scan(path: Path, encoding: str) -> tuple[int | None, bool]:
+def _scan(path: Path, encoding: str, data: bytes | None = None) -> tuple[int | None, bool]:
     """Offset of the first byte that does not decode (None: all do), and whether a NUL is in there."""
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     bad, nul, offset = None, False, 0
-    with open(path, "rb") as fh:  # in pieces: memory stays flat
+    with open(path, "rb") if data is None else io.BytesIO(data) as fh:  # in pieces: memory stays flat
         while not nul:
             block = fh.read(1 << 20)
             if bad is None:

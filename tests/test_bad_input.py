@@ -21,6 +21,7 @@ from ingest import scan as scanning
 from ingest import validate as validation
 from ingest.manifest import INDEXED, REJECTED, SCHEMA_VERSION, Manifest
 from ingest.remote.local import LocalRemote
+from ingest.survey import Survey
 from ingest.validate import Validator
 from tests.conftest import Cli, as_unprivileged
 from tests.helpers import manifest_rows as rows
@@ -128,6 +129,9 @@ def test_over_512mb_is_rejected_by_default_without_reading_it(ingest, root, stat
         def from_file(self, target):
             read.append(os.fspath(target))
             return self.inner.from_file(target)
+
+        def from_buffer(self, data):  # the bytes of a file open() was seen reading
+            return self.inner.from_buffer(data)
 
     monkeypatch.setattr(validation, "open", spy_open, raising=False)
     monkeypatch.setattr(scanning, "sha256_file", lambda path, *a: read.append(os.fspath(path)) or real_hash(path, *a))
@@ -349,14 +353,14 @@ def test_unreadable_folder_holds_deletions_back(ingest, root, state_dir):
 def test_file_vanishing_between_scan_and_read_is_gone_not_failed(ingest, root, state_dir, monkeypatch):
     (root / "keep.md").write_text("stays put\n")
     (root / "ghost.md").write_text("listed by the scan, deleted before it is read\n")
-    real = Validator.check
+    real = Survey.observe
 
-    def check(self, path, size):
-        if path.name == "ghost.md":
-            path.unlink()
-        return real(self, path, size)
+    def observe(self, root, entry, row, rehash):
+        if entry.path == "ghost.md":
+            (root.path / entry.path).unlink()
+        return real(self, root, entry, row, rehash)
 
-    monkeypatch.setattr(Validator, "check", check)
+    monkeypatch.setattr(Survey, "observe", observe)
     report = sync(ingest, root)
     assert report["exit_code"] == 0 and report["failed"] == []
     assert "ghost.md" not in rows(state_dir) and "keep.md" in rows(state_dir)

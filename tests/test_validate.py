@@ -305,3 +305,37 @@ def test_a_validator_is_safe_to_share_between_threads(validator, folder):
     with ThreadPoolExecutor(max_workers=8) as pool:
         verdicts = list(pool.map(lambda p: check(validator, p), paths))
     assert [v.ok for v in verdicts] == [p in good for p in paths]
+
+
+SMALL_SAMPLES = {
+    "plain.txt": "Plain words about the okapi.\n".encode(),
+    "accents.md": "Café, crème, naïve — façade ✓\n".encode(),
+    "bom16.txt": "UTF-16 with its mark\n".encode("utf-16"),
+    "nobom16.txt": "UTF-16 without a mark, words enough to tell\n".encode("utf-16-le"),
+    "latin1.txt": "Prix: 12 € — café\n".encode("cp1252"),
+    "nul.md": b"text with a \x00 NUL inside\n",
+    "binary.txt": bytes(range(256)) * 4,
+    "pdf.txt": b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n",
+    "rtf.md": b"{\\rtf1\\ansi hello}\n",
+    "one.txt": b"x",
+    "ctrlz.txt": b"text ending in a stray ^Z\x1a\n",
+    "json.json": b'{"key": ["value", 1, true]}\n',
+    "script.sh": b"#!/bin/sh\necho hello\n",
+    "page.html": b"<!doctype html><html><body><p>hi</p></body></html>\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_SAMPLES))
+def test_a_small_file_read_once_gets_the_verdict_its_path_gets(validator, folder, name):
+    path = write(folder / name, SMALL_SAMPLES[name])
+    data = validator.read_small(path, path.stat().st_size)
+    assert data == SMALL_SAMPLES[name], "a small text file is read whole"
+    assert validator.check(path, len(data), data) == check(validator, path)
+
+
+def test_a_file_over_the_small_size_or_not_text_is_left_to_be_read_as_needed(validator, folder):
+    large = write(folder / "large.txt", b"words " * (validate.SMALL // 6 + 1))
+    assert validator.read_small(large, large.stat().st_size) is None
+    pdf = make_pdf(folder / "doc.pdf", "a page")
+    assert validator.read_small(pdf, pdf.stat().st_size) is None
+    assert validator.read_small(write(folder / "blank.txt", b""), 0) is None
