@@ -308,7 +308,7 @@ def test_a_validator_is_safe_to_share_between_threads(validator, folder):
 
 
 SMALL_SAMPLES = {
-    "plain.txt": "Plain words about the okapi.\n".encode(),
+    "plain.txt": b"Plain words about the okapi.\n",
     "accents.md": "Café, crème, naïve — façade ✓\n".encode(),
     "bom16.txt": "UTF-16 with its mark\n".encode("utf-16"),
     "nobom16.txt": "UTF-16 without a mark, words enough to tell\n".encode("utf-16-le"),
