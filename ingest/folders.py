@@ -89,7 +89,7 @@ def target(
     if not paths:
         chosen = {r.key: r for r in settings.roots}
         scopes = {key: {""} for key in chosen}
-        _check_configured_there(settings, manifest)
+        check_roots_there(settings, manifest)
     for key in (k for k, p in scopes.items() if "" in p):
         outer = chosen[key]
         for inner in roots.values():
@@ -134,18 +134,16 @@ def _check_there(path: Path, owner: Root | None, roots: dict[str, Root], manifes
     raise ConfigError(f"{path} does not exist, and ingest has synced nothing there before: check the path")
 
 
-def _check_configured_there(settings: Settings, manifest: Manifest) -> None:
-    """A configured root that is not there and was never synced is a typo in the config file, not a
-    share to wait for (one synced before is held as unmounted)."""
+def check_roots_there(settings: Settings, manifest: Manifest) -> None:
+    """A root that is not there and was never synced is a typo (in the config file or the command),
+    not a share to wait for: one synced before is held as unmounted."""
     remembered = manifest.remembered_roots()
     for i, root in enumerate(settings.roots):
         if root.path.is_dir() or root.key in remembered or manifest.has_rows(root.key):
             continue
         what = "not a folder" if root.path.exists() else "does not exist"
-        raise ConfigError(
-            f"{settings.source}: roots[{i}].path: {root.path} {what}, and ingest has synced nothing there"
-            " before: check the path"
-        )
+        where = f"{settings.source}: roots[{i}].path: " if settings.source != NO_CONFIG else ""
+        raise ConfigError(f"{where}{root.path} {what}, and ingest has synced nothing there before: check the path")
 
 
 def readmit(settings: Settings, manifest: Manifest, paths: list[Path]) -> list[str]:
