@@ -190,15 +190,16 @@ class Ingest:
         from ingest.folders import adopt, readmit, remembered_excludes, target
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
+        typos = not command.startswith("watch")  # the daemon waits for a folder not there yet
         if scopes is not None or not (self.named or store or exclude or self.configured.roots):
             if not dry_run and scopes is None:  # not on every incremental pass of the daemon
                 remember(self.settings, self.manifest)
             return self.engine.sync(options, scopes, progress=progress)
         with self.manifest.scratch() if dry_run else nullcontext():  # a dry run keeps nothing
-            goal = target(self.configured, self.manifest, list(self.named), store, exclude)  # raises first
+            goal = target(self.configured, self.manifest, list(self.named), store, exclude, typos)  # raises first
             notes = readmit(self.configured, self.manifest, list(self.named))
             if notes:
-                goal = target(self.configured, self.manifest, list(self.named), store, exclude)
+                goal = target(self.configured, self.manifest, list(self.named), store, exclude, typos)
             settings = remembered(goal.settings, self.manifest)
             notes += remembered_excludes(self.configured, settings, exclude)
             engine = self._engine_for(settings)

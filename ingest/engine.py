@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ingest import scan as scanning
 from ingest.config import Settings
-from ingest.errors import exit_code
+from ingest.errors import Stopped, exit_code
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
     HELD,
@@ -179,6 +179,10 @@ class Engine:
                 if scopes is None:
                     for name in empty_stores(self.settings, self.manifest):
                         self.emit(StoreEvent(name, LEFT_EMPTY))
+            report.interrupted = stopped_by(self.stop)
+        except Stopped:
+            # A call the stop kept from being sent (a sweep, a store check or creation): the run winds
+            # down as stopped, with what it did recorded; nothing was sent, so nothing is unknown.
             report.interrupted = stopped_by(self.stop)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ingest.config import Root, Settings
-from ingest.errors import AuthError, RemoteError
+from ingest.errors import AuthError, RemoteError, Stopped
 from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, OnEvent
 from ingest.indexing import Indexer, Outcome
 from ingest.manifest import (
@@ -155,7 +155,11 @@ class Executor:
                     self.reattach.append(self.manifest.put(self._to_reattach(obs, old, attrs)))
                 self.emit(event_of(obs, MOVED, old, f"from {os.path.join(old.root, old.path)}; attached again"))
                 continue
-            if not self._set_attributes(old, attrs):
+            try:
+                taken = self._set_attributes(old, attrs)
+            except Stopped:
+                break  # the moves left keep their rows: the next run finds them moved again
+            if not taken:
                 # Re-keyed as an upload still to do, the old file serving until the new one is indexed:
                 # the stat matches, so a row left "indexed" by a run that stops here is never looked at again.
                 pending = replace(
@@ -180,9 +184,14 @@ class Executor:
             if not self.profile.search_sees_updates:
                 self.reattach.append(self.manifest.put(self._to_reattach(obs, row, attrs)))
                 self.emit(event_of(obs, ATTRIBUTES, row, "attached again"))
-            elif self._set_attributes(row, attrs):
-                self.manifest.update(row, attributes=json.dumps(attrs))
-                self.emit(event_of(obs, ATTRIBUTES, row))
+            else:
+                try:
+                    taken = self._set_attributes(row, attrs)
+                except Stopped:
+                    break
+                if taken:
+                    self.manifest.update(row, attributes=json.dumps(attrs))
+                    self.emit(event_of(obs, ATTRIBUTES, row))
 
     def _to_reattach(self, obs: Observed, row: FileRow, attrs: dict) -> FileRow:
         """Search on this server keeps the attributes a file was attached with (llama-stack): new ones
@@ -190,9 +199,10 @@ class Executor:
         return _row_from(obs, row, state=UPLOADED, batch_id=None, attributes=json.dumps(attrs))
 
     def _set_attributes(self, row: FileRow, attrs: dict) -> bool:
+        """Whether the remote took them; raises Stopped when the run stopped first (nothing sent)."""
         try:
             self.remote.update_attributes(row.known_store_id, row.known_file_id, attrs)
-        except AuthError:
+        except (AuthError, Stopped):
             raise
         except RemoteError as exc:
             log.warning("%s: could not update attributes: %s", os.path.join(row.root, row.path), exc)

@@ -56,8 +56,10 @@ def target(
     paths: list[Path],
     store: str | None = None,
     exclude: tuple[str, ...] = (),
+    typos: bool = True,
 ) -> Target:
-    """The roots and scopes a run over PATHs works on (no PATH: the configured roots)."""
+    """The roots and scopes a run over PATHs works on (no PATH: the configured roots). typos: a
+    configured root never synced and not there is an error (the daemon waits for it instead)."""
     roots = known(settings, manifest)
     configured = {r.key: i for i, r in enumerate(settings.roots)} if settings.source != NO_CONFIG else {}
     chosen: dict[str, Root] = {}
@@ -89,7 +91,8 @@ def target(
     if not paths:
         chosen = {r.key: r for r in settings.roots}
         scopes = {key: {""} for key in chosen}
-        check_roots_there(settings, manifest)
+        if typos:
+            check_roots_there(settings, manifest)
     for key in (k for k, p in scopes.items() if "" in p):
         outer = chosen[key]
         for inner in roots.values():
@@ -103,10 +106,20 @@ def target(
     if exclude:
         if any(not glob.strip() for glob in exclude):
             raise ConfigError("--exclude needs a glob (an empty one would leave nothing out)")
-        # A configured root's excludes stay, this run's join them; a folder synced without a config
-        # file has this run's excludes instead of those remembered from an earlier one.
+        # A configured root's excludes stay, this run's join them. A folder synced without a config
+        # file has this run's globs instead of those remembered from an earlier one, but a folder left
+        # out (FOLDER/**: `ingest forget`, or an --exclude of it) stays out until synced by name.
         chosen = {
-            k: replace(r, exclude=tuple(dict.fromkeys((*r.exclude, *exclude) if k in configured else exclude)))
+            k: replace(
+                r,
+                exclude=tuple(
+                    dict.fromkeys(
+                        (*r.exclude, *exclude)
+                        if k in configured
+                        else (*(g for g in r.exclude if g.endswith("/**")), *exclude)
+                    )
+                ),
+            )
             for k, r in chosen.items()
         }
     partial = any(p != {""} for p in scopes.values())

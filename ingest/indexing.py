@@ -193,9 +193,12 @@ class Indexer:
             self.manifest.ledger_failed(upload_id, ambiguous=False)
             self.manifest.update(row, state=PENDING)
             raise
-        except Stopped:  # never sent: as it was before its turn came, for the next run
-            self.manifest.ledger_failed(upload_id, ambiguous=False)
-            self.manifest.update(row, state=PENDING, attempts=max(0, row.attempts - 1))
+        except Stopped as exc:  # the run stopped it: not a failure, the file is the next run's
+            # A try sent before (a timeout, then the stop in the retry's wait) may have left a copy:
+            # the sweep looks for it, and that try counts.
+            self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)
+            tries = row.attempts if exc.maybe_duplicated else max(0, row.attempts - 1)
+            self.manifest.update(row, state=PENDING, attempts=tries)
             return
         except RemoteError as exc:
             self.manifest.ledger_failed(upload_id, exc.maybe_duplicated)

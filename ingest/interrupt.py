@@ -10,8 +10,8 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def reason(stop: threading.Event) -> str | None:
-    """The signal that stopped a run, if one did."""
-    return getattr(stop, "reason", None) if stop.is_set() else None
+    """The signal that stopped a run, if one did ("stopped": told to by a caller of the API)."""
+    return (getattr(stop, "reason", None) or "stopped") if stop.is_set() else None
 
 
 class Interrupt:

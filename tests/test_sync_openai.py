@@ -419,17 +419,20 @@ def test_batches_are_asked_about_all_at_once(openai_cli, fake_openai, tmp_path, 
 
 
 def test_a_refused_rename_cut_short_is_uploaded_by_the_next_run(emulated_ingest, fake_openai, docs_root, state_dir):
-    """The rename's attribute update is refused and the run stops before the new upload: the row at the
-    new path must not look indexed (its stat matches, so nothing else would look at it again)."""
+    """The rename's attribute update is refused and the run stops before its retry: no row at the new
+    path may look indexed (its stat matches, so nothing else would look at it again). The old row
+    stays, as the remote copy's attributes still say, and the next run moves the file again."""
     emulated_ingest.sync()
     old = rows(state_dir)["notes.py"].file_id
     fake_openai.inject("500", count=30, endpoint="POST /vector_stores/{vector_store_id}/files/{file_id}")
     fake_openai.when("POST /vector_stores/{vector_store_id}/files/{file_id}", 1, emulated_ingest.stop.set)
     (docs_root / "notes.py").rename(docs_root / "renamed.py")
     emulated_ingest.sync()
-    assert rows(state_dir)["renamed.py"].state != INDEXED
+    cut = rows(state_dir)
+    assert "renamed.py" not in cut or cut["renamed.py"].state != INDEXED
+    assert cut["notes.py"].file_id == old, "the move not done: its row as it was"
     emulated_ingest.stop.clear()
     emulated_ingest.sync()
     new = rows(state_dir)["renamed.py"]
-    assert new.state == INDEXED and new.file_id != old
+    assert new.state == INDEXED and "notes.py" not in rows(state_dir)
     assert "renamed.py" in remote_by_path(fake_openai) and "notes.py" not in remote_by_path(fake_openai)
