@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ingest.config import Root, Settings
-from ingest.errors import AuthError, RemoteError, Stopped
+from ingest.errors import AuthError, NotFound, RemoteError, Stopped
 from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, OnEvent
 from ingest.indexing import Indexer, Outcome
 from ingest.manifest import (
@@ -279,6 +279,8 @@ class Executor:
                 self.remote.detach(row.old_vector_store_id, row.file_id)
             except AuthError:
                 raise
+            except NotFound:
+                self.manifest.update(row, old_vector_store_id=None)  # not there: left already
             except RemoteError as exc:
                 log.warning(
                     "%s: still in its old store %s: %s", os.path.join(row.root, row.path), row.old_vector_store_id, exc

@@ -26,8 +26,8 @@ RACY_NS_NETWORK = 3_000_000_000
 # A manifest row a no-op pass may trust by stat alone: indexed, nothing pending, hashed outside the
 # racy window of its mtime. Parameters: the indexed state, then racy_ns(network).
 SETTLED_SQL = (
-    "state = ? and file_id is not null and old_file_id is null and hashed_at_ns is not null "
-    "and mtime_ns < hashed_at_ns - ?"
+    "state = ? and file_id is not null and old_file_id is null and old_vector_store_id is null "
+    "and hashed_at_ns is not null and mtime_ns < hashed_at_ns - ?"
 )
 
 

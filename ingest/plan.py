@@ -174,7 +174,12 @@ def make_plan(
             plan.unchanged.append((obs, row))
         elif row.state == FAILED and not retry(row):
             plan.kept_failed.append((obs, row))
-        elif row.state in ACTIVE_STATES or row.state in (FAILED, ERROR, REJECTED) or row.old_file_id:
+        elif (
+            row.state in ACTIVE_STATES
+            or row.state in (FAILED, ERROR, REJECTED)
+            or row.old_file_id
+            or row.old_vector_store_id  # still in the store it moved from (a detach that failed): left now
+        ):
             plan.resumes.append((obs, row))
         else:
             plan.unchanged.append((obs, row))

@@ -158,6 +158,15 @@ def m009_folder_digests(db: sqlite_utils.Database) -> None:
         db.execute(f"create trigger {DIGEST_TRIGGER}_{event} after {event} on files begin {drops}end")
 
 
+def m010_left_behind_unsettled(db: sqlite_utils.Database) -> None:
+    # A row still in the store it moved from (old_vector_store_id) is no longer settled: its detach is
+    # tried again. A folder digest taken while it counted as settled would vouch for it: dropped.
+    db.execute(
+        f"delete from folder_digests where (root, folder) in (select root, {folder_of('path')} from files"
+        " where old_vector_store_id is not null)"
+    )
+
+
 DIGEST_TRIGGER = "folder_digest_dropped_on"  # the triggers' names: insert, delete, update
 
 
@@ -179,6 +188,7 @@ MIGRATIONS = (
     m007_server,
     m008_store_checked_at,
     m009_folder_digests,
+    m010_left_behind_unsettled,
 )
 
 

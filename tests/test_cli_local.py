@@ -557,3 +557,29 @@ def test_a_configured_folder_never_synced_and_not_there_is_a_typo(ingest, docs_r
     (tmp_path / "shrae").rmdir()  # synced before: now an unmounted share, held, not a typo
     gone = ingest.json("--config", str(config), "sync", check=1)
     assert gone["counts"]["deleted"] == 0
+
+
+def test_a_copy_left_in_the_old_store_is_detached_by_the_next_run(ingest, docs_root, tmp_path, state_dir, monkeypatch):
+    from ingest.errors import RemoteError
+
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n')
+    ingest("sync")
+    real = LocalRemote.detach
+
+    def refused(self, store_id, file_id):
+        raise RemoteError("detach refused", retryable=True)
+
+    monkeypatch.setattr(LocalRemote, "detach", refused)
+    config.write_text(config.read_text() + '[[stores]]\nname = "guides"\npaths = ["guides/**"]\n')
+    ingest("sync")
+    assert rows_by_path(state_dir)["guides/install.md"].old_vector_store_id, "left behind (the check below can fail)"
+    assert ingest.json("search", "zebrafish", "--store", "kb"), "still found in the old store"
+    monkeypatch.setattr(LocalRemote, "detach", real)
+    report = ingest.json("sync")
+    assert report["counts"]["uploaded"] == 0 and report["exit_code"] == 0
+    assert not rows_by_path(state_dir)["guides/install.md"].old_vector_store_id
+    assert not ingest.json("search", "zebrafish", "--store", "kb"), "no copy left behind in the old store"
+    assert len(ingest.json("search", "zebrafish", "--store", "guides")) == 1
+    again = ingest.json("sync")
+    assert again["counts"]["unchanged"] == 4, "settled again"
