@@ -392,12 +392,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
 def iter_files(results: Iterable[ScanResult]) -> Iterator[Entry]:
     for result in results:
         yield from result.entries
