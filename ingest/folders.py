@@ -106,28 +106,24 @@ def target(
     if exclude:
         if any(not glob.strip() for glob in exclude):
             raise ConfigError("--exclude needs a glob (an empty one would leave nothing out)")
-        # A configured root's excludes stay, this run's join them. A folder synced without a config
-        # file has this run's globs instead of those remembered from an earlier one, but a folder left
-        # out (FOLDER/**: `ingest forget`, or an --exclude of it) stays out until synced by name.
-        chosen = {
-            k: replace(
-                r,
-                exclude=tuple(
-                    dict.fromkeys(
-                        (*r.exclude, *exclude)
-                        if k in configured
-                        else (*(g for g in r.exclude if g.endswith("/**")), *exclude)
-                    )
-                ),
-            )
-            for k, r in chosen.items()
-        }
+        chosen = {k: replace(r, exclude=_with_excludes(r.exclude, exclude, k in configured)) for k, r in chosen.items()}
     partial = any(p != {""} for p in scopes.values())
     return Target(
         replace(settings, roots=tuple(chosen.values())),
         {k: tuple(sorted(p)) for k, p in scopes.items()} if partial else None,
         tuple(adoptions),
     )
+
+
+def _with_excludes(kept: tuple[str, ...], given: tuple[str, ...], configured: bool) -> tuple[str, ...]:
+    """A configured root's excludes stay, this run's join them. A folder synced without a config file
+    has this run's globs instead of those remembered from an earlier one, but a folder left out
+    (FOLDER/**: `ingest forget`, or an --exclude of it) stays out until synced by name."""
+    held = kept if configured else tuple(g for g in kept if g.endswith("/**"))
+    return tuple(dict.fromkeys((*held, *given)))
+
+
+NEVER_SYNCED = "ingest has synced nothing there before: check the path"
 
 
 def _check_there(path: Path, owner: Root | None, roots: dict[str, Root], manifest: Manifest) -> None:
@@ -144,7 +140,7 @@ def _check_there(path: Path, owner: Root | None, roots: dict[str, Root], manifes
         return  # a parent of known roots: they are held as missing
     if owner is not None and manifest.rows_under(owner.key, path.relative_to(owner.path).as_posix()):
         return
-    raise ConfigError(f"{path} does not exist, and ingest has synced nothing there before: check the path")
+    raise ConfigError(f"{path} does not exist, and {NEVER_SYNCED}")
 
 
 def check_roots_there(settings: Settings, manifest: Manifest) -> None:
@@ -156,7 +152,7 @@ def check_roots_there(settings: Settings, manifest: Manifest) -> None:
             continue
         what = "not a folder" if root.path.exists() else "does not exist"
         where = f"{settings.source}: roots[{i}].path: " if settings.source != NO_CONFIG else ""
-        raise ConfigError(f"{where}{root.path} {what}, and ingest has synced nothing there before: check the path")
+        raise ConfigError(f"{where}{root.path} {what}, and {NEVER_SYNCED}")
 
 
 def readmit(settings: Settings, manifest: Manifest, paths: list[Path]) -> list[str]:
