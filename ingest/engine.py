@@ -305,6 +305,7 @@ class Engine:
             policy,
             lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
             lambda row: options.retry_failed or retry_due(row, self.clock()),
+            lambda row: row.root in roots and os.path.lexists(roots[row.root].path / row.path),
         )
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans

@@ -583,3 +583,25 @@ def test_a_copy_left_in_the_old_store_is_detached_by_the_next_run(ingest, docs_r
     assert len(ingest.json("search", "zebrafish", "--store", "guides")) == 1
     again = ingest.json("sync")
     assert again["counts"]["unchanged"] == 4, "settled again"
+
+
+def test_an_exclude_that_leaves_a_root_empty_says_so_and_removes_nothing_unasked(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    before = store_files(state_dir)
+    out = ingest("sync", str(docs_root), "--exclude", "**").stdout
+    assert "is the share mounted" not in out and "root is empty" not in out
+    assert "left out by its include/exclude rules" in out and "nothing was removed" in out, out
+    assert "--allow-mass-delete" in out and store_files(state_dir) == before, "held: nothing removed"
+    gone = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    assert gone["counts"]["excluded"] == 4 and gone["counts"]["remote_deleted"] == 4 and not store_files(state_dir)
+
+
+def test_a_root_that_is_really_empty_still_holds_its_deletions(ingest, docs_root, state_dir):
+    """Emptied like an unmounted share, with an exclude that covers its files: they are not there to
+    be left out, so the hold is the empty root's, which --allow-mass-delete does not lift."""
+    ingest("sync", str(docs_root))
+    for path in [p for p in docs_root.rglob("*") if p.is_file()]:
+        path.unlink()
+    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    assert held["counts"]["held"] == 4 and not held["counts"]["remote_deleted"] and len(store_files(state_dir)) == 4
+    assert {h["reason"] for h in held["held_back"]} == {"the root is empty; is the share mounted?"}
