@@ -605,3 +605,19 @@ def test_a_root_that_is_really_empty_still_holds_its_deletions(ingest, docs_root
     held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
     assert held["counts"]["held"] == 4 and not held["counts"]["remote_deleted"] and len(store_files(state_dir)) == 4
     assert {h["reason"] for h in held["held_back"]} == {"the root is empty; is the share mounted?"}
+
+
+def test_rejected_files_deleted_from_disk_are_counted_and_named_as_deleted(ingest, docs_root, state_dir):
+    (docs_root / "empty.md").write_text("")
+    (docs_root / "blob.txt").write_bytes(b"\x00\x01\x02 not text" * 50)
+    assert ingest.json("sync", str(docs_root))["counts"]["rejected"] == 2
+    (docs_root / "empty.md").unlink()
+    (docs_root / "blob.txt").unlink()
+    report = ingest.json("sync", str(docs_root))
+    assert (report["counts"]["deleted"], report["counts"]["remote_deleted"], report["counts"]["rejected"]) == (2, 0, 0)
+    named = {f["path"]: f for f in report["files"]}
+    assert set(named) == {"empty.md", "blob.txt"} and {f["action"] for f in named.values()} == {"deleted"}
+    assert named["empty.md"]["reason"] == "was rejected (empty file); nothing of it was in the store"
+    out = ingest("-v", "sync", str(docs_root)).stdout
+    assert "deleted" not in out.split("synced:")[0], "told once, in the run that saw them go"
+    assert not [p for p in ingest.json("status")["problems"]], "no longer listed as problems"
