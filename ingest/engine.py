@@ -17,6 +17,7 @@ from ingest.config import Settings
 from ingest.errors import Stopped, exit_code
 from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
+    ATTRIBUTES,
     HELD,
     LEFT_EMPTY,
     MASS_DELETE_HELD,
@@ -334,7 +335,11 @@ class Engine:
         return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
+        # A file whose attributes alone were updated is not unchanged: it is counted as what it is.
+        refreshed = len(report.of(ATTRIBUTES))
         report.counts.update(
+            unchanged=report.counts.get("unchanged", 0) - refreshed,
+            attributes=refreshed,
             uploaded=outcome.uploaded,
             indexed=outcome.indexed,
             failed=len(report.failures),

@@ -22,6 +22,7 @@ ORDER = (
     "resumed",
     "moved",
     "moved_store",
+    "attributes",
     "deleted",
     "excluded",
     "unchanged",
@@ -30,10 +31,11 @@ ORDER = (
     "failed",
     "held",
 )
-OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
+OPTIONAL = ("resumed", "moved_store", "attributes", "excluded", "ignored")  # said only when there are some
 # How a person reads a count's or a plan line's key (the keys stay as they are in --json).
 LABELS = {
     "moved_store": "moved store",
+    "attributes": "with new attributes",
     "kept_failed": "failed earlier",
     "held_back": "held back",
     "retry_failed": "retried",
@@ -146,7 +148,7 @@ def status(data: dict[str, Any]) -> str:
         lines.append("recent runs:")
         for run in data["recent_runs"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
-            counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
+            counts = ", ".join(f"{v} {_label(k)}" for k, v in run["counts"].items() if v)
             cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
             lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:

@@ -621,3 +621,22 @@ def test_rejected_files_deleted_from_disk_are_counted_and_named_as_deleted(inges
     out = ingest("-v", "sync", str(docs_root)).stdout
     assert "deleted" not in out.split("synced:")[0], "told once, in the run that saw them go"
     assert not [p for p in ingest.json("status")["problems"]], "no longer listed as problems"
+
+
+def test_a_change_of_attributes_alone_is_counted_as_an_attribute_update_not_as_unchanged(
+    ingest, docs_root, tmp_path, state_dir
+):
+    config = tmp_path / "ingest.toml"
+    config.write_text(
+        f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n[[stores]]\nname = "kb"\nattributes = {{ team = "red" }}\n'
+    )
+    ingest("sync")
+    config.write_text(config.read_text().replace('"red"', '"blue"'))
+    counts = ingest.json("sync")["counts"]
+    assert (counts["attributes"], counts["unchanged"], counts["uploaded"]) == (4, 0, 0), counts
+    later = time.time_ns() + 86_400 * 10**9
+    os.utime(docs_root / "faq.html", ns=(later, later))
+    out = ingest("sync").stdout
+    assert out.startswith("synced: 0 new, 0 changed, 0 moved, 1 with new attributes, 0 deleted, 3 unchanged"), out
+    assert "1 with new attributes" in ingest("status").stdout, "the recent runs say it too"
+    assert ingest.json("sync")["counts"]["attributes"] == 0, "done once"
