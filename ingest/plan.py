@@ -144,6 +144,18 @@ class Plan:
             "held": len(self.held),
         }
 
+    def left(self, rows_at: Callable[[str, list[str]], Mapping[tuple[str, str], FileRow]]) -> int:
+        """Of the files this plan uploads, resumes or moves, those whose rows (as rows_at reads them
+        now) are not settled: what a stopped run leaves for the next one."""
+        todo: dict[str, list[str]] = defaultdict(list)
+        for obs, _ in [*self.uploads, *self.resumes, *self.moves, *self.transfers]:
+            todo[obs.root].append(obs.path)
+        left = 0
+        for root, paths in todo.items():
+            rows = rows_at(root, paths)
+            left += sum(1 for p in paths if (row := rows.get((root, p))) is None or row.state in ACTIVE_STATES)
+        return left
+
     def retirements(self) -> list[FileRow]:
         """Rows whose remote file must go: deleted locally, or now rejected or refused."""
         gone = list(self.deletes) + list(self.excluded)

@@ -54,7 +54,8 @@ def _label(key: str) -> str:
 
 def summary(report: Report, verbose: bool = True) -> str:
     c = report.counts
-    head = "plan" if report.dry_run else "synced"
+    # A stopped run's counts are what it found to do, not what it synced: the last line says what is left.
+    head = "plan" if report.dry_run else "found" if report.interrupted else "synced"
     lines = [
         f"{head}: "
         + ", ".join(
@@ -85,7 +86,22 @@ def summary(report: Report, verbose: bool = True) -> str:
         lines.append(f"still indexing: {count(len(report.still_indexing), 'file')}")
     lines += [f"note: {n.describe()}" for n in report.notes]
     if report.interrupted:
-        lines.append(f"interrupted by {report.interrupted}: what was done is recorded; the next run goes on")
+        left = [
+            count(c[key], noun)
+            for key, noun in (("left", "file"), ("remote_deletes_left", "remote deletion"))
+            if c.get(key)
+        ]
+        lines.append(
+            f"interrupted by {report.interrupted}: "
+            + (
+                f"{' and '.join(left)} left for the next run"
+                if left
+                else "nothing of its plan was left undone"
+                if "left" in c
+                else "stopped before it had looked at the files"
+            )
+            + "; what was done is recorded and the next run goes on from there"
+        )
     return "\n".join(lines)
 
 

@@ -620,7 +620,7 @@ def test_rejected_files_deleted_from_disk_are_counted_and_named_as_deleted(inges
     assert named["empty.md"]["reason"] == "was rejected (empty file); nothing of it was in the store"
     out = ingest("-v", "sync", str(docs_root)).stdout
     assert "deleted" not in out.split("synced:")[0], "told once, in the run that saw them go"
-    assert not [p for p in ingest.json("status")["problems"]], "no longer listed as problems"
+    assert not ingest.json("status")["problems"], "no longer listed as problems"
 
 
 def test_a_change_of_attributes_alone_is_counted_as_an_attribute_update_not_as_unchanged(
@@ -640,3 +640,37 @@ def test_a_change_of_attributes_alone_is_counted_as_an_attribute_update_not_as_u
     assert out.startswith("synced: 0 new, 0 changed, 0 moved, 1 with new attributes, 0 deleted, 3 unchanged"), out
     assert "1 with new attributes" in ingest("status").stdout, "the recent runs say it too"
     assert ingest.json("sync")["counts"]["attributes"] == 0, "done once"
+
+
+def test_an_interrupted_sync_says_what_it_did_and_what_it_left_in_text_and_json(
+    ingest, docs_root, tmp_path, state_dir, monkeypatch
+):
+    import signal
+
+    for i in range(6):
+        (docs_root / f"extra{i}.md").write_text(f"extra document {i}\n")
+    (tmp_path / "ingest.toml").write_text(f'upload_concurrency = 1\n[[roots]]\npath = "{docs_root}"\nstore = "docs"\n')
+    real, calls = LocalRemote.upload, []
+
+    def upload(self, path, filename):
+        calls.append(filename)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as the operator would, two uploads done (one at a time)
+        return real(self, path, filename)
+
+    monkeypatch.setattr(LocalRemote, "upload", upload)
+    result = ingest("sync", "--json", check=143)
+    report = json.loads(result.stdout)
+    counts = report["counts"]
+    assert report["interrupted"] == "SIGTERM" and counts["new"] == 10
+    assert counts["left"] == 10 - counts["indexed"] and counts["left"] > 0, counts
+    shutil.rmtree(state_dir / "local")  # the same run again, from the start, told in text
+    calls.clear()
+    out = ingest("sync", check=143).stdout
+    assert not out.startswith("synced:"), "it did not sync all it found"
+    assert out.startswith("found: 10 new"), out
+    indexed = int(out.splitlines()[1].split("indexed ")[1].split(",")[0])
+    assert f"interrupted by SIGTERM: {10 - indexed} files left for the next run" in out, out
+    monkeypatch.setattr(LocalRemote, "upload", real)
+    again = ingest.json("sync")
+    assert again["counts"]["uploaded"] == 10 - indexed and "left" not in again["counts"]
