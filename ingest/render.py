@@ -41,6 +41,7 @@ LABELS = {
     "retry_failed": "retried",
 }
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
+SHOWN_PROBLEMS = 20  # lines of problem (or ignored) files `ingest status` shows; --json lists all
 
 
 def count(n: int, noun: str) -> str:
@@ -111,18 +112,27 @@ def files(report: Report) -> str:
 
 
 def _grouped(items: list[FileEvent]) -> list[str]:
-    """One line per file; but a reason shared by many files (a mass deletion held back) is said once."""
+    return grouped([(event.shown, event.reason) for event in items])
+
+
+def grouped(items: list[tuple[str, str]], most: int | None = None, more: str = "--json lists all") -> list[str]:
+    """One line per file (path, reason); but a reason shared by many files (a mass deletion held back)
+    is said once, and past `most` lines the rest is one count: thousands of rejected files do not
+    flood the terminal. `more` says where to see them all."""
     by_reason: dict[str, list[str]] = {}
-    for event in items:
-        by_reason.setdefault(event.reason, []).append(event.shown)
-    lines = []
+    for path, reason in items:
+        by_reason.setdefault(reason, []).append(path)
+    lines: list[tuple[str, int]] = []  # each line, and how many files it names
     for reason, paths in by_reason.items():
         if len(paths) > SHOWN_ALIKE:
-            lines.append(f"  {len(paths)} files: {reason}")
-            lines += [f"    {path}" for path in paths[:3]] + [f"    … and {len(paths) - 3} more (--json lists all)"]
+            lines += [(f"  {len(paths)} files: {reason}", 0)] + [(f"    {path}", 1) for path in paths[:3]]
+            lines.append((f"    … and {len(paths) - 3} more ({more})", len(paths) - 3))
         else:
-            lines += [f"  {path}: {reason}" for path in paths]
-    return lines
+            lines += [(f"  {path}: {reason}", 1) for path in paths]
+    if most is not None and len(lines) > most:
+        lines = lines[: most - 1]
+        lines.append((f"  … and {len(items) - sum(n for _, n in lines)} more files ({more})", 0))
+    return [line for line, _ in lines]
 
 
 def status(data: dict[str, Any]) -> str:
@@ -168,11 +178,21 @@ def status(data: dict[str, Any]) -> str:
             cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
             lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:
-        lines.append("problems:")
-        lines += [f"  {p['state']:<8} {p['path']}: {p['reason']}" for p in data["problems"]]
+        problems = data["problems"]
+        lines.append(f"problems: {count(len(problems), 'file')}")
+        states = sorted({p["state"] for p in problems})
+        lines += grouped(
+            [(p["path"], f"{p['state']}: {p['reason']}") for p in problems],
+            SHOWN_PROBLEMS,
+            "ingest status --json lists all, " + " or ".join(f"ingest ls --state {state}" for state in states),
+        )
     if data.get("ignored"):
         lines.append("ignored (ingest ignore --undo PATH to look again):")
-        lines += [f"  {i['path']}: {i['reason'] or 'acknowledged'}" for i in data["ignored"]]
+        lines += grouped(
+            [(i["path"], i["reason"] or "acknowledged") for i in data["ignored"]],
+            SHOWN_PROBLEMS,
+            "ingest status --json lists all",
+        )
     return "\n".join(lines)
 
 
