@@ -53,7 +53,9 @@ def _label(key: str) -> str:
     return LABELS.get(key, key)
 
 
-def summary(report: Report, verbose: bool = True) -> str:
+def summary(report: Report, verbose: bool = True, named: bool = False) -> str:
+    """named: the files were told one line each already (-v), so the summary counts them and names
+    none again: each file is named once a run."""
     c = report.counts
     # A stopped run's counts are what it found to do, not what it synced: the last line says what is left.
     head = "plan" if report.dry_run else "found" if report.interrupted else "synced"
@@ -80,7 +82,7 @@ def summary(report: Report, verbose: bool = True) -> str:
         ("rejected", report.rejected),
         ("held back (not deleted)", report.held),
     ):
-        if items:
+        if items and not named:
             lines.append(f"{title}:")
             lines += _grouped(items)
     if report.still_indexing:

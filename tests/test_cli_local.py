@@ -674,3 +674,16 @@ def test_an_interrupted_sync_says_what_it_did_and_what_it_left_in_text_and_json(
     monkeypatch.setattr(LocalRemote, "upload", real)
     again = ingest.json("sync")
     assert again["counts"]["uploaded"] == 10 - indexed and "left" not in again["counts"]
+
+
+def test_verbose_names_each_rejected_file_once_a_run(ingest, docs_root):
+    (docs_root / "guides" / "empty.md").write_text("")
+    out = ingest("-v", "sync", str(docs_root), str(docs_root / "guides")).stdout
+    assert out.count(str(docs_root / "guides" / "empty.md")) == 1, out
+    assert out.count(str(docs_root / "guides" / "install.md")) == 1, (
+        "a folder named inside another is not a root of its own"
+    )
+    assert "1 rejected" in out and "rejected:" not in out, "the summary counts it, and names it no more"
+    assert {r["store"] for r in ingest.json("ls")} == {"docs"}, "one root, one store"
+    quiet = ingest("sync", str(docs_root)).stdout
+    assert quiet.count("empty.md") == 1 and "rejected:" in quiet, "without -v the summary names it"

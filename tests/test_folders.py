@@ -319,7 +319,8 @@ def test_a_configured_parent_adopts_a_folder_synced_without_the_config(world, sh
     ids, files = ids_by_path(world), world.file_ids()
     world.config(f'[[roots]]\npath = "{share}"\nstore = "notes"\n')
     report = world.cli.json("sync")
-    assert report["counts"]["uploaded"] == 2 and report["counts"]["unchanged"] == 2, report["counts"]
+    counts = report["counts"]
+    assert (counts["uploaded"], counts["attributes"], counts["unchanged"]) == (2, 2, 0), "its path attribute changes"
     assert len(world.file_ids() - files) == 2
     rows = world.rows()
     assert {rows[str(share / "notes/a.md")].file_id, rows[str(share / "notes/b.txt")].file_id} == set(ids.values())
