@@ -521,6 +521,17 @@ def test_nothing_is_ignored_implicitly_and_undo_looks_again(world, share, monkey
     world.cli("verify", check=1)
 
 
+def test_ignore_refuses_a_healthy_file_by_name_and_records_nothing(world, share, monkeypatch):
+    big = too_large_to_index(world, share, monkeypatch)
+    healthy = share / "intro.md"
+    assert world.rows()[str(healthy)].state == INDEXED
+    result = world.cli("ignore", str(big), str(healthy), check=2)
+    assert f"{healthy}: not rejected or failed (indexed), so there is nothing to acknowledge" in result.stderr
+    assert world.cli.json("status")["ignored"] == [], "refused whole: not even the failed file was recorded"
+    world.cli("sync", str(share))
+    assert world.cli.json("sync", str(share))["counts"]["ignored"] == 0, "the healthy file is still synced"
+
+
 # 9. sync --store ----------------------------------------------------------------------------------
 def test_sync_store_sends_folders_to_that_store(world, share):
     report = world.cli.json("sync", str(share), "--store", "kb")
