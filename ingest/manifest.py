@@ -348,9 +348,7 @@ class Manifest(FolderRecords, UploadLedger):
         return list(self.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.query(
-            "select * from files where state in (?, ?, ?) order by root, path", list(PROBLEM_STATES)
-        ):
+        for r in self.query("select * from files where state in (?, ?, ?) order by root, path", list(PROBLEM_STATES)):
             yield FileRow.from_db(r)
 
 

@@ -37,8 +37,7 @@ def search_stores(
     """Search every vector store of the named logical store (or all), merged by score."""
     stores = manifest.stores(store_name) if store_name else manifest.stores()
     if store_name and not stores:
-        known = sorted({s.name for s in manifest.stores()})
-        raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
+        raise UnknownStore.among(store_name, (s.name for s in manifest.stores()))
     # Chunks, not documents, come back: a long document can fill max_results with its own chunks, so each
     # store is asked for more (up to the API's limit) and the best chunk of each document is kept.
     chunks = min(MAX_SEARCH_RESULTS, max(4 * max_results, 20))

@@ -687,3 +687,11 @@ def test_verbose_names_each_rejected_file_once_a_run(ingest, docs_root):
     assert {r["store"] for r in ingest.json("ls")} == {"docs"}, "one root, one store"
     quiet = ingest("sync", str(docs_root)).stdout
     assert quiet.count("empty.md") == 1 and "rejected:" in quiet, "without -v the summary names it"
+
+
+def test_ls_with_a_store_that_does_not_exist_says_so_and_exits_2(ingest, docs_root):
+    ingest("sync", str(docs_root))
+    result = ingest("ls", "--store", "nosuch", check=2)
+    assert "no store named 'nosuch'; the stores are: docs" in result.stderr and result.stdout == ""
+    assert ingest("ls", "--store", "nosuch", "--json", check=2).stdout == "", "no empty list that reads as none"
+    assert len(ingest.json("ls", "--store", "docs")) == 4, "a store that exists lists its files"

@@ -458,7 +458,8 @@ def test_ls_lists_the_files_ingest_knows(world, share):
         str(share / "notes/a.md"),
         str(share / "notes/b.txt"),
     }
-    assert world.cli.json("ls", "--state", "failed") == [] and world.cli.json("ls", "--store", "other") == []
+    assert world.cli.json("ls", "--state", "failed") == []
+    assert "no store named 'other'" in world.cli("ls", "--store", "other", check=2).stderr
     assert str(share / "guides/install.md") in world.cli("ls").stdout
 
 
