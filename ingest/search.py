@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ingest.config import Settings, StoreSpec
+from ingest.config import TOOL_KEYS, Settings, StoreSpec
 from ingest.errors import UnknownStore
 from ingest.limits import MAX_SEARCH_RESULTS
 
@@ -71,8 +71,6 @@ def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict
     """The attributes ingest set, in the types it set them: servers add keys of their own (llama-stack's
     chunk_id, token_count, …) and may hand integers back as floats."""
     if ours is None:  # a file the manifest no longer knows: the keys every file gets
-        from ingest.stores import TOOL_KEYS
-
         keys: Any = TOOL_KEYS
     else:
         keys = ours.keys()
