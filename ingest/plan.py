@@ -72,8 +72,9 @@ class GuardPolicy:
 
 ROOT_EMPTY = "the root is empty; is the share mounted?"
 ALL_EXCLUDED = (
-    "every file of the root is left out by its include/exclude rules, so its remote copy is kept (nothing was "
-    "removed); run again with --allow-mass-delete to remove them, or change the excludes"
+    "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
+    "was removed (run again with --allow-mass-delete to remove the copies of the files left out, or change "
+    "the excludes)"
 )
 
 
