@@ -111,8 +111,12 @@ def _fill(
     # Wait on the store's counts (one small request), not on a listing of every file in it; list
     # once they say nothing is in progress. From 1 s, slower as it goes, like the SDK's poll helpers.
     deadline, delay = time.monotonic() + timeout, 1.0
+    # A server indexes on its own while we wait; the embedded store only when asked (its reads are reads).
+    index = getattr(remote, "index_pending", None) if remote.kind == "local" else None
     while not stop.is_set():
         try:
+            if index is not None:
+                index(store_id)
             if not remote.get_store(store_id).file_counts.get(IN_PROGRESS):
                 statuses = {sf.file_id: sf.status for sf in remote.list_store_files(store_id)}
                 if all(statuses.get(fid) not in (IN_PROGRESS, None) for fid in wanted):

@@ -96,15 +96,22 @@ def test_attach_is_in_progress_then_completed(remote, store, docs_root):
     assert remote.get_store_file(store.id, a.id).attributes == {"n": 1}
 
 
-def test_polling_the_store_alone_indexes_its_pending_files(tmp_path, docs_root):
-    # A server indexes while a client waits on GET vector_stores/{id} (a rebuild waits so): a budget
-    # of no time still indexes a file per poll, so the counts move on every poll.
+def test_reading_a_store_indexes_nothing_and_a_wait_on_its_counts_does(tmp_path, docs_root):
+    # A status or a verify reads the store (GET vector_stores/{id}, a listing of its files): pending
+    # files stay pending. A rebuild waits on the counts and asks for the work (index_pending): a budget
+    # of no time still indexes a file per call, so the counts move every time.
     remote = LocalRemote(tmp_path / "store", work_budget_s=0.0)
     try:
         store = remote.create_store("docs", {}, None, None)
         ids = [remote.upload(_write(docs_root, f"{n}.txt", f"document {n}"), f"{n}.txt").id for n in range(2)]
         remote.attach_batch(store.id, [AttachItem(i, {}) for i in ids])
-        pending = [remote.get_store(store.id).file_counts["in_progress"] for _ in range(2)]
+        reads = [remote.get_store(store.id).file_counts["in_progress"] for _ in range(2)]
+        listed = {f.status for f in remote.list_store_files(store.id)}
+        assert (reads, listed) == ([2, 2], {"in_progress"})
+        pending = []
+        for _ in range(2):
+            remote.index_pending(store.id)
+            pending.append(remote.get_store(store.id).file_counts["in_progress"])
         assert pending == [1, 0]
         assert remote.get_store(store.id).status == "completed"
     finally:
@@ -264,7 +271,9 @@ def test_store_chunking_strategy_is_used(remote, docs_root):
 def test_listing_returns_everything_without_pages(remote, store, docs_root):
     paths = [_write(docs_root, f"{n}.txt", f"file number {n}") for n in range(150)]
     ids = [remote.upload(p, p.name).id for p in paths]
-    remote.attach_batch(store.id, [AttachItem(i, {}) for i in ids])
+    batch = remote.attach_batch(store.id, [AttachItem(i, {}) for i in ids])
+    while remote.get_batch(store.id, batch.id).status == "in_progress":
+        pass  # each poll indexes for its budget
     listed = list(remote.list_store_files(store.id))
     assert [f.file_id for f in listed] == ids
     assert all(f.status == "completed" for f in listed)

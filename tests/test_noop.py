@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -223,3 +224,27 @@ def test_a_pass_with_work_looks_at_the_stores_first(openai_cli, fake_openai, doc
         "guides/usage.txt",
         "notes.py",
     }
+
+
+# The embedded store's indexing: its worker pool, its extractors, its model.
+INDEXING = ("ingest.remote.local.indexer", "ingest.remote.local.prepare", "multiprocessing", *EXTRACTORS, "numpy")
+
+
+def test_reading_a_local_store_with_pending_work_does_none_of_it(ingest, docs_root, state_dir):
+    """status, verify, ls and search read the store: files it has still to index (a sync cut short
+    leaves them so) stay pending, and nothing of the indexing is even imported."""
+    first, _ = run_child("--backend", "local", "sync", str(docs_root))
+    assert first["counts"]["indexed"] == 4
+    store_db = state_dir / "local" / "store" / "store.db"
+
+    def pending() -> int:
+        with sqlite3.connect(store_db) as db:
+            return db.execute("select count(*) from store_files where status = 'in_progress'").fetchone()[0]
+
+    with sqlite3.connect(store_db) as db:
+        db.execute("update store_files set status = 'in_progress'")
+    assert pending() == 4
+    for args in (("status",), ("verify",), ("ls",), ("search", "install")):
+        _, loaded = run_child("--backend", "local", *args, heavy=INDEXING)
+        assert loaded == [], args
+        assert pending() == 4, args

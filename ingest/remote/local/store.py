@@ -3,9 +3,11 @@
 Under its directory: `store.db` (WAL) and `blobs/<file id>`, the store's own copy of each upload, so
 a later edit of the source does not change what gets indexed.
 
-Indexing is lazy (indexer.py): attach_batch records files as in_progress; get_batch, batch_files,
-get_store_file and list_store_files index pending files for about `work_budget_s`, then answer. All
-but list_store_files then spend what is left of the budget embedding chunks that have no vector.
+Indexing is lazy (indexer.py): attach_batch records files as in_progress; the polls of a wait
+(get_batch, batch_files, get_store_file) and index_pending index pending files for about
+`work_budget_s`, then answer; the polls then spend what is left of the budget embedding chunks that
+have no vector. Every other call only reads: a status, a verify or a listing of a store with pending
+work leaves it pending and never loads the indexer, the extraction workers or the model.
 
 Approximations: `usage_bytes` is the UTF-8 size of the extracted text (OpenAI bills a larger figure
 of its own); bm25 statistics are shared by all stores in the directory; search is lexical (FTS5 with
@@ -197,23 +199,15 @@ class LocalRemote:
                     self._clock(),
                 ),
             )
-        return self._store(store_id)
+        return self.get_store(store_id)
 
     def get_store(self, store_id: str) -> Store:
-        # A server indexes while its client waits, whatever it polls with (GET vector_stores/{id}
-        # file_counts among them): a store with pending files gets the work budget here too, or a
-        # wait on its counts would never see them move.
-        if self._rows("SELECT 1 FROM store_files WHERE store_id = ? AND status = ? LIMIT 1", store_id, IN_PROGRESS):
-            self._work(store_id, vectors=False)
-        return self._store(store_id)
-
-    def _store(self, store_id: str) -> Store:
-        """The store as it stands, without indexing anything (listings of every store stay cheap)."""
+        """The store as it stands: a read, which indexes nothing (a wait on its counts calls index_pending)."""
         with self._lock:
             return views.store_of(self._db, store_id, self._clock())
 
     def list_stores(self) -> Iterator[Store]:
-        return iter([self._store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
+        return iter([self.get_store(r[0]) for r in self._rows("SELECT id FROM stores ORDER BY rowid")])
 
     def find_store(self, token: str, since: float) -> Store | None:
         with self._lock:
@@ -323,9 +317,6 @@ class LocalRemote:
     def list_store_files(self, store_id: str, status: str | None = None) -> Iterator[StoreFile]:
         with self._lock:
             views.require_store(self._db, store_id)
-        # Pending files are indexed (a rebuild waits on them through this), but missing vectors are
-        # not made here: verify and forget list every store and must stay cheap (see fill_vectors).
-        self._work(store_id, vectors=False)
         rows = self._rows(
             f"SELECT {views.STORE_FILE_COLUMNS} FROM store_files WHERE store_id = ?"
             " AND (? IS NULL OR status = ?) ORDER BY rowid",
@@ -334,6 +325,12 @@ class LocalRemote:
             status,
         )
         return iter([views.store_file(r) for r in rows])
+
+    def index_pending(self, store_id: str) -> None:
+        """Index the store's pending files for about the work budget, as a server does on its own while
+        its client waits on the store's counts (a rebuild); chunk vectors are left to fill_vectors."""
+        if self._rows("SELECT 1 FROM store_files WHERE store_id = ? AND status = ? LIMIT 1", store_id, IN_PROGRESS):
+            self._work(store_id, vectors=False)
 
     def fill_vectors(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks (then titles) that have no vector, a batch at a time until `done()`;
