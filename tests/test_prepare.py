@@ -115,3 +115,65 @@ def test_the_store_indexes_through_workers_and_stops_them_on_close(tmp_path):
     assert workers
     remote.close()
     assert all(not worker.is_alive() for worker in workers)
+
+
+def wait_for_the_kill(blob: Path, filename: str, rule) -> Prepared:
+    """A worker busy for longer than any test: only its parent's death can end it."""
+    time.sleep(3600)
+    return Prepared()
+
+
+# A store's process with a pool at work, killed by SIGTERM as `timeout` kills a command (no handler:
+# nothing of the pool is shut down). It prints its workers' pids and the resource tracker's.
+KILLED = r"""
+import json, sys, threading, time
+from multiprocessing import resource_tracker
+from pathlib import Path
+from ingest.remote.local.prepare import Job, Preparer
+from tests.test_prepare import wait_for_the_kill
+blob = Path(sys.argv[1])
+preparer = Preparer(2, min_bytes=0, fn=wait_for_the_kill)
+jobs = [Job((n,), blob, f"{n}.txt", None, 1 << 20) for n in range(4)]
+threading.Thread(target=lambda: next(preparer.run(jobs, float("inf"))), daemon=True).start()
+while preparer._pool is None or len(preparer._pool._processes or ()) < 2:
+    time.sleep(0.01)  # until both workers were started
+print(json.dumps([*preparer._pool._processes, resource_tracker._resource_tracker._pid]), flush=True)
+threading.Event().wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie that nobody reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killing_the_stores_process_leaves_no_worker_behind(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "a.txt").write_text("text")
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(tmp_path / "a.txt")], stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    pids: list[int] = []
+    try:
+        pids += json.loads(child.stdout.readline())
+        assert len(pids) == 3 and all(_alive(pid) for pid in pids)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == -signal.SIGTERM
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling a condition, with a generous deadline
+        assert [pid for pid in pids if _alive(pid)] == []
+    finally:
+        child.kill()
+        child.wait()
+        for pid in pids:
+            if _alive(pid):  # what this test started, should it fail
+                os.kill(pid, signal.SIGKILL)

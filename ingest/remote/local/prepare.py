@@ -213,4 +213,20 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
 
     # spawn, not fork: the store's process has threads (uploads, the daemon's watchers) whose locks a
     # forked child would inherit held.
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent)
+
+
+def _exit_with_parent() -> None:
+    """In a worker: exit as soon as the store's process is gone. Killed (a SIGTERM with no handler, a
+    SIGKILL, a crash) it tells its pool nothing, and the workers would wait on their queue for ever."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # waits on the parent's end of the spawn pipe: closed by the kernel when it dies
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
