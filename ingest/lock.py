@@ -28,6 +28,19 @@ class ManifestLock:
         found = re.search(r"\(pid (\d+)\)", self.holder())
         return int(found.group(1)) if found else None
 
+    def live_holder(self) -> int | None:
+        """The pid of the process holding the lock, if one does and it is alive (a read: never taken)."""
+        pid = self.holder_pid()  # release() empties the file; a killed holder leaves its pid behind
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # another user's process: alive
+        return pid
+
     def acquire(self, wait: float = 0.0) -> ManifestLock:
         """Take the lock; wait up to `wait` seconds (0: fail at once, negative: forever)."""
         try:

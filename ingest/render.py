@@ -177,6 +177,12 @@ def status(data: dict[str, Any]) -> str:
         for run in data["recent_runs"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
             counts = ", ".join(f"{v} {_label(k)}" for k, v in run["counts"].items() if v)
+            if run.get("state") == "running":
+                lines.append(f"  {when} {run['command']} running")
+                continue
+            if run.get("state") == "ended":
+                lines.append(f"  {when} {run['command']} ended without recording an end (killed or crashed)")
+                continue
             cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
             lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:

@@ -65,6 +65,7 @@ def collect(
     runs = [
         {
             "id": r["id"],
+            "state": state,
             "command": r["command"],
             "started_at": r["started_at"],
             "finished_at": r["finished_at"],
@@ -72,7 +73,7 @@ def collect(
             "counts": json.loads(r["counts"]) if r["counts"] else {},
             "interrupted": r.get("interrupted"),
         }
-        for r in manifest.recent_runs()
+        for r, state in run_states(manifest.recent_runs(), manifest_path)
     ]
     return {
         "backend": backend,
@@ -90,6 +91,23 @@ def collect(
         "problems": problems,
         "recent_runs": runs,
     }
+
+
+def run_states(runs: list[dict[str, Any]], manifest_path: Path) -> list[tuple[dict[str, Any], str]]:
+    """Each run (newest first) with "finished", "running", or "ended" (its process is gone and it never
+    recorded an end: killed or crashed). Only the newest open run can be running, and only while a
+    live process holds the manifest's lock."""
+    from ingest.lock import ManifestLock
+
+    holder = ManifestLock(manifest_path, "status").live_holder()
+    out, newest_open = [], True
+    for r in runs:
+        if r["finished_at"] is not None:
+            out.append((r, "finished"))
+            continue
+        out.append((r, "running" if newest_open and holder is not None else "ended"))
+        newest_open = False
+    return out
 
 
 def feeding(settings: Settings, manifest: Manifest) -> dict[str, list[str]]:

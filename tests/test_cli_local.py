@@ -239,6 +239,24 @@ def test_status_reports_stores_runs_and_problems(ingest, docs_root):
     assert "store docs" in text and "empty file" in text
 
 
+def test_status_shows_a_run_without_an_end_as_running_while_its_process_holds_the_lock(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    manifest_path = state_dir / "local" / "manifest.db"
+    m = Manifest(manifest_path)
+    try:
+        m.start_run("sync")  # a sync under way: it has no end yet
+    finally:
+        m.close()
+    with ManifestLock(manifest_path, "sync").acquire():
+        runs = ingest.json("status")["recent_runs"]
+        assert [r["state"] for r in runs[:2]] == ["running", "finished"]
+        text = ingest("status").stdout
+        assert "sync running" in text and "nothing to do" not in text
+    # Its process gone without a word (the lock is free): killed or crashed, not finished.
+    assert ingest.json("status")["recent_runs"][0]["state"] == "ended"
+    assert "sync ended without recording an end" in ingest("status").stdout
+
+
 def test_manifest_and_state_dir_are_private(ingest, docs_root, state_dir):
     ingest("sync", str(docs_root))
     assert (state_dir.stat().st_mode & 0o777) == 0o700
