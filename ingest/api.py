@@ -294,7 +294,7 @@ class Ingest:
         from ingest.status import collect
 
         data = collect(self.manifest, self.remote, self.backend.kind, self.backend.manifest, self.settings)
-        data["daemon"] = read_heartbeat(self.settings)
+        data["daemon"] = read_heartbeat(self.settings, self.backend.manifest)
         return data
 
     def search(

@@ -191,12 +191,12 @@ def run(
             "in step; stop it first, or give this one another state_dir"
         ) from None
     try:
-        return _run(settings, options, metrics_port)
+        return _run(settings, chosen.manifest, options, metrics_port)
     finally:
         instance.release()
 
 
-def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) -> int:
+def _run(settings: Settings, manifest: Path, options: WatchOptions, metrics_port: int | None) -> int:
     remote = connect(settings)
     stop: threading.Event = getattr(remote, "stop", None) or threading.Event()  # SIGTERM also ends retry waits
 
@@ -207,7 +207,7 @@ def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     metrics = Metrics.create()
-    beat = heartbeat_path(settings)
+    beat = heartbeat_path(manifest)
     last_beat = [0.0]
     seen_states: set[str] = set()
 
@@ -215,7 +215,7 @@ def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) ->
         metrics.queue.set(health.get("queue", 0))
         if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY:
             last_beat[0] = time.monotonic()
-            write_heartbeat(beat, health)
+            write_heartbeat(beat, manifest, health)
 
     on_event = EventLog(metrics)
 
@@ -253,6 +253,6 @@ def _run(settings: Settings, options: WatchOptions, metrics_port: int | None) ->
     finally:
         if server:
             server.shutdown()
-        write_heartbeat(beat, watcher.health, stopped=True)
+        write_heartbeat(beat, manifest, watcher.health, stopped=True)
     log.info("stopped")
     return 0

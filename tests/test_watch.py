@@ -62,7 +62,7 @@ class Daemon:
 
     def heartbeat(self) -> dict:
         try:
-            return json.loads((self.state_dir / "daemon.json").read_text())
+            return json.loads((self.state_dir / "local" / "daemon.json").read_text())
         except (OSError, ValueError):
             return {}
 
