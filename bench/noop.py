@@ -74,8 +74,8 @@ def synced_tree(ctx: Context, count: int | None = None) -> SyncedTree:
     return ctx.shared[key]
 
 
-def noop_child(synced: SyncedTree, env: dict[str, str] | None = None) -> tuple[Child, dict]:
-    command = [*INGEST, "--backend", "local", "sync", str(synced.tree), "--json"]
+def noop_child(synced: SyncedTree, env: dict[str, str] | None = None, ingest: list[str] = INGEST) -> tuple[Child, dict]:
+    command = [*ingest, "--backend", "local", "sync", str(synced.tree), "--json"]
     child = run_child(command, env or synced.env, synced.home)
     return child, _json(child.stdout)
 
@@ -100,12 +100,12 @@ def run(ctx: Context) -> Outcome:
     }
 
     ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses, {REPEATS} bare walks, {REPEATS} in-process syncs")
-    env = installed_env(ctx, synced.env)
-    warm, warm_report = noop_child(synced, env)  # warms the page cache and writes the byte-code cache
+    env, ingest = installed_env(ctx, synced.env), user_command(ctx)  # the installed command, as users run it
+    warm, warm_report = noop_child(synced, env, ingest)  # warms the page cache and writes the byte-code cache
     _check_noop(warm_report, n, out)
     cli_runs, walks = [], []
     for _ in range(REPEATS):  # interleaved: a busy machine slows both alike
-        child, report = noop_child(synced, env)
+        child, report = noop_child(synced, env, ingest)
         _check_noop(report, n, out)
         cli_runs.append(child)
         walks.append(_walk(synced.tree)[0])
@@ -138,7 +138,8 @@ def run(ctx: Context) -> Outcome:
         cli_s,
         "s",
         None,
-        f"of {REPEATS}; a bare `python -c pass` {bare_s:.2f} s, with ingest's imports {start_s:.2f} s",
+        f"of {REPEATS}, {_launcher(ingest)}; a bare `python -c pass` {bare_s:.2f} s, with ingest's imports "
+        f"{start_s:.2f} s",
     )
     out.add("noop", "no-op / walk ratio, CLI", cli_s / walk_s, "x", ("<=", RATIO), "process start included")
     out.add("noop", "peak RSS of the CLI no-op", rss, "MB", ("<=", MAX_RSS_MB), f"{n:,} files")
@@ -198,7 +199,7 @@ def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) 
     ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses on the OpenAI backend (the emulator counting)")
     with emulator_process(ctx) as url:  # a process of its own: the in-process no-op runs in a lone thread
         env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=url)
-        command = [*INGEST, "sync", str(synced.tree), "--json"]
+        command = [*user_command(ctx), "sync", str(synced.tree), "--json"]
         cli_env = installed_env(ctx, env)
         runs = [run_child(command, cli_env, synced.home) for _ in range(REPEATS)]
         for child in runs:
@@ -253,9 +254,13 @@ def _search(ctx: Context, synced: SyncedTree, env: dict[str, str], out: Outcome)
         "ms",
         ("<=", SEARCH_MS),
         f"of {SEARCHES}, embedded store, a query matching one note each; "
-        + ("the installed console script" if search[0] != INGEST[0] else "`python -m ingest` (no plain install)")
+        + _launcher(search)
         + f"; a bare `python -c pass` {statistics.median(bare):.0f} ms beside them",
     )
+
+
+def _launcher(command: list[str]) -> str:
+    return "the installed console script" if command[0] != INGEST[0] else "`python -m ingest` (no plain install)"
 
 
 def _parts(synced: SyncedTree) -> dict[str, float]:
