@@ -21,6 +21,7 @@ from bench.common import (
     patched_environ,
     percentile,
     run_child,
+    user_command,
 )
 from bench.corpus import MIN_DOCS, python_docs
 from bench.questions import HELD_OUT
@@ -189,9 +190,10 @@ def run(ctx: Context) -> Outcome:
 def _cli_search(ctx: Context, env: dict[str, str], home: Path, queries: list[str]) -> tuple[float, str]:
     """Median wall time of `ingest search` from the shell, beside a bare interpreter's start-up.
 
-    With byte-code caching (installed_env); a first untimed run writes it."""
+    The installed command (user_command), with byte-code caching (installed_env); a first untimed run
+    writes it."""
     env = installed_env(ctx, env)
-    search = [*INGEST, "--backend", "local", "search"]
+    search = [*user_command(ctx), "--backend", "local", "search"]
     run_child([*search, queries[0], "-n", "10"], env, home)
     cli, cpu, bare = [], [], []
     for q in queries[:CLI_SEARCHES]:

@@ -17,7 +17,7 @@ import sqlite_utils
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote, embed, schema
 from ingest.remote.local.search import LEXICAL_WEIGHT, PAGE_SHARE, REPEAT_DISCOUNT, by_document, fuse
-from ingest.remote.local.vectors import KEPT_BATCH, TITLE_WEIGHT, Query, title_of
+from ingest.remote.local.vectors import TITLE_WEIGHT, Query, title_of
 
 # Words of one group mean the same to the test model and share no letters that FTS5 could match.
 CONCEPTS = [
@@ -217,7 +217,7 @@ def test_missing_vectors_are_made_a_batch_at_a_time_until_told_to_stop(tmp_path)
     store = remote.create_store("s", {}, None, None)
     remote._db.executemany(
         "INSERT INTO chunks(store_id, file_id, seq, text) VALUES (?, 'f', ?, 'sleep')",
-        [(store.id, n) for n in range(KEPT_BATCH * 2 + 1)],
+        [(store.id, n) for n in range(embed.BATCH * 2 + 1)],
     )
     asked = []
 
@@ -225,9 +225,9 @@ def test_missing_vectors_are_made_a_batch_at_a_time_until_told_to_stop(tmp_path)
         asked.append(1)
         return len(asked) > 1
 
-    assert remote.fill_vectors(store.id, done) == KEPT_BATCH
-    assert _vectors(tmp_path / "s") == (KEPT_BATCH, KEPT_BATCH + 1)
-    assert remote.fill_vectors(store.id, lambda: False) == KEPT_BATCH + 1
+    assert remote.fill_vectors(store.id, done) == embed.BATCH
+    assert _vectors(tmp_path / "s") == (embed.BATCH, embed.BATCH + 1)
+    assert remote.fill_vectors(store.id, lambda: False) == embed.BATCH + 1
     assert remote.fill_vectors(store.id, lambda: True) == 0
 
 

@@ -163,8 +163,17 @@ NOT_READ = (
     "difflib",
     "numpy",
 )
-# ...and what a search needs beyond that no more: the scan (status counts local changes with it).
-NOT_SEARCHED = ("ingest.scan", "ingest.walk", "ingest.status", "ingest.interrupt", "concurrent.futures")
+# ...and what a search needs beyond that no more: the scan (status counts local changes with it), the
+# upload path, and for a store by words alone the embedding model's module.
+NOT_SEARCHED = (
+    "ingest.scan",
+    "ingest.walk",
+    "ingest.status",
+    "ingest.interrupt",
+    "concurrent.futures",
+    *UPLOAD_PATH,
+    "ingest.remote.local.embed",
+)
 
 
 def test_a_first_run_migrates_the_manifest_without_importing_numpy(ingest, docs_root):

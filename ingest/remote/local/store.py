@@ -41,12 +41,13 @@ from ingest.remote.base import (
     Store,
     StoreFile,
 )
-from ingest.remote.local import embed, schema, search, views
+from ingest.remote.local import schema, search, views
 from ingest.remote.local.checks import check_attributes, check_chunking, check_metadata, check_search
-from ingest.remote.local.vectors import Vectors
+from ingest.remote.local.vectors import Vectors, installed_model
 from ingest.remote.profile import LOCAL, PROFILES, Profile
 
 if TYPE_CHECKING:  # indexing's modules load with the first call that indexes: a search makes none
+    from ingest.remote.local.embed import Embedder
     from ingest.remote.local.indexer import Indexer
     from ingest.remote.local.prepare import Preparer
 
@@ -68,7 +69,7 @@ class LocalRemote:
         clock: Callable[[], float] = time.time,
         work_budget_s: float = 2.0,
         preparer: Preparer | None = None,
-        embedder: Callable[[], embed.Embedder | None] | None = None,
+        embedder: Callable[[], Embedder | None] | None = None,
     ):
         self.directory = Path(directory)
         self.blobs = self.directory / "blobs"
@@ -92,7 +93,7 @@ class LocalRemote:
             schema.apply(self._db, f"the embedded store {self.directory / 'store.db'}")
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
-        self._vectors = Vectors(self._db, self._lock, self._tx, embedder or (lambda: embed.DEFAULT()))
+        self._vectors = Vectors(self._db, self._lock, self._tx, embedder or installed_model)
         self._ranked = search.Ranked()  # the shards of a logical store are searched with the same words
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 model, kept in SQLite, searched in memory.
 
 Everything here asks for the model only when there is text to embed or a store with vectors to
-search, so a no-op sync or a `status` never loads it (nor numpy).
+search, so a no-op sync or a `status` never loads it (nor numpy), and imports its module (embed.py)
+only then: a search of a store by words alone does not either.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from ingest.remote.local import embed, schema
+from ingest.remote.local import schema
+
+if TYPE_CHECKING:
+    from ingest.remote.local.embed import Embedder
 
 log = logging.getLogger("ingest")
 
-# Chunks embedded per transaction when filling in missing vectors: one forward pass (embed.BATCH), about
-# 2 s at the README's 16-17 chunks/s on 2 cores, so a poll's deadline (2 s) or a stop request is
-# overrun by at most that.
-KEPT_BATCH = embed.BATCH
 # A chunk's similarity to a query is (1 − TITLE_WEIGHT) × its own cosine + TITLE_WEIGHT × its
 # document's title's: a chunk deep in a page is read in the light of what the page is about, and a
 # query that names the page finds it. Chosen on bench/questions.py's TUNING set and 80 page titles
@@ -94,6 +95,18 @@ class Query:
         return len(self.ids)
 
 
+def _embed() -> ModuleType:
+    """The model's module (embed.py), imported the first time a vector is made or read."""
+    from ingest.remote.local import embed
+
+    return embed
+
+
+def installed_model() -> Embedder | None:
+    """The installed model, loaded once per process (embed.DEFAULT), or None without it."""
+    return _embed().DEFAULT()
+
+
 class Vectors:
     """One store directory's vectors, on the store's connection and lock."""
 
@@ -102,7 +115,7 @@ class Vectors:
         db: sqlite3.Connection,
         lock: threading.RLock,
         tx: Callable[[], AbstractContextManager[sqlite3.Connection]],
-        embedder: Callable[[], embed.Embedder | None],
+        embedder: Callable[[], Embedder | None],
     ):
         self._db, self._lock, self._tx = db, lock, tx
         self._embedder = embedder
@@ -111,7 +124,7 @@ class Vectors:
         self._cache: dict[str, tuple[int, Any]] = {}
         self._filling: set[str] = set()  # stores whose missing vectors a thread is making now
 
-    def model(self) -> embed.Embedder | None:
+    def model(self) -> Embedder | None:
         """The embedding model, loaded on first need. The first use of a model other than the one the
         stored vectors came from drops those vectors, to be made again (see embed_kept)."""
         model = self._embedder()
@@ -133,7 +146,7 @@ class Vectors:
         if model is None:
             return [None] * len(texts)
         try:
-            return list(embed.to_blobs(model.encode(texts)))
+            return list(_embed().to_blobs(model.encode(texts)))
         except Exception as e:  # the words must still be indexed when the model fails
             log.warning(f"the embedding model failed ({type(e).__name__}: {e}); these chunks are lexical only")
             return [None] * len(texts)
@@ -141,8 +154,11 @@ class Vectors:
     def embed_kept(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector (kept from a lexical store, or indexed without
         the model) from their stored text, then its documents' titles (from their first chunks),
-        KEPT_BATCH at a time until `done()` or none is left: no document is extracted again. Returns
-        how many chunks were embedded. Another thread already filling the store is left to it."""
+        one forward pass (embed.BATCH) at a time until `done()` or none is left: no document is
+        extracted again. Returns how many chunks were embedded. Another thread already filling the
+        store is left to it. One pass a transaction is about 2 s at the README's 16-17 chunks/s on 2
+        cores, so a poll's deadline (2 s) or a stop request is overrun by at most that."""
+        batch = _embed().BATCH
         with self._lock:
             if store_id in self._filling:
                 return 0
@@ -153,7 +169,7 @@ class Vectors:
                 with self._lock:
                     rows = self._db.execute(
                         "SELECT id, text FROM chunks WHERE store_id = ? AND embedding IS NULL LIMIT ?",
-                        (store_id, KEPT_BATCH),
+                        (store_id, batch),
                     ).fetchall()
                     update = "UPDATE chunks SET embedding = ? WHERE id = ? AND embedding IS NULL"
                     of_chunks = bool(rows)
@@ -162,7 +178,7 @@ class Vectors:
                             "SELECT t.rowid, c.text, f.filename FROM title_vectors t JOIN chunks c ON c.store_id ="
                             " t.store_id AND c.file_id = t.file_id AND c.seq = 0 JOIN files f ON f.id = t.file_id"
                             " WHERE t.store_id = ? AND t.embedding IS NULL LIMIT ?",
-                            (store_id, KEPT_BATCH),
+                            (store_id, batch),
                         ).fetchall()
                         rows = [(rowid, title_of(text, filename)) for rowid, text, filename in titles]
                         update = "UPDATE title_vectors SET embedding = ? WHERE rowid = ? AND embedding IS NULL"
@@ -229,6 +245,7 @@ class Vectors:
             if rows:
                 import numpy as np
 
+                embed = _embed()
                 titles = self._db.execute(
                     "SELECT file_id, embedding FROM title_vectors WHERE store_id = ? AND embedding IS NOT NULL",
                     (store_id,),
