@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -176,6 +179,35 @@ def end_process(proc: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def emulator_process(ctx: Context, *options: str) -> Iterator[str]:
+    """A fresh `python -m tests.emulator` subprocess with these options; yields its base URL. Out of the
+    bench's own process: its server threads would otherwise be threads of the process under test."""
+    log = open(ctx.work / "emulator.log", "a")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tests.emulator", "--port", "0", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        end_process(proc, 10)
+        log.close()
+
+
+def emulator_counters(url: str) -> dict:
+    """The counters of an emulator_process (see tests.emulator's Emulator.counters)."""
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/_emulator/snapshot", timeout=30) as reply:
+        return json.load(reply)["counters"]
 
 
 def percentile(values: list[float], q: float) -> float:

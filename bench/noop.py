@@ -22,6 +22,8 @@ from bench.common import (
     Child,
     Context,
     Outcome,
+    emulator_counters,
+    emulator_process,
     installed_env,
     isolated_env,
     patched_environ,
@@ -186,8 +188,6 @@ def run(ctx: Context) -> Outcome:
 def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) -> None:
     """The same no-op on the OpenAI backend: the local sync's manifest where the OpenAI backend keeps
     its own, an emulator as the server. A no-op makes no remote call, so the emulator only counts."""
-    from tests.emulator import Emulator
-
     state = Path(synced.env["XDG_STATE_HOME"]) / "ingest"
     source, target = sqlite3.connect(state / "local" / "manifest.db"), sqlite3.connect(state / "manifest.db")
     with target:
@@ -195,15 +195,15 @@ def _openai_noop(ctx: Context, synced: SyncedTree, walk_s: float, out: Outcome) 
     source.close()
     target.close()
     ctx.log(f"noop: {REPEATS} no-op `ingest sync` subprocesses on the OpenAI backend (the emulator counting)")
-    with Emulator() as emu:
-        env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=emu.base_url)
+    with emulator_process(ctx) as url:  # a process of its own: the in-process no-op runs in a lone thread
+        env = dict(synced.env, OPENAI_API_KEY="sk-bench-noop", OPENAI_BASE_URL=url)
         command = [*INGEST, "sync", str(synced.tree), "--json"]
         cli_env = installed_env(ctx, env)
         runs = [run_child(command, cli_env, synced.home) for _ in range(REPEATS)]
         for child in runs:
             _check_noop(_json(child.stdout), synced.files, out)
         inproc, _ = _in_process(synced, ctx, env, "openai", profile=False)
-        requests = sum(emu.counters()["requests"].values())
+        requests = sum(emulator_counters(url)["requests"].values())
     cli_s, inproc_s = statistics.median(c.seconds for c in runs), statistics.median(inproc)
     out.details.update(
         openai_cli_noop_s=[c.seconds for c in runs], openai_in_process_s=inproc, openai_requests=requests

@@ -12,16 +12,23 @@ poll once the emulator has indexed it."""
 from __future__ import annotations
 
 import json
-import select
 import sqlite3
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import INGEST, PYTHON, ROOT, Context, Outcome, installed_env, isolated_env, run_child
+from bench.common import (
+    INGEST,
+    PYTHON,
+    ROOT,
+    Context,
+    Outcome,
+    emulator_counters,
+    emulator_process,
+    installed_env,
+    isolated_env,
+    run_child,
+)
 from bench.corpus import small_files
 
 SPEEDUP = 2.5  # issue 7, at the first profile
@@ -39,49 +46,15 @@ class Profile:
     files: int
     quick_files: int
 
+    def options(self) -> tuple[str, ...]:
+        return ("--latency-ms", str(self.latency_ms), "--upload-rps", repr(self.upload_rps))
+
 
 PROFILES = (
     Profile("100/s, 100 ms", 100, 100, 2000, 1000),
     # OpenAI's POST /files limit, 1,000 a minute, enforced per second as OpenAI may quantize it
     Profile("1000/min, 1 s", 1000, 1000 / 60, 500, 250),
 )
-
-
-@contextmanager
-def emulator(ctx: Context, profile: Profile) -> Iterator[str]:
-    """A fresh `python -m tests.emulator` subprocess; yields its base URL."""
-    log = open(ctx.work / "emulator.log", "a")
-    proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "tests.emulator",
-            "--port",
-            "0",
-            "--latency-ms",
-            str(profile.latency_ms),
-            "--upload-rps",
-            repr(profile.upload_rps),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        line = proc.stdout.readline() if ready else ""
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def run(ctx: Context) -> Outcome:
@@ -204,7 +177,9 @@ def _share(bound: float, seconds: float | None) -> str:
 
 
 def _sdk(ctx: Context, folder: Path, profile: Profile) -> dict:
-    with emulator(ctx, profile) as url:
+    with emulator_process(
+        ctx, "--latency-ms", str(profile.latency_ms), "--upload-rps", repr(profile.upload_rps)
+    ) as url:
         home = ctx.scratch("sdk")
         env = isolated_env(home, OPENAI_LOG="info")  # the SDK logs its retries at info
         launched = time.time()
@@ -225,7 +200,9 @@ def _sdk(ctx: Context, folder: Path, profile: Profile) -> dict:
 
 
 def _ingest(ctx: Context, folder: Path, count: int, profile: Profile) -> dict:
-    with emulator(ctx, profile) as url:
+    with emulator_process(
+        ctx, "--latency-ms", str(profile.latency_ms), "--upload-rps", repr(profile.upload_rps)
+    ) as url:
         home = ctx.scratch("upload")
         config = home / "ingest.toml"
         config.write_text('backend = "openai"\n')
@@ -278,10 +255,7 @@ def _manifest_times(path: Path) -> tuple[float | None, int, float | None, float 
 
 def _emulator_counts(url: str) -> dict:
     """What the emulator saw: upload requests, the 429s among them, the most in flight at once."""
-    import urllib.request
-
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/_emulator/snapshot", timeout=30) as reply:
-        counters = json.load(reply)["counters"]
+    counters = emulator_counters(url)
     return {
         "upload_requests": counters["requests"].get("POST /files", 0),
         "rate_limited": counters["rate_limited"],

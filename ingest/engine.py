@@ -268,7 +268,12 @@ class Engine:
             digests = None if options.rehash else self.survey.digests(root)
             reading = self.survey.settled_for(root, digests)
             result = scanning.scan(
-                root, prefixes, network, None if options.rehash else _first(reading), digests=digests
+                root,
+                prefixes,
+                network,
+                None if options.rehash else _first(reading),
+                digests=digests,
+                list_vouched=options.dry_run,  # only a dry run lists the unchanged files
             )
             settled, others = reading(result.vouched)
             if digests is not None and not options.dry_run:
@@ -281,7 +286,7 @@ class Engine:
             if lapsed and not options.dry_run:
                 for path in lapsed:  # changed since it was acknowledged: looked at again
                     self.manifest.unignore(root.key, path)
-            quiet.append((root.key, calm))
+            quiet.append((root.key, calm, result.calm_count - len(result.calm)))
             # A root not there has every settled row looked at: its deletions are held, each one named.
             unsure = list(settled) if options.rehash or result.missing else result.unsure
             known = self.manifest.rows_at(
@@ -305,7 +310,7 @@ class Engine:
         for root, _, result, full in looks:
             problems += result.problems
             scans.append(
-                RootScan(root.key, full, result.missing, result.has_errors, len(result.entries) + len(result.calm))
+                RootScan(root.key, full, result.missing, result.has_errors, len(result.entries) + result.calm_count)
             )
         policy = GuardPolicy(
             self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
@@ -379,7 +384,7 @@ def _describe(plan: Plan) -> dict[str, list[str]]:
         "excluded": [_show(r) for r in plan.excluded],
         "ignored": [os.path.join(r, p) for r, p in plan.ignored],
         "unchanged": [_show(o) for o, _ in plan.unchanged]
-        + [os.path.join(r, p) for r, paths in plan.quiet for p in paths],
+        + [os.path.join(r, p) for r, paths, _ in plan.quiet for p in paths],
         "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
         "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
         "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],  # a --json key since before

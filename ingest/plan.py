@@ -83,8 +83,9 @@ class Plan:
     excluded: list[FileRow] = field(default_factory=list)  # still there, but the configuration leaves them out
     ignored: list[tuple[str, str]] = field(default_factory=list)  # acknowledged by `ingest ignore`: left alone
     held: list[tuple[FileRow, str]] = field(default_factory=list)
-    # Unchanged by stat fingerprint, no row loaded: (root, its paths), a tuple a root rather than a file.
-    quiet: list[tuple[str, list[str]]] = field(default_factory=list)
+    # Unchanged by stat fingerprint, no row loaded: (root, its paths, its files counted but not listed),
+    # a tuple a root rather than a file.
+    quiet: list[tuple[str, list[str], int]] = field(default_factory=list)
     mass_held: dict[str, int] = field(default_factory=dict)  # store → deletions held as too large a share of it
 
     def new_stores(self, failed_moves: Sequence[tuple[Observed, FileRow]] = ()) -> Counter[str]:
@@ -105,7 +106,7 @@ class Plan:
 
     @property
     def quiet_count(self) -> int:
-        return sum(len(paths) for _, paths in self.quiet)
+        return sum(len(paths) + unlisted for _, paths, unlisted in self.quiet)
 
     def counts(self) -> dict[str, int]:
         changed = sum(1 for _, row in self.uploads if row is not None and row.file_id)

@@ -68,6 +68,13 @@ class ScanResult:
     digests: dict[str, tuple[str, int]] = field(default_factory=dict)  # the other folders' digests now
     whole: list[str] = field(default_factory=list)  # folders not vouched whose every file was calm
     unsure: list[str] = field(default_factory=list)  # settled paths the walk did not find calm
+    # False: a vouched folder's files are counted (in `vouched`), not listed in calm, where no one lists
+    # unchanged files (a pass that is not a dry run): 100,000 paths fewer to build, send and keep.
+    list_vouched: bool = True
+
+    @property
+    def calm_count(self) -> int:
+        return len(self.calm) + (0 if self.list_vouched else sum(self.vouched.values()))
 
     def add(self, path: str, st: os.stat_result, network: bool) -> None:
         self.seen.append((path, st.st_size, st.st_mtime_ns, inode_of(st, network)))
@@ -91,7 +98,8 @@ class ScanResult:
         compared: set[str] = set()
         for folder, start, end in self.folders:
             if folder in vouched:
-                calm += [seen[0] for seen in self.seen[start:end]]
+                if self.list_vouched:
+                    calm += [seen[0] for seen in self.seen[start:end]]
                 continue
             before = len(entries)
             for seen in self.seen[start:end]:
@@ -123,7 +131,8 @@ class ScanResult:
         calm: list[str] = []
         for folder, start, end in self.folders:
             if folder in self.vouched:
-                calm += [item[0] for item in self.seen[start:end]]
+                if self.list_vouched:
+                    calm += [item[0] for item in self.seen[start:end]]
             else:
                 folders.append((folder, len(seen), len(seen) + end - start))
                 seen += self.seen[start:end]
@@ -171,14 +180,16 @@ def scan(
     settled: Settled | SettledFor | None = None,
     threads: int | None = None,
     digests: FolderDigests | None = None,
+    list_vouched: bool = True,
 ) -> ScanResult:
     """Every wanted file under root (or under the given relative prefixes of it). With `settled`, a
     file whose stat still matches goes to result.calm as a bare path instead of result.entries: the
     no-op pass over a large share is this. With `digests`, a folder whose digest matches the recorded
-    one is calm whole, its rows unread. `settled` may be a callable (a manifest read running beside
-    the walk): it is asked, once the walk is done, for the rows outside the vouched folders. `threads`
-    > 1 overlaps the listings and stats (default: as many as the filesystem's latency calls for)."""
-    result = ScanResult(root=root)
+    one is calm whole, its rows unread (its files only counted, with list_vouched False). `settled`
+    may be a callable (a manifest read running beside the walk): it is asked, once the walk is done,
+    for the rows outside the vouched folders. `threads` > 1 overlaps the listings and stats (default:
+    as many as the filesystem's latency calls for)."""
+    result = ScanResult(root=root, list_vouched=list_vouched)
     if not root.path.is_dir():
         result.missing = True
         return result
@@ -261,7 +272,7 @@ def _walk_spread(
         folder_digest(digests.context, [])  # its imports, before the fork: a child imports nothing
 
     def share(folders: list[tuple[str | Path, str]]) -> Part:
-        part = ScanResult(root=root)
+        part = ScanResult(root=root, list_vouched=result.list_vouched)
         _walk(root, walker, folders, real_root, network, part)
         if digests is not None:
             part.vouch(digests)

@@ -70,6 +70,13 @@ def test_a_spread_walk_gives_the_serial_walks_result(wide, monkeypatch):
     monkeypatch.setattr(spread, "processes", lambda: 1)
     assert outcome(scanning.scan(root, network=False, digests=known)) == outcome(again)
 
+    # Unlisted, a vouched folder's files are counted alike, whether a child or this process vouched.
+    for processes in (1, 2):
+        monkeypatch.setattr(spread, "processes", lambda n=processes: n)
+        counted = scanning.scan(root, network=False, digests=known, list_vouched=False)
+        assert counted.calm == [] and counted.vouched == again.vouched
+        assert counted.calm_count == again.calm_count == len(again.calm) == sum(again.vouched.values())
+
 
 def test_a_child_that_fails_has_its_share_done_here():
     parent = os.getpid()
