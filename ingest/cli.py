@@ -130,9 +130,10 @@ def sync(
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        if ctx.obj["verbose"] and report.files:
+        named = bool(ctx.obj["verbose"] and report.files)
+        if named:
             click.echo(render.files(report))
-        click.echo(render.summary(report, verbose=ctx.obj["quiet"] is False))
+        click.echo(render.summary(report, verbose=ctx.obj["quiet"] is False, named=named))
     ctx.exit(report.exit_code)
 
 

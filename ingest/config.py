@@ -13,6 +13,9 @@ from typing import Any
 from ingest.limits import MAX_FILE_SIZE, SUPPORTED_TYPES
 
 NO_CONFIG = "defaults"  # Settings.source when no config file was found
+# The attributes ingest sets on every file (stores.attributes): a store's static attributes cannot
+# take these names, or the file's own value would silently replace theirs.
+TOOL_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")
 
 # Editor, office and download temporaries: never documents, never reported.
 DEFAULT_IGNORES = (

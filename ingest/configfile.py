@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ingest.config import NO_CONFIG, Root, Settings, StoreSpec, default_store, xdg_dir
+from ingest.config import NO_CONFIG, TOOL_KEYS, Root, Settings, StoreSpec, default_store, xdg_dir
 from ingest.errors import ConfigError
 from ingest.limits import (
     AUTO_CHUNK_OVERLAP,
@@ -26,7 +26,7 @@ from ingest.limits import (
 )
 from ingest.remote.profile import LOCAL, PROFILES
 
-TOOL_ATTRIBUTES = 6  # path, folder, ext, mtime, sha256, root: what stores.attributes sets on every file
+TOOL_ATTRIBUTES = len(TOOL_KEYS)
 
 SERVERS = ("auto", *(name for name in PROFILES if name != LOCAL))  # `server`: found out, or named
 
@@ -270,6 +270,12 @@ class _Reader:
             days = self.integer(data, "expires_after_days", prefix, None, *EXPIRES_AFTER_DAYS)
         attributes = self.table(data, "attributes", prefix) if "attributes" in data else {}
         for key, value in attributes.items():
+            if key in TOOL_KEYS:
+                raise self.fail(
+                    f"{prefix}attributes.{key}",
+                    f"{key!r} is an attribute ingest sets on every file itself ({', '.join(TOOL_KEYS)}); "
+                    "give the static attribute another name",
+                )
             if (
                 len(key) > MAX_ATTRIBUTE_KEY
                 or not isinstance(value, (str, int, float, bool))

@@ -98,7 +98,11 @@ class Metrics:
                 "ingest_file_actions", "Actions on files, by action (the events of sync -v)", ["action"], registry=r
             ),
             Counter("ingest_uploads", "Files uploaded and indexed", registry=r),
-            Counter("ingest_failures", "Files that failed to upload or index", registry=r),
+            Counter(
+                "ingest_failures",
+                "Failures of a file to upload, index or be read (a file failing in each pass counts each time)",
+                registry=r,
+            ),
             Gauge("ingest_queue_depth", "Changed paths waiting to settle", registry=r),
             Gauge("ingest_last_success_timestamp_seconds", "Unix time of the last clean sync", registry=r),
         )

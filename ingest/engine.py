@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from ingest import scan as scanning
 from ingest.config import Settings
 from ingest.errors import Stopped, exit_code
-from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import (
+    ATTRIBUTES,
     HELD,
     LEFT_EMPTY,
     MASS_DELETE_HELD,
@@ -30,6 +30,7 @@ from ingest.events import (
     StoreEvent,
     ignore,
 )
+from ingest.events import FAILED as EVENT_FAILED
 from ingest.events import REJECTED as EVENT_REJECTED
 from ingest.ignores import split as split_ignored
 from ingest.interrupt import reason as stopped_by
@@ -124,6 +125,7 @@ class Engine:
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         died = None
+        plan: Plan | None = None
         try:
             if scopes is None:
                 # A store renamed in the configuration is renamed in place, not refilled.
@@ -192,11 +194,11 @@ class Engine:
                 if scopes is None:
                     for name in empty_stores(self.settings, self.manifest):
                         self.emit(StoreEvent(name, LEFT_EMPTY))
-            report.interrupted = stopped_by(self.stop)
+            self._wind_down(report, plan)
         except Stopped:
             # A call the stop kept from being sent (a sweep, a store check or creation): the run winds
             # down as stopped, with what it did recorded; nothing was sent, so nothing is unknown.
-            report.interrupted = stopped_by(self.stop)
+            self._wind_down(report, plan)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success
             if isinstance(exc, KeyboardInterrupt):
@@ -210,6 +212,16 @@ class Engine:
                     run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
                 )
         return report
+
+    def _wind_down(self, report: Report, plan: Plan | None) -> None:
+        """A stopped run says so, and what it left: the files of its plan not settled yet (not uploaded,
+        not indexed, not moved) and the remote deletions still to make; the next run does them."""
+        report.interrupted = stopped_by(self.stop)
+        if not report.interrupted or plan is None:
+            return
+        report.counts.update(
+            left=plan.left(self.manifest.rows_at), remote_deletes_left=len(self.manifest.ledger(RETIRE))
+        )
 
     def _profile_source(self, options: Options) -> Callable[[], Profile]:
         """Where the run's server profile comes from. A server not met before is identified while the
@@ -324,6 +336,7 @@ class Engine:
             policy,
             lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
             lambda row: options.retry_failed or retry_due(row, self.clock()),
+            lambda row: row.root in roots and os.path.lexists(roots[row.root].path / row.path),
         )
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans, later
@@ -353,7 +366,11 @@ class Engine:
         return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
+        # A file whose attributes alone were updated is not unchanged: it is counted as what it is.
+        refreshed = len(report.of(ATTRIBUTES))
         report.counts.update(
+            unchanged=report.counts.get("unchanged", 0) - refreshed,
+            attributes=refreshed,
             uploaded=outcome.uploaded,
             indexed=outcome.indexed,
             failed=len(report.failures),

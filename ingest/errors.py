@@ -3,6 +3,8 @@ run with; a remote failure says whether another try can help and whether a copy 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 USAGE = 2  # the exit code for what the user must fix: config, credentials, the manifest, libmagic
 
 
@@ -45,6 +47,10 @@ class UnknownStore(IngestError):
     """`--store NAME` names no store the manifest knows."""
 
     exit_code = USAGE
+
+    @classmethod
+    def among(cls, name: str, known: Iterable[str]) -> UnknownStore:
+        return cls(f"no store named {name!r}; the stores are: {', '.join(sorted(set(known))) or 'none yet'}")
 
 
 class RemoteError(IngestError):

@@ -81,8 +81,7 @@ class Executor:
             for gone, action in ((plan.deletes, DELETED), (plan.excluded, EXCLUDED)):
                 for row in gone:
                     m.remove(row.root, row.path)
-                    if row.file_id or row.old_file_id:
-                        self.emit(event_of(row, action, row))
+                    self.emit(event_of(row, action, row, "" if row.file_id or row.old_file_id else _unstored(row)))
         failed_moves = self._move(plan.moves, roots)
         self._refresh(stale, roots)
 
@@ -309,6 +308,11 @@ class Executor:
             else:
                 self.manifest.update(row, old_vector_store_id=None)
         return True
+
+
+def _unstored(row: FileRow) -> str:
+    """Why a file counted as deleted or excluded took nothing from the store: it was never in it."""
+    return f"was {row.state}" + (f" ({row.reason})" if row.reason else "") + "; nothing of it was in the store"
 
 
 def _row_from(obs: Observed, row: FileRow | None, **changes: Any) -> FileRow:

@@ -65,8 +65,12 @@ def target(
     chosen: dict[str, Root] = {}
     scopes: dict[str, set[str]] = {}
     adoptions: list[Adoption] = []
-    for raw in paths:
-        path = Path(os.path.abspath(raw.expanduser()))
+    # Outer folders first: a folder named beside one that holds it is part of that one's scan, not a
+    # root of its own (which would sync its files twice, to two stores).
+    for path in sorted({Path(os.path.abspath(raw.expanduser())) for raw in paths}, key=lambda p: len(p.parts)):
+        whole = owner_of(path, {k: r for k, r in chosen.items() if "" in scopes[k]})
+        if whole is not None and whole.path != path:
+            continue
         owner = owner_of(path, roots)
         _check_there(path, owner, roots, manifest)
         if owner is not None and owner.path != path:

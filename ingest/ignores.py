@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import ConfigError
-from ingest.manifest import Manifest
+from ingest.manifest import PROBLEM_STATES, Manifest
 from ingest.scan import Entry, Problem
 
 
@@ -56,8 +56,9 @@ def split(
 
 
 def ignore(manifest: Manifest, roots: set[str], paths: list[Path], undo: bool = False) -> list[Ignored]:
-    """Record (or, with undo, drop) an acknowledgement for each file. Only files ingest knows."""
-    out = []
+    """Record (or, with undo, drop) an acknowledgement for each file: only files ingest knows with a
+    problem. Every path is checked before any is recorded, so a refused command changes nothing."""
+    out, todo = [], []
     for raw in paths:
         path = Path(os.path.abspath(raw.expanduser()))
         owner = next((r for r in sorted(roots, key=len, reverse=True) if Path(r) in path.parents), None)
@@ -78,6 +79,14 @@ def ignore(manifest: Manifest, roots: set[str], paths: list[Path], undo: bool = 
             raise ConfigError(f"{path}: cannot ignore it: {exc.strerror or exc}") from None
         if row is None:
             raise ConfigError(f"{path}: ingest has not seen this file yet; sync first, then ignore what it reports")
-        manifest.ignore(owner, rel, st.st_size, st.st_mtime_ns, row.reason)
-        out.append(Ignored(str(path), row.reason, True))
+        if row.state not in PROBLEM_STATES and not row.reason:
+            raise ConfigError(
+                f"{path}: not rejected or failed ({row.state}), so there is nothing to acknowledge; "
+                "ignore takes the files sync, status or verify report with a problem "
+                "(leave a file out with sync --exclude)"
+            )
+        todo.append((owner, rel, st, row.reason, str(path)))
+    for owner, rel, st, reason, shown in todo:
+        manifest.ignore(owner, rel, st.st_size, st.st_mtime_ns, reason)
+        out.append(Ignored(shown, reason, True))
     return out

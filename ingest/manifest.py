@@ -36,6 +36,7 @@ FAILED = "failed"  # the upload or indexing failed; retryable says whether anoth
 ERROR = "error"  # the scan could not read it; the last good remote state is kept
 ACTIVE_STATES = (PENDING, UPLOADING, UPLOADED, ATTACHING)
 STATES = (REJECTED, PENDING, UPLOADING, UPLOADED, ATTACHING, INDEXED, FAILED, ERROR)
+PROBLEM_STATES = (FAILED, REJECTED, ERROR)  # a file with a problem: status lists it, `ingest ignore` takes it
 
 HEARTBEAT = 5.0  # seconds between the notes a run leaves that it is still going, while it uploads
 SCHEMA_VERSION = len(MIGRATIONS)  # in the user_version of a manifest they were all applied to
@@ -347,9 +348,7 @@ class Manifest(FolderRecords, UploadLedger):
         return list(self.query("select * from runs order by id desc limit ?", [limit]))
 
     def iter_problem_rows(self) -> Iterator[FileRow]:
-        for r in self.query(
-            "select * from files where state in (?, ?, ?) order by root, path", [FAILED, REJECTED, ERROR]
-        ):
+        for r in self.query("select * from files where state in (?, ?, ?) order by root, path", list(PROBLEM_STATES)):
             yield FileRow.from_db(r)
 
 

@@ -64,6 +64,19 @@ class GuardPolicy:
     floor: int = 5
     allow_mass_delete: bool = False
 
+    @property
+    def lets_all_go(self) -> bool:
+        """--allow-mass-delete, or a configuration that lets any share of a store go."""
+        return self.allow_mass_delete or self.max_fraction >= 1.0
+
+
+ROOT_EMPTY = "the root is empty; is the share mounted?"
+ALL_EXCLUDED = (
+    "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
+    "was removed (run again with --allow-mass-delete to remove the copies of the files left out, or change "
+    "the excludes)"
+)
+
 
 @dataclass
 class Plan:
@@ -133,6 +146,18 @@ class Plan:
             "held": len(self.held),
         }
 
+    def left(self, rows_at: Callable[[str, list[str]], Mapping[tuple[str, str], FileRow]]) -> int:
+        """Of the files this plan uploads, resumes or moves, those whose rows (as rows_at reads them
+        now) are not settled: what a stopped run leaves for the next one."""
+        todo: dict[str, list[str]] = defaultdict(list)
+        for obs, _ in [*self.uploads, *self.resumes, *self.moves, *self.transfers]:
+            todo[obs.root].append(obs.path)
+        left = 0
+        for root, paths in todo.items():
+            rows = rows_at(root, paths)
+            left += sum(1 for p in paths if (row := rows.get((root, p))) is None or row.state in ACTIVE_STATES)
+        return left
+
     def retirements(self) -> list[FileRow]:
         """Rows whose remote file must go: deleted locally, or now rejected or refused."""
         gone = list(self.deletes) + list(self.excluded)
@@ -150,11 +175,13 @@ def make_plan(
     policy: GuardPolicy,
     excluded: Callable[[FileRow], bool] = lambda row: False,
     retry: Callable[[FileRow], bool] = lambda row: True,
+    present: Callable[[FileRow], bool] = lambda row: False,
 ) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
     store (asked only when there is something to delete); excluded(row) says whether a row the scan
     did not see is left out by the configuration (rather than deleted); retry(row) whether a failed
-    row with unchanged content is tried again in this run."""
+    row with unchanged content is tried again in this run; present(row) whether its file is still on
+    disk (asked only of excluded rows of a root whose scan found nothing)."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -206,7 +233,7 @@ def make_plan(
         else:
             plan.uploads.append((obs, None))
     deletes = [row for row in gone if (row.root, row.path) not in moved_from]
-    _guard(plan, deletes, scans, store_sizes, policy, excluded)
+    _guard(plan, deletes, scans, store_sizes, policy, excluded, present)
     plan.excluded = [row for row in plan.deletes if excluded(row)]
     plan.deletes = [row for row in plan.deletes if not excluded(row)]
     return plan
@@ -219,11 +246,15 @@ def _guard(
     store_sizes: Callable[[], Mapping[str, int]],
     policy: GuardPolicy,
     excluded: Callable[[FileRow], bool],
+    present: Callable[[FileRow], bool],
 ) -> None:
     """Hold deletions (and exclusions: the remote copy goes all the same) back when the scan cannot
     be trusted, or when too much of a store would go."""
     by_root = {s.root: s for s in scans}
     remaining: list[FileRow] = []
+    # A root whose scan found nothing looks like an unmounted share, unless a file the rules leave out
+    # is still there: then the rules emptied it, and that is held as what it is.
+    left_out: dict[str, bool] = {}
     for row in deletes:
         scan = by_root.get(row.root)
         if row.file_id is None and row.old_file_id is None:
@@ -233,7 +264,14 @@ def _guard(
         elif scan.has_errors:
             plan.held.append((row, "the scan of this root had errors"))
         elif scan.full and scan.entries == 0:
-            plan.held.append((row, "the root is empty; is the share mounted?"))
+            if row.root not in left_out:
+                left_out[row.root] = any(r.root == row.root and excluded(r) and present(r) for r in deletes)
+            if not left_out[row.root]:
+                plan.held.append((row, ROOT_EMPTY))
+            elif excluded(row) and not policy.lets_all_go:
+                plan.held.append((row, ALL_EXCLUDED))
+            else:
+                remaining.append(row)
         else:
             remaining.append(row)
     if not policy.allow_mass_delete:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 
 from ingest.config import Root, Settings
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, UnknownStore
 from ingest.manifest import UPLOADED, FileRow, Manifest
 from ingest.plan import Observed
 from ingest.remote.base import Remote
@@ -78,8 +78,7 @@ def rename(manifest: Manifest, remote: Remote, old: str, new: str) -> list[str]:
     """Rename logical store `old` and its vector stores (shard names follow) in place."""
     shards = manifest.stores(old)
     if not shards:
-        known = ", ".join(sorted({s.name for s in manifest.stores()})) or "none yet"
-        raise ConfigError(f"no store named {old!r}; the stores are: {known}")
+        raise UnknownStore.among(old, (s.name for s in manifest.stores()))
     if new == old:
         raise ConfigError(f"the store is called {old!r} already")
     if manifest.stores(new):
@@ -101,8 +100,7 @@ def remove(manifest: Manifest, remote: Remote, name: str, settings: Settings) ->
     """Delete an empty store of ingest's (`ingest store remove`); refuses one that still holds files."""
     shards = manifest.stores(name)
     if not shards:
-        known = ", ".join(sorted({s.name for s in manifest.stores()})) or "none yet"
-        raise ConfigError(f"no store named {name!r}; the stores are: {known}")
+        raise UnknownStore.among(name, (s.name for s in manifest.stores()))
     held = sum(manifest.count_in_store(s.id) for s in shards)
     if held:
         raise ConfigError(f"store {name!r} still holds {held} files; forget their folders first (ingest forget PATH)")

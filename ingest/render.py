@@ -22,6 +22,7 @@ ORDER = (
     "resumed",
     "moved",
     "moved_store",
+    "attributes",
     "deleted",
     "excluded",
     "unchanged",
@@ -30,15 +31,17 @@ ORDER = (
     "failed",
     "held",
 )
-OPTIONAL = ("resumed", "moved_store", "excluded", "ignored")  # said only when there are some
+OPTIONAL = ("resumed", "moved_store", "attributes", "excluded", "ignored")  # said only when there are some
 # How a person reads a count's or a plan line's key (the keys stay as they are in --json).
 LABELS = {
     "moved_store": "moved store",
+    "attributes": "with new attributes",
     "kept_failed": "failed earlier",
     "held_back": "held back",
     "retry_failed": "retried",
 }
 SHOWN_ALIKE = 5  # past this many files with one reason, a list names the reason once
+SHOWN_PROBLEMS = 20  # lines of problem (or ignored) files `ingest status` shows; --json lists all
 
 
 def count(n: int, noun: str) -> str:
@@ -50,9 +53,12 @@ def _label(key: str) -> str:
     return LABELS.get(key, key)
 
 
-def summary(report: Report, verbose: bool = True) -> str:
+def summary(report: Report, verbose: bool = True, named: bool = False) -> str:
+    """named: the files were told one line each already (-v), so the summary counts them and names
+    none again: each file is named once a run."""
     c = report.counts
-    head = "plan" if report.dry_run else "synced"
+    # A stopped run's counts are what it found to do, not what it synced: the last line says what is left.
+    head = "plan" if report.dry_run else "found" if report.interrupted else "synced"
     lines = [
         f"{head}: "
         + ", ".join(
@@ -76,14 +82,29 @@ def summary(report: Report, verbose: bool = True) -> str:
         ("rejected", report.rejected),
         ("held back (not deleted)", report.held),
     ):
-        if items:
+        if items and not named:
             lines.append(f"{title}:")
             lines += _grouped(items)
     if report.still_indexing:
         lines.append(f"still indexing: {count(len(report.still_indexing), 'file')}")
     lines += [f"note: {n.describe()}" for n in report.notes]
     if report.interrupted:
-        lines.append(f"interrupted by {report.interrupted}: what was done is recorded; the next run goes on")
+        left = [
+            count(c[key], noun)
+            for key, noun in (("left", "file"), ("remote_deletes_left", "remote deletion"))
+            if c.get(key)
+        ]
+        lines.append(
+            f"interrupted by {report.interrupted}: "
+            + (
+                f"{' and '.join(left)} left for the next run"
+                if left
+                else "nothing of its plan was left undone"
+                if "left" in c
+                else "stopped before it had looked at the files"
+            )
+            + "; what was done is recorded and the next run goes on from there"
+        )
     return "\n".join(lines)
 
 
@@ -93,18 +114,27 @@ def files(report: Report) -> str:
 
 
 def _grouped(items: list[FileEvent]) -> list[str]:
-    """One line per file; but a reason shared by many files (a mass deletion held back) is said once."""
+    return grouped([(event.shown, event.reason) for event in items])
+
+
+def grouped(items: list[tuple[str, str]], most: int | None = None, more: str = "--json lists all") -> list[str]:
+    """One line per file (path, reason); but a reason shared by many files (a mass deletion held back)
+    is said once, and past `most` lines the rest is one count: thousands of rejected files do not
+    flood the terminal. `more` says where to see them all."""
     by_reason: dict[str, list[str]] = {}
-    for event in items:
-        by_reason.setdefault(event.reason, []).append(event.shown)
-    lines = []
+    for path, reason in items:
+        by_reason.setdefault(reason, []).append(path)
+    lines: list[tuple[str, int]] = []  # each line, and how many files it names
     for reason, paths in by_reason.items():
         if len(paths) > SHOWN_ALIKE:
-            lines.append(f"  {len(paths)} files: {reason}")
-            lines += [f"    {path}" for path in paths[:3]] + [f"    … and {len(paths) - 3} more (--json lists all)"]
+            lines += [(f"  {len(paths)} files: {reason}", 0)] + [(f"    {path}", 1) for path in paths[:3]]
+            lines.append((f"    … and {len(paths) - 3} more ({more})", len(paths) - 3))
         else:
-            lines += [f"  {path}: {reason}" for path in paths]
-    return lines
+            lines += [(f"  {path}: {reason}", 1) for path in paths]
+    if most is not None and len(lines) > most:
+        lines = lines[: most - 1]
+        lines.append((f"  … and {len(items) - sum(n for _, n in lines)} more files ({more})", 0))
+    return [line for line, _ in lines]
 
 
 def status(data: dict[str, Any]) -> str:
@@ -146,15 +176,25 @@ def status(data: dict[str, Any]) -> str:
         lines.append("recent runs:")
         for run in data["recent_runs"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started_at"]))
-            counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
+            counts = ", ".join(f"{v} {_label(k)}" for k, v in run["counts"].items() if v)
             cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
             lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
     if data["problems"]:
-        lines.append("problems:")
-        lines += [f"  {p['state']:<8} {p['path']}: {p['reason']}" for p in data["problems"]]
+        problems = data["problems"]
+        lines.append(f"problems: {count(len(problems), 'file')}")
+        states = sorted({p["state"] for p in problems})
+        lines += grouped(
+            [(p["path"], f"{p['state']}: {p['reason']}") for p in problems],
+            SHOWN_PROBLEMS,
+            "ingest status --json lists all, " + " or ".join(f"ingest ls --state {state}" for state in states),
+        )
     if data.get("ignored"):
         lines.append("ignored (ingest ignore --undo PATH to look again):")
-        lines += [f"  {i['path']}: {i['reason'] or 'acknowledged'}" for i in data["ignored"]]
+        lines += grouped(
+            [(i["path"], i["reason"] or "acknowledged") for i in data["ignored"]],
+            SHOWN_PROBLEMS,
+            "ingest status --json lists all",
+        )
     return "\n".join(lines)
 
 

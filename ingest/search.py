@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ingest.config import Settings, StoreSpec
+from ingest.config import TOOL_KEYS, Settings, StoreSpec
 from ingest.errors import UnknownStore
 from ingest.limits import MAX_SEARCH_RESULTS
 
@@ -37,8 +37,7 @@ def search_stores(
     """Search every vector store of the named logical store (or all), merged by score."""
     stores = manifest.stores(store_name) if store_name else manifest.stores()
     if store_name and not stores:
-        known = sorted({s.name for s in manifest.stores()})
-        raise UnknownStore(f"no store named {store_name!r}; the stores are: {', '.join(known) or 'none yet'}")
+        raise UnknownStore.among(store_name, (s.name for s in manifest.stores()))
     # Chunks, not documents, come back: a long document can fill max_results with its own chunks, so each
     # store is asked for more (up to the API's limit) and the best chunk of each document is kept.
     chunks = min(MAX_SEARCH_RESULTS, max(4 * max_results, 20))
@@ -72,8 +71,6 @@ def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict
     """The attributes ingest set, in the types it set them: servers add keys of their own (llama-stack's
     chunk_id, token_count, …) and may hand integers back as floats."""
     if ours is None:  # a file the manifest no longer knows: the keys every file gets
-        from ingest.stores import TOOL_KEYS
-
         keys: Any = TOOL_KEYS
     else:
         keys = ours.keys()

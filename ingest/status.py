@@ -11,7 +11,7 @@ from typing import Any
 
 from ingest import scan as scanning
 from ingest.config import NO_CONFIG, Settings
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, UnknownStore
 from ingest.manifest import INDEXED, Manifest
 from ingest.mounts import is_network_fs
 from ingest.observe import digest_context
@@ -148,6 +148,12 @@ def listing(
             scopes = [(key, "") for key in sorted(inside)]
         else:
             raise ConfigError(f"{path}: ingest syncs no folder there")
+    if store is not None and not manifest.stores(store):
+        known = {s.name for s in manifest.stores()} | {
+            g["store"] for g in manifest.counts_by_store_state() if g["store"]
+        }
+        if store not in known:
+            raise UnknownStore.among(store, known)
     out = []
     for root, prefix in scopes:
         for row in manifest.listing(root, prefix, store, state):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ingest.config import Root, Settings, StoreSpec
+from ingest.config import TOOL_KEYS, Root, Settings, StoreSpec
 from ingest.events import ADOPTED, CREATED, RECREATED, OnEvent, StoreEvent, ignore
 from ingest.limits import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_METADATA_VALUE
 from ingest.manifest import FAILED, PENDING, RETIRE, Manifest, StoreRow
@@ -20,7 +20,6 @@ from ingest.scan import glob_match
 
 ACTIVE, BUILDING, CREATING = "active", "building", "creating"  # store rows in the manifest
 log = logging.getLogger("ingest")
-TOOL_KEYS = ("path", "folder", "ext", "mtime", "sha256", "root")  # the attributes every file gets
 # A pass with nothing to upload asks whether its stores still exist remotely (deleted by hand,
 # expired by their expires_after policy) at most this often; a pass with work asks every time.
 CHECK_EVERY = 3600.0

@@ -17,7 +17,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from ingest.config import Root, Settings, WatchOptions
-from ingest.events import Report
+from ingest.events import FAILED, Report
 from ingest.mounts import NETWORK_FS, filesystem_type
 from ingest.poll import StatPoller
 from ingest.remote.base import AuthError, RemoteError
@@ -138,7 +138,8 @@ class Watcher:
             "last_success_at": None,
             "last_error": None,
             "runs": 0,
-            "failures": 0,
+            "failures": 0,  # files failing now, each counted once however many passes it failed in
+            "failed_passes": 0,  # passes that failed, or had a file fail
             "queue": 0,
             "mode": {},
         }
@@ -146,6 +147,7 @@ class Watcher:
         self._missing: set[str] = set()
         self._overflowed = threading.Event()
         self._backoff = 0.0
+        self._failing: dict[tuple[str, str], str] = {}  # (root, path) → why, until a pass sees it otherwise
 
     # observers ---------------------------------------------------------------------------------
     def _start_observers(self) -> None:
@@ -274,19 +276,34 @@ class Watcher:
         except RemoteError as exc:
             self._backoff = min(300.0, max(2.0, self._backoff * 2))
             self.health["last_error"] = str(exc)
-            self.health["failures"] += 1
+            self.health["failed_passes"] += 1
             log.warning("%s failed: %s; retrying in %.0f s", what, exc, self._backoff)
             return False
         self._backoff = 0.0
         self.health["runs"] += 1
         self.health["last_report"] = report.as_dict()["counts"]
+        self._tally(report, None if scopes is None else {root for root, paths in scopes.items() if "" in paths})
         if report.failures:
-            self.health["failures"] += 1
-            self.health["last_error"] = f"{len(report.failures)} files failed"
+            self.health["failed_passes"] += 1
+            failed = len({(e.root, e.path) for e in report.failures})
+            self.health["last_error"] = f"{failed} file{'' if failed == 1 else 's'} failed"
         else:
             self.health["last_success_at"] = time.time()
         log.info("%s: %s", what, json.dumps(report.counts))
         return True
+
+    def _tally(self, report: Report, whole: set[str] | None) -> None:
+        """The files failing now: a file failing pass after pass is one failure, and it is over once a
+        pass tells of it otherwise, or a pass over its whole root does not find it failing (whole:
+        the roots this pass saw whole; None, all of them)."""
+        for key in [k for k in self._failing if whole is None or k[0] in whole]:
+            del self._failing[key]
+        for event in report.files:
+            if event.action == FAILED:
+                self._failing[(event.root, event.path)] = event.reason
+            else:
+                self._failing.pop((event.root, event.path), None)
+        self.health["failures"] = len(self._failing)
 
 
 def _wanted(settings: Settings, root_key: str, rel: str) -> bool:

@@ -229,11 +229,11 @@ def test_a_folder_renamed_to_a_name_that_is_not_utf8_deletes_nothing(ingest, roo
 
 
 def test_very_long_path_near_path_max(ingest, root, state_dir):
-    folder = root
-    while len(str(folder)) < 3700:
+    folder, name = root, "n" * 200 + ".md"
+    while len(str(folder / name)) + 201 < 3950:  # 3,950 characters whatever the temporary folder's own length
         folder = folder / ("d" * 200)
+    folder = folder / ("d" * (3950 - len(str(folder / name)) - 1))
     folder.mkdir(parents=True)
-    name = "n" * 200 + ".md"
     (folder / name).write_text("deeply nested document about the axolotl\n")
     rel = (folder / name).relative_to(root).as_posix()
     assert len(str(folder / name)) > 3800

@@ -583,3 +583,115 @@ def test_a_copy_left_in_the_old_store_is_detached_by_the_next_run(ingest, docs_r
     assert len(ingest.json("search", "zebrafish", "--store", "guides")) == 1
     again = ingest.json("sync")
     assert again["counts"]["unchanged"] == 4, "settled again"
+
+
+def test_an_exclude_that_leaves_a_root_empty_says_so_and_removes_nothing_unasked(ingest, docs_root, state_dir):
+    ingest("sync", str(docs_root))
+    before = store_files(state_dir)
+    out = ingest("sync", str(docs_root), "--exclude", "**").stdout
+    assert "is the share mounted" not in out and "root is empty" not in out
+    assert "left out by its include/exclude rules" in out and "nothing was removed" in out, out
+    assert "--allow-mass-delete" in out and store_files(state_dir) == before, "held: nothing removed"
+    gone = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    assert gone["counts"]["excluded"] == 4 and gone["counts"]["remote_deleted"] == 4 and not store_files(state_dir)
+
+
+def test_a_root_that_is_really_empty_still_holds_its_deletions(ingest, docs_root, state_dir):
+    """Emptied like an unmounted share, with an exclude that covers its files: they are not there to
+    be left out, so the hold is the empty root's, which --allow-mass-delete does not lift."""
+    ingest("sync", str(docs_root))
+    for path in [p for p in docs_root.rglob("*") if p.is_file()]:
+        path.unlink()
+    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    assert held["counts"]["held"] == 4 and not held["counts"]["remote_deleted"] and len(store_files(state_dir)) == 4
+    assert {h["reason"] for h in held["held_back"]} == {"the root is empty; is the share mounted?"}
+
+
+def test_rejected_files_deleted_from_disk_are_counted_and_named_as_deleted(ingest, docs_root, state_dir):
+    (docs_root / "empty.md").write_text("")
+    (docs_root / "blob.txt").write_bytes(b"\x00\x01\x02 not text" * 50)
+    assert ingest.json("sync", str(docs_root))["counts"]["rejected"] == 2
+    (docs_root / "empty.md").unlink()
+    (docs_root / "blob.txt").unlink()
+    report = ingest.json("sync", str(docs_root))
+    assert (report["counts"]["deleted"], report["counts"]["remote_deleted"], report["counts"]["rejected"]) == (2, 0, 0)
+    named = {f["path"]: f for f in report["files"]}
+    assert set(named) == {"empty.md", "blob.txt"} and {f["action"] for f in named.values()} == {"deleted"}
+    assert named["empty.md"]["reason"] == "was rejected (empty file); nothing of it was in the store"
+    out = ingest("-v", "sync", str(docs_root)).stdout
+    assert "deleted" not in out.split("synced:")[0], "told once, in the run that saw them go"
+    assert not ingest.json("status")["problems"], "no longer listed as problems"
+
+
+def test_a_change_of_attributes_alone_is_counted_as_an_attribute_update_not_as_unchanged(
+    ingest, docs_root, tmp_path, state_dir
+):
+    config = tmp_path / "ingest.toml"
+    config.write_text(
+        f'[[roots]]\npath = "{docs_root}"\nstore = "kb"\n[[stores]]\nname = "kb"\nattributes = {{ team = "red" }}\n'
+    )
+    ingest("sync")
+    config.write_text(config.read_text().replace('"red"', '"blue"'))
+    counts = ingest.json("sync")["counts"]
+    assert (counts["attributes"], counts["unchanged"], counts["uploaded"]) == (4, 0, 0), counts
+    later = time.time_ns() + 86_400 * 10**9
+    os.utime(docs_root / "faq.html", ns=(later, later))
+    out = ingest("sync").stdout
+    assert out.startswith("synced: 0 new, 0 changed, 0 moved, 1 with new attributes, 0 deleted, 3 unchanged"), out
+    assert "1 with new attributes" in ingest("status").stdout, "the recent runs say it too"
+    assert ingest.json("sync")["counts"]["attributes"] == 0, "done once"
+
+
+def test_an_interrupted_sync_says_what_it_did_and_what_it_left_in_text_and_json(
+    ingest, docs_root, tmp_path, state_dir, monkeypatch
+):
+    import signal
+
+    for i in range(6):
+        (docs_root / f"extra{i}.md").write_text(f"extra document {i}\n")
+    (tmp_path / "ingest.toml").write_text(f'upload_concurrency = 1\n[[roots]]\npath = "{docs_root}"\nstore = "docs"\n')
+    real, calls = LocalRemote.upload, []
+
+    def upload(self, path, filename):
+        calls.append(filename)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as the operator would, two uploads done (one at a time)
+        return real(self, path, filename)
+
+    monkeypatch.setattr(LocalRemote, "upload", upload)
+    result = ingest("sync", "--json", check=143)
+    report = json.loads(result.stdout)
+    counts = report["counts"]
+    assert report["interrupted"] == "SIGTERM" and counts["new"] == 10
+    assert counts["left"] == 10 - counts["indexed"] and counts["left"] > 0, counts
+    shutil.rmtree(state_dir / "local")  # the same run again, from the start, told in text
+    calls.clear()
+    out = ingest("sync", check=143).stdout
+    assert not out.startswith("synced:"), "it did not sync all it found"
+    assert out.startswith("found: 10 new"), out
+    indexed = int(out.splitlines()[1].split("indexed ")[1].split(",")[0])
+    assert f"interrupted by SIGTERM: {10 - indexed} files left for the next run" in out, out
+    monkeypatch.setattr(LocalRemote, "upload", real)
+    again = ingest.json("sync")
+    assert again["counts"]["uploaded"] == 10 - indexed and "left" not in again["counts"]
+
+
+def test_verbose_names_each_rejected_file_once_a_run(ingest, docs_root):
+    (docs_root / "guides" / "empty.md").write_text("")
+    out = ingest("-v", "sync", str(docs_root), str(docs_root / "guides")).stdout
+    assert out.count(str(docs_root / "guides" / "empty.md")) == 1, out
+    assert out.count(str(docs_root / "guides" / "install.md")) == 1, (
+        "a folder named inside another is not a root of its own"
+    )
+    assert "1 rejected" in out and "rejected:" not in out, "the summary counts it, and names it no more"
+    assert {r["store"] for r in ingest.json("ls")} == {"docs"}, "one root, one store"
+    quiet = ingest("sync", str(docs_root)).stdout
+    assert quiet.count("empty.md") == 1 and "rejected:" in quiet, "without -v the summary names it"
+
+
+def test_ls_with_a_store_that_does_not_exist_says_so_and_exits_2(ingest, docs_root):
+    ingest("sync", str(docs_root))
+    result = ingest("ls", "--store", "nosuch", check=2)
+    assert "no store named 'nosuch'; the stores are: docs" in result.stderr and result.stdout == ""
+    assert ingest("ls", "--store", "nosuch", "--json", check=2).stdout == "", "no empty list that reads as none"
+    assert len(ingest.json("ls", "--store", "docs")) == 4, "a store that exists lists its files"

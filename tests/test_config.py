@@ -205,6 +205,13 @@ def test_more_than_ten_static_attributes_is_refused(workdir, tmp_path):
     assert "stores[0].attributes: at most 10" in message
 
 
+@pytest.mark.parametrize("key", ["path", "folder", "ext", "mtime", "sha256", "root"])
+def test_a_static_attribute_named_like_one_ingest_sets_is_refused_by_name(workdir, tmp_path, key):
+    message = config_error(tmp_path, f'[[stores]]\nname = "a"\nattributes = {{ team = "hr", {key} = "x" }}')
+    assert f"stores[0].attributes.{key}: '{key}' is an attribute ingest sets on every file itself" in message
+    assert "another name" in message
+
+
 def test_two_stores_with_one_name_are_refused(workdir, tmp_path):
     message = config_error(tmp_path, '[[stores]]\nname = "a"\n[[stores]]\nname = "a"')
     assert "two stores share a name" in message

@@ -319,7 +319,8 @@ def test_a_configured_parent_adopts_a_folder_synced_without_the_config(world, sh
     ids, files = ids_by_path(world), world.file_ids()
     world.config(f'[[roots]]\npath = "{share}"\nstore = "notes"\n')
     report = world.cli.json("sync")
-    assert report["counts"]["uploaded"] == 2 and report["counts"]["unchanged"] == 2, report["counts"]
+    counts = report["counts"]
+    assert (counts["uploaded"], counts["attributes"], counts["unchanged"]) == (2, 2, 0), "its path attribute changes"
     assert len(world.file_ids() - files) == 2
     rows = world.rows()
     assert {rows[str(share / "notes/a.md")].file_id, rows[str(share / "notes/b.txt")].file_id} == set(ids.values())
@@ -457,7 +458,8 @@ def test_ls_lists_the_files_ingest_knows(world, share):
         str(share / "notes/a.md"),
         str(share / "notes/b.txt"),
     }
-    assert world.cli.json("ls", "--state", "failed") == [] and world.cli.json("ls", "--store", "other") == []
+    assert world.cli.json("ls", "--state", "failed") == []
+    assert "no store named 'other'" in world.cli("ls", "--store", "other", check=2).stderr
     assert str(share / "guides/install.md") in world.cli("ls").stdout
 
 
@@ -518,6 +520,17 @@ def test_nothing_is_ignored_implicitly_and_undo_looks_again(world, share, monkey
     world.cli("verify")
     world.cli("ignore", "--undo", str(big))
     world.cli("verify", check=1)
+
+
+def test_ignore_refuses_a_healthy_file_by_name_and_records_nothing(world, share, monkeypatch):
+    big = too_large_to_index(world, share, monkeypatch)
+    healthy = share / "intro.md"
+    assert world.rows()[str(healthy)].state == INDEXED
+    result = world.cli("ignore", str(big), str(healthy), check=2)
+    assert f"{healthy}: not rejected or failed (indexed), so there is nothing to acknowledge" in result.stderr
+    assert world.cli.json("status")["ignored"] == [], "refused whole: not even the failed file was recorded"
+    world.cli("sync", str(share))
+    assert world.cli.json("sync", str(share))["counts"]["ignored"] == 0, "the healthy file is still synced"
 
 
 # 9. sync --store ----------------------------------------------------------------------------------

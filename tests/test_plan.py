@@ -291,6 +291,41 @@ def test_an_empty_root_holds_its_deletions():
     assert not plan.deletes
 
 
+def emptied_by_excludes(present, policy=DEFAULT_POLICY):
+    """A root of three files that an exclude leaves empty: the scan found nothing to keep."""
+    rows = [known(f"{i}.md") for i in range(3)]
+    return make_plan(
+        [],
+        [],
+        {(r.root, r.path): r for r in rows},
+        [full_scan(entries=0)],
+        lambda: {"docs": 3},
+        policy,
+        excluded=lambda row: True,
+        present=present,
+    )
+
+
+def test_a_root_its_excludes_leave_empty_is_held_as_excluded_not_as_empty():
+    plan = emptied_by_excludes(present=lambda row: True)
+    assert len(plan.held) == 3 and not plan.deletes and not plan.excluded and plan.retirements() == []
+    why = {why for _, why in plan.held}
+    assert len(why) == 1 and "empty" not in why.pop(), "the root is there: its files are left out, not gone"
+    assert "left out by its include/exclude rules" in plan.held[0][1] and "nothing was removed" in plan.held[0][1]
+    assert "--allow-mass-delete" in plan.held[0][1], "it says what to do"
+
+
+def test_a_root_its_excludes_leave_empty_lets_them_go_when_allowed():
+    plan = emptied_by_excludes(present=lambda row: True, policy=GuardPolicy(allow_mass_delete=True))
+    assert len(plan.excluded) == 3 and not plan.held
+
+
+def test_an_empty_root_whose_excluded_files_are_gone_too_stays_held_as_empty():
+    """An unmounted share that has an exclude: its files are not there, so the rules did not empty it."""
+    plan = emptied_by_excludes(present=lambda row: False, policy=GuardPolicy(allow_mass_delete=True))
+    assert [why for _, why in plan.held] == ["the root is empty; is the share mounted?"] * 3
+
+
 def test_a_root_that_was_not_scanned_holds_its_deletions():
     gone = known("b.md", root=OTHER_ROOT)
     plan = plan_for([seen("a.md")], [gone], scans=[full_scan(ROOT)], store_sizes={"docs": 100})

@@ -92,3 +92,26 @@ def test_counts_of_one_are_singular():
     data.update(stores=[], recent_runs=[], problems=[])
     text = render.status(data)
     assert "local changes not synced yet: 0; 1 folder missing" in text
+
+
+def test_status_caps_the_list_of_problem_files_and_says_how_many_more_and_where_to_see_them():
+    problems = [
+        {"path": f"/docs/f{i}.bin.txt", "state": "rejected", "reason": f"file {i} is odd", "error_code": None}
+        for i in range(3000)
+    ] + [{"path": "/docs/x.pdf", "state": "failed", "reason": "indexing failed", "error_code": None}]
+    data = {"backend": "local", "manifest": "m.db", "config": "c.toml", "local_changes": {}}
+    data.update(stores=[], recent_runs=[], problems=problems)
+    lines = render.status(data).splitlines()
+    listed = lines[lines.index("problems: 3001 files") + 1 :]
+    assert len(listed) == render.SHOWN_PROBLEMS, "the list is capped, not a line per file"
+    shown = sum(1 for line in listed if line.startswith("  /docs/"))
+    assert listed[-1] == (
+        f"  … and {3001 - shown} more files "
+        "(ingest status --json lists all, ingest ls --state failed or ingest ls --state rejected)"
+    )
+    alike = [
+        {"path": f"/docs/e{i}.md", "state": "rejected", "reason": "empty file", "error_code": None} for i in range(9)
+    ]
+    data["problems"] = alike
+    text = render.status(data)
+    assert "  9 files: rejected: empty file" in text and text.count("/docs/e") == 3, "a shared reason is said once"

@@ -570,3 +570,35 @@ def test_the_daemon_log_has_no_line_per_http_request(fake_openai, docs_root, tmp
         assert proc.wait(10) == 0
     text = log_path.read_text()
     assert sum(fake_openai.counters()["requests"].values()) > 5 and "HTTP Request" not in text, text
+
+
+def test_healthz_counts_a_file_failing_pass_after_pass_once(state_dir, docs_root):
+    from ingest.configfile import load
+    from ingest.events import FAILED, FAILED_EARLIER, UPLOADED, FileEvent, Report
+    from ingest.watch import Watcher, WatchOptions
+
+    unreadable = FileEvent("secret.md", str(docs_root), FAILED, "docs", None, "cannot read: permission denied")
+    reports = iter(
+        [
+            Report(events=[unreadable]),  # the full sync
+            Report(events=[unreadable]),  # the hourly rescan, the same failure again
+            Report(events=[unreadable, FileEvent("b.md", str(docs_root), FAILED, "docs", None, "indexing failed")]),
+            Report(events=[FileEvent("b.md", str(docs_root), UPLOADED, "docs", "file-2")]),  # b.md indexed now
+            Report(events=[FileEvent("secret.md", str(docs_root), FAILED_EARLIER, "docs")]),  # a rescan: not failing
+        ]
+    )
+    watcher = Watcher(
+        load(None).with_paths([docs_root]), lambda scopes: next(reports), WatchOptions(), threading.Event()
+    )
+    seen = []
+    for scopes in (None, None, {str(docs_root): {"b.md"}}, {str(docs_root): {"b.md"}}, None):
+        watcher._run(scopes)
+        seen.append((watcher.health["failures"], watcher.health["last_error"]))
+    assert seen == [
+        (1, "1 file failed"),
+        (1, "1 file failed"),
+        (2, "2 files failed"),
+        (1, "2 files failed"),
+        (0, "2 files failed"),
+    ], "one failure per file failing now; last_error says what the last failing pass saw"
+    assert watcher.health["failed_passes"] == 3 and watcher.health["last_success_at"] is not None
