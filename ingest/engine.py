@@ -48,7 +48,7 @@ from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
 from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import SoonProfile, Stores, known_profile, server_profile, server_profile_soon
-from ingest.survey import Survey
+from ingest.survey import Later, Survey
 from ingest.sweep import sweep
 
 if TYPE_CHECKING:
@@ -152,17 +152,20 @@ class Engine:
             else:
                 for store in pending_rebuilds(self.settings, self.manifest):
                     self.emit(StoreEvent(store.name, REBUILD_DUE, old_vector_store_id=store.id))
-            plan, scans = self._plan(options, scopes)
-            if not options.dry_run and not checked and self._remote_work(plan) and stores.check_all():
-                plan, scans = self._plan(options, scopes)  # a store gone remotely sent its files back to pending
+            plan, scans, later = self._plan(options, scopes)
+            if not options.dry_run and not checked and self._remote_work(plan, later) and stores.check_all():
+                plan, scans, later = self._plan(options, scopes)  # a store gone remotely sent its files back to pending
             report.counts = plan.counts()
             self._report_plan(plan, scans)
             if options.dry_run:
                 report.planned = _describe(plan)
                 return report
             if not self.stop.is_set():
-                stores.reserve(plan.new_stores())  # the stores are made while the probe may still be out
-                remote_work = self._remote_work(plan)
+                wanted = plan.new_stores()
+                if later is not None:
+                    wanted[later.next_store()] += 1
+                stores.reserve(wanted)  # the stores are made while the probe may still be out
+                remote_work = self._remote_work(plan, later)
                 if remote_work:  # with nothing to do, the server is not asked who it is
                     self.profile = profile()
                 elif isinstance(profile, SoonProfile):
@@ -175,7 +178,17 @@ class Engine:
                     executor = Executor(
                         self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
                     )
-                    self._fold(report, executor.apply(plan, options, indexer))
+                    try:
+                        outcome = executor.apply(plan, options, indexer, later)
+                    finally:
+                        if later is not None:  # what the uploads found as they went, told and counted
+                            found = later.plan()
+                            self._report_plan(found, [])
+                            plan.uploads += found.uploads
+                            plan.rejected += found.rejected
+                            plan.unreadable += found.unreadable
+                            report.counts = plan.counts()
+                    self._fold(report, outcome)
                 else:  # nothing to record or send: the upload path is not even imported
                     self._fold(report, Outcome(duplicates_removed=removed))
                 if scopes is None:
@@ -240,15 +253,17 @@ class Engine:
             self.emit(event_of(row, HELD, row, why))
         for store, count in plan.mass_held.items():
             self.emit(StoreEvent(store, MASS_DELETE_HELD, count=count))
-        self._report.newly_rejected = sum(
+        self._report.newly_rejected += sum(
             1
             for seen, row in plan.rejected + plan.refused
             if row is None or row.state != REJECTED or row.reason != seen.reason
         )
 
     # observe -----------------------------------------------------------------------------------
-    def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan]]:
-        observed, problems, scans, quiet, ignored = [], [], [], [], []
+    def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan], Later | None]:
+        """The plan, and the new files of a scan with no row in its scope, when there are some to upload
+        (see survey.Later): observed as the uploads ask for them, not here."""
+        observed, problems, scans, quiet, ignored, looks = [], [], [], [], [], []
         rows: dict[tuple[str, str], FileRow] = {}
         ignores = self.manifest.ignores()
         roots = {r.key: r for r in self.settings.roots}
@@ -290,25 +305,24 @@ class Engine:
                 root.key, (p for p in itertools.chain(others, unsure, moved) if _within(p, prefixes))
             )
             rows.update((k, v) for k, v in known.items() if k[1] not in skipped)
-            for entry in fresh:
-                obs = self.survey.observe(root, entry, known.get((root.key, entry.path)), options.rehash)
-                if not obs.ok and obs.reason.startswith("cannot read"):
-                    if not os.path.lexists(root.path / entry.path):
-                        continue  # deleted since the scan listed it: gone, as the next scan would say
-                    # Unreadable now (permissions, a share hiccup) is an error, not a verdict on the file:
-                    # its indexed version stays and deletions are held.
-                    result.problems.append(scanning.Problem(root.key, entry.path, obs.reason, True))
-                else:
-                    observed.append(obs)
+            looks.append((root, fresh, result, prefixes == ("",)))
+        later = None
+        if not rows and not options.dry_run:
+            later = Later(self.survey, [(root, fresh) for root, fresh, _, _ in looks], options.rehash)
+            if later.more() == 0:  # nothing to upload: planned whole, as any other scan
+                observed, problems, later = later.rejected, later.unreadable, None
+        else:
+            for root, fresh, result, _ in looks:
+                for entry in fresh:
+                    seen = self.survey.look(root, entry, rows.get((root.key, entry.path)), options.rehash)
+                    if isinstance(seen, scanning.Problem):
+                        result.problems.append(seen)
+                    elif seen is not None:
+                        observed.append(seen)
+        for root, _, result, full in looks:
             problems += result.problems
             scans.append(
-                RootScan(
-                    root.key,
-                    prefixes == ("",),
-                    result.missing,
-                    result.has_errors,
-                    len(result.entries) + result.calm_count,
-                )
+                RootScan(root.key, full, result.missing, result.has_errors, len(result.entries) + result.calm_count)
             )
         policy = GuardPolicy(
             self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
@@ -325,12 +339,13 @@ class Engine:
             lambda row: row.root in roots and os.path.lexists(roots[row.root].path / row.path),
         )
         plan.quiet, plan.ignored = quiet, ignored
-        return plan, scans
+        return plan, scans, later
 
-    def _remote_work(self, plan: Plan) -> bool:
-        """Whether carrying the plan out may call the remote: something to upload, move, resume or
-        retire, or an unchanged file whose attributes are to be refreshed (see Executor.apply)."""
-        if plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
+    def _remote_work(self, plan: Plan, later: Later | None = None) -> bool:
+        """Whether carrying the plan out may call the remote: something to upload (found already, or
+        by `later`), move, resume or retire, or an unchanged file whose attributes are to be
+        refreshed (see Executor.apply)."""
+        if later is not None or plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
             return True
         if self.manifest.ledger(RETIRE):
             return True

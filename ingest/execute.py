@@ -8,14 +8,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ingest.config import Root, Settings
 from ingest.errors import AuthError, NotFound, RemoteError, Stopped
 from ingest.events import ATTRIBUTES, DELETED, EXCLUDED, FAILED_EARLIER, MOVED, RETRIED, OnEvent
-from ingest.indexing import Indexer, Outcome
+from ingest.indexing import Feed, Indexer, Outcome
 from ingest.manifest import (
     ATTACHING,
     ERROR,
@@ -39,6 +39,7 @@ from ingest.survey import Survey
 
 if TYPE_CHECKING:
     from ingest.engine import Options
+    from ingest.survey import Later
 
 log = logging.getLogger("ingest")
 
@@ -59,7 +60,9 @@ class Executor:
         self.clock = clock
         self.reattach: list[FileRow] = []  # same uploaded file, attached again for its new attributes
 
-    def apply(self, plan: Plan, options: Options, indexer: Indexer) -> Outcome:
+    def apply(self, plan: Plan, options: Options, indexer: Indexer, later: Later | None = None) -> Outcome:
+        """Carry the plan out; with `later`, the new files it finds are uploaded as they are found, and
+        those it turns away are recorded as at the start of a plan, once the uploads are done."""
         m, stores = self.manifest, indexer.stores
         roots = {r.key: r for r in self.settings.roots}
         stale = []
@@ -74,34 +77,7 @@ class Executor:
                     stale.append((obs, row))
             for row in plan.retirements():
                 self._retire_ids(row)
-            for obs, prior in plan.rejected:
-                m.put(
-                    _row_from(
-                        obs,
-                        prior,
-                        state=REJECTED,
-                        reason=obs.reason,
-                        file_id=None,
-                        old_file_id=None,
-                        vector_store_id=None,
-                        batch_id=None,
-                    )
-                )
-            for problem, prior in plan.refused:
-                m.put(
-                    FileRow(
-                        problem.root,
-                        problem.path,
-                        REJECTED,
-                        reason=problem.reason,
-                        first_seen=prior.first_seen if prior else None,
-                    )
-                )
-            for problem, prior in plan.unreadable:
-                if prior is None:
-                    m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
-                else:
-                    m.update(prior, reason=problem.reason)
+            self._turned_away(plan)
             for gone, action in ((plan.deletes, DELETED), (plan.excluded, EXCLUDED)):
                 for row in gone:
                     m.remove(row.root, row.path)
@@ -123,10 +99,55 @@ class Executor:
                 if not self._resume(obs, row, roots[obs.root], stores, options, uploads, attach, attaching):
                     self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
         attach += transfer(m, self.settings, stores, roots, plan.transfers)
-        indexer.run(uploads, attach, attaching, frozenset(r.known_file_id for r in self.reattach))
+        found = () if later is None else self._found(later, roots, stores)
+        feed = Feed(uploads, found, later.more if later is not None else lambda: 0)
+        try:
+            indexer.run(feed, attach, attaching, frozenset(r.known_file_id for r in self.reattach))
+        finally:
+            if later is not None:
+                with m.transaction():
+                    self._turned_away(later.plan())
         indexer.retire()
         indexer.sweep()
         return indexer.outcome
+
+    def _found(self, later: Later, roots: dict[str, Root], stores: Stores) -> Iterator[Callable[[], FileRow]]:
+        for obs in later:
+            # Outside the commit that starts the upload: a store made here is recorded the moment it exists.
+            stores.reserve({obs.store: 1})
+            yield functools.partial(self._prepare_upload, obs, None, roots[obs.root], stores)
+
+    def _turned_away(self, plan: Plan) -> None:
+        """Record the plan's rejected, refused and unreadable files (in the caller's transaction)."""
+        m = self.manifest
+        for obs, prior in plan.rejected:
+            m.put(
+                _row_from(
+                    obs,
+                    prior,
+                    state=REJECTED,
+                    reason=obs.reason,
+                    file_id=None,
+                    old_file_id=None,
+                    vector_store_id=None,
+                    batch_id=None,
+                )
+            )
+        for problem, prior in plan.refused:
+            m.put(
+                FileRow(
+                    problem.root,
+                    problem.path,
+                    REJECTED,
+                    reason=problem.reason,
+                    first_seen=prior.first_seen if prior else None,
+                )
+            )
+        for problem, prior in plan.unreadable:
+            if prior is None:
+                m.put(FileRow(problem.root, problem.path, ERROR, reason=problem.reason))
+            else:
+                m.update(prior, reason=problem.reason)
 
     def _restat(self, obs: Observed, row: FileRow) -> FileRow:
         """The row takes the stat this run saw (the same content)."""

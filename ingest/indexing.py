@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,39 @@ from ingest.text import TextUploads
 log = logging.getLogger("ingest")
 
 
+Upload = FileRow | Callable[[], FileRow]  # a row to send, or what records one in the commit that starts it
+
+
+class Feed:
+    """The uploads of a run in order: those planned, then those still being found while the first
+    ones go out (see survey.Later). `more()` says how many may still come, 0 once none will."""
+
+    def __init__(
+        self,
+        planned: Sequence[Upload],
+        found: Iterable[Upload] = (),
+        more: Callable[[], int] = lambda: 0,
+    ):
+        self._planned, self._found, self._more = planned, iter(found), more
+        self.taken = 0
+
+    def take(self) -> Upload | None:
+        if self.taken < len(self._planned):
+            item: Upload | None = self._planned[self.taken]
+        else:
+            item = next(self._found, None)
+        if item is not None:
+            self.taken += 1
+        return item
+
+    def all_taken(self) -> bool:
+        return self.taken >= len(self._planned) and self._more() == 0
+
+    def __len__(self) -> int:
+        """The uploads taken and the most still to come (for the progress bar)."""
+        return max(len(self._planned), self.taken) + self._more()
+
+
 @dataclass(frozen=True)
 class _InFlight:
     row: FileRow  # as recorded when its upload started
@@ -82,7 +115,7 @@ class Indexer:
     # upload ------------------------------------------------------------------------------------
     def run(
         self,
-        uploads: Sequence[FileRow | Callable[[], FileRow]],
+        uploads: Sequence[Upload] | Feed,
         attach: list[FileRow],
         attaching: list[FileRow],
         moved: frozenset[str] = frozenset(),
@@ -101,27 +134,26 @@ class Indexer:
             self.attacher.calls.close()
         return self.outcome
 
-    def _upload_all(self, rows: Sequence[FileRow | Callable[[], FileRow]]) -> None:
-        total, done = len(rows), 0
+    def _upload_all(self, rows: Sequence[Upload] | Feed) -> None:
+        feed, done = rows if isinstance(rows, Feed) else Feed(rows), 0
         # A remote that paces its uploads says how many are worth having under way; the pool only
         # bounds the threads.
         pacer = getattr(self.remote, "upload_pacer", None)
         threads = pacer.ceiling if pacer is not None else self.settings.upload_concurrency
         with ThreadPoolExecutor(threads, thread_name_prefix="upload") as pool:
             pending: dict[Future[RemoteFile], _InFlight] = {}
-            todo, started, flushed = iter(rows), 0, False
+            flushed = False
             # Keep only a window of uploads in flight: memory stays flat and the manifest says
             # "uploading" only for files that really are (or are next).
             while True:
                 window = pacer.wanted if pacer is not None else self.settings.upload_concurrency
                 while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
-                    row = next(todo, None)
+                    row = feed.take()
                     if row is None:
                         break
                     future, sent = self._start(pool, row)
                     pending[future] = sent
-                    started += 1
-                if started == total and not flushed:
+                if not flushed and feed.all_taken():
                     # The last uploads are under way: what is uploaded goes to be attached now, while
                     # they finish, so that the run's last batch holds only them.
                     self.attacher.flush(soon=True)
@@ -138,7 +170,7 @@ class Indexer:
                             continue
                         self._uploaded(future, pending.pop(future))
                         done += 1
-                        self.progress("upload", done, total)
+                        self.progress("upload", done, len(feed))
                     self.attacher.poll_soon()
                 except AuthError:
                     pool.shutdown(cancel_futures=True)
@@ -146,9 +178,7 @@ class Indexer:
         if pacer is not None:
             log.info("uploads: %s", pacer.describe())
 
-    def _start(
-        self, pool: ThreadPoolExecutor, item: FileRow | Callable[[], FileRow]
-    ) -> tuple[Future[RemoteFile], _InFlight]:
+    def _start(self, pool: ThreadPoolExecutor, item: Upload) -> tuple[Future[RemoteFile], _InFlight]:
         with self.manifest.transaction():  # one commit, not two or three: it is paid once per file
             row = item if isinstance(item, FileRow) else item()
             path = Path(row.root) / row.path

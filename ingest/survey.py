@@ -4,15 +4,16 @@ judging only what the observe rule says may have changed."""
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from ingest import scan as scanning
 from ingest.config import Root, Settings
 from ingest.manifest import ERROR, REJECTED, FileRow, Manifest
 from ingest.mounts import is_network_fs
 from ingest.observe import digest_context, needs_hash
-from ingest.plan import Observed
+from ingest.plan import Observed, Plan
 from ingest.stores import route
 from ingest.validate import Validator
 
@@ -106,6 +107,19 @@ class Survey:
         current = json.loads(attributes) if attributes else {}
         return any(current.get(k) != v for k, v in static.items())
 
+    def look(
+        self, root: Root, entry: scanning.Entry, row: FileRow | None, rehash: bool
+    ) -> Observed | scanning.Problem | None:
+        """observe(), where a file it cannot read is gone since the walk listed it (None, as the next
+        scan would say) or unreadable now (a Problem: permissions, a share hiccup; an error, not a
+        verdict on the file, so its indexed version stays and deletions are held)."""
+        obs = self.observe(root, entry, row, rehash)
+        if obs.ok or not obs.reason.startswith("cannot read"):
+            return obs
+        if not os.path.lexists(root.path / entry.path):
+            return None
+        return scanning.Problem(root.key, entry.path, obs.reason, True)
+
     def observe(self, root: Root, entry: scanning.Entry, row: FileRow | None, rehash: bool) -> Observed:
         store = route(self.settings, root, entry.path)
         full = root.path / entry.path
@@ -142,3 +156,59 @@ class Survey:
             except OSError as exc:
                 return Observed(*seen, None, None, mime, False, f"cannot read: {exc.strerror or exc}", store)
         return Observed(*seen, hashed_at, sha, mime, True, "", store)
+
+
+class Later:
+    """The new files of a scan whose scope the manifest holds no row of (a first sync), observed as
+    the uploads ask for them: the first upload does not wait for the last file's hash and verdict.
+    With no row a file could have moved from, each one that passes is an upload whatever the rest of
+    the scan finds, so these lists are the plan make_plan would have made of them (see plan())."""
+
+    def __init__(self, survey: Survey, fresh: list[tuple[Root, list[scanning.Entry]]], rehash: bool):
+        self._survey, self._rehash = survey, rehash
+        self._todo = ((root, entry) for root, entries in fresh for entry in entries)
+        self._left = sum(len(entries) for _, entries in fresh)  # not observed yet
+        self._ahead: Observed | None = None
+        self.uploads: list[Observed] = []  # taken, in order
+        self.rejected: list[Observed] = []
+        self.unreadable: list[scanning.Problem] = []
+
+    def peek(self) -> Observed | None:
+        """The next file to upload, not taken yet; the files that fail on the way are set aside."""
+        while self._ahead is None:
+            item = next(self._todo, None)
+            if item is None:
+                return None
+            self._left -= 1
+            seen = self._survey.look(*item, None, self._rehash)
+            if isinstance(seen, scanning.Problem):
+                self.unreadable.append(seen)
+            elif seen is not None and not seen.ok:
+                self.rejected.append(seen)
+            elif seen is not None:
+                self._ahead = seen
+        return self._ahead
+
+    def __iter__(self) -> Iterator[Observed]:
+        while (obs := self.peek()) is not None:
+            self._ahead = None
+            self.uploads.append(obs)
+            yield obs
+
+    def next_store(self) -> str:
+        """The store of the next file to upload (there is one: see more())."""
+        obs = self.peek()
+        assert obs is not None
+        return obs.store
+
+    def more(self) -> int:
+        """How many uploads may still come: 0 once none will."""
+        return 0 if self.peek() is None else 1 + self._left
+
+    def plan(self) -> Plan:
+        """What was observed so far, as make_plan files it."""
+        return Plan(
+            uploads=[(obs, None) for obs in self.uploads],
+            rejected=[(obs, None) for obs in self.rejected],
+            unreadable=[(problem, None) for problem in self.unreadable],
+        )

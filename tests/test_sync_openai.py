@@ -352,6 +352,81 @@ def _notes(folder: Path, count: int) -> Path:
     return folder
 
 
+def _count_observed(monkeypatch) -> list[str]:
+    """The paths the run has read and judged so far, in order."""
+    from ingest.survey import Survey
+
+    seen: list[str] = []
+    real = Survey.observe
+
+    def observe(self, root, entry, *args):
+        seen.append(entry.path)
+        return real(self, root, entry, *args)
+
+    monkeypatch.setattr(Survey, "observe", observe)
+    return seen
+
+
+def test_a_first_sync_uploads_while_it_is_still_reading_the_other_files(
+    openai_cli, fake_openai, tmp_path, state_dir, monkeypatch
+):
+    root = _notes(tmp_path / "many", 40)
+    (root / "n017.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # turned away on the way
+    seen = _count_observed(monkeypatch)
+    at_first_upload: list[int] = []
+    fake_openai.when(UPLOADS, 1, lambda: at_first_upload.append(len(seen)))
+    report = openai_cli.json("sync", str(root))
+    # The upload window is a handful of files: the first goes out long before the last file is read.
+    assert at_first_upload and at_first_upload[0] < 20, f"{at_first_upload} of 40 read before the first upload"
+    assert len(seen) == 40
+    c = report["counts"]
+    assert (c["scanned"], c["new"], c["rejected"], c["indexed"], report["exit_code"]) == (40, 39, 1, 39, 0)
+    assert [os.path.basename(r["path"]) for r in report["rejected"]] == ["n017.txt"]
+    local = rows(state_dir)
+    assert local["n017.txt"].state == "rejected" and "not text" in (local["n017.txt"].reason or "")
+    assert sum(r.state == INDEXED for r in local.values()) == 39 and len(fake_openai.files()) == 39
+
+
+def test_a_sync_with_rows_in_its_scope_reads_every_file_before_it_uploads(
+    openai_cli, fake_openai, tmp_path, state_dir, monkeypatch
+):
+    """A new path may be a file moved from a path now gone: only the whole scan tells, so nothing is
+    uploaded before it (a move uploaded as a new file would leave a copy behind)."""
+    root = _notes(tmp_path / "many", 3)
+    openai_cli("sync", str(root))
+    moved_id = rows(state_dir)["n001.txt"].file_id
+    for i in range(3, 30):
+        (root / f"n{i:03d}.txt").write_text(f"note {i} about the okapi\n")
+    (root / "n001.txt").rename(root / "z-moved.txt")  # read last: the walk's order is by name
+    seen = _count_observed(monkeypatch)
+    at_first_upload: list[int] = []
+    fake_openai.when(UPLOADS, 4, lambda: at_first_upload.append(len(seen)))
+    report = openai_cli.json("sync", str(root))
+    assert len(seen) >= 28 and at_first_upload == [len(seen)], "every file to read was read before the first upload"
+    assert (report["counts"]["moved"], report["counts"]["new"]) == (1, 27)
+    assert rows(state_dir)["z-moved.txt"].file_id == moved_id, "moved with its id, not uploaded again"
+
+
+def test_a_first_sync_stopped_while_reading_leaves_the_rest_to_the_next_run(
+    emulator_env, fake_openai, tmp_path, state_dir, monkeypatch
+):
+    from ingest import Ingest
+
+    root = _notes(tmp_path / "many", 40)
+    seen = _count_observed(monkeypatch)
+    with Ingest.open([root], config=emulator_env()) as opened:
+        fake_openai.when(UPLOADS, 3, opened.stop.set)
+        first = opened.sync()
+        assert first.interrupted and len(seen) < 40
+        assert len(rows(state_dir)) < 40, "files not read yet have no row"
+        opened.stop.clear()
+        second = opened.sync()
+    assert second.exit_code == 0 and second.counts["indexed"] + first.counts["indexed"] == 40
+    local = rows(state_dir)
+    assert len(local) == 40 and all(r.state == INDEXED for r in local.values())
+    assert sorted(f["id"] for f in fake_openai.files()) == sorted(r.file_id for r in local.values()), "no copy left"
+
+
 def test_the_store_is_made_while_the_server_is_still_being_identified(openai_cli, fake_openai, docs_root, tmp_path):
     # A probe held longer than the request timeout would be given up, and the store asked for then.
     (tmp_path / "ingest.toml").write_text("request_timeout = 60\nindex_timeout = 30\n")
