@@ -187,6 +187,7 @@ class Engine:
                             plan.uploads += found.uploads
                             plan.rejected += found.rejected
                             plan.unreadable += found.unreadable
+                            plan.unread = found.unread
                             report.counts = plan.counts()
                     self._fold(report, outcome)
                 else:  # nothing to record or send: the upload path is not even imported

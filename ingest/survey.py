@@ -211,4 +211,5 @@ class Later:
             uploads=[(obs, None) for obs in self.uploads],
             rejected=[(obs, None) for obs in self.rejected],
             unreadable=[(problem, None) for problem in self.unreadable],
+            unread=self._left + (self._ahead is not None),
         )
