@@ -147,17 +147,23 @@ class Indexer:
             # "uploading" only for files that really are (or are next).
             while True:
                 window = pacer.wanted if pacer is not None else self.settings.upload_concurrency
-                while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
-                    row = feed.take()
-                    if row is None:
-                        break
-                    future, sent = self._start(pool, row)
-                    pending[future] = sent
-                if not flushed and feed.all_taken():
-                    # The last uploads are under way: what is uploaded goes to be attached now, while
-                    # they finish, so that the run's last batch holds only them.
-                    self.attacher.flush(soon=True)
-                    flushed = True
+                try:  # a streamed feed reads files and makes stores here: that may fail or be stopped
+                    while len(pending) < window + max(2, window // 4) and not self.stop.is_set():
+                        row = feed.take()
+                        if row is None:
+                            break
+                        future, sent = self._start(pool, row)
+                        pending[future] = sent
+                    if not flushed and feed.all_taken():
+                        # The last uploads are under way: what is uploaded goes to be attached now, while
+                        # they finish, so that the run's last batch holds only them.
+                        self.attacher.flush(soon=True)
+                        flushed = True
+                except BaseException:
+                    for future in list(pending):  # the uploads under way are recorded as they end
+                        future.exception()
+                        self._uploaded(future, pending.pop(future))
+                    raise
                 if not pending:
                     break
                 calls = self.attacher.calls.under_way  # attaches and polls, answered here as they come

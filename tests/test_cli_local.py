@@ -9,6 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from ingest.lock import ManifestLock
 from ingest.manifest import INDEXED, REJECTED, Manifest
 from ingest.remote.local import LocalRemote
@@ -713,3 +715,28 @@ def test_ls_with_a_store_that_does_not_exist_says_so_and_exits_2(ingest, docs_ro
     assert "no store named 'nosuch'; the stores are: docs" in result.stderr and result.stdout == ""
     assert ingest("ls", "--store", "nosuch", "--json", check=2).stdout == "", "no empty list that reads as none"
     assert len(ingest.json("ls", "--store", "docs")) == 4, "a store that exists lists its files"
+
+
+def test_a_first_sync_whose_reading_fails_midway_records_the_uploads_under_way(
+    ingest, docs_root, state_dir, monkeypatch
+):
+    from ingest.survey import Survey
+
+    for i in range(6):
+        (docs_root / f"extra{i}.md").write_text(f"extra document {i}\n")
+    real, looked = Survey.look, []
+
+    def look(self, *args, **kwargs):
+        looked.append(args[1].path)
+        if len(looked) == 4:  # three uploads are under way: none has been answered here yet
+            raise RuntimeError("a reader that breaks")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Survey, "look", look)
+    with pytest.raises(RuntimeError, match="a reader that breaks"):
+        ingest("sync", str(docs_root), check=None)
+    assert len(looked) == 4
+    states = {row.path: row.state for row in manifest_rows(state_dir).values()}
+    assert states and "uploading" not in states.values(), states
+    monkeypatch.setattr(Survey, "look", real)
+    assert ingest.json("sync", str(docs_root))["counts"]["failed"] == 0
