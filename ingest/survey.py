@@ -159,7 +159,8 @@ class Survey:
 
 
 class Later:
-    """The new files of a scan whose scope the manifest holds no row of (a first sync), observed as
+    """The new files of a scan that loaded no row of its scope (a first sync, or a pass that finds only
+    new files beside calm ones: no file is gone, so none can have moved), observed as
     the uploads ask for them: the first upload does not wait for the last file's hash and verdict.
     With no row a file could have moved from, each one that passes is an upload whatever the rest of
     the scan finds, so these lists are the plan make_plan would have made of them (see plan())."""
