@@ -15,7 +15,7 @@ HASH_LIMIT_MB = 20.0
 HASH_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from ingest.scan import sha256_file
+from ingest.survey import sha256_file
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -59,7 +59,7 @@ def run(ctx: Context) -> Outcome:
     if not sparse.is_file() or sparse.stat().st_size != SPARSE_BYTES:
         with open(sparse, "wb") as fh:
             fh.truncate(SPARSE_BYTES)  # sparse: no disk used, but every byte is read and hashed
-    ctx.log("memory: RSS added by ingest.scan.sha256_file on a 2 GiB sparse file")
+    ctx.log("memory: RSS added by ingest.survey.sha256_file on a 2 GiB sparse file")
     hashed = run_child([PYTHON, "-c", HASH_CHILD, str(sparse)], synced.env, synced.home)
     try:
         data = json.loads(hashed.stdout)

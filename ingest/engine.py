@@ -42,7 +42,7 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.outcomes import Outcome, event_of
-from ingest.plan import GuardPolicy, Observed, Plan, RootScan, make_plan, retry_due
+from ingest.plan import GuardPolicy, Plan, RootScan, make_plan, retry_due
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
@@ -158,7 +158,7 @@ class Engine:
             report.counts = plan.counts()
             self._report_plan(plan, scans)
             if options.dry_run:
-                report.planned = _describe(plan)
+                report.planned = plan.describe()
                 return report
             if not self.stop.is_set():
                 wanted = plan.new_stores()
@@ -386,26 +386,3 @@ def _first(read: Callable[[Mapping[str, int]], tuple[dict[str, tuple], list[str]
 
 def _within(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
-
-
-def _show(item: Observed | FileRow | scanning.Problem) -> str:
-    return os.path.join(item.root, item.path)
-
-
-def _describe(plan: Plan) -> dict[str, list[str]]:
-    return {
-        "new": [_show(o) for o, r in plan.uploads if r is None or not r.file_id],
-        "changed": [_show(o) for o, r in plan.uploads if r is not None and r.file_id],
-        "moved": [f"{_show(r)} -> {o.path}" for o, r in plan.moves],
-        "moved_store": [f"{_show(o)}: {r.store} -> {o.store}" for o, r in plan.transfers],
-        "deleted": [_show(r) for r in plan.deletes],
-        "excluded": [_show(r) for r in plan.excluded],
-        "ignored": [os.path.join(r, p) for r, p in plan.ignored],
-        "unchanged": [_show(o) for o, _ in plan.unchanged]
-        + [os.path.join(r, p) for r, paths, _ in plan.quiet for p in paths],
-        "rejected": [_show(o) for o, _ in plan.rejected] + [_show(p) for p, _ in plan.refused],
-        "resumed": [_show(o) for o, r in plan.resumes if r.state != FAILED],
-        "retry_failed": [_show(o) for o, r in plan.resumes if r.state == FAILED],  # a --json key since before
-        "kept_failed": [_show(o) for o, _ in plan.kept_failed],
-        "held_back": [_show(r) for r, _ in plan.held],
-    }

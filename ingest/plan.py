@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,6 +163,25 @@ class Plan:
             left += sum(1 for p in paths if (row := rows.get((root, p))) is None or row.state in ACTIVE_STATES)
         return left
 
+    def describe(self) -> dict[str, list[str]]:
+        """What a dry run lists: each kind of file of the plan by its root and path."""
+        return {
+            "new": [_shown(o) for o, r in self.uploads if r is None or not r.file_id],
+            "changed": [_shown(o) for o, r in self.uploads if r is not None and r.file_id],
+            "moved": [f"{_shown(r)} -> {o.path}" for o, r in self.moves],
+            "moved_store": [f"{_shown(o)}: {r.store} -> {o.store}" for o, r in self.transfers],
+            "deleted": [_shown(r) for r in self.deletes],
+            "excluded": [_shown(r) for r in self.excluded],
+            "ignored": [os.path.join(r, p) for r, p in self.ignored],
+            "unchanged": [_shown(o) for o, _ in self.unchanged]
+            + [os.path.join(r, p) for r, paths, _ in self.quiet for p in paths],
+            "rejected": [_shown(o) for o, _ in self.rejected] + [_shown(p) for p, _ in self.refused],
+            "resumed": [_shown(o) for o, r in self.resumes if r.state != FAILED],
+            "retry_failed": [_shown(o) for o, r in self.resumes if r.state == FAILED],  # a --json key since before
+            "kept_failed": [_shown(o) for o, _ in self.kept_failed],
+            "held_back": [_shown(r) for r, _ in self.held],
+        }
+
     def retirements(self) -> list[FileRow]:
         """Rows whose remote file must go: deleted locally, or now rejected or refused."""
         gone = list(self.deletes) + list(self.excluded)
@@ -314,3 +334,7 @@ def _guard(
                     )
                 )
     plan.deletes = remaining
+
+
+def _shown(item: Observed | FileRow | Problem) -> str:
+    return os.path.join(item.root, item.path)

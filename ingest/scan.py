@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -390,19 +390,3 @@ def _consider(
         result.problems.append(Problem(root.key, path, "cannot read: permission denied", True))
         return
     result.add(path, st, network)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Stream the bytes; memory stays flat whatever the file size."""
-    import hashlib  # here: a pass with nothing to hash (a no-op, a search) does not load OpenSSL
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def iter_files(results: Iterable[ScanResult]) -> Iterator[Entry]:
-    for result in results:
-        yield from result.entries

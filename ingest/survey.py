@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 from ingest import scan as scanning
 from ingest.config import Root, Settings
@@ -148,7 +149,7 @@ class Survey:
             try:
                 if data is None:
                     hashed_at = time.time_ns()
-                    sha = scanning.sha256_file(full)
+                    sha = sha256_file(full)
                 else:
                     import hashlib  # here: a pass with nothing to hash does not import it
 
@@ -214,3 +215,14 @@ class Later:
             unreadable=[(problem, None) for problem in self.unreadable],
             unread=self._left + (self._ahead is not None),
         )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Stream the bytes; memory stays flat whatever the file size."""
+    import hashlib  # here: a pass with nothing to hash (a no-op, a search) does not load OpenSSL
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

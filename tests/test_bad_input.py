@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest import scan as scanning
+from ingest import survey as surveying
 from ingest import validate as validation
 from ingest.manifest import INDEXED, REJECTED, SCHEMA_VERSION, Manifest
 from ingest.remote.local import LocalRemote
@@ -116,7 +116,7 @@ def test_over_512mb_is_rejected_by_default_without_reading_it(ingest, root, stat
     with open(root / "enormous.md", "wb") as fh:
         fh.truncate(600 * 1024 * 1024)  # sparse
     read: list[str] = []
-    real_open, real_hash, real_magic = builtins.open, scanning.sha256_file, Validator._magic
+    real_open, real_hash, real_magic = builtins.open, surveying.sha256_file, Validator._magic
 
     def spy_open(file, *args, **kwargs):
         read.append(os.fspath(file))
@@ -134,7 +134,7 @@ def test_over_512mb_is_rejected_by_default_without_reading_it(ingest, root, stat
             return self.inner.from_buffer(data)
 
     monkeypatch.setattr(validation, "open", spy_open, raising=False)
-    monkeypatch.setattr(scanning, "sha256_file", lambda path, *a: read.append(os.fspath(path)) or real_hash(path, *a))
+    monkeypatch.setattr(surveying, "sha256_file", lambda path, *a: read.append(os.fspath(path)) or real_hash(path, *a))
     monkeypatch.setattr(Validator, "_magic", lambda self: tuple(SpyMagic(m) for m in real_magic(self)))
     why = reasons(sync(ingest, root), root)
     assert why["enormous.md"].startswith("too large: 629,145,600 bytes")

@@ -16,7 +16,8 @@ from ingest import mounts
 from ingest import scan as scanning
 from ingest.config import Root
 from ingest.mounts import filesystem_type, is_network_fs
-from ingest.scan import Entry, glob_match, scan, sha256_file
+from ingest.scan import Entry, glob_match, scan
+from ingest.survey import sha256_file
 from tests.conftest import as_unprivileged
 
 
