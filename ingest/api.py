@@ -145,10 +145,10 @@ class Ingest:
             manifest = Manifest(chosen.manifest)
             own = remote is None
             try:
-                remote = remote or connect(settings, chosen)
+                remote = remote or connect(settings, chosen, stop=stop)
                 named = tuple(Path(p) for p in paths)
-                # A remote with a stop of its own (see OpenAIRemote) stops with the run: a Ctrl-C or
-                # SIGTERM ends its retry waits and sends nothing more, as in the daemon.
+                # A remote with a stop of its own (OpenAIRemote, LocalRemote) stops with the run: a Ctrl-C
+                # or SIGTERM ends its retry waits and its indexing, and nothing more is sent, as in the daemon.
                 stop = stop or getattr(remote, "stop", None)
                 yield cls(settings, chosen, manifest, remote, on_event, stop, configured, named)
             finally:

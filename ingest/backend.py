@@ -66,15 +66,22 @@ def choose_backend(settings: Settings, env: Mapping[str, str] | None = None) -> 
     return Backend(kind, manifest, settings.state_dir / "local" / "store" if kind == "local" else None)
 
 
-def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str, str] | None = None) -> Remote:
+def connect(
+    settings: Settings,
+    backend: Backend | None = None,
+    env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+) -> Remote:
     """The remote of the chosen backend, built on its first call: the SDK and the extractors are
-    imported only then, so a pass with nothing to do never imports them."""
+    imported only then, so a pass with nothing to do never imports them. `stop` (a new one when none is
+    given) is kept as the remote's `stop`: once it is set, the remote sends nothing more, ends its
+    retry waits and stops indexing."""
     env = os.environ if env is None else env
     backend = backend or choose_backend(settings, env)
     ensure_state_dir(settings.state_dir)
+    stop = stop or threading.Event()  # known before the remote is built (see LazyRemote)
     if backend.kind == "openai":
         key = env.get("OPENAI_API_KEY") or "no-key"
-        stop = threading.Event()  # the remote's own, known before it is built (see LazyRemote)
 
         def build() -> Remote:
             from ingest.remote.openai import OpenAIRemote
@@ -99,9 +106,9 @@ def connect(settings: Settings, backend: Backend | None = None, env: Mapping[str
     def build_local() -> Remote:
         from ingest.remote.local import LocalRemote
 
-        return LocalRemote(store_dir)
+        return LocalRemote(store_dir, stop=stop)
 
-    return LazyRemote(backend.kind, build_local, "local")
+    return LazyRemote(backend.kind, build_local, "local", stop)
 
 
 def ensure_state_dir(path: Path) -> None:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import sqlite_utils
 
+from ingest.manifest import ATTACHING, INDEXED
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote, embed, schema
 from ingest.remote.local.search import LEXICAL_WEIGHT, PAGE_SHARE, REPEAT_DISCOUNT, by_document, fuse
 from ingest.remote.local.vectors import TITLE_WEIGHT, Query, title_of
+from tests.helpers import manifest_rows
 
 # Words of one group mean the same to the test model and share no letters that FTS5 could match.
 CONCEPTS = [
@@ -229,6 +234,94 @@ def test_missing_vectors_are_made_a_batch_at_a_time_until_told_to_stop(tmp_path)
     assert _vectors(tmp_path / "s") == (embed.BATCH, embed.BATCH + 1)
     assert remote.fill_vectors(store.id, lambda: False) == embed.BATCH + 1
     assert remote.fill_vectors(store.id, lambda: True) == 0
+
+
+class Interrupting:
+    """A model that counts its forward passes (embed.BATCH texts each) and, during its first, calls
+    `during_first`: a stop while the store embeds a document."""
+
+    name = "interrupting-1"
+
+    def __init__(self, during_first):
+        self.during_first, self.passes = during_first, 0
+
+    def encode(self, texts):
+        first = self.passes == 0
+        self.passes += math.ceil(len(texts) / embed.BATCH)
+        if first:
+            self.during_first()
+        out = np.zeros((len(texts), 8), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+SMALL_CHUNKS = '{ type = "static", max_chunk_size_tokens = 100, chunk_overlap_tokens = 0 }'
+LONG_PARAGRAPHS = embed.BATCH * 3  # one chunk each with SMALL_CHUNKS: a document of four passes (its title too)
+
+
+def _long_text() -> str:
+    filler = " ".join(f"w{i}" for i in range(80))
+    return "\n\n".join(f"sleep {n} {filler}" for n in range(LONG_PARAGRAPHS))
+
+
+def test_a_stop_while_a_document_is_embedded_ends_the_indexing_within_a_pass_and_leaves_it_pending(tmp_path, root):
+    stop = threading.Event()
+    model = Interrupting(stop.set)
+    # A budget no machine runs out of here: only the stop ends the call.
+    remote = LocalRemote(tmp_path / "s", embedder=Loader(model), work_budget_s=600, stop=stop)
+    rule = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = remote.create_store("s", {}, rule, None)
+    ids = []
+    for name in ("a.txt", "b.txt"):
+        (root / name).write_text(_long_text())
+        ids.append(remote.upload(root / name, name).id)
+    batch = remote.attach_batch(store.id, [AttachItem(file_id, {}) for file_id in ids])
+    assert remote.get_batch(store.id, batch.id).status == "in_progress"
+    assert model.passes == 1, "no forward pass starts once the stop is set"
+    statuses = [f.status for f in remote.list_store_files(store.id)]
+    assert statuses == ["in_progress", "in_progress"], "neither failed nor indexed: left for the next run"
+    assert _vectors(tmp_path / "s") == (0, 0), "nothing of the document stopped half-way was kept"
+    assert remote.get_batch(store.id, batch.id).status == "in_progress" and model.passes == 1, "still stopped"
+    stop.clear()  # the next run
+    assert remote.get_batch(store.id, batch.id).status == "completed"
+    assert _vectors(tmp_path / "s") == (2 * LONG_PARAGRAPHS, 0)
+    remote.close()
+
+
+def test_a_sigterm_while_a_first_sync_embeds_ends_the_run_and_the_next_run_resumes(
+    ingest, root, tmp_path, state_dir, monkeypatch
+):
+    from ingest.interrupt import Interrupt
+
+    heard = threading.Event()
+    handle = Interrupt._handle
+
+    def heard_it(self, signum, frame):
+        handle(self, signum, frame)
+        heard.set()
+
+    def sigterm() -> None:  # as the operator would; the pass goes on once the run has heard it
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert heard.wait(60)
+
+    monkeypatch.setattr(Interrupt, "_handle", heard_it)
+    model = Interrupting(sigterm)
+    monkeypatch.setattr(embed, "DEFAULT", Loader(model))
+    for n in range(3):
+        (root / f"n{n}.txt").write_text(_long_text())
+    (tmp_path / "ingest.toml").write_text(
+        f'[[roots]]\npath = "{root}"\nstore = "docs"\n[[stores]]\nname = "docs"\nchunking = {SMALL_CHUNKS}\n'
+    )
+    report = ingest.json("sync", check=143)
+    assert report["interrupted"] == "SIGTERM" and model.passes == 1, "no forward pass starts once stopped"
+    assert report["counts"].get("failed", 0) == 0 and report["counts"]["left"] == 3, report["counts"]
+    assert {r.state for r in manifest_rows(state_dir).values()} == {ATTACHING}, "neither failed nor indexed"
+    (folder,) = {p.parent for p in state_dir.rglob("store.db")}
+    assert _vectors(folder) == (0, 0)
+    again = ingest.json("sync")
+    assert again["counts"]["indexed"] == 3 and "left" not in again["counts"], again["counts"]
+    assert {r.state for r in manifest_rows(state_dir).values()} == {INDEXED}
+    assert _vectors(folder) == (3 * LONG_PARAGRAPHS, 0)
 
 
 def test_a_chunk_without_a_vector_is_scored_on_its_words_alone(tmp_path, root):

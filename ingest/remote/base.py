@@ -147,7 +147,7 @@ class LazyRemote:
 
     def __init__(self, kind: str, build: Callable[[], Remote], base_url: str, stop: threading.Event | None = None):
         self.kind, self.base_url = kind, base_url  # known without building it: the server profile's key
-        self.stop = stop  # the built remote's stop (see OpenAIRemote), if it has one: known without building it
+        self.stop = stop  # the built remote's stop (OpenAIRemote, LocalRemote): known without building it
         self._build: Callable[[], Remote] | None = build
         self._remote: Remote | None = None
         self._lock = threading.Lock()

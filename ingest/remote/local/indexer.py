@@ -4,6 +4,10 @@ It runs in the caller's thread, for about a work budget per call (at least one f
 a batch or a file both makes progress and answers. Any in_progress row is pending work: a file a
 crash left in_progress is indexed by a later call. Budget left once the pending files are done goes
 to the store's chunks that have no vector yet, so polls fill them in over time.
+
+The run's stop (Ctrl-C, SIGTERM) ends a call between groups of files, or within a group between two
+of the model's forward passes (vectors.py): the files not saved yet stay in_progress, and the next
+run indexes them.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 
-from ingest.remote.base import COMPLETED, FAILED
+from ingest.remote.base import COMPLETED, FAILED, Stopped
 from ingest.remote.local.prepare import Job, Prepared, Preparer
 from ingest.remote.local.vectors import title_of
 
@@ -34,6 +38,7 @@ class Indexer:
         budget_s: float,
         encode: Callable[[Sequence[str]], list[bytes | None]] = lambda texts: [None] * len(texts),
         fill: Callable[[str, Callable[[], bool]], int] = lambda store_id, done: 0,
+        stop: threading.Event | None = None,
     ):
         self._db = db
         self._lock = lock
@@ -43,6 +48,7 @@ class Indexer:
         self._budget = budget_s
         self._encode = encode
         self._fill = fill
+        self._stop = stop or threading.Event()
         self._claimed: set[tuple[str, str]] = set()
 
     def work(
@@ -74,18 +80,24 @@ class Indexer:
             for fid, gen, rule, filename, size in rows
         ]
         try:
-            for group in self._preparer.run(jobs, deadline):
-                self._save(store_id, [(*job.key, job.filename, prepared) for job, prepared in group])
+            # Closed when the loop ends, so the groups still being prepared are dropped at once.
+            with closing(self._preparer.run(jobs, deadline)) as groups:
+                for group in groups:
+                    if self._stop.is_set():
+                        return
+                    self._save(store_id, [(*job.key, job.filename, prepared) for job, prepared in group])
+        except Stopped:
+            return  # stopped while the group was embedded: nothing of it was saved
         finally:
             with self._lock:
                 self._claimed.difference_update((store_id, r[0]) for r in rows)
         if vectors:
-            self._fill(store_id, lambda: time.monotonic() >= deadline)
+            self._fill(store_id, lambda: self._stop.is_set() or time.monotonic() >= deadline)
 
     def _save(self, store_id: str, results: list[tuple[str, int, str, Prepared]]) -> None:
         """Swap prepared files' chunks (and title vectors) in atomically, each unless it changed while
-        it was prepared."""
-        # A group's chunks and titles are embedded in one call (batches of like length), outside the lock.
+        it was prepared. Raises Stopped, having saved nothing, when the run stops while they are embedded."""
+        # A group's chunks and titles are embedded in one call (passes of like length), outside the lock.
         chunks = [t for *_, prepared in results for t in prepared.chunks]
         titles = [title_of(p.chunks[0], filename) for _, _, filename, p in results if p.chunks]
         vectors = self._encode(chunks + titles)

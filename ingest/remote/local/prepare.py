@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,11 +121,12 @@ class Preparer:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, jobs: Sequence[Job], deadline: float) -> Iterator[list[tuple[Job, Prepared]]]:
+    def run(self, jobs: Sequence[Job], deadline: float) -> Generator[list[tuple[Job, Prepared]], None, None]:
         """Prepare jobs, starting new ones only until `deadline` (time.monotonic()), and at least one.
 
         Yields results in groups as they are ready (a group is worth one write transaction); a job
-        not yielded was not started.
+        not yielded was not started, or was dropped with the groups in flight when the caller closed
+        the generator (a stop).
         """
         if not jobs:
             return

@@ -70,8 +70,12 @@ class LocalRemote:
         work_budget_s: float = 2.0,
         preparer: Preparer | None = None,
         embedder: Callable[[], Embedder | None] | None = None,
+        stop: threading.Event | None = None,
     ):
         self.directory = Path(directory)
+        # Set when the run stops (Ctrl-C, SIGTERM): indexing ends between two forward passes of the
+        # model, and what it had not saved stays in_progress for the next run (indexer.py).
+        self.stop = stop or threading.Event()
         self.blobs = self.directory / "blobs"
         for folder in (self.directory, self.blobs):
             if not folder.is_dir():
@@ -93,7 +97,7 @@ class LocalRemote:
             schema.apply(self._db, f"the embedded store {self.directory / 'store.db'}")
         # Called only when there is text to embed or a store with vectors to search; by default the
         # installed model, loaded once per process.
-        self._vectors = Vectors(self._db, self._lock, self._tx, embedder or installed_model)
+        self._vectors = Vectors(self._db, self._lock, self._tx, embedder or installed_model, self.stop)
         self._ranked = search.Ranked()  # the shards of a logical store are searched with the same words
 
     def close(self) -> None:
@@ -111,9 +115,9 @@ class LocalRemote:
                 from ingest.remote.local.prepare import Preparer
 
                 self._preparer = self._preparer or Preparer()
-                encode, fill = self._vectors.encode, self._vectors.embed_kept
+                encode, fill, budget = self._vectors.encode, self._vectors.embed_kept, self._work_budget_s
                 self._indexer = Indexer(
-                    self._db, self._lock, self._tx, self.blobs, self._preparer, self._work_budget_s, encode, fill
+                    self._db, self._lock, self._tx, self.blobs, self._preparer, budget, encode, fill, self.stop
                 )
         self._indexer.work(store_id, **scope)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ingest.remote.base import Stopped
 from ingest.remote.local import schema
 
 if TYPE_CHECKING:
@@ -116,9 +117,11 @@ class Vectors:
         lock: threading.RLock,
         tx: Callable[[], AbstractContextManager[sqlite3.Connection]],
         embedder: Callable[[], Embedder | None],
+        stop: threading.Event | None = None,
     ):
         self._db, self._lock, self._tx = db, lock, tx
         self._embedder = embedder
+        self._stop = stop or threading.Event()  # the run's: no forward pass starts once it is set
         self._checked: str | None = None
         # store id → (vector_gen when read, what _load returns): re-read only when a vector changed.
         self._cache: dict[str, tuple[int, Any]] = {}
@@ -141,15 +144,30 @@ class Vectors:
         return model
 
     def encode(self, texts: Sequence[str]) -> list[bytes | None]:
-        """Each text's vector as a blob; all None without the model (the chunks stay lexical only)."""
+        """Each text's vector as a blob, one forward pass (embed.BATCH texts) at a time; all None without
+        the model (the chunks stay lexical only). Raises Stopped, with no vector kept, when the run's
+        stop is set before a pass: a stop waits for one pass at most (about 2 s on 2 cores)."""
         model = self.model() if texts else None
         if model is None:
             return [None] * len(texts)
+        embed = _embed()
+        # Texts of like length (in characters) share a pass, so little of it is padding: a pass is as long as
+        # its longest text.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        blobs: list[bytes | None] = [None] * len(texts)
         try:
-            return list(_embed().to_blobs(model.encode(texts)))
+            for start in range(0, len(order), embed.BATCH):
+                if self._stop.is_set():
+                    raise Stopped("embedding")
+                picked = order[start : start + embed.BATCH]
+                for i, blob in zip(picked, embed.to_blobs(model.encode([texts[i] for i in picked])), strict=True):
+                    blobs[i] = blob
+        except Stopped:
+            raise
         except Exception as e:  # the words must still be indexed when the model fails
             log.warning(f"the embedding model failed ({type(e).__name__}: {e}); these chunks are lexical only")
             return [None] * len(texts)
+        return blobs
 
     def embed_kept(self, store_id: str, done: Callable[[], bool]) -> int:
         """Embed the store's chunks that have no vector (kept from a lexical store, or indexed without
@@ -184,7 +202,10 @@ class Vectors:
                         update = "UPDATE title_vectors SET embedding = ? WHERE rowid = ? AND embedding IS NULL"
                 if not rows or self.model() is None:
                     break
-                blobs = self.encode([text for _, text in rows])
+                try:
+                    blobs = self.encode([text for _, text in rows])
+                except Stopped:
+                    break
                 if blobs[0] is None:
                     break
                 with self._tx() as db:
