@@ -183,9 +183,9 @@ def watch(
     """
     from ingest import daemon
 
-    if log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(daemon.JsonFormatter())
+    formatter = daemon.JsonFormatter() if log_format == "json" else daemon.text_formatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
     if not ctx.obj["quiet"] and logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its operator's only view
     options = WatchOptions(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import MetricsHandler
@@ -61,6 +65,21 @@ class JsonFormatter(logging.Formatter):
         if fields:
             line.update({k: v for k, v in fields.items() if k in EVENT_FIELDS or k == "kind"})
         return json.dumps(line)
+
+
+def text_formatter(env: Mapping[str, str] | None = None, stream: TextIO | None = None) -> logging.Formatter:
+    """The daemon's text log: each line with its local time, as a log file or a terminal needs, except
+    where stderr is systemd's journal (JOURNAL_STREAM names it), which stamps every line itself."""
+    env = os.environ if env is None else env
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())
+        journal = env.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
+    except (OSError, ValueError, AttributeError):
+        journal = False
+    if journal:
+        return logging.Formatter("%(message)s")
+    return logging.Formatter("%(asctime)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
 
 
 def log_event(event: Event, repeat: bool = False) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 
 import pytest
 
-from ingest.daemon import EventLog, JsonFormatter, Metrics, _serve, log_event
+from ingest.daemon import EventLog, JsonFormatter, Metrics, _serve, log_event, text_formatter
 from ingest.events import (
     FAILED,
     HELD,
@@ -97,3 +99,17 @@ def test_metrics_count_the_stream_and_are_served_beside_healthz():
         assert get(f"{base}/other")[0] == 404
     finally:
         server.shutdown()
+
+
+def test_the_text_log_stamps_each_line_unless_stderr_is_the_journal(tmp_path):
+    """A daemon's text log going to a file or a terminal says when each line happened; journald, which
+    stamps lines itself, is recognised by the JOURNAL_STREAM it sets for the stream it holds."""
+    record = logging.LogRecord("ingest.watch", logging.INFO, __file__, 1, "indexed %s", ("a.txt",), None)
+    with open(tmp_path / "watch.log", "w") as stream:
+        st = os.fstat(stream.fileno())
+        stamped = text_formatter({}, stream).format(record)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d indexed a\.txt", stamped)
+        other = text_formatter({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"}, stream).format(record)
+        assert other == stamped, "another stream in the journal: this one is not it"
+        journal = text_formatter({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stream).format(record)
+        assert journal == "indexed a.txt"
