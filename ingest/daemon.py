@@ -20,7 +20,7 @@ from prometheus_client.exposition import MetricsHandler
 
 from ingest.api import Ingest
 from ingest.backend import choose_backend, connect, ensure_state_dir, settings_for
-from ingest.config import Settings, WatchOptions
+from ingest.config import NO_CONFIG, Settings, WatchOptions
 from ingest.engine import Scopes
 from ingest.errors import USAGE, IngestError, LockBusy
 from ingest.events import (
@@ -188,6 +188,41 @@ def _serve(port: int, metrics: Metrics, health: dict) -> ThreadingHTTPServer:
     return server
 
 
+class ConfigFile:
+    """The config file the daemon started with. The daemon keeps the settings it read at start; an
+    edit of the file is said once (each time it changes again) so that its operator restarts it."""
+
+    def __init__(self, source: str):
+        self.path = None if source == NO_CONFIG else Path(os.path.abspath(source))  # named as found at start
+        self._start = self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size) if st is not None else None
+
+    def changed(self) -> bool:
+        """Whether the file differs from the one read at start (logged when it is news)."""
+        if self.path is None:
+            return False
+        now = self._stamp()
+        if now != self._seen:
+            self._seen = now
+            if now != self._start:
+                what = "was removed" if now is None else "changed"
+                log.warning(
+                    "the config file %s %s since this daemon started; it goes on with the settings it started "
+                    "with: restart it to apply the change (systemctl restart ingest-watch, or stop and start it)",
+                    self.path,
+                    what,
+                )
+            else:
+                log.info("the config file %s is back as this daemon read it", self.path)
+        return now != self._start
+
+
 def run(
     paths: tuple[str, ...],
     config: str | None,
@@ -230,10 +265,13 @@ def _run(settings: Settings, manifest: Path, options: WatchOptions, metrics_port
     last_beat = [0.0]
     seen_states: set[str] = set()
 
+    config = ConfigFile(settings.source)
+
     def heartbeat(health: dict) -> None:
         metrics.queue.set(health.get("queue", 0))
         if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY:
             last_beat[0] = time.monotonic()
+            health["config_changed"] = config.changed()
             write_heartbeat(beat, manifest, health)
 
     on_event = EventLog(metrics)

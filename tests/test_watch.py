@@ -602,3 +602,21 @@ def test_healthz_counts_a_file_failing_pass_after_pass_once(state_dir, docs_root
         (0, "2 files failed"),
     ], "one failure per file failing now; last_error says what the last failing pass saw"
     assert watcher.health["failed_passes"] == 3 and watcher.health["last_success_at"] is not None
+
+
+def test_an_edited_config_file_is_said_once_and_the_daemon_goes_on_with_the_settings_it_read(
+    watch, docs_root, tmp_path
+):
+    config = tmp_path / "ingest.toml"  # ./ingest.toml: the daemon's working folder is tmp_path
+    config.write_text("index_timeout = 600\n")
+    daemon = watch(docs_root)
+    first = daemon.until(lambda: (beat := daemon.heartbeat()) and "config_changed" in beat and beat, "a heartbeat")
+    assert first["config_changed"] is False
+    config.write_text("index_timeout = 300\nupload_concurrency = 4\n")
+    daemon.until(lambda: daemon.heartbeat().get("config_changed") is True, "the edit to show in the heartbeat")
+    log = daemon.log()
+    assert f"the config file {config} changed since this daemon started" in log
+    assert "restart it to apply the change" in log
+    (docs_root / "later.txt").write_text("Written after the edit: still synced.\n")
+    daemon.row_where("later.txt", indexed, "the file to be synced")
+    assert daemon.log().count("changed since this daemon started") == 1, "said once, not every heartbeat"
