@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from ingest.remote.base import AttachItem
 from ingest.remote.local import LocalRemote
 from ingest.remote.local.prepare import Job, Prepared, Preparer, prepare
@@ -57,6 +59,34 @@ def test_workers_prepare_what_the_store_process_prepares(tmp_path):
     assert here[(2,)].error[0] == "invalid_file"
     assert here[(3,)].chunks == ("meadow beacon",)
     assert here[(4,)].error == ("server_error", "the local store's copy of the file is missing")
+
+
+def signalled_as_its_group(blob: Path, filename: str, rule) -> Prepared:
+    """prepare(), after the worker got the signal the file's name says, as a Ctrl-C or a systemd stop
+    sends it to the whole process group (the store's process handles its own)."""
+    import signal
+
+    os.kill(os.getpid(), getattr(signal, filename.split("-")[0]))
+    time.sleep(0.05)  # a signal not ignored has acted by now
+    return prepare(blob, filename, rule)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_sent_to_the_whole_group_leaves_the_workers_at_their_jobs(tmp_path, sig):
+    jobs = []
+    for n in range(4):
+        (tmp_path / f"{sig}-{n}.txt").write_text(f"memo number {n}")
+        jobs.append(Job((n,), tmp_path / f"{sig}-{n}.txt", f"{sig}-{n}.txt", None, 16))
+    preparer = Preparer(2, min_bytes=0, fn=signalled_as_its_group)
+    try:
+        results = _results(preparer, jobs)
+    except BaseException as exc:  # a worker's KeyboardInterrupt comes back as the job's result
+        pytest.fail(f"a worker took the {sig} meant for the store's process: {exc!r}")
+    finally:
+        preparer.close()
+    assert {key: prepared.chunks for key, prepared in results.items()} == {
+        (n,): (f"memo number {n}",) for n in range(4)
+    }, "each job done once, by a worker that lived through the signal"
 
 
 def test_little_work_is_done_without_starting_workers(tmp_path):

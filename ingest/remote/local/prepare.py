@@ -10,6 +10,7 @@ files that were in flight with it are retried one at a time in a fresh process.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import weakref
@@ -165,7 +166,7 @@ class Preparer:
                     if group is None:
                         break
                     try:
-                        in_flight[pool.submit(_prepare_group, group, self._fn)] = group
+                        in_flight[_submit(pool, group, self._fn)] = group
                     except BrokenProcessPool:
                         suspects.extend(group)
                         break
@@ -203,7 +204,7 @@ class Preparer:
 
         with _new_pool(1) as alone:
             try:
-                return alone.submit(_prepare_group, [job], self._fn).result()[0]
+                return _submit(alone, [job], self._fn).result()[0]
             except BrokenProcessPool:
                 return Prepared(error=(SERVER_ERROR, "the local store's extractor crashed on this file"))
 
@@ -217,10 +218,34 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent)
 
 
+# A Ctrl-C in a terminal, and systemd's stop, signal the whole process group: the workers as well as
+# the store's process. A worker that took it would die (or raise) with a job in hand, and its pool
+# would lose the job or break; so the workers leave stopping to the store's process, which finishes or
+# drops their jobs and shuts them down. They are started with the signals blocked (a spawned
+# process inherits its starter's mask), so that none lands while the interpreter starts up, and then
+# ignore them.
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _submit(pool: ProcessPoolExecutor, group: list[Job], fn: Callable) -> Future:
+    """pool.submit, which may start a worker, with the stop signals blocked in this thread meanwhile
+    (a signal that arrives then is delivered once they are unblocked)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        return pool.submit(_prepare_group, group, fn)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _exit_with_parent() -> None:
-    """In a worker: exit as soon as the store's process is gone. Killed (a SIGTERM with no handler, a
-    SIGKILL, a crash) it tells its pool nothing, and the workers would wait on their queue for ever."""
+    """In a worker: ignore the stop signals (see _STOPS), and exit as soon as the store's process is
+    gone. Killed (a SIGTERM with no handler, a SIGKILL, a crash) it tells its pool nothing, and the
+    workers would wait on their queue for ever."""
     import multiprocessing
+
+    for sig in _STOPS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
 
     parent = multiprocessing.parent_process()
     if parent is None:
