@@ -187,7 +187,7 @@ class Ingest:
         files over; store sends the folders named to that store; exclude leaves globs out."""
         from ingest.engine import Options
         from ingest.events import FOLDERS, Note
-        from ingest.folders import adopt, readmit, remembered_excludes, target
+        from ingest.folders import adopt, readmit, remembered_excludes, target, unconfigured
 
         options = Options(dry_run=dry_run, allow_mass_delete=allow_mass_delete, command=command)
         typos = not command.startswith("watch")  # the daemon waits for a folder not there yet
@@ -208,6 +208,8 @@ class Ingest:
             if goal.scopes is None and not dry_run:
                 remember(settings, self.manifest)
             report = engine.sync(options, goal.scopes, progress=progress)
+            if goal.scopes is None and not self.named:
+                notes += unconfigured(self.configured, self.manifest)
         for note in (Note(FOLDERS, n) for n in notes):
             report.events.append(note)
             if self.on_event:

@@ -214,6 +214,28 @@ def remembered_excludes(configured: Settings, settings: Settings, given: tuple[s
     return notes
 
 
+def unconfigured(configured: Settings, manifest: Manifest) -> list[str]:
+    """The folders a config file no longer names whose files the manifest still holds: left in their
+    stores as they were (nothing is deleted by a line removed from a file), and said each configured
+    run, with what removes them."""
+    if configured.source == NO_CONFIG:
+        return []
+    roots = {r.key: r for r in configured.roots}
+    notes = []
+    for key, how in sorted(manifest.remembered_roots().items()):  # every root synced: no scan of the files
+        if key in roots or owner_of(Path(key), roots) is not None:
+            continue
+        files, store = manifest.count_in_root(key), how["store"]
+        if not files:
+            continue
+        kept = "1 file stays" if files == 1 else f"{files} files stay"
+        notes.append(
+            f"{key} is no longer in {configured.source}: its {kept} in store {store!r} as they were (searches "
+            f"still find them); 'ingest forget {key}' removes them"
+        )
+    return notes
+
+
 def _covers(folder: str, prefix: str) -> bool:
     """Whether the folder pattern matches prefix or one of its parents."""
     parts = prefix.split("/")

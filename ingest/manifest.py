@@ -271,6 +271,9 @@ class Manifest(FolderRecords, UploadLedger):
             FileRow.from_db(r) for r in self.query("select * from files where vector_store_id = ?", [vector_store_id])
         ]
 
+    def count_in_root(self, root: str) -> int:
+        return self.execute("select count(*) from files where root = ?", [root]).fetchone()[0]
+
     def count_in_store(self, vector_store_id: str) -> int:
         return self.execute(
             "select count(*) from files where vector_store_id = ? and file_id is not null", [vector_store_id]

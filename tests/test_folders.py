@@ -329,6 +329,29 @@ def test_a_configured_parent_adopts_a_folder_synced_without_the_config(world, sh
     world.cli("verify")
 
 
+def test_a_folder_dropped_from_the_config_keeps_its_files_and_each_run_says_so(world, share):
+    notes, guides = share / "notes", share / "guides"
+    world.config(f'[[roots]]\npath = "{notes}"\n\n[[roots]]\npath = "{guides}"\n')
+    world.cli("sync")
+    kept = {p: r.file_id for p, r in world.rows().items() if p.startswith(str(guides))}
+    assert kept
+    quiet = world.cli.json("sync")
+    assert not [n for n in quiet["notes"] if "no longer in" in n], "both folders configured: nothing to say"
+    world.config(f'[[roots]]\npath = "{notes}"\n')
+    report = world.cli.json("sync")
+    said = [n for n in report["notes"] if "no longer in" in n]
+    assert said == [
+        f"{guides} is no longer in {world.config_file.name}: its 1 file stays in store 'guides' as they were "
+        f"(searches still find them); 'ingest forget {guides}' removes them"
+    ]
+    assert {p: r.file_id for p, r in world.rows().items() if p.startswith(str(guides))} == kept, "nothing deleted"
+    (vs,) = world.stores()["guides"]
+    assert set(world.store_files(vs)) == {"install.md"}
+    assert "no longer in" not in world.cli("sync", str(notes)).stdout, "a folder named: the others are not dropped"
+    world.cli("forget", str(guides))
+    assert not [n for n in world.cli.json("sync")["notes"] if "no longer in" in n]
+
+
 def test_two_configured_roots_that_overlap_are_a_config_error(world, share):
     world.config(f'[[roots]]\npath = "{share}"\n[[roots]]\npath = "{share / "notes"}"\nstore = "n"\n')
     result = world.cli("sync", check=2)
