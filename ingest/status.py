@@ -58,9 +58,11 @@ def collect(
             entry["usage_bytes"] = entry["cost_per_day_usd"] = None
         else:
             entry["cost_per_day_usd"] = storage_cost_per_day(entry["usage_bytes"])
-    problems = [
+    ignores = manifest.ignores()
+    problems = [  # an acknowledged one (`ingest ignore`) is listed under "ignored" alone
         {"path": os.path.join(r.root, r.path), "state": r.state, "reason": r.reason, "error_code": r.error_code}
         for r in manifest.iter_problem_rows()
+        if (r.root, r.path) not in ignores
     ]
     runs = [
         {
@@ -84,8 +86,7 @@ def collect(
         "config": settings.source if settings.source == NO_CONFIG else os.path.abspath(settings.source),
         "local_changes": local_changes(settings, manifest),
         "ignored": [
-            {"path": os.path.join(root, path), "reason": how["reason"]}
-            for (root, path), how in manifest.ignores().items()
+            {"path": os.path.join(root, path), "reason": how["reason"]} for (root, path), how in ignores.items()
         ],
         "stores": list(stores.values()),
         "problems": problems,

@@ -524,7 +524,9 @@ def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, 
     assert done[0]["changed"] and "too large" in done[0]["reason"]
     world.cli("verify")
     world.cli("reindex")
-    assert [i["path"] for i in world.cli.json("status")["ignored"]] == [str(big)]
+    status = world.cli.json("status")
+    assert [i["path"] for i in status["ignored"]] == [str(big)]
+    assert str(big) not in [p["path"] for p in status["problems"]], "acknowledged: not a problem any more"
     row = world.rows()[str(big)]
     assert row.state == FAILED, "acknowledged, not repaired: the record still says what happened"
     assert row.file_id in world.store_files(row.vector_store_id).values(), "the remote is left as it is"
