@@ -62,6 +62,10 @@ def ignore(manifest: Manifest, roots: set[str], paths: list[Path], undo: bool = 
     for raw in paths:
         path = Path(os.path.abspath(raw.expanduser()))
         owner = next((r for r in sorted(roots, key=len, reverse=True) if Path(r) in path.parents), None)
+        if owner is None and str(path) in roots:  # a root: the folder itself, not a file in it
+            raise ConfigError(
+                f"{path}: a folder; ignore names files (leave a folder out with sync --exclude or ingest forget)"
+            )
         if owner is None:
             raise ConfigError(f"{path}: not inside a folder ingest syncs ({', '.join(sorted(roots)) or 'none yet'})")
         rel = path.relative_to(owner).as_posix()

@@ -537,6 +537,13 @@ def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, 
     world.cli("ignore", "--undo", str(big))
 
 
+def test_ignore_names_files_not_folders_whether_a_root_or_inside_one(world, share):
+    world.cli("sync", str(share))
+    for folder in (share, share / "notes"):
+        refused = world.cli("ignore", str(folder), check=2)
+        assert f"{folder}: a folder; ignore names files" in refused.stderr
+
+
 def test_nothing_is_ignored_implicitly_and_undo_looks_again(world, share, monkeypatch):
     big = too_large_to_index(world, share, monkeypatch)
     world.cli("verify", check=1)
