@@ -135,6 +135,8 @@ class Plan:
             + len(self.transfers)
             + len(self.unchanged)
             + len(self.rejected)
+            + len(self.refused)  # seen and turned away: a bad name, a FIFO (an unreadable folder is no file)
+            + len(self.ignored)
             + self.quiet_count
             + self.unread,
             "new": len(self.uploads) - changed + self.unread,

@@ -197,6 +197,8 @@ def test_a_name_that_is_not_utf8_is_refused_and_the_run_goes_on(ingest, root, st
         fh.write(b"a document whose name is not UTF-8\n")
     report = sync(ingest, root)
     assert report["exit_code"] == 0
+    counts = report["counts"]
+    assert counts["rejected"] == 1 and counts["scanned"] == counts["new"] + counts["rejected"], "seen: it counts"
     found = reasons(report, root)
     assert list(found) == ["latin1-caf\\xe9.txt"] and "not valid UTF-8" in found["latin1-caf\\xe9.txt"]
     assert "rename" in found["latin1-caf\\xe9.txt"]

@@ -524,6 +524,8 @@ def test_ignore_quiets_a_permanent_failure_until_the_file_changes(world, share, 
     assert done[0]["changed"] and "too large" in done[0]["reason"]
     world.cli("verify")
     world.cli("reindex")
+    counts = world.cli.json("sync", str(share))["counts"]
+    assert counts["ignored"] == 1 and counts["scanned"] == counts["unchanged"] + 1, "an ignored file was seen"
     status = world.cli.json("status")
     assert [i["path"] for i in status["ignored"]] == [str(big)]
     assert str(big) not in [p["path"] for p in status["problems"]], "acknowledged: not a problem any more"
