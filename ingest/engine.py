@@ -42,7 +42,7 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.outcomes import Outcome, event_of
-from ingest.plan import GuardPolicy, Plan, RootScan, make_plan, retry_due
+from ingest.plan import ROOT_EMPTY, GuardPolicy, Plan, RootScan, make_plan, retry_due
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
@@ -59,6 +59,10 @@ log = logging.getLogger("ingest")
 MISSING_ROOT = (
     "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
     " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
+EMPTY_ROOT = (
+    "the folder is empty, as an unmounted share would be: nothing was deleted there (emptied for good?"
+    " `ingest forget PATH --dry-run` shows what forgetting it would remove)"
 )
 
 
@@ -240,6 +244,9 @@ class Engine:
         for scan in scans:
             if scan.missing and scan.full:
                 self.emit(FileEvent("", scan.root, EVENT_FAILED, reason=MISSING_ROOT))
+        # A root held as empty fails the run as a missing one does, so that cron and systemd see it.
+        for root in dict.fromkeys(row.root for row, why in plan.held if why == ROOT_EMPTY):
+            self.emit(FileEvent("", root, EVENT_FAILED, reason=EMPTY_ROOT))
         for obs, row in plan.rejected:
             self.emit(event_of(obs, EVENT_REJECTED, row, obs.reason))
         for problem, row in plan.refused:

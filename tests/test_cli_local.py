@@ -200,10 +200,13 @@ def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, t
             " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)",
         }
     ]
-    docs_root.mkdir()  # a mount point with nothing mounted on it
-    report = ingest.json("--config", str(config), "sync")
+    docs_root.mkdir()  # a mount point with nothing mounted on it: a failure cron sees too
+    report = ingest.json("--config", str(config), "sync", check=1)
     assert report["counts"]["deleted"] == 0 and "empty" in report["held_back"][0]["reason"]
+    assert [f["path"] for f in report["failed"]] == [str(docs_root)] and "empty" in report["failed"][0]["reason"]
     assert len(store_files(state_dir)) == 4
+    out = ingest("--config", str(config), "reindex", check=1).stdout
+    assert "empty" in out and len(store_files(state_dir)) == 4
 
 
 def test_second_writer_gets_a_clear_message(ingest, docs_root, state_dir):
@@ -622,7 +625,7 @@ def test_a_root_that_is_really_empty_still_holds_its_deletions(ingest, docs_root
     ingest("sync", str(docs_root))
     for path in [p for p in docs_root.rglob("*") if p.is_file()]:
         path.unlink()
-    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete", check=1)
     assert held["counts"]["held"] == 4 and not held["counts"]["remote_deleted"] and len(store_files(state_dir)) == 4
     assert {h["reason"] for h in held["held_back"]} == {"the root is empty; is the share mounted?"}
 
