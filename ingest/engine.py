@@ -333,7 +333,10 @@ class Engine:
                 RootScan(root.key, full, result.missing, result.has_errors, len(result.entries) + result.calm_count)
             )
         policy = GuardPolicy(
-            self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
+            self.settings.max_delete_fraction,
+            self.settings.max_delete_floor,
+            options.allow_mass_delete,
+            options.command,
         )
         plan = make_plan(
             observed,

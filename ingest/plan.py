@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,19 +65,31 @@ class GuardPolicy:
     max_fraction: float = 0.2
     floor: int = 5
     allow_mass_delete: bool = False
+    command: str = "sync"  # the command planning: what it is told to run to let held deletions go
 
     @property
     def lets_all_go(self) -> bool:
         """--allow-mass-delete, or a configuration that lets any share of a store go."""
         return self.allow_mass_delete or self.max_fraction >= 1.0
 
+    def lift(self, root: str) -> str:
+        """What lets the deletions held in root go: the command's own --allow-mass-delete, or (the
+        daemon and verify have none) a sync of the root beside them."""
+        if self.command in ("sync", "reindex"):
+            return "run again with --allow-mass-delete"
+        if self.command.startswith("watch"):
+            return f"run `ingest sync {shlex.quote(root)} --allow-mass-delete --wait` beside the daemon"
+        return f"run `ingest sync {shlex.quote(root)} --allow-mass-delete`"
+
 
 ROOT_EMPTY = "the root is empty; is the share mounted?"
-ALL_EXCLUDED = (
-    "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
-    "was removed (run again with --allow-mass-delete to remove the copies of the files left out, or change "
-    "the excludes)"
-)
+
+
+def all_excluded(lift: str) -> str:
+    return (
+        "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
+        f"was removed ({lift} to remove the copies of the files left out, or change the excludes)"
+    )
 
 
 @dataclass
@@ -293,7 +306,7 @@ def _guard(
             if not left_out[row.root]:
                 plan.held.append((row, ROOT_EMPTY))
             elif excluded(row) and not policy.lets_all_go:
-                plan.held.append((row, ALL_EXCLUDED))
+                plan.held.append((row, all_excluded(policy.lift(row.root))))
             else:
                 remaining.append(row)
         else:
@@ -319,7 +332,7 @@ def _guard(
                         row,
                         ("excluded by the configuration, but " if excluded(row) else "")
                         + f"more than {policy.max_fraction:.0%} of store {row.store!r} "
-                        "would be deleted; run with --allow-mass-delete if intended",
+                        f"would be deleted; {policy.lift(row.root)} if intended",
                     )
                 )
         for obs, row in invalid:

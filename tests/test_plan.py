@@ -355,6 +355,26 @@ def test_a_mass_deletion_is_held():
     )
 
 
+def test_a_held_deletion_says_what_lets_it_go_for_the_command_that_held_it():
+    """The daemon and verify have no --allow-mass-delete: they name the sync that lets the files go."""
+    rows = [known(f"{i}.md") for i in range(20)]
+    advice = {
+        command: {why for _, why in plan_for([seen(f"{i}.md") for i in range(14)], rows, policy=policy).held}
+        for command, policy in [(c, GuardPolicy(command=c)) for c in ("sync", "watch", "verify")]
+    }
+    assert {why.split("; ")[1] for why in advice["sync"]} == {"run again with --allow-mass-delete if intended"}
+    assert {why.split("; ")[1] for why in advice["watch"]} == {
+        f"run `ingest sync {ROOT} --allow-mass-delete --wait` beside the daemon if intended"
+    }
+    assert {why.split("; ")[1] for why in advice["verify"]} == {
+        f"run `ingest sync {ROOT} --allow-mass-delete` if intended"
+    }
+    emptied = emptied_by_excludes(present=lambda row: True, policy=GuardPolicy(command="watch-full"))
+    assert all(
+        f"(run `ingest sync {ROOT} --allow-mass-delete --wait` beside the daemon to" in w for _, w in emptied.held
+    )
+
+
 def test_a_mass_deletion_goes_ahead_when_allowed():
     rows = [known(f"{i}.md") for i in range(20)]
     plan = plan_for([seen(f"{i}.md") for i in range(14)], rows, policy=GuardPolicy(allow_mass_delete=True))
