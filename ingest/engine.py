@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ingest import scan as scanning
 from ingest.config import Settings
-from ingest.errors import Stopped, exit_code
+from ingest.errors import Stopped, error_text, exit_code
 from ingest.events import (
     ATTRIBUTES,
     HELD,
@@ -129,6 +129,7 @@ class Engine:
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         died = None
+        error: str | None = None  # what the run died of, for `status`
         plan: Plan | None = None
         try:
             if scopes is None:
@@ -206,15 +207,16 @@ class Engine:
             self._wind_down(report, plan)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success
+            error = error_text(exc)
             if isinstance(exc, KeyboardInterrupt):
-                died, report.interrupted = 130, stopped_by(self.stop) or "SIGINT"
+                died, report.interrupted, error = 130, stopped_by(self.stop) or "SIGINT", None
             raise
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
                 held = [e.shown for e in report.held]
                 self.manifest.finish_run(
-                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
+                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted, error
                 )
         return report
 

@@ -147,6 +147,8 @@ def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, m
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     assert sum(fake_openai.counters()["requests"].values()) <= 3
     assert last_run(state_dir)["exit_code"] == 2, "the run that died is not recorded as a success"
+    runs = openai_cli("status", check=None).stdout.split("recent runs:")[1]
+    assert "sync exit 2: failed: " in runs and "refused the API key" in runs and "nothing to do" not in runs, runs
 
 
 def last_run(state_dir: Path) -> dict:
