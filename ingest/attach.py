@@ -289,7 +289,8 @@ class Attacher:
             if self.stop.is_set() or self.clock() >= deadline:
                 self.calls.drain()  # what was sent is recorded before the run goes on
             if self.stop.is_set():
-                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
+                if self.batches or self.singles or self._queue:  # the answers drained may have settled them all
+                    self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():

@@ -513,3 +513,18 @@ def test_a_refused_rename_cut_short_is_uploaded_by_the_next_run(emulated_ingest,
     new = rows(state_dir)["renamed.py"]
     assert new.state == INDEXED and "notes.py" not in rows(state_dir)
     assert "renamed.py" in remote_by_path(fake_openai) and "notes.py" not in remote_by_path(fake_openai)
+
+
+def test_a_stop_once_every_file_is_indexed_does_not_say_files_were_left_indexing(
+    emulated_ingest, fake_openai, docs_root, state_dir
+):
+    """The stop comes with the poll whose answer settles the batch: nothing is left indexing, so the run
+    does not say so (it used to, after a pass that had indexed everything)."""
+    poll = "GET /vector_stores/{vector_store_id}/file_batches/{batch_id}"
+    fake_openai.configure(index_delay=0)  # the first poll finds every file indexed
+    fake_openai.inject("slow", 1, endpoint=poll)  # and its answer is still under way when the run sees the stop
+    fake_openai.when(poll, 1, emulated_ingest.stop.set)
+    report = emulated_ingest.sync()
+    assert report.interrupted and report.counts["indexed"] == 4 and report.counts["left"] == 0, report.counts
+    assert all(r.state == INDEXED for r in rows(state_dir).values())
+    assert not [e for e in report.notes if "left indexing" in e.describe() or "were indexing" in e.describe()]
