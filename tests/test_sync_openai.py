@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -528,3 +529,13 @@ def test_a_stop_once_every_file_is_indexed_does_not_say_files_were_left_indexing
     assert report.interrupted and report.counts["indexed"] == 4 and report.counts["left"] == 0, report.counts
     assert all(r.state == INDEXED for r in rows(state_dir).values())
     assert not [e for e in report.notes if "left indexing" in e.describe() or "were indexing" in e.describe()]
+
+
+def test_a_stop_while_batches_index_is_no_warning(emulated_ingest, fake_openai, docs_root, state_dir, caplog):
+    """A poll the stop keeps from being sent is not a failed check: the next run checks the batch."""
+    fake_openai.configure(index_delay=60)  # still indexing when the stop comes
+    fake_openai.when("POST /vector_stores/{vector_store_id}/file_batches", 1, emulated_ingest.stop.set)
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        report = emulated_ingest.sync()
+    assert report.interrupted and report.counts["left"] == 4, report.counts
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
