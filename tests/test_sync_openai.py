@@ -144,7 +144,9 @@ def test_lost_upload_reply_leaves_no_duplicate(openai_cli, fake_openai, docs_roo
 def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, monkeypatch, state_dir):
     fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
     result = openai_cli("sync", str(docs_root), check=2)
-    assert "refused the API key" in result.stderr
+    assert f"the server at {fake_openai.base_url}/ refused the API key (401)" in result.stderr, (
+        "the server asked, by its URL"
+    )
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     assert sum(fake_openai.counters()["requests"].values()) <= 3
     assert last_run(state_dir)["exit_code"] == 2, "the run that died is not recorded as a success"
@@ -539,3 +541,16 @@ def test_a_stop_while_batches_index_is_no_warning(emulated_ingest, fake_openai, 
         report = emulated_ingest.sync()
     assert report.interrupted and report.counts["left"] == 4, report.counts
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_key_refused_by_openai_itself_says_openai():
+    import httpx2
+    import openai
+
+    from ingest.remote.retry import remote_error
+
+    url = "https://api.openai.com/v1/"
+    refused = openai.AuthenticationError(
+        "no", response=httpx2.Response(401, request=httpx2.Request("GET", url)), body=None
+    )
+    assert str(remote_error("get", refused, url)) == "OpenAI refused the API key (401): check OPENAI_API_KEY"
