@@ -554,3 +554,10 @@ def test_a_key_refused_by_openai_itself_says_openai():
         "no", response=httpx2.Response(401, request=httpx2.Request("GET", url)), body=None
     )
     assert str(remote_error("get", refused, url)) == "OpenAI refused the API key (401): check OPENAI_API_KEY"
+
+
+def test_a_sync_says_nothing_of_its_upload_pacing_below_debug(emulated_ingest, caplog):
+    """The pacer's window and counts are for -vv: in the daemon they are the whole process's, not the pass's."""
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        assert emulated_ingest.sync().counts["uploaded"] == 4
+    assert "uploads:" not in caplog.text and "window" not in caplog.text, caplog.text
