@@ -350,23 +350,17 @@ class Engine:
             lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
             lambda row: options.retry_failed or retry_due(row, self.clock()),
             lambda row: row.root in roots and os.path.lexists(roots[row.root].path / row.path),
+            lambda obs, row: self.survey.attributes_due(roots[obs.root], obs, row),
         )
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans, later
 
     def _remote_work(self, plan: Plan, later: Later | None = None) -> bool:
         """Whether carrying the plan out may call the remote: something to upload (found already, or
-        by `later`), move, resume or retire, or an unchanged file whose attributes are to be
-        refreshed (see Executor.apply)."""
-        if later is not None or plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
+        by `later`), move, resume or retire, or a file whose attributes are to be updated."""
+        if later is not None or plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.refreshes:
             return True
-        if self.manifest.ledger(RETIRE):
-            return True
-        return any(
-            (row.size, row.mtime_ns, row.inode) != (obs.size, obs.mtime_ns, obs.inode)
-            or self.survey.static_moved(row.store, row.attributes)
-            for obs, row in plan.unchanged
-        )
+        return bool(plan.retirements() or self.manifest.ledger(RETIRE))
 
     def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
         """An incremental pass looks at the changed paths, and at the failures due another try: after an
@@ -379,10 +373,10 @@ class Engine:
         return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
-        # A file whose attributes alone were updated is not unchanged: it is counted as what it is.
+        # A file whose attribute update the remote refused (or the stop kept back) is left as it was.
         refreshed = len(report.of(ATTRIBUTES))
         report.counts.update(
-            unchanged=report.counts.get("unchanged", 0) - refreshed,
+            unchanged=report.counts.get("unchanged", 0) + report.counts.get("attributes", 0) - refreshed,
             attributes=refreshed,
             uploaded=outcome.uploaded,
             indexed=outcome.indexed,

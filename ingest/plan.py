@@ -103,6 +103,9 @@ class Plan:
     # Same bytes, another store: attached there with the file id it has, then detached from the old one.
     transfers: list[tuple[Observed, FileRow]] = field(default_factory=list)
     unchanged: list[tuple[Observed, FileRow]] = field(default_factory=list)
+    # Same content, other attributes than it was attached with (a touched mtime, a new static value, a
+    # new root): updated in place, a remote call each.
+    refreshes: list[tuple[Observed, FileRow]] = field(default_factory=list)
     rejected: list[tuple[Observed, FileRow | None]] = field(default_factory=list)
     refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)  # FIFOs, symlinks out…
     unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
@@ -132,7 +135,7 @@ class Plan:
         (see Engine._remote_work): a failure told again, a stat to record, a rejection, a deletion."""
         return bool(
             self.kept_failed or self.rejected or self.refused or self.unreadable or self.deletes or self.excluded
-        ) or any(restat_due(obs, row) for obs, row in self.unchanged)
+        ) or any(restat_due(obs, row) for obs, row in [*self.unchanged, *self.refreshes])
 
     @property
     def quiet_count(self) -> int:
@@ -147,6 +150,7 @@ class Plan:
             + len(self.moves)
             + len(self.transfers)
             + len(self.unchanged)
+            + len(self.refreshes)
             + len(self.rejected)
             + self.quiet_count
             + self.unread,
@@ -155,6 +159,7 @@ class Plan:
             "resumed": len(self.resumes),
             "moved": len(self.moves),
             "moved_store": len(self.transfers),
+            "attributes": len(self.refreshes),
             "deleted": len(self.deletes),
             "excluded": len(self.excluded),
             "ignored": len(self.ignored),
@@ -183,6 +188,7 @@ class Plan:
             "changed": [_shown(o) for o, r in self.uploads if r is not None and r.file_id],
             "moved": [f"{_shown(r)} -> {o.path}" for o, r in self.moves],
             "moved_store": [f"{_shown(o)}: {r.store} -> {o.store}" for o, r in self.transfers],
+            "attributes": [_shown(o) for o, _ in self.refreshes],
             "deleted": [_shown(r) for r in self.deletes],
             "excluded": [_shown(r) for r in self.excluded],
             "ignored": [os.path.join(r, p) for r, p in self.ignored],
@@ -213,12 +219,14 @@ def make_plan(
     excluded: Callable[[FileRow], bool] = lambda row: False,
     retry: Callable[[FileRow], bool] = lambda row: True,
     present: Callable[[FileRow], bool] = lambda row: False,
+    attributes_due: Callable[[Observed, FileRow], bool] = lambda obs, row: False,
 ) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
     store (asked only when there is something to delete); excluded(row) says whether a row the scan
     did not see is left out by the configuration (rather than deleted); retry(row) whether a failed
     row with unchanged content is tried again in this run; present(row) whether its file is still on
-    disk (asked only of excluded rows of a root whose scan found nothing)."""
+    disk (asked only of excluded rows of a root whose scan found nothing); attributes_due(obs, row)
+    whether an unchanged file's remote attributes are out of date."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -236,7 +244,7 @@ def make_plan(
             settled = row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id
             (plan.transfers if settled else plan.uploads).append((obs, row))
         elif row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id:
-            plan.unchanged.append((obs, row))
+            (plan.refreshes if attributes_due(obs, row) else plan.unchanged).append((obs, row))
         elif row.state == FAILED and not retry(row):
             plan.kept_failed.append((obs, row))
         elif (
@@ -247,7 +255,7 @@ def make_plan(
         ):
             plan.resumes.append((obs, row))
         else:
-            plan.unchanged.append((obs, row))
+            (plan.refreshes if attributes_due(obs, row) else plan.unchanged).append((obs, row))
     for problem in problems:
         key = (problem.root, problem.path)
         seen.add(key)

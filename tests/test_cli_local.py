@@ -313,9 +313,15 @@ def test_a_touched_file_gets_its_new_mtime_attribute_without_an_upload(ingest, d
     target = docs_root / "faq.html"
     later = time.time_ns() + 86_400 * 10**9
     os.utime(target, ns=(later, later))
+    plan = ingest.json("sync", str(docs_root), "--dry-run")  # the plan says what the run does: a remote call
+    assert (plan["counts"]["attributes"], plan["counts"]["unchanged"]) == (1, 3), plan["counts"]
+    assert plan["plan"]["attributes"] == [str(target)] and str(target) not in plan["plan"]["unchanged"]
+    assert "1 with new attributes, 0 deleted, 3 unchanged" in ingest("sync", str(docs_root), "--dry-run").stdout
     report = ingest.json("sync", str(docs_root))
     assert report["counts"]["uploaded"] == 0
+    assert (report["counts"]["attributes"], report["counts"]["unchanged"]) == (1, 3), report["counts"]
     assert store_files(state_dir)["faq.html"]["attributes"]["mtime"] == later // 10**9
+    assert ingest.json("sync", str(docs_root), "--dry-run")["counts"]["attributes"] == 0, "done"
 
 
 def test_a_same_size_edit_within_the_racy_window_is_caught_and_settled_files_are_trusted_by_stat(
