@@ -211,7 +211,7 @@ def status(data: dict[str, Any]) -> str:
 def forgotten(done) -> str:
     verb = "would delete" if done.dry_run else "deleted"
     lines = [f"{'plan' if done.dry_run else 'forgot'}: {', '.join(done.folders)}"]
-    lines.append(f"{verb} {len(done.deleted)} remote files" + (":" if done.deleted else ""))
+    lines.append(f"{verb} {count(len(done.deleted), 'remote file')}" + (":" if done.deleted else ""))
     lines += [f"  deleted   {path}" for path in done.deleted]
     for name in done.stores_removed:
         lines.append(f"{'would remove' if done.dry_run else 'removed'} the store {name!r}, left empty")

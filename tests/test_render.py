@@ -134,3 +134,14 @@ def test_status_reads_a_run_that_died_as_failed_with_its_error_not_as_nothing_to
         "exit 1: failed",
         "exit 0: nothing to do",
     ]
+
+
+def test_forget_counts_one_remote_file_in_the_singular():
+    from types import SimpleNamespace
+
+    def told(deleted):
+        done = SimpleNamespace(dry_run=False, folders=["/d"], deleted=deleted, stores_removed=[], failures=[], notes=[])
+        return render.forgotten(done).splitlines()[1]
+
+    assert told(["/d/a.md"]) == "deleted 1 remote file:"
+    assert told(["/d/a.md", "/d/b.md"]) == "deleted 2 remote files:"

@@ -176,6 +176,17 @@ def test_store_deleted_remotely_is_recreated(openai_cli, fake_openai, docs_root,
     assert len(fake_openai.files()) == 4, "the files of the lost store are deleted, not left behind"
 
 
+def test_a_search_of_a_store_deleted_remotely_says_what_to_run(openai_cli, fake_openai, docs_root):
+    openai_cli("sync", str(docs_root))
+    store = fake_openai.stores()[0]["id"]
+    fake_openai.delete_store(store)
+    failed = openai_cli("search", "axolotl", check=1).stderr
+    assert f"store 'docs' ({store}) is not on the server any more" in failed, failed
+    assert (
+        "`ingest sync` makes it again" in failed and "`ingest verify`" in failed and "remote call failed" not in failed
+    )
+
+
 def test_stuck_indexing_is_bounded_and_resumed(openai_cli, fake_openai, docs_root, state_dir, tmp_path):
     (tmp_path / "ingest.toml").write_text("request_timeout = 5\nindex_timeout = 1\n")
     fake_openai.configure(stuck_batches=True)
