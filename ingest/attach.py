@@ -57,6 +57,11 @@ def _show(row: FileRow) -> str:
     return os.path.join(row.root, row.path)
 
 
+def _unchecked(what: str, exc: RemoteError) -> None:
+    """A check that failed is a warning; one the run's stop kept from being sent is none (the next run checks)."""
+    log.log(logging.DEBUG if isinstance(exc, Stopped) else logging.WARNING, "cannot %s: %s", what, exc)
+
+
 class Attacher:
     """The attach and wait stages of one run; the manifest is written on the caller's thread only."""
 
@@ -261,7 +266,7 @@ class Attacher:
             except AuthError:
                 raise
             except RemoteError as exc:
-                log.warning("cannot check %s: %s", _show(row), exc)
+                _unchecked(f"check {_show(row)}", exc)
                 continue
             if sf.status != IN_PROGRESS:
                 del self.singles[file_id]
@@ -289,7 +294,8 @@ class Attacher:
             if self.stop.is_set() or self.clock() >= deadline:
                 self.calls.drain()  # what was sent is recorded before the run goes on
             if self.stop.is_set():
-                self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
+                if self.batches or self.singles or self._queue:  # the answers drained may have settled them all
+                    self.emit(Note(STOPPED, "stopped while files were indexing; the next run checks them"))
                 return
             if self.clock() >= deadline:
                 for tracked in self.batches.values():
@@ -316,7 +322,7 @@ class Attacher:
         except AuthError:
             raise
         except RemoteError as exc:
-            log.warning("cannot check batch %s: %s", batch_id, exc)
+            _unchecked(f"check batch {batch_id}", exc)
             self.polls.failed(batch_id)
             return
         hint = batch.poll_after_ms / 1000 if batch.poll_after_ms is not None else None
@@ -339,7 +345,7 @@ class Attacher:
         except AuthError:
             raise
         except RemoteError as exc:
-            log.warning("cannot list files of batch %s: %s", batch_id, exc)
+            _unchecked(f"list files of batch {batch_id}", exc)
             self.polls.failed(batch_id)  # asked about again, after a pause
             return
         self._settle(batch_id, records, hint)

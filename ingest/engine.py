@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ingest import scan as scanning
 from ingest.config import Settings
-from ingest.errors import Stopped, exit_code
+from ingest.errors import Stopped, error_text, exit_code
 from ingest.events import (
     ATTRIBUTES,
     HELD,
@@ -42,7 +42,7 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.outcomes import Outcome, event_of
-from ingest.plan import GuardPolicy, Plan, RootScan, make_plan, retry_due
+from ingest.plan import ROOT_EMPTY, GuardPolicy, Plan, RootScan, make_plan, retry_due
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
@@ -59,6 +59,10 @@ log = logging.getLogger("ingest")
 MISSING_ROOT = (
     "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
     " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
+EMPTY_ROOT = (
+    "the folder is empty, as an unmounted share would be: nothing was deleted there (emptied for good?"
+    " `ingest forget PATH --dry-run` shows what forgetting it would remove)"
 )
 
 
@@ -125,6 +129,7 @@ class Engine:
         report = self._report = Report(dry_run=options.dry_run)
         run_id = None if options.dry_run else self.manifest.start_run(options.command)
         died = None
+        error: str | None = None  # what the run died of, for `status`
         plan: Plan | None = None
         try:
             if scopes is None:
@@ -202,15 +207,16 @@ class Engine:
             self._wind_down(report, plan)
         except BaseException as exc:
             died = exit_code(exc)  # the run ends here with an error message; its row must not read as a success
+            error = error_text(exc)
             if isinstance(exc, KeyboardInterrupt):
-                died, report.interrupted = 130, stopped_by(self.stop) or "SIGINT"
+                died, report.interrupted, error = 130, stopped_by(self.stop) or "SIGINT", None
             raise
         finally:
             report.seconds = time.monotonic() - started
             if run_id is not None:
                 held = [e.shown for e in report.held]
                 self.manifest.finish_run(
-                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted
+                    run_id, report.exit_code if died is None else died, report.counts, held, report.interrupted, error
                 )
         return report
 
@@ -240,6 +246,9 @@ class Engine:
         for scan in scans:
             if scan.missing and scan.full:
                 self.emit(FileEvent("", scan.root, EVENT_FAILED, reason=MISSING_ROOT))
+        # A root held as empty fails the run as a missing one does, so that cron and systemd see it.
+        for root in dict.fromkeys(row.root for row, why in plan.held if why == ROOT_EMPTY):
+            self.emit(FileEvent("", root, EVENT_FAILED, reason=EMPTY_ROOT))
         for obs, row in plan.rejected:
             self.emit(event_of(obs, EVENT_REJECTED, row, obs.reason))
         for problem, row in plan.refused:
@@ -326,7 +335,10 @@ class Engine:
                 RootScan(root.key, full, result.missing, result.has_errors, len(result.entries) + result.calm_count)
             )
         policy = GuardPolicy(
-            self.settings.max_delete_fraction, self.settings.max_delete_floor, options.allow_mass_delete
+            self.settings.max_delete_fraction,
+            self.settings.max_delete_floor,
+            options.allow_mass_delete,
+            options.command,
         )
         plan = make_plan(
             observed,
@@ -338,23 +350,17 @@ class Engine:
             lambda row: row.root in roots and not scanning.wanted(roots[row.root], row.path),
             lambda row: options.retry_failed or retry_due(row, self.clock()),
             lambda row: row.root in roots and os.path.lexists(roots[row.root].path / row.path),
+            lambda obs, row: self.survey.attributes_due(roots[obs.root], obs, row),
         )
         plan.quiet, plan.ignored = quiet, ignored
         return plan, scans, later
 
     def _remote_work(self, plan: Plan, later: Later | None = None) -> bool:
         """Whether carrying the plan out may call the remote: something to upload (found already, or
-        by `later`), move, resume or retire, or an unchanged file whose attributes are to be
-        refreshed (see Executor.apply)."""
-        if later is not None or plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.retirements():
+        by `later`), move, resume or retire, or a file whose attributes are to be updated."""
+        if later is not None or plan.uploads or plan.resumes or plan.moves or plan.transfers or plan.refreshes:
             return True
-        if self.manifest.ledger(RETIRE):
-            return True
-        return any(
-            (row.size, row.mtime_ns, row.inode) != (obs.size, obs.mtime_ns, obs.inode)
-            or self.survey.static_moved(row.store, row.attributes)
-            for obs, row in plan.unchanged
-        )
+        return bool(plan.retirements() or self.manifest.ledger(RETIRE))
 
     def _with_retries(self, scopes: Scopes, options: Options) -> Scopes:
         """An incremental pass looks at the changed paths, and at the failures due another try: after an
@@ -367,10 +373,10 @@ class Engine:
         return {key: tuple(paths) for key, paths in wanted.items()}
 
     def _fold(self, report: Report, outcome: Outcome) -> None:
-        # A file whose attributes alone were updated is not unchanged: it is counted as what it is.
+        # A file whose attribute update the remote refused (or the stop kept back) is left as it was.
         refreshed = len(report.of(ATTRIBUTES))
         report.counts.update(
-            unchanged=report.counts.get("unchanged", 0) - refreshed,
+            unchanged=report.counts.get("unchanged", 0) + report.counts.get("attributes", 0) - refreshed,
             attributes=refreshed,
             uploaded=outcome.uploaded,
             indexed=outcome.indexed,

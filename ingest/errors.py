@@ -88,6 +88,11 @@ class AuthError(RemoteError):
         return str(self)
 
 
+def error_text(exc: BaseException) -> str:
+    """What a run that died of exc is recorded as having died of: the sentence the CLI prints."""
+    return exc.sentence() if isinstance(exc, IngestError) else f"{type(exc).__name__}: {exc}"
+
+
 def exit_code(exc: BaseException) -> int:
     """The code a run that died of exc ends with: the CLI's and the run record's."""
     return exc.exit_code if isinstance(exc, IngestError) else 1

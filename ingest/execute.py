@@ -72,9 +72,9 @@ class Executor:
                 self.emit(event_of(obs, FAILED_EARLIER, row, row.reason or "failed"))
             for obs, row in plan.unchanged:
                 if restat_due(obs, row):
-                    stale.append((obs, self._restat(obs, row)))
-                elif self.survey.static_moved(row.store, row.attributes):
-                    stale.append((obs, row))
+                    self._restat(obs, row)
+            for obs, row in plan.refreshes:
+                stale.append((obs, self._restat(obs, row) if restat_due(obs, row) else row))
             for row in plan.retirements():
                 self._retire_ids(row)
             self._turned_away(plan)
@@ -199,8 +199,6 @@ class Executor:
         """Same content, other attributes (a touched mtime, a new static value): update them in place."""
         for obs, row in stale:
             attrs = self._attributes(obs, roots[obs.root])
-            if attrs == row.attrs():
-                continue
             if not self.profile.search_sees_updates:
                 self.reattach.append(self.manifest.put(self._to_reattach(obs, row, attrs)))
                 self.emit(event_of(obs, ATTRIBUTES, row, "attached again"))
@@ -230,7 +228,7 @@ class Executor:
         return True
 
     def _attributes(self, obs: Observed, root: Root) -> dict:
-        return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
+        return self.survey.attributes(root, obs)
 
     def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
         """Record the intent before the call: a changed file keeps serving its old version until then."""

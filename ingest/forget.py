@@ -139,7 +139,8 @@ def forget(
     for store in empty:
         left = sum(1 for _ in remote.list_store_files(store.id))
         if left:
-            done.notes.append(f"store {store.name!r} ({store.id}) kept: {left} files are still attached to it")
+            attached = "1 file is" if left == 1 else f"{left} files are"
+            done.notes.append(f"store {store.name!r} ({store.id}) kept: {attached} still attached to it")
             continue
         remote.delete_store(store.id)
         manifest.set_store_status(store.id, "deleted")

@@ -182,7 +182,7 @@ class Indexer:
                     pool.shutdown(cancel_futures=True)
                     raise
         if pacer is not None:
-            log.info("uploads: %s", pacer.describe())
+            log.debug("uploads: %s", pacer.describe())  # the pacing, for -vv: its counts are the process's
 
     def _start(self, pool: ThreadPoolExecutor, item: Upload) -> tuple[Future[RemoteFile], _InFlight]:
         with self.manifest.transaction():  # one commit, not two or three: it is paid once per file

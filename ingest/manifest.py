@@ -340,11 +340,18 @@ class Manifest(FolderRecords, UploadLedger):
         return found[0] if found else None
 
     def finish_run(
-        self, run_id: int, exit_code: int, counts: dict[str, int], held: list[str], interrupted: str | None = None
+        self,
+        run_id: int,
+        exit_code: int,
+        counts: dict[str, int],
+        held: list[str],
+        interrupted: str | None = None,
+        error: str | None = None,
     ) -> None:
         self.execute(
-            "update runs set finished_at = ?, exit_code = ?, counts = ?, held = ?, interrupted = ? where id = ?",
-            [time.time(), exit_code, json.dumps(counts), json.dumps(held), interrupted, run_id],
+            "update runs set finished_at = ?, exit_code = ?, counts = ?, held = ?, interrupted = ?, error = ?"
+            " where id = ?",
+            [time.time(), exit_code, json.dumps(counts), json.dumps(held), interrupted, error, run_id],
         )
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,19 +65,31 @@ class GuardPolicy:
     max_fraction: float = 0.2
     floor: int = 5
     allow_mass_delete: bool = False
+    command: str = "sync"  # the command planning: what it is told to run to let held deletions go
 
     @property
     def lets_all_go(self) -> bool:
         """--allow-mass-delete, or a configuration that lets any share of a store go."""
         return self.allow_mass_delete or self.max_fraction >= 1.0
 
+    def lift(self, root: str) -> str:
+        """What lets the deletions held in root go: the command's own --allow-mass-delete, or (the
+        daemon and verify have none) a sync of the root beside them."""
+        if self.command in ("sync", "reindex"):
+            return "run again with --allow-mass-delete"
+        if self.command.startswith("watch"):
+            return f"run `ingest sync {shlex.quote(root)} --allow-mass-delete --wait` beside the daemon"
+        return f"run `ingest sync {shlex.quote(root)} --allow-mass-delete`"
+
 
 ROOT_EMPTY = "the root is empty; is the share mounted?"
-ALL_EXCLUDED = (
-    "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
-    "was removed (run again with --allow-mass-delete to remove the copies of the files left out, or change "
-    "the excludes)"
-)
+
+
+def all_excluded(lift: str) -> str:
+    return (
+        "every file of the root is left out by its include/exclude rules, so its remote copy is kept: nothing "
+        f"was removed ({lift} to remove the copies of the files left out, or change the excludes)"
+    )
 
 
 @dataclass
@@ -90,6 +103,9 @@ class Plan:
     # Same bytes, another store: attached there with the file id it has, then detached from the old one.
     transfers: list[tuple[Observed, FileRow]] = field(default_factory=list)
     unchanged: list[tuple[Observed, FileRow]] = field(default_factory=list)
+    # Same content, other attributes than it was attached with (a touched mtime, a new static value, a
+    # new root): updated in place, a remote call each.
+    refreshes: list[tuple[Observed, FileRow]] = field(default_factory=list)
     rejected: list[tuple[Observed, FileRow | None]] = field(default_factory=list)
     refused: list[tuple[Problem, FileRow | None]] = field(default_factory=list)  # FIFOs, symlinks out…
     unreadable: list[tuple[Problem, FileRow | None]] = field(default_factory=list)
@@ -119,7 +135,7 @@ class Plan:
         (see Engine._remote_work): a failure told again, a stat to record, a rejection, a deletion."""
         return bool(
             self.kept_failed or self.rejected or self.refused or self.unreadable or self.deletes or self.excluded
-        ) or any(restat_due(obs, row) for obs, row in self.unchanged)
+        ) or any(restat_due(obs, row) for obs, row in [*self.unchanged, *self.refreshes])
 
     @property
     def quiet_count(self) -> int:
@@ -134,6 +150,7 @@ class Plan:
             + len(self.moves)
             + len(self.transfers)
             + len(self.unchanged)
+            + len(self.refreshes)
             + len(self.rejected)
             + len(self.refused)  # seen and turned away: a bad name, a FIFO (an unreadable folder is no file)
             + len(self.ignored)
@@ -144,6 +161,7 @@ class Plan:
             "resumed": len(self.resumes),
             "moved": len(self.moves),
             "moved_store": len(self.transfers),
+            "attributes": len(self.refreshes),
             "deleted": len(self.deletes),
             "excluded": len(self.excluded),
             "ignored": len(self.ignored),
@@ -172,6 +190,7 @@ class Plan:
             "changed": [_shown(o) for o, r in self.uploads if r is not None and r.file_id],
             "moved": [f"{_shown(r)} -> {o.path}" for o, r in self.moves],
             "moved_store": [f"{_shown(o)}: {r.store} -> {o.store}" for o, r in self.transfers],
+            "attributes": [_shown(o) for o, _ in self.refreshes],
             "deleted": [_shown(r) for r in self.deletes],
             "excluded": [_shown(r) for r in self.excluded],
             "ignored": [os.path.join(r, p) for r, p in self.ignored],
@@ -202,12 +221,14 @@ def make_plan(
     excluded: Callable[[FileRow], bool] = lambda row: False,
     retry: Callable[[FileRow], bool] = lambda row: True,
     present: Callable[[FileRow], bool] = lambda row: False,
+    attributes_due: Callable[[Observed, FileRow], bool] = lambda obs, row: False,
 ) -> Plan:
     """rows holds only the manifest rows inside the scanned scope; store_sizes() counts files per
     store (asked only when there is something to delete); excluded(row) says whether a row the scan
     did not see is left out by the configuration (rather than deleted); retry(row) whether a failed
     row with unchanged content is tried again in this run; present(row) whether its file is still on
-    disk (asked only of excluded rows of a root whose scan found nothing)."""
+    disk (asked only of excluded rows of a root whose scan found nothing); attributes_due(obs, row)
+    whether an unchanged file's remote attributes are out of date."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     fresh: list[Observed] = []
@@ -225,7 +246,7 @@ def make_plan(
             settled = row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id
             (plan.transfers if settled else plan.uploads).append((obs, row))
         elif row.state == INDEXED and row.file_id and not row.old_file_id and not row.old_vector_store_id:
-            plan.unchanged.append((obs, row))
+            (plan.refreshes if attributes_due(obs, row) else plan.unchanged).append((obs, row))
         elif row.state == FAILED and not retry(row):
             plan.kept_failed.append((obs, row))
         elif (
@@ -236,7 +257,7 @@ def make_plan(
         ):
             plan.resumes.append((obs, row))
         else:
-            plan.unchanged.append((obs, row))
+            (plan.refreshes if attributes_due(obs, row) else plan.unchanged).append((obs, row))
     for problem in problems:
         key = (problem.root, problem.path)
         seen.add(key)
@@ -295,7 +316,7 @@ def _guard(
             if not left_out[row.root]:
                 plan.held.append((row, ROOT_EMPTY))
             elif excluded(row) and not policy.lets_all_go:
-                plan.held.append((row, ALL_EXCLUDED))
+                plan.held.append((row, all_excluded(policy.lift(row.root))))
             else:
                 remaining.append(row)
         else:
@@ -321,7 +342,7 @@ def _guard(
                         row,
                         ("excluded by the configuration, but " if excluded(row) else "")
                         + f"more than {policy.max_fraction:.0%} of store {row.store!r} "
-                        "would be deleted; run with --allow-mass-delete if intended",
+                        f"would be deleted; {policy.lift(row.root)} if intended",
                     )
                 )
         for obs, row in invalid:

@@ -184,7 +184,11 @@ def status(data: dict[str, Any]) -> str:
                 lines.append(f"  {when} {run['command']} ended without recording an end (killed or crashed)")
                 continue
             cut = f" (interrupted by {run['interrupted']})" if run.get("interrupted") else ""
-            lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts or 'nothing to do'}")
+            if run.get("error"):
+                counts = f"{counts}; failed: {run['error']}" if counts else f"failed: {run['error']}"
+            elif not counts:
+                counts = "failed" if run["exit_code"] else "nothing to do"
+            lines.append(f"  {when} {run['command']} exit {run['exit_code']}{cut}: {counts}")
     if data["problems"]:
         problems = data["problems"]
         lines.append(f"problems: {count(len(problems), 'file')}")
@@ -207,7 +211,7 @@ def status(data: dict[str, Any]) -> str:
 def forgotten(done) -> str:
     verb = "would delete" if done.dry_run else "deleted"
     lines = [f"{'plan' if done.dry_run else 'forgot'}: {', '.join(done.folders)}"]
-    lines.append(f"{verb} {len(done.deleted)} remote files" + (":" if done.deleted else ""))
+    lines.append(f"{verb} {count(len(done.deleted), 'remote file')}" + (":" if done.deleted else ""))
     lines += [f"  deleted   {path}" for path in done.deleted]
     for name in done.stores_removed:
         lines.append(f"{'would remove' if done.dry_run else 'removed'} the store {name!r}, left empty")

@@ -167,6 +167,11 @@ def m010_left_behind_unsettled(db: sqlite_utils.Database) -> None:
     )
 
 
+def m011_run_error(db: sqlite_utils.Database) -> None:
+    # The error a run died of (a refused key, a server not answering): `status` says it failed, and why.
+    db.table("runs").add_column("error", str)
+
+
 DIGEST_TRIGGER = "folder_digest_dropped_on"  # the triggers' names: insert, delete, update
 
 
@@ -189,6 +194,7 @@ MIGRATIONS = (
     m008_store_checked_at,
     m009_folder_digests,
     m010_left_behind_unsettled,
+    m011_run_error,
 )
 
 

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ingest.config import TOOL_KEYS, Settings, StoreSpec
-from ingest.errors import UnknownStore
+from ingest.errors import IngestError, NotFound, UnknownStore
 from ingest.limits import MAX_SEARCH_RESULTS
 
 if TYPE_CHECKING:
     from ingest.manifest import Manifest
-    from ingest.remote.base import Remote
+    from ingest.remote.base import Hit, Remote
+    from ingest.rows import StoreRow
 
 
 def filter_schema(settings: Settings, manifest: Manifest) -> dict[str, type]:
@@ -41,7 +42,7 @@ def search_stores(
     # Chunks, not documents, come back: a long document can fill max_results with its own chunks, so each
     # store is asked for more (up to the API's limit) and the best chunk of each document is kept.
     chunks = min(MAX_SEARCH_RESULTS, max(4 * max_results, 20))
-    results = [(store, hit) for store in stores for hit in remote.search(store.id, query, filters, chunks)]
+    results = [(store, hit) for store in stores for hit in _search(remote, store, query, filters, chunks)]
     # The rows of the hits only: a search costs the same in a manifest of a hundred files or a million.
     by_file = {
         file_id: (os.path.join(row.root, row.path), row.attrs())
@@ -65,6 +66,16 @@ def search_stores(
     for found in hits:  # one line per document: its best chunk
         best.setdefault(found["path"], found)
     return list(best.values())[:max_results]
+
+
+def _search(remote: Remote, store: StoreRow, query: str, filters: Mapping[str, Any] | None, chunks: int) -> list[Hit]:
+    try:
+        return remote.search(store.id, query, filters, chunks)
+    except NotFound:
+        raise IngestError(
+            f"store {store.name!r} ({store.id}) is not on the server any more (deleted or expired there): "
+            "`ingest sync` makes it again and uploads its files; `ingest verify` checks every store"
+        ) from None
 
 
 def _ours(attributes: Mapping[str, Any], ours: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def collect(
             "exit_code": r["exit_code"],
             "counts": json.loads(r["counts"]) if r["counts"] else {},
             "interrupted": r.get("interrupted"),
+            "error": r.get("error"),
         }
         for r, state in run_states(manifest.recent_runs(), manifest_path)
     ]

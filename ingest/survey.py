@@ -14,8 +14,8 @@ from ingest.config import Root, Settings
 from ingest.manifest import ERROR, REJECTED, FileRow, Manifest
 from ingest.mounts import is_network_fs
 from ingest.observe import digest_context, needs_hash
-from ingest.plan import Observed, Plan
-from ingest.stores import route
+from ingest.plan import Observed, Plan, restat_due
+from ingest.stores import attributes, route
 from ingest.validate import Validator
 
 
@@ -107,6 +107,17 @@ class Survey:
             return False
         current = json.loads(attributes) if attributes else {}
         return any(current.get(k) != v for k, v in static.items())
+
+    def attributes(self, root: Root, obs: Observed) -> dict:
+        """The attributes a file is attached with, as it is now."""
+        return attributes(root, obs.path, obs.mtime_ns, obs.sha256 or "", self.settings.store_spec(obs.store))
+
+    def attributes_due(self, root: Root, obs: Observed, row: FileRow) -> bool:
+        """Whether a file of unchanged content has other attributes now than it was attached with: looked
+        at only when its stat moved (a touch moves the mtime attribute) or its store's static values did."""
+        if not (restat_due(obs, row) or self.static_moved(row.store, row.attributes)):
+            return False
+        return self.attributes(root, obs) != row.attrs()
 
     def look(
         self, root: Root, entry: scanning.Entry, row: FileRow | None, rehash: bool

@@ -154,8 +154,12 @@ def test_a_held_mass_deletion_is_an_event_per_file_and_one_for_the_store(local_i
     local_ingest.sync()
     for i in range(8):
         (docs_root / f"memo{i}.md").unlink()
+    watched = local_ingest.sync(dry_run=True, command="watch-full")  # as the daemon's full pass: no such option
+    assert {e.reason.split("; ")[1] for e in watched.held} == {
+        f"run `ingest sync {docs_root} --allow-mass-delete --wait` beside the daemon if intended"
+    }
     report = local_ingest.sync()
-    assert len(report.held) == 8 and all("allow-mass-delete" in e.reason for e in report.held)
+    assert len(report.held) == 8 and all("run again with --allow-mass-delete" in e.reason for e in report.held)
     mass = [e for e in report.events if isinstance(e, StoreEvent) and e.action == MASS_DELETE_HELD]
     assert [(e.store, e.count) for e in mass] == [("docs", 8)]
 

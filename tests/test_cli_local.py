@@ -200,10 +200,13 @@ def test_emptied_or_missing_root_deletes_nothing(ingest, docs_root, state_dir, t
             " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)",
         }
     ]
-    docs_root.mkdir()  # a mount point with nothing mounted on it
-    report = ingest.json("--config", str(config), "sync")
+    docs_root.mkdir()  # a mount point with nothing mounted on it: a failure cron sees too
+    report = ingest.json("--config", str(config), "sync", check=1)
     assert report["counts"]["deleted"] == 0 and "empty" in report["held_back"][0]["reason"]
+    assert [f["path"] for f in report["failed"]] == [str(docs_root)] and "empty" in report["failed"][0]["reason"]
     assert len(store_files(state_dir)) == 4
+    out = ingest("--config", str(config), "reindex", check=1).stdout
+    assert "empty" in out and len(store_files(state_dir)) == 4
 
 
 def test_second_writer_gets_a_clear_message(ingest, docs_root, state_dir):
@@ -310,9 +313,15 @@ def test_a_touched_file_gets_its_new_mtime_attribute_without_an_upload(ingest, d
     target = docs_root / "faq.html"
     later = time.time_ns() + 86_400 * 10**9
     os.utime(target, ns=(later, later))
+    plan = ingest.json("sync", str(docs_root), "--dry-run")  # the plan says what the run does: a remote call
+    assert (plan["counts"]["attributes"], plan["counts"]["unchanged"]) == (1, 3), plan["counts"]
+    assert plan["plan"]["attributes"] == [str(target)] and str(target) not in plan["plan"]["unchanged"]
+    assert "1 with new attributes, 0 deleted, 3 unchanged" in ingest("sync", str(docs_root), "--dry-run").stdout
     report = ingest.json("sync", str(docs_root))
     assert report["counts"]["uploaded"] == 0
+    assert (report["counts"]["attributes"], report["counts"]["unchanged"]) == (1, 3), report["counts"]
     assert store_files(state_dir)["faq.html"]["attributes"]["mtime"] == later // 10**9
+    assert ingest.json("sync", str(docs_root), "--dry-run")["counts"]["attributes"] == 0, "done"
 
 
 def test_a_same_size_edit_within_the_racy_window_is_caught_and_settled_files_are_trusted_by_stat(
@@ -622,7 +631,7 @@ def test_a_root_that_is_really_empty_still_holds_its_deletions(ingest, docs_root
     ingest("sync", str(docs_root))
     for path in [p for p in docs_root.rglob("*") if p.is_file()]:
         path.unlink()
-    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete")
+    held = ingest.json("sync", str(docs_root), "--exclude", "**", "--allow-mass-delete", check=1)
     assert held["counts"]["held"] == 4 and not held["counts"]["remote_deleted"] and len(store_files(state_dir)) == 4
     assert {h["reason"] for h in held["held_back"]} == {"the root is empty; is the share mounted?"}
 

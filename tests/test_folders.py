@@ -253,13 +253,15 @@ def test_a_parent_of_a_known_root_adopts_its_files_with_their_ids(world, share):
     (notes_store,) = world.stores()["notes"]
     notes_ids = set(ids_by_path(world).values())
     plan = world.cli.json("sync", str(share), "--dry-run")
-    assert plan["counts"]["new"] == 2 and plan["counts"]["unchanged"] == 2, plan["counts"]
+    # The adopted files keep their ids and take new path attributes: an update each, as the run does.
+    assert (plan["counts"]["new"], plan["counts"]["attributes"], plan["counts"]["unchanged"]) == (2, 2, 0), plan
     assert "store 'notes' would be renamed to 'share' in place" in plan["notes"]
     assert set(ids_by_path(world).values()) == notes_ids and str(share) not in {r.root for r in world.rows().values()}
     assert world.stores() == {"notes": [notes_store]}, "a dry run keeps nothing"
 
     report = world.cli.json("sync", str(share))
     assert report["counts"]["new"] == 2 and report["counts"]["uploaded"] == 2 and report["counts"]["moved_store"] == 0
+    assert (report["counts"]["attributes"], report["counts"]["unchanged"]) == (2, 0), "as the plan said"
     rows = world.rows()
     assert {rows[str(share / p)].file_id for p in ("notes/a.md", "notes/b.txt")} == notes_ids
     assert {r.root for r in rows.values()} == {str(share)} and all(r.state == INDEXED for r in rows.values())

@@ -60,7 +60,7 @@ def full_scan(root: str = ROOT, entries: int = 1, **flags) -> RootScan:
 DEFAULT_POLICY = GuardPolicy()
 
 
-def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, policy=DEFAULT_POLICY):
+def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, policy=DEFAULT_POLICY, **rules):
     observed, rows = list(observed), list(rows)
     if scans is None:
         scans = [full_scan(entries=max(len(observed), 1))]
@@ -69,7 +69,9 @@ def plan_for(observed=(), rows=(), problems=(), scans=None, store_sizes=None, po
         for row in rows:
             if row.file_id:
                 store_sizes[row.store] = store_sizes.get(row.store, 0) + 1
-    return make_plan(observed, list(problems), {(r.root, r.path): r for r in rows}, scans, lambda: store_sizes, policy)
+    return make_plan(
+        observed, list(problems), {(r.root, r.path): r for r in rows}, scans, lambda: store_sizes, policy, **rules
+    )
 
 
 def paths(pairs) -> list[str]:
@@ -355,6 +357,26 @@ def test_a_mass_deletion_is_held():
     )
 
 
+def test_a_held_deletion_says_what_lets_it_go_for_the_command_that_held_it():
+    """The daemon and verify have no --allow-mass-delete: they name the sync that lets the files go."""
+    rows = [known(f"{i}.md") for i in range(20)]
+    advice = {
+        command: {why for _, why in plan_for([seen(f"{i}.md") for i in range(14)], rows, policy=policy).held}
+        for command, policy in [(c, GuardPolicy(command=c)) for c in ("sync", "watch", "verify")]
+    }
+    assert {why.split("; ")[1] for why in advice["sync"]} == {"run again with --allow-mass-delete if intended"}
+    assert {why.split("; ")[1] for why in advice["watch"]} == {
+        f"run `ingest sync {ROOT} --allow-mass-delete --wait` beside the daemon if intended"
+    }
+    assert {why.split("; ")[1] for why in advice["verify"]} == {
+        f"run `ingest sync {ROOT} --allow-mass-delete` if intended"
+    }
+    emptied = emptied_by_excludes(present=lambda row: True, policy=GuardPolicy(command="watch-full"))
+    assert all(
+        f"(run `ingest sync {ROOT} --allow-mass-delete --wait` beside the daemon to" in w for _, w in emptied.held
+    )
+
+
 def test_a_mass_deletion_goes_ahead_when_allowed():
     rows = [known(f"{i}.md") for i in range(20)]
     plan = plan_for([seen(f"{i}.md") for i in range(14)], rows, policy=GuardPolicy(allow_mass_delete=True))
@@ -416,6 +438,7 @@ def test_counts_add_up():
         "resumed": 0,
         "moved": 1,
         "moved_store": 0,
+        "attributes": 0,
         "deleted": 1,
         "excluded": 0,
         "ignored": 0,
@@ -424,6 +447,20 @@ def test_counts_add_up():
         "unreadable": 0,
         "held": 0,
     }
+
+
+def test_an_unchanged_file_whose_attributes_are_due_is_planned_as_an_attribute_update():
+    """A dry run shows what the run does: a touched file's new mtime attribute is a remote call."""
+    rows = [known("same.md"), known("touched.md")]
+    plan = plan_for(
+        [seen("same.md"), seen("touched.md")], rows, attributes_due=lambda obs, row: obs.path == "touched.md"
+    )
+    assert paths(plan.refreshes) == ["touched.md"] and paths(plan.unchanged) == ["same.md"]
+    counts = plan.counts()
+    assert (counts["scanned"], counts["attributes"], counts["unchanged"]) == (2, 1, 1)
+    assert plan.describe()["attributes"] == [f"{ROOT}/touched.md"] and plan.describe()["unchanged"] == [
+        f"{ROOT}/same.md"
+    ]
 
 
 def test_files_turning_invalid_en_masse_are_held_not_retired():

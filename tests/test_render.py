@@ -115,3 +115,33 @@ def test_status_caps_the_list_of_problem_files_and_says_how_many_more_and_where_
     data["problems"] = alike
     text = render.status(data)
     assert "  9 files: rejected: empty file" in text and text.count("/docs/e") == 3, "a shared reason is said once"
+
+
+def test_status_reads_a_run_that_died_as_failed_with_its_error_not_as_nothing_to_do():
+    run = {"started_at": 0.0, "command": "sync", "state": "finished", "interrupted": None}
+    runs = [
+        {**run, "exit_code": 1, "counts": {}, "error": "the remote call failed: connection refused"},
+        {**run, "exit_code": 1, "counts": {"scanned": 3}, "error": "the remote call failed: timed out"},
+        {**run, "exit_code": 1, "counts": {}, "error": None},  # recorded before runs kept their error
+        {**run, "exit_code": 0, "counts": {}, "error": None},
+    ]
+    data = {"backend": "local", "manifest": "m.db", "config": "c.toml", "local_changes": {}}
+    data.update(stores=[], recent_runs=runs, problems=[])
+    lines = [line.split(" sync ", 1)[1] for line in render.status(data).splitlines() if " sync " in line]
+    assert lines == [
+        "exit 1: failed: the remote call failed: connection refused",
+        "exit 1: 3 scanned; failed: the remote call failed: timed out",
+        "exit 1: failed",
+        "exit 0: nothing to do",
+    ]
+
+
+def test_forget_counts_one_remote_file_in_the_singular():
+    from types import SimpleNamespace
+
+    def told(deleted):
+        done = SimpleNamespace(dry_run=False, folders=["/d"], deleted=deleted, stores_removed=[], failures=[], notes=[])
+        return render.forgotten(done).splitlines()[1]
+
+    assert told(["/d/a.md"]) == "deleted 1 remote file:"
+    assert told(["/d/a.md", "/d/b.md"]) == "deleted 2 remote files:"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -143,10 +144,14 @@ def test_lost_upload_reply_leaves_no_duplicate(openai_cli, fake_openai, docs_roo
 def test_rejected_key_is_one_clear_message(openai_cli, fake_openai, docs_root, monkeypatch, state_dir):
     fake_openai.configure(rejected_keys={"sk-test-key-0123456789"})
     result = openai_cli("sync", str(docs_root), check=2)
-    assert "refused the API key" in result.stderr
+    assert f"the server at {fake_openai.base_url}/ refused the API key (401)" in result.stderr, (
+        "the server asked, by its URL"
+    )
     assert "sk-test-key-0123456789" not in result.stdout + result.stderr
     assert sum(fake_openai.counters()["requests"].values()) <= 3
     assert last_run(state_dir)["exit_code"] == 2, "the run that died is not recorded as a success"
+    runs = openai_cli("status", check=None).stdout.split("recent runs:")[1]
+    assert "sync exit 2: failed: " in runs and "refused the API key" in runs and "nothing to do" not in runs, runs
 
 
 def last_run(state_dir: Path) -> dict:
@@ -169,6 +174,17 @@ def test_store_deleted_remotely_is_recreated(openai_cli, fake_openai, docs_root,
     assert len(fake_openai.store_files(stores[0]["id"], "completed")) == 4
     assert {r.vector_store_id for r in rows(state_dir).values()} == {stores[0]["id"]}
     assert len(fake_openai.files()) == 4, "the files of the lost store are deleted, not left behind"
+
+
+def test_a_search_of_a_store_deleted_remotely_says_what_to_run(openai_cli, fake_openai, docs_root):
+    openai_cli("sync", str(docs_root))
+    store = fake_openai.stores()[0]["id"]
+    fake_openai.delete_store(store)
+    failed = openai_cli("search", "axolotl", check=1).stderr
+    assert f"store 'docs' ({store}) is not on the server any more" in failed, failed
+    assert (
+        "`ingest sync` makes it again" in failed and "`ingest verify`" in failed and "remote call failed" not in failed
+    )
 
 
 def test_stuck_indexing_is_bounded_and_resumed(openai_cli, fake_openai, docs_root, state_dir, tmp_path):
@@ -511,3 +527,48 @@ def test_a_refused_rename_cut_short_is_uploaded_by_the_next_run(emulated_ingest,
     new = rows(state_dir)["renamed.py"]
     assert new.state == INDEXED and "notes.py" not in rows(state_dir)
     assert "renamed.py" in remote_by_path(fake_openai) and "notes.py" not in remote_by_path(fake_openai)
+
+
+def test_a_stop_once_every_file_is_indexed_does_not_say_files_were_left_indexing(
+    emulated_ingest, fake_openai, docs_root, state_dir
+):
+    """The stop comes with the poll whose answer settles the batch: nothing is left indexing, so the run
+    does not say so (it used to, after a pass that had indexed everything)."""
+    poll = "GET /vector_stores/{vector_store_id}/file_batches/{batch_id}"
+    fake_openai.configure(index_delay=0)  # the first poll finds every file indexed
+    fake_openai.inject("slow", 1, endpoint=poll)  # and its answer is still under way when the run sees the stop
+    fake_openai.when(poll, 1, emulated_ingest.stop.set)
+    report = emulated_ingest.sync()
+    assert report.interrupted and report.counts["indexed"] == 4 and report.counts["left"] == 0, report.counts
+    assert all(r.state == INDEXED for r in rows(state_dir).values())
+    assert not [e for e in report.notes if "left indexing" in e.describe() or "were indexing" in e.describe()]
+
+
+def test_a_stop_while_batches_index_is_no_warning(emulated_ingest, fake_openai, docs_root, state_dir, caplog):
+    """A poll the stop keeps from being sent is not a failed check: the next run checks the batch."""
+    fake_openai.configure(index_delay=60)  # still indexing when the stop comes
+    fake_openai.when("POST /vector_stores/{vector_store_id}/file_batches", 1, emulated_ingest.stop.set)
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        report = emulated_ingest.sync()
+    assert report.interrupted and report.counts["left"] == 4, report.counts
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def test_a_key_refused_by_openai_itself_says_openai():
+    import httpx2
+    import openai
+
+    from ingest.remote.retry import remote_error
+
+    url = "https://api.openai.com/v1/"
+    refused = openai.AuthenticationError(
+        "no", response=httpx2.Response(401, request=httpx2.Request("GET", url)), body=None
+    )
+    assert str(remote_error("get", refused, url)) == "OpenAI refused the API key (401): check OPENAI_API_KEY"
+
+
+def test_a_sync_says_nothing_of_its_upload_pacing_below_debug(emulated_ingest, caplog):
+    """The pacer's window and counts are for -vv: in the daemon they are the whole process's, not the pass's."""
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        assert emulated_ingest.sync().counts["uploaded"] == 4
+    assert "uploads:" not in caplog.text and "window" not in caplog.text, caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+from urllib.parse import urlsplit
 
 import openai
 from tenacity import RetryCallState
@@ -144,7 +145,10 @@ def refuses_per_file(exc: BaseException | None) -> bool:
 def remote_error(what: str, exc: openai.OpenAIError, base_url: object) -> RemoteError:
     """The one mapping of the SDK's errors onto ingest's: auth, not found, refused, worth a later run."""
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return AuthError(f"OpenAI refused the API key ({status_of(exc)}): check OPENAI_API_KEY")
+        asked = (
+            "OpenAI" if urlsplit(str(base_url)).hostname in (None, "api.openai.com") else f"the server at {base_url}"
+        )
+        return AuthError(f"{asked} refused the API key ({status_of(exc)}): check OPENAI_API_KEY")
     if isinstance(exc, openai.NotFoundError):
         return NotFound(f"{what}: not found")
     if isinstance(exc, openai.BadRequestError):
