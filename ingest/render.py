@@ -159,8 +159,11 @@ def status(data: dict[str, Any]) -> str:
         state = f"running (pid {daemon['pid']})" if daemon["running"] else "not running"
         lines.append(f"daemon: {state}, last heartbeat {beat}, queue {daemon.get('queue', 0)}")
     for store in data["stores"]:
-        ids = ", ".join(store["vector_store_ids"]) or "(not created yet)"
         files = ", ".join(f"{n} {state}" for state, n in sorted(store["files"].items())) or "no files"
+        if store.get("unplaced"):  # the files turned away before a store was chosen
+            lines.append(f"not in any store (rejected or unreadable): {files}")
+            continue
+        ids = ", ".join(store["vector_store_ids"]) or "(not created yet)"
         lines.append(f"store {store['name']}: {ids}")
         lines.append(f"  files: {files}")
         for folder in store.get("folders", []):

@@ -47,6 +47,8 @@ def collect(
         entry = stores.setdefault(
             name, {"name": name, "vector_store_ids": [], "files": {}, "usage_bytes": 0, "remote_status": []}
         )
+        if name == NO_STORE:
+            entry["unplaced"] = True  # files turned away before a store was chosen: no store at all
         entry["files"][group["state"]] = entry["files"].get(group["state"], 0) + group["n"]
     known = manifest.server(remote.base_url)
     server = profiles.load(known) if known else None

@@ -216,6 +216,8 @@ def test_status_counts_no_change_for_files_refused_before_upload(ingest, root, t
     assert set(reasons(report, root)) >= {"out.txt"}, "refused, and recorded without a store"
     changes = ingest.json("status")["local_changes"]
     assert (changes["new"], changes["changed"], changes["deleted"]) == (0, 0, 0)
+    shown = ingest("status").stdout
+    assert "not in any store (rejected or unreadable): 2 rejected" in shown and "store (not" not in shown
     assert sync(ingest, root)["counts"]["deleted"] == 0, "the next sync agrees: nothing to delete"
 
 
