@@ -114,11 +114,11 @@ def test_only_failures_in_a_row_with_no_answer_between_trip_the_breaker():
     from ingest.remote.breaker import MIN_IN_A_ROW, Breaker
 
     stop = threading.Event()
-    breaker = Breaker("http://server/v1/", stop, 4)
-    for _ in range(3):
+    breaker = Breaker("http://server/v1/", stop, MIN_IN_A_ROW + 1)
+    for _ in range(MIN_IN_A_ROW):
         breaker.failed("connection refused")
     breaker.answered()  # the server is there after all
-    for _ in range(3):
+    for _ in range(MIN_IN_A_ROW):
         breaker.failed("connection reset by peer")
     assert not breaker.tripped and not stop.is_set()
     breaker.failed("connection refused")
@@ -135,8 +135,8 @@ def test_a_signal_after_the_trip_is_the_runs_stop_and_is_not_cleared():
     from ingest.remote.breaker import Breaker
 
     stop = threading.Event()
-    breaker = Breaker("http://server/v1/", stop, 3)
-    for _ in range(3):
+    breaker = Breaker("http://server/v1/", stop, 1)
+    for _ in range(breaker.in_a_row):
         breaker.failed("connection refused")
     stop.reason = "SIGTERM"  # type: ignore[attr-defined]
     assert not breaker.ended_the_run()

@@ -2,7 +2,7 @@
 
 Tries that fail for the server's or the network's reason (a connection refused or reset, a timeout)
 and calls that give up on 5xx count against the server; any answer of its own (a success, a 400, a
-429) clears the count. Once as many count in a row as one call may try (at least MIN_IN_A_ROW), with
+429) clears the count. Once as many count in a row as one call may try (and MIN_IN_A_ROW), with
 no answer in between, the breaker trips: it sets the run's stop, so that nothing more is sent and
 calls waiting or not yet sent end at once, and the run ends saying the server stopped answering."""
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-MIN_IN_A_ROW = 3  # however few tries a call is given, one lost connection is not an outage
+MIN_IN_A_ROW = 6  # however few tries a call is given (request_retries), a few lost answers are not an outage
 
 
 class Breaker:
