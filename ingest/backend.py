@@ -14,6 +14,7 @@ from ingest.config import Settings
 from ingest.configfile import load
 from ingest.errors import ConfigError, NothingToDo
 from ingest.remote.base import LazyRemote, Remote
+from ingest.remote.breaker import Breaker
 
 log = logging.getLogger("ingest")
 ROOTS_REQUIRED = ("sync", "watch")  # the commands that act on named folders only, never on remembered ones
@@ -82,6 +83,9 @@ def connect(
     stop = stop or threading.Event()  # known before the remote is built (see LazyRemote)
     if backend.kind == "openai":
         key = env.get("OPENAI_API_KEY") or "no-key"
+        # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
+        url = (settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/") + "/"
+        breaker = Breaker(url, stop, settings.request_retries)
 
         def build() -> Remote:
             from ingest.remote.openai import OpenAIRemote
@@ -93,11 +97,10 @@ def connect(
                 settings.request_timeout,
                 settings.upload_concurrency,
                 stop=stop,
+                breaker=breaker,
             )
 
-        # As the SDK spells it (its default, OPENAI_BASE_URL, one trailing slash).
-        url = settings.base_url or env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return LazyRemote(backend.kind, build, url.rstrip("/") + "/", stop)
+        return LazyRemote(backend.kind, build, url, stop, breaker)
     store_dir = backend.store_dir
     assert store_dir is not None
     why = "the local backend was asked for" if env.get("OPENAI_API_KEY") else "no OPENAI_API_KEY"

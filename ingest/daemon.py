@@ -295,7 +295,7 @@ def _run(settings: Settings, manifest: Path, options: WatchOptions, metrics_port
         for state in set(counts) | seen_states:  # a state that emptied must read 0, not its old count
             metrics.files.labels(state).set(counts.get(state, 0))
         seen_states.update(counts)
-        if not report.failures:
+        if not report.failures and not report.unreachable:
             metrics.last_success.set(time.time())
         return report
 

@@ -46,6 +46,7 @@ from ingest.plan import ROOT_EMPTY, GuardPolicy, Plan, RootScan, make_plan, retr
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
+from ingest.remote.breaker import Breaker
 from ingest.remote.profile import PROFILES, Profile
 from ingest.stores import SoonProfile, Stores, known_profile, server_profile, server_profile_soon
 from ingest.survey import Later, Survey
@@ -95,6 +96,8 @@ class Engine:
         self.stop = stop or threading.Event()
         self.on_event = on_event
         self.survey = Survey(settings, manifest)
+        # The remote's breaker, when it has one (OpenAI's): a LazyRemote carries it unbuilt.
+        self.breaker: Breaker | None = getattr(remote, "breaker", None)
         self._report = Report()
 
     def emit(self, event: Event) -> None:
@@ -184,7 +187,7 @@ class Engine:
                         self.settings, self.manifest, self.remote, self.survey, self.emit, self.profile, self.clock
                     )
                     try:
-                        outcome = executor.apply(plan, options, indexer, later)
+                        executor.apply(plan, options, indexer, later)
                     finally:
                         if later is not None:  # what the uploads found as they went, told and counted
                             found = later.plan()
@@ -194,7 +197,7 @@ class Engine:
                             plan.unreadable += found.unreadable
                             plan.unread = found.unread
                             report.counts = plan.counts()
-                    self._fold(report, outcome)
+                        self._fold(report, indexer.outcome)  # what was done, also when stopped part way
                 else:  # nothing to record or send: the upload path is not even imported
                     self._fold(report, Outcome(duplicates_removed=removed))
                 if scopes is None:
@@ -213,6 +216,8 @@ class Engine:
             raise
         finally:
             report.seconds = time.monotonic() - started
+            if self.breaker is not None:
+                self.breaker.reset()  # a daemon's next pass tries the server again
             if run_id is not None:
                 held = [e.shown for e in report.held]
                 self.manifest.finish_run(
@@ -221,10 +226,13 @@ class Engine:
         return report
 
     def _wind_down(self, report: Report, plan: Plan | None) -> None:
-        """A stopped run says so, and what it left: the files of its plan not settled yet (not uploaded,
-        not indexed, not moved) and the remote deletions still to make; the next run does them."""
+        """A stopped run, or one the server's outage ended, says so, and what it left: the files of its plan
+        not settled yet (not uploaded, not indexed, not moved) and the remote deletions still to make; the
+        next run does them."""
         report.interrupted = stopped_by(self.stop)
-        if not report.interrupted or plan is None:
+        if report.interrupted and self.breaker is not None and self.breaker.ended_the_run():
+            report.interrupted, report.unreachable = None, self.breaker.sentence()
+        if not (report.interrupted or report.unreachable) or plan is None:
             return
         report.counts.update(
             left=plan.left(self.manifest.rows_at), remote_deletes_left=len(self.manifest.ledger(RETIRE))

@@ -75,6 +75,14 @@ class Stopped(RemoteError):
         super().__init__(f"{what}: stopped before it was sent", retryable=True)
 
 
+class Unreachable(Stopped):
+    """The call failed as the server stopped answering (the breaker tripped, see remote/breaker.py): the
+    run winds down as a stopped one does, and its file is the next run's, not a failure."""
+
+    def __init__(self, message: str):
+        RemoteError.__init__(self, message, retryable=True)
+
+
 class NotFound(RemoteError):
     """The object does not exist remotely (404)."""
 

@@ -168,6 +168,7 @@ class Report:
     seconds: float = 0.0
     newly_rejected: int = 0  # rejections that are news: a new file, or a new reason
     interrupted: str | None = None  # the signal that ended the run early (SIGINT, SIGTERM)
+    unreachable: str | None = None  # the server stopped answering, which ended the run early: how
 
     def of(self, *actions: str) -> list[FileEvent]:
         return [e for e in self.events if isinstance(e, FileEvent) and e.action in actions]
@@ -217,7 +218,7 @@ class Report:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_CODES.get(self.interrupted, 130)
-        return 1 if self.failures else 0
+        return 1 if self.failures or self.unreachable else 0
 
     def as_dict(self) -> dict[str, Any]:
         listed = lambda events: [{"path": e.shown, "reason": e.reason} for e in events]  # noqa: E731
@@ -236,4 +237,5 @@ class Report:
             "stores": [e.as_dict() for e in self.events if isinstance(e, StoreEvent)],
             **({"plan": self.planned} if self.dry_run else {}),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"unreachable": self.unreachable} if self.unreachable else {}),
         }

@@ -23,7 +23,7 @@ class Interrupt:
         self._old: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() and getattr(self.stop, "reason", None):  # (a server's outage gives no reason)
             raise KeyboardInterrupt
         self.stop.reason = signal.Signals(signum).name  # type: ignore[attr-defined]
         self.stop.set()

@@ -58,7 +58,7 @@ def summary(report: Report, verbose: bool = True, named: bool = False) -> str:
     none again: each file is named once a run."""
     c = report.counts
     # A stopped run's counts are what it found to do, not what it synced: the last line says what is left.
-    head = "plan" if report.dry_run else "found" if report.interrupted else "synced"
+    head = "plan" if report.dry_run else "found" if report.interrupted or report.unreachable else "synced"
     lines = [
         f"{head}: "
         + ", ".join(
@@ -88,14 +88,15 @@ def summary(report: Report, verbose: bool = True, named: bool = False) -> str:
     if report.still_indexing:
         lines.append(f"still indexing: {count(len(report.still_indexing), 'file')}")
     lines += [f"note: {n.describe()}" for n in report.notes]
-    if report.interrupted:
+    if report.interrupted or report.unreachable:
         left = [
             count(c[key], noun)
             for key, noun in (("left", "file"), ("remote_deletes_left", "remote deletion"))
             if c.get(key)
         ]
         lines.append(
-            f"interrupted by {report.interrupted}: "
+            (report.unreachable or f"interrupted by {report.interrupted}")
+            + ": "
             + (
                 f"{' and '.join(left)} left for the next run"
                 if left

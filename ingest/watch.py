@@ -274,11 +274,11 @@ class Watcher:
         except AuthError:
             raise
         except RemoteError as exc:
-            self._backoff = min(300.0, max(2.0, self._backoff * 2))
-            self.health["last_error"] = str(exc)
-            self.health["failed_passes"] += 1
-            log.warning("%s failed: %s; retrying in %.0f s", what, exc, self._backoff)
-            return False
+            return self._failed(what, str(exc))
+        if report.unreachable:  # its files are left as they were, for the next pass: none failed
+            left = report.counts.get("left")
+            said = "" if left is None else f"; {left} file{'' if left == 1 else 's'} left for the next pass"
+            return self._failed(what, report.unreachable + said)
         self._backoff = 0.0
         self.health["runs"] += 1
         self.health["last_report"] = report.as_dict()["counts"]
@@ -291,6 +291,14 @@ class Watcher:
             self.health["last_success_at"] = time.time()
         log.info("%s: %s", what, json.dumps(report.counts))
         return True
+
+    def _failed(self, what: str, why: str) -> bool:
+        """A pass that could not reach the server, or whose remote call failed: said once, tried again later."""
+        self._backoff = min(300.0, max(2.0, self._backoff * 2))
+        self.health["last_error"] = why
+        self.health["failed_passes"] += 1
+        log.warning("%s failed: %s; retrying in %.0f s", what, why, self._backoff)
+        return False
 
     def _tally(self, report: Report, whole: set[str] | None) -> None:
         """The files failing now: a file failing pass after pass is one failure, and it is over once a

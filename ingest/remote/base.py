@@ -16,6 +16,8 @@ from ingest.errors import AuthError as AuthError
 from ingest.errors import NotFound as NotFound
 from ingest.errors import RemoteError as RemoteError
 from ingest.errors import Stopped as Stopped
+from ingest.errors import Unreachable as Unreachable
+from ingest.remote.breaker import Breaker
 
 # Store metadata key holding a one-off token recorded before the create call: a store whose
 # creation reply was lost (a dropped connection, a killed process) is found by it, not made twice.
@@ -145,9 +147,17 @@ class LazyRemote:
     """A Remote built on first use. Building one imports its SDK (the openai package takes half a
     second to import) or the embedded store's extractors: a pass with nothing to do never needs it."""
 
-    def __init__(self, kind: str, build: Callable[[], Remote], base_url: str, stop: threading.Event | None = None):
+    def __init__(
+        self,
+        kind: str,
+        build: Callable[[], Remote],
+        base_url: str,
+        stop: threading.Event | None = None,
+        breaker: Breaker | None = None,
+    ):
         self.kind, self.base_url = kind, base_url  # known without building it: the server profile's key
         self.stop = stop  # the built remote's stop (OpenAIRemote, LocalRemote): known without building it
+        self.breaker = breaker  # the built remote's breaker (OpenAIRemote's), likewise; None: it has none
         self._build: Callable[[], Remote] | None = build
         self._remote: Remote | None = None
         self._lock = threading.Lock()

@@ -29,14 +29,17 @@ from ingest.remote.base import (
     Stopped,
     Store,
     StoreFile,
+    Unreachable,
     Unsupported,
 )
+from ingest.remote.breaker import Breaker
 from ingest.remote.replies import as_batch, as_store, as_store_file, poll_after
 from ingest.remote.retry import (
     Backoff,
     describe,
     is_transient,
     may_have_reached_server,
+    outage_cause,
     pacing_outcome,
     refuses_per_file,
     remote_error,
@@ -61,12 +64,15 @@ class OpenAIRemote:
         backoff: Backoff | None = None,
         concurrency: int = 8,
         stop: threading.Event | None = None,
+        breaker: Breaker | None = None,
     ):
         self.client = client
         self.attempts = max(1, attempts)
         self.backoff = backoff or Backoff()
         # Set when the run stops (Ctrl-C, SIGTERM): retry waits end at once and nothing more is sent.
         self.stop = stop or threading.Event()
+        # The breaker sets it too, once the server stops answering (see remote/breaker.py).
+        self.breaker = breaker or Breaker(str(client.base_url), self.stop, self.attempts)
         # Uploads have a rate limit of their own, stated in their replies' headers: a pacer of their
         # own learns it. Every other call shares one, which goes by concurrency and 429s alone.
         self.upload_pacer = Pacer(concurrency, stop=self.stop)
@@ -90,13 +96,14 @@ class OpenAIRemote:
         timeout: float,
         concurrency: int = 8,
         stop: threading.Event | None = None,
+        breaker: Breaker | None = None,
     ) -> OpenAIRemote:
         import httpx2
 
         client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=httpx2.Timeout(timeout, connect=10.0)
         )
-        return cls(client, attempts=attempts, concurrency=concurrency, stop=stop)
+        return cls(client, attempts=attempts, concurrency=concurrency, stop=stop, breaker=breaker)
 
     def _call(
         self,
@@ -135,18 +142,35 @@ class OpenAIRemote:
                     try:
                         result = fn()
                     except BaseException as exc:
+                        self._judge(exc)
                         response = getattr(exc, "response", None)
                         said = rate_headers(response.headers) if learns and response is not None else None
                         hinted = retry_after(exc)
                         pause = min(hinted, MAX_RETRY_AFTER) if hinted is not None else None
                         pacer.release(ticket, pacing_outcome(exc), pause, said)
                         raise
+                    self.breaker.answered()
                     pacer.release(ticket, rate=rate_headers(getattr(result, "headers", None)) if learns else None)
                     return result
         except openai.OpenAIError as exc:
+            cause = outage_cause(exc)
+            if cause is not None and status_of(exc) is not None:
+                self.breaker.failed(cause)  # a 5xx counts once its call has given up
             error = remote_error(what, exc, self.client.base_url)
+            if cause is not None and self.breaker.tripped:  # not this call's fault: the next run's
+                raise Unreachable(str(error)) from exc
             raise error from (None if isinstance(error, AuthError) else exc)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _judge(self, exc: BaseException) -> None:
+        """What a failed try tells the breaker: the server answered, or the network failed it."""
+        if not isinstance(exc, openai.OpenAIError):
+            return
+        cause = outage_cause(exc)
+        if cause is None:
+            self.breaker.answered()
+        elif status_of(exc) is None:
+            self.breaker.failed(cause)
 
     @property
     def base_url(self) -> str:

@@ -8,6 +8,7 @@ import random
 import time
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 from tenacity import RetryCallState
 
@@ -43,6 +44,26 @@ def worth_a_later_try(exc: BaseException) -> bool:
     (a quota refilled, a long Retry-After passed); a 400 or a refused file stays refused."""
     status = status_of(exc)
     return status is None or status in (408, 409, 429) or status >= 500
+
+
+def outage_cause(exc: BaseException) -> str | None:
+    """Why a failed try says nothing of the server but that it is not answering (a refused or lost
+    connection, a timeout, a 5xx): the cause, as the breaker names it; None when the server answered."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "the requests timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        seen: BaseException | None = exc
+        for _ in range(8):  # the OS's reason, under httpx's and httpcore's wrappers
+            if seen is None:
+                break
+            if isinstance(seen, OSError) and seen.strerror:
+                return seen.strerror.lower()
+            if isinstance(seen, httpx2.RemoteProtocolError):
+                return "the server closed the connection"
+            seen = seen.__cause__ or seen.__context__
+        return "connection error"
+    status = status_of(exc)
+    return f"HTTP {status}" if status is not None and status >= 500 else None
 
 
 def may_have_reached_server(exc: BaseException) -> bool:
