@@ -17,32 +17,26 @@ from ingest.config import Settings
 from ingest.errors import Stopped, error_text, exit_code
 from ingest.events import (
     ATTRIBUTES,
-    HELD,
     LEFT_EMPTY,
-    MASS_DELETE_HELD,
     REBUILD_DUE,
     RENAME_DUE,
     RENAMED,
     Event,
-    FileEvent,
     OnEvent,
     Report,
     StoreEvent,
     ignore,
 )
-from ingest.events import FAILED as EVENT_FAILED
-from ingest.events import REJECTED as EVENT_REJECTED
 from ingest.ignores import split as split_ignored
 from ingest.interrupt import reason as stopped_by
 from ingest.manifest import (
     FAILED,
-    REJECTED,
     RETIRE,
     FileRow,
     Manifest,
 )
-from ingest.outcomes import Outcome, event_of
-from ingest.plan import ROOT_EMPTY, GuardPolicy, Plan, RootScan, make_plan, retry_due
+from ingest.outcomes import Outcome, plan_events
+from ingest.plan import GuardPolicy, Plan, RootScan, make_plan, retry_due
 from ingest.rebuild import pending_rebuilds, rebuild
 from ingest.relocate import empty_stores, pending_renames, rename
 from ingest.remote.base import Remote
@@ -57,14 +51,6 @@ if TYPE_CHECKING:
     from ingest.indexing import Indexer
 
 log = logging.getLogger("ingest")
-MISSING_ROOT = (
-    "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
-    " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
-)
-EMPTY_ROOT = (
-    "the folder is empty, as an unmounted share would be: nothing was deleted there (emptied for good?"
-    " `ingest forget PATH --dry-run` shows what forgetting it would remove)"
-)
 
 
 @dataclass(frozen=True)
@@ -250,32 +236,11 @@ class Engine:
         return server_profile_soon(self.manifest, self.remote, self.settings.server)
 
     def _report_plan(self, plan: Plan, scans: list[RootScan]) -> None:
-        """What the plan alone says: missing roots, rejections, unreadable files, held deletions."""
-        for scan in scans:
-            if scan.missing and scan.full:
-                self.emit(FileEvent("", scan.root, EVENT_FAILED, reason=MISSING_ROOT))
-        # A root held as empty fails the run as a missing one does, so that cron and systemd see it.
-        for root in dict.fromkeys(row.root for row, why in plan.held if why == ROOT_EMPTY):
-            self.emit(FileEvent("", root, EVENT_FAILED, reason=EMPTY_ROOT))
-        for obs, row in plan.rejected:
-            self.emit(event_of(obs, EVENT_REJECTED, row, obs.reason))
-        for problem, row in plan.refused:
-            self.emit(
-                FileEvent(problem.path, problem.root, EVENT_REJECTED, row.store if row else None, None, problem.reason)
-            )
-        for problem, row in plan.unreadable:
-            self.emit(
-                FileEvent(problem.path, problem.root, EVENT_FAILED, row.store if row else None, None, problem.reason)
-            )
-        for row, why in plan.held:
-            self.emit(event_of(row, HELD, row, why))
-        for store, count in plan.mass_held.items():
-            self.emit(StoreEvent(store, MASS_DELETE_HELD, count=count))
-        self._report.newly_rejected += sum(
-            1
-            for seen, row in plan.rejected + plan.refused
-            if row is None or row.state != REJECTED or row.reason != seen.reason
-        )
+        """What the plan alone says (see plan_events), told."""
+        events, news = plan_events(plan, scans)
+        for event in events:
+            self.emit(event)
+        self._report.newly_rejected += news
 
     # observe -----------------------------------------------------------------------------------
     def _plan(self, options: Options, scopes: Scopes | None) -> tuple[Plan, list[RootScan], Later | None]:

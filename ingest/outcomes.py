@@ -1,5 +1,6 @@
 """What became of each attached file: recorded in the manifest and told as an event, on the caller's
-thread (the only one that writes the manifest)."""
+thread (the only one that writes the manifest); and what a plan tells before anything is done (the
+roots missing or empty, the files turned away, the deletions held back)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,26 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ingest.events import FAILED as EVENT_FAILED
-from ingest.events import LEFT_BEHIND, MOVED, REPLACED, FileEvent, Note, OnEvent
+from ingest.events import (
+    HELD,
+    LEFT_BEHIND,
+    MASS_DELETE_HELD,
+    MOVED,
+    REPLACED,
+    Event,
+    FileEvent,
+    Note,
+    OnEvent,
+    StoreEvent,
+)
+from ingest.events import REJECTED as EVENT_REJECTED
 from ingest.events import UPLOADED as EVENT_UPLOADED
 from ingest.manifest import FAILED as ROW_FAILED
-from ingest.manifest import INDEXED, RETIRE, FileRow, Manifest
+from ingest.manifest import INDEXED, REJECTED, RETIRE, FileRow, Manifest
 from ingest.remote.base import AuthError, Remote, RemoteError
 
 if TYPE_CHECKING:
-    from ingest.plan import Observed
+    from ingest.plan import Observed, Plan, RootScan
 
 log = logging.getLogger("ingest")
 
@@ -38,6 +51,40 @@ def event_of(item: Observed | FileRow, action: str, row: FileRow | None, reason:
     """An event for the file `item` names; the store and file id are those `row` held."""
     store = item.store or (row.store if row else None)
     return FileEvent(item.path, item.root, action, store, row.file_id if row else None, reason)
+
+
+MISSING_ROOT = (
+    "the folder is missing, not a folder, or not mounted: nothing was synced or deleted there"
+    " (gone for good? `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
+EMPTY_ROOT = (
+    "the folder is empty, as an unmounted share would be: nothing was deleted there (emptied for good?"
+    " `ingest forget PATH --dry-run` shows what forgetting it would remove)"
+)
+
+
+def plan_events(plan: Plan, scans: list[RootScan]) -> tuple[list[Event], int]:
+    """What the plan alone says, before anything is done: missing roots, rejections, unreadable files,
+    held deletions; and how many of the rejections are news (a new file, or a new reason)."""
+    from ingest.plan import ROOT_EMPTY
+
+    events: list[Event] = [
+        FileEvent("", s.root, EVENT_FAILED, reason=MISSING_ROOT) for s in scans if s.missing and s.full
+    ]
+    # A root held as empty fails the run as a missing one does, so that cron and systemd see it.
+    for root in dict.fromkeys(row.root for row, why in plan.held if why == ROOT_EMPTY):
+        events.append(FileEvent("", root, EVENT_FAILED, reason=EMPTY_ROOT))
+    events += [event_of(obs, EVENT_REJECTED, row, obs.reason) for obs, row in plan.rejected]
+    for problems, action in ((plan.refused, EVENT_REJECTED), (plan.unreadable, EVENT_FAILED)):
+        events += [FileEvent(p.path, p.root, action, row.store if row else None, None, p.reason) for p, row in problems]
+    events += [event_of(row, HELD, row, why) for row, why in plan.held]
+    events += [StoreEvent(store, MASS_DELETE_HELD, count=count) for store, count in plan.mass_held.items()]
+    news = sum(
+        1
+        for seen, row in plan.rejected + plan.refused
+        if row is None or row.state != REJECTED or row.reason != seen.reason
+    )
+    return events, news
 
 
 class Outcomes:
