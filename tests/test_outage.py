@@ -4,8 +4,6 @@ the next run (or the daemon's next pass) does what was left once the server is b
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from ingest.manifest import FAILED, INDEXED
 from tests.emulator import Emulator
 from tests.helpers import manifest_rows
-from tests.test_watch import SETTLE, until
+from tests.test_watch import start_watch, until
 
 UPLOADS = "POST /files"
 FILES = 120
@@ -82,13 +80,7 @@ def test_the_daemon_says_once_a_pass_that_the_server_is_away_and_syncs_once_it_i
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     fake_openai.when(UPLOADS, GONE_AT, fake_openai.stop)
     log_path = tmp_path / "watch.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "watch", str(folder), "--settle", SETTLE],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    proc = start_watch(folder, log_path)
     try:
         until(lambda: "stopped answering" in log_path.read_text(), "the pass cut short", log=log_path.read_text)
         first = log_path.read_text()

@@ -110,6 +110,17 @@ def http_get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
+def start_watch(root: Path, log_path: Path, *args: str, settle: str = SETTLE) -> subprocess.Popen:
+    """`ingest watch ROOT --settle S …` in a process of its own, its log (stderr) in log_path."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingest", "watch", str(root), "--settle", settle, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
 @pytest.fixture
 def watch(state_dir, tmp_path):
     """Starts `ingest watch ROOT …` and waits for its first full sync; every daemon is killed at teardown."""
@@ -117,13 +128,7 @@ def watch(state_dir, tmp_path):
 
     def start(root: Path, *args: str, settle: str = SETTLE, first: str = "full sync:") -> Daemon:
         log_path = tmp_path / f"watch-{len(started)}.log"
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ingest", "watch", str(root), "--settle", settle, *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        proc = start_watch(root, log_path, *args, settle=settle)
         daemon = Daemon(proc, log_path, state_dir)
         started.append(daemon)
         daemon.until(lambda: first in daemon.log() or proc.poll() is not None, f"{first!r} in the log")
@@ -556,13 +561,7 @@ def test_the_daemon_log_has_no_line_per_http_request(fake_openai, docs_root, tmp
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     log_path = tmp_path / "watch.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "watch", str(docs_root), "--settle", SETTLE],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    proc = start_watch(docs_root, log_path)
     try:
         until(lambda: "full sync:" in log_path.read_text(), "the first full sync", log=log_path.read_text)
     finally:
