@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from ingest.config import Root
@@ -93,9 +94,12 @@ class StatPoller(threading.Thread):
         descend = self.descend or (lambda rel: True)
         fresh: set[str] = set()  # folders that appeared: their content is theirs to tell
         with Walker(self.threads, self.skip, self.descend) as walker:
-            stack = [(str(self.root.path), "")]
-            while stack:
-                folder, rel = stack.pop()
+            # Breadth first, in the order the pool fetches the folders ahead: a folder is read soon after
+            # its listing and stats came back, so a change is told (and its quiet period starts) about
+            # when its stat was taken, not a pass later for a folder fetched first and read last.
+            queue = deque([(str(self.root.path), "")])
+            while queue:
+                folder, rel = queue.popleft()
                 try:
                     pairs = walker.folder(folder, rel)
                 except OSError:
@@ -111,7 +115,7 @@ class StatPoller(threading.Thread):
                     if is_dir and not descend(path):
                         continue
                     if is_dir:
-                        stack.append((item.path, path))
+                        queue.append((item.path, path))
                     if tell is None or before is None or before.get(path) == value:
                         continue
                     if is_dir:

@@ -122,3 +122,19 @@ def test_a_polled_change_settles_from_when_it_was_seen_and_a_later_write_starts_
     assert dirty.take_ready(2.0) == {}, "the quiet period restarted at 100"
     now[0] = 102.0
     assert dirty.take_ready(2.0) == {str(tmp_path): {"a.md"}}
+
+
+def test_changes_are_told_in_the_order_their_folders_are_read_breadth_first(tmp_path):
+    """The pool fetches folders in the order their parents list them; the pass reads them in that order
+    too, so a change is told (and its quiet period starts) about when its stat was taken: a folder
+    fetched first and read last would tell its change a pass late."""
+    root = tmp_path / "docs"
+    for n in range(8):
+        touch(root / f"team-{n}" / "notes.md", "one\n")
+    changes: list[tuple] = []
+    p = poller(root, changes, threads=1)
+    p._snapshot, _ = p.take()
+    for n in range(8):
+        bump(root / f"team-{n}" / "notes.md", "two\n")
+    listed = [entry.name for entry in os.scandir(root)]
+    assert p.poll() == [f"{name}/notes.md" for name in listed]
