@@ -168,7 +168,7 @@ class Executor:
         """Renames are attribute updates; those the remote refuses come back to be uploaded afresh."""
         again = []
         for obs, old in moves:
-            attrs = self._attributes(obs, roots[obs.root])
+            attrs = self.survey.attributes(roots[obs.root], obs)
             if not self.profile.search_sees_updates:
                 with self.manifest.transaction():
                     self.manifest.remove(old.root, old.path)
@@ -198,7 +198,7 @@ class Executor:
     def _refresh(self, stale: list[tuple[Observed, FileRow]], roots: dict[str, Root]) -> None:
         """Same content, other attributes (a touched mtime, a new static value): update them in place."""
         for obs, row in stale:
-            attrs = self._attributes(obs, roots[obs.root])
+            attrs = self.survey.attributes(roots[obs.root], obs)
             if not self.profile.search_sees_updates:
                 self.reattach.append(self.manifest.put(self._to_reattach(obs, row, attrs)))
                 self.emit(event_of(obs, ATTRIBUTES, row, "attached again"))
@@ -226,9 +226,6 @@ class Executor:
             log.warning("%s: could not update attributes: %s", os.path.join(row.root, row.path), exc)
             return False
         return True
-
-    def _attributes(self, obs: Observed, root: Root) -> dict:
-        return self.survey.attributes(root, obs)
 
     def _prepare_upload(self, obs: Observed, row: FileRow | None, root: Root, stores: Stores) -> FileRow:
         """Record the intent before the call: a changed file keeps serving its old version until then."""
